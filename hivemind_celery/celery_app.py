@@ -1,0 +1,64 @@
+"""The Celery application: queues, reliability settings and task modules.
+
+The settings follow docs/ARCHITECTURE decisions: late acks with requeue when a
+worker dies, one message prefetched at a time, a hard time limit below the
+Redis visibility timeout (the same on every worker, since it comes from the
+same settings), and explicit cpu/gpu queues with no auto-created ones.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from hivemind_celery.settings import Settings, get_settings
+
+TASK_MODULES = ["hivemind_celery.tasks"]
+# Modules that only connect signal handlers and bootsteps to the worker.
+WORKER_HOOK_MODULES = ["hivemind_celery.worker_hooks"]
+
+
+def celery_config(settings: Settings) -> dict:
+    transport = {"visibility_timeout": int(settings.visibility_timeout)}
+    return {
+        "broker_url": settings.broker,
+        "result_backend": settings.backend,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_queues": [
+            Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu"),
+            Queue("gpu", Exchange("gpu", type="direct"), routing_key="gpu"),
+        ],
+        "task_default_queue": "cpu",
+        "task_default_exchange": "cpu",
+        "task_default_routing_key": "cpu",
+        "task_create_missing_queues": False,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_time_limit": int(settings.hard_time_limit),
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "result_extended": True,
+        "result_expires": int(settings.payload_ttl),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    celery = Celery("hivemind_celery", include=TASK_MODULES + WORKER_HOOK_MODULES)
+    celery.conf.update(celery_config(settings))
+    return celery
+
+
+app = create_app()

@@ -1,0 +1,22 @@
+"""`hivemind`: the site's command line. Each module under cli/ adds its own
+commands through a `register(app)` function, so the parts stay apart."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="HiveMind worker site.")
+
+# Modules that add commands; each has register(app: typer.Typer).
+COMMAND_MODULES = [
+    "hivemind_celery.cli.run_cmd",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,42 @@
+"""Every Redis key the site uses, in one place, so no two parts invent the same
+name for different things. All keys start with `hm:`; no part lists keys with
+KEYS or SCAN on a hot path."""
+
+from __future__ import annotations
+
+PREFIX = "hm"
+
+
+def payload(digest: str) -> str:
+    """Bytes of a task or result zip; digest is the hex sha256."""
+    return f"{PREFIX}:payload:{digest}"
+
+
+def task_lock(task_id: str) -> str:
+    """Held while a worker runs the task (idempotency)."""
+    return f"{PREFIX}:task:{task_id}:lock"
+
+
+def task_outcome(task_id: str) -> str:
+    """The final TaskOutcome JSON, kept so a redelivered task returns it."""
+    return f"{PREFIX}:task:{task_id}:outcome"
+
+
+def task_attempts(task_id: str) -> str:
+    """How many times a worker started this task (bounds redelivery)."""
+    return f"{PREFIX}:task:{task_id}:attempts"
+
+
+def task_stop(task_id: str) -> str:
+    """Set when someone asked the task to stop; the running task polls it."""
+    return f"{PREFIX}:task:{task_id}:stop"
+
+
+def task_output(task_id: str) -> str:
+    """Redis stream of the task's output chunks (field `data`), capped."""
+    return f"{PREFIX}:task:{task_id}:output"
+
+
+def task_usage(task_id: str) -> str:
+    """Latest usage sample JSON of a running task."""
+    return f"{PREFIX}:task:{task_id}:usage"

@@ -1,0 +1,76 @@
+"""What a runtime is given and what it gives back.
+
+A runtime runs one job to its end: set-up step (requirements), main step,
+output streaming, timeout, stop requests, and copying the workspace back.
+It knows nothing of Celery or Redis; callers hand it callbacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from hivemind_celery.model import TaskSpec, TaskStatus
+
+
+@dataclass(frozen=True)
+class Started:
+    """Told to `on_start` once the main step runs, so a sampler can attach."""
+
+    task_id: str
+    container_id: str | None  # None for the process runtime
+    pid: int  # host PID of the task's first process
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: TaskSpec
+    image: str  # resolved and allowed
+    command: list[str]  # argv of the main step, run in /workspace
+    workspace_tar: bytes  # the task's files as a tar (made by workspace.py)
+    timeout: float  # seconds for the main step
+    setup_command: list[str] | None = None  # e.g. pip install -r requirements.txt
+    network: bool = False  # may the main step reach the network?
+    setup_network: bool = True  # may the set-up step reach the network?
+    pids: int = 256
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    status: TaskStatus
+    exit_code: int | None
+    started_at: datetime
+    finished_at: datetime
+    log_tail: str
+    reason: str = ""
+    workspace_tar: bytes | None = None  # the workspace after the run, as a tar
+    stopped: bool = False  # ended by a stop request
+
+
+# Callbacks a caller may pass to Runtime.run.
+OnOutput = Callable[[bytes], None]
+OnStart = Callable[[Started], None]
+ShouldStop = Callable[[], bool]
+
+
+class Runtime(Protocol):
+    name: str
+
+    def run(
+        self,
+        job: Job,
+        on_output: OnOutput | None = None,
+        on_start: OnStart | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> JobResult: ...
+
+    def kill(self, task_id: str) -> int:
+        """Stop and remove whatever runs for task_id now; returns how many went."""
+        ...
+
+    def reap(self, keep: set[str]) -> int:
+        """Remove this worker's leftovers whose task id is not in keep."""
+        ...

@@ -1,0 +1,125 @@
+"""Worker-site configuration, read from the environment.
+
+Every variable is listed in docs/configuration.md; a test compares that page
+with the fields here, so a new field without documentation fails CI.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """One flat settings object; the env prefix is HIVEMIND_ except REDIS_URL."""
+
+    model_config = SettingsConfigDict(env_prefix="HIVEMIND_", extra="ignore")
+
+    # --- Redis: one URL for everything unless a role overrides it -----------
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "HIVEMIND_REDIS_URL"),
+        description="Broker, result backend and payload store unless overridden.",
+    )
+    broker_url: str | None = Field(None, description="Celery broker URL (default: REDIS_URL).")
+    result_backend: str | None = Field(None, description="Celery result backend (default: REDIS_URL).")
+    payload_redis_url: str | None = Field(None, description="Payload store Redis (default: REDIS_URL).")
+
+    # --- identity ------------------------------------------------------------
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        description="Name this worker labels its containers with; unique per site.",
+    )
+
+    # --- runtime -------------------------------------------------------------
+    runtime: Literal["docker", "process"] = Field("docker", description="docker, or process (no isolation).")
+    task_image: str = Field("hivemind-task-python:bookworm", description="Default image for tasks.")
+    allowed_images: list[str] = Field(
+        default_factory=list,
+        description="Images a task may name (comma list); the default image is always allowed.",
+    )
+    allow_network: bool = Field(False, description="Operator policy: may tasks ask for network?")
+    setup_network: bool = Field(
+        True, description="Give the requirements.txt set-up step network (it needs PyPI)."
+    )
+    image_pull_timeout: float = Field(300.0, gt=0, description="Seconds allowed to pull a missing image.")
+    docker_timeout: float = Field(60.0, gt=0, description="Seconds for one Docker API call.")
+    task_user: str = Field("1000:1000", description="uid:gid the task runs as inside its container.")
+    tmpfs_size: str = Field("100m", description="Size of the /tmp tmpfs in each container.")
+    pids_limit: int = Field(256, gt=0, description="Default pids limit per task.")
+    nofile_limit: int = Field(1024, gt=0, description="Open-file ulimit per task.")
+    log_max_size: str = Field("10m", description="Docker json-file log cap per container.")
+    stop_grace: float = Field(3.0, ge=0, description="Seconds between SIGTERM and SIGKILL on stop.")
+
+    # --- limits --------------------------------------------------------------
+    default_timeout: float = Field(3600.0, gt=0, description="Task timeout when the spec names none.")
+    max_timeout: float = Field(6 * 3600.0, gt=0, description="Longest timeout a task may ask for.")
+    visibility_timeout: float = Field(
+        12 * 3600.0,
+        gt=0,
+        description="Redis visibility timeout; must exceed the hard time limit on every worker.",
+    )
+    max_cpus: float = Field(64.0, gt=0, description="Most CPU cores one task may reserve.")
+    max_memory_mb: int = Field(256 * 1024, gt=0, description="Most memory one task may reserve (MiB).")
+    payload_max_bytes: int = Field(100 * MiB, gt=0, description="Largest task or result zip stored.")
+    payload_ttl: int = Field(7 * 24 * 3600, gt=0, description="Seconds a payload lives in Redis.")
+    max_unpacked_bytes: int = Field(1024 * MiB, gt=0, description="Largest total size a zip may unpack to.")
+    max_files: int = Field(10_000, gt=0, description="Most entries a task zip may hold.")
+    max_compression_ratio: float = Field(200.0, gt=1, description="Refuse zip entries packed tighter than this.")
+    log_tail_bytes: int = Field(64 * 1024, gt=0, description="How much of a task's output is kept.")
+    result_max_bytes: int = Field(100 * MiB, gt=0, description="Largest workspace copied back as a result.")
+
+    # --- measurement, signals and logging ------------------------------------
+    sample_interval: float = Field(2.0, gt=0, description="Seconds between usage samples.")
+    log_json: bool = Field(False, description="Log one JSON object per line.")
+    log_level: str = Field("INFO", description="Log level for the worker, bridge and Node Pool.")
+    metrics_port: int = Field(0, ge=0, description="Prometheus port on the worker (0: off).")
+
+    @field_validator("allowed_images", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _visibility_above_limit(self) -> "Settings":
+        if self.visibility_timeout <= self.hard_time_limit:
+            raise ValueError(
+                f"HIVEMIND_VISIBILITY_TIMEOUT ({self.visibility_timeout:.0f}s) must exceed the hard "
+                f"time limit ({self.hard_time_limit:.0f}s = HIVEMIND_MAX_TIMEOUT + set-up margin); "
+                "otherwise Redis redelivers tasks that are still running"
+            )
+        return self
+
+    # --- derived ---------------------------------------------------------------
+    @property
+    def hard_time_limit(self) -> float:
+        """Celery's hard limit: the longest task plus set-up, pull and packing time."""
+        return self.max_timeout + self.image_pull_timeout + 600.0
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def backend(self) -> str:
+        return self.result_backend or self.redis_url
+
+    @property
+    def payload_redis(self) -> str:
+        return self.payload_redis_url or self.redis_url
+
+    def image_allowed(self, image: str) -> bool:
+        return image == self.task_image or image in self.allowed_images
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
