@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     max_unpacked_bytes: int = Field(1024 * MiB, gt=0, description="Largest total size a zip may unpack to.")
     max_files: int = Field(10_000, gt=0, description="Most entries a task zip may hold.")
     max_compression_ratio: float = Field(200.0, gt=1, description="Refuse zip entries packed tighter than this.")
+    max_attempts: int = Field(
+        3, ge=1, description="Times a task may be started (redelivered after a lost worker) before it is given up."
+    )
     log_tail_bytes: int = Field(64 * 1024, gt=0, description="How much of a task's output is kept.")
     result_max_bytes: int = Field(100 * MiB, gt=0, description="Largest workspace copied back as a result.")
 
@@ -80,6 +83,20 @@ class Settings(BaseSettings):
     log_json: bool = Field(False, description="Log one JSON object per line.")
     log_level: str = Field("INFO", description="Log level for the worker, bridge and Node Pool.")
     metrics_port: int = Field(0, ge=0, description="Prometheus port on the worker (0: off).")
+
+    # --- reward (CPT credit; defaults are the seed formula's) -----------------
+    reward_base: float = Field(10.0, ge=0, description="CPT for one time unit at the standard multiplier.")
+    reward_high_threshold: float = Field(80.0, ge=0, le=100, description="Utilization % above which the high multiplier applies.")
+    reward_mid_threshold: float = Field(50.0, ge=0, le=100, description="Utilization % above which the mid multiplier applies.")
+    reward_low_threshold: float = Field(20.0, ge=0, le=100, description="Utilization % above which the standard multiplier applies.")
+    reward_high_multiplier: float = Field(1.5, ge=0, description="Reward multiplier above the high threshold.")
+    reward_mid_multiplier: float = Field(1.2, ge=0, description="Reward multiplier above the mid threshold.")
+    reward_standard_multiplier: float = Field(1.0, ge=0, description="Reward multiplier above the low threshold.")
+    reward_low_multiplier: float = Field(0.8, ge=0, description="Reward multiplier at or below the low threshold.")
+    reward_gpu_bonus_per_percent: float = Field(0.01, ge=0, description="CPT added per GPU utilization %.")
+    reward_time_bonus_cap: float = Field(2.0, ge=0, description="Most time units one task is paid for.")
+    reward_time_bonus_unit: float = Field(3600.0, gt=0, description="Seconds in one reward time unit.")
+    reward_minimum: int = Field(1, ge=0, description="Least CPT a finished task earns.")
 
     @field_validator("allowed_images", mode="before")
     @classmethod
