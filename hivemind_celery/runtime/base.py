@@ -50,6 +50,11 @@ class JobResult:
     stopped: bool = False  # ended by a stop request
 
 
+class RuntimeRefused(Exception):
+    """The runtime cannot start this job as asked (e.g. its image is missing
+    and cannot be pulled); the message is the reason given to the submitter."""
+
+
 # Callbacks a caller may pass to Runtime.run.
 OnOutput = Callable[[bytes], None]
 OnStart = Callable[[Started], None]

@@ -1,0 +1,66 @@
+"""A task's output as a capped Redis stream, written in batches.
+
+The runtime hands over small chunks (often a line); writing each as its own
+XADD would cost a round trip per line, so chunks are buffered and flushed at
+most every `flush_interval` seconds or when `flush_bytes` pile up.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from hivemind_celery import keys
+
+STREAM_MAXLEN = 10_000  # entries kept per task; the bridge reads far faster
+STREAM_TTL = 7 * 24 * 3600
+
+
+class OutputStream:
+    def __init__(
+        self,
+        client: redis.Redis,
+        task_id: str,
+        flush_interval: float = 0.5,
+        flush_bytes: int = 64 * 1024,
+    ) -> None:
+        self._redis = client
+        self._key = keys.task_output(task_id)
+        self._interval = flush_interval
+        self._max = flush_bytes
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self._last_flush = time.monotonic()
+
+    def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._buffer.append(chunk)
+        self._size += len(chunk)
+        if self._size >= self._max or time.monotonic() - self._last_flush >= self._interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._size = 0
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(self._key, {"data": data}, maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.expire(self._key, STREAM_TTL)
+        pipe.execute()
+
+
+def read_output(
+    client: redis.Redis, task_id: str, after: str = "0-0", count: int = 100
+) -> tuple[str, bytes]:
+    """New output after stream id `after`: (last id read, bytes)."""
+    entries = client.xrange(keys.task_output(task_id), min=f"({after}", count=count)
+    if not entries:
+        return after, b""
+    data = b"".join(fields.get(b"data", b"") for _, fields in entries)
+    last = entries[-1][0]
+    return (last.decode() if isinstance(last, bytes) else last), data
