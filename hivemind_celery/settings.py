@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import socket
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 
@@ -98,7 +98,36 @@ class Settings(BaseSettings):
     reward_time_bonus_unit: float = Field(3600.0, gt=0, description="Seconds in one reward time unit.")
     reward_minimum: int = Field(1, ge=0, description="Least CPT a finished task earns.")
 
-    @field_validator("allowed_images", mode="before")
+    # --- bridge: this site's link to a HiveMind Node Pool (bridge/) -----------
+    nodepool_address: str = Field("localhost:50051", description="host:port of the Node Pool's gRPC server.")
+    username: str = Field("", description="The site's worker account on the Node Pool (its node id).")
+    password: SecretStr = Field(SecretStr(""), description="Password of that account (never logged).")
+    bridge_port: int = Field(50053, gt=0, lt=65536, description="Port the bridge serves WorkerNodeService on.")
+    bridge_bind: str = Field("[::]", description="Address the bridge listens on ([::] falls back to 0.0.0.0).")
+    advertise_host: str | None = Field(
+        None,
+        description="Hostname the bridge registers for the pool to dial; default: localhost for a "
+        "local pool, else this host's address on the route to the pool. Never 127.0.0.1.",
+    )
+    bridge_allowed_callers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts/CIDRs allowed to call ExecuteTask/StopTaskExecution (comma list; * = any); "
+        "default: the Node Pool host, resolved.",
+    )
+    bridge_secret: SecretStr | None = Field(
+        None, description="When set, pool calls must carry it as metadata x-hivemind-secret."
+    )
+    heartbeat_interval: float = Field(5.0, gt=0, le=30, description="Seconds between ReportStatus calls.")
+    registration_interval: float = Field(30.0, gt=0, description="Seconds between RegisterWorkerNode calls.")
+    relay_interval: float = Field(1.0, gt=0, description="Seconds between relay passes (output, usage, results).")
+    cpu_score_per_core: int = Field(100, gt=0, description="Node Pool cpu_score worth one CPU core.")
+    gpu_score_per_gpu: int = Field(100, gt=0, description="Node Pool gpu_score worth one GPU.")
+    location: str = Field("", description="Location string sent with the registration.")
+    nodepool_ca_file: str | None = Field(
+        None, description="PEM CA bundle: when set, the bridge dials the Node Pool over TLS."
+    )
+
+    @field_validator("allowed_images", "bridge_allowed_callers", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
