@@ -40,3 +40,19 @@ def task_output(task_id: str) -> str:
 def task_usage(task_id: str) -> str:
     """Latest usage sample JSON of a running task."""
     return f"{PREFIX}:task:{task_id}:usage"
+
+
+def bridge_owed(node_id: str) -> str:
+    """Hash of task ids the bridge accepted and still owes the Node Pool a result
+    for (value: the accepted request as JSON)."""
+    return f"{PREFIX}:bridge:{node_id}:owed"
+
+
+def bridge_cursor(node_id: str) -> str:
+    """Hash task id -> id of the last output stream entry sent to the Node Pool."""
+    return f"{PREFIX}:bridge:{node_id}:cursor"
+
+
+def bridge_intake_lock(node_id: str, task_id: str) -> str:
+    """Held while the bridge takes in one task id (makes ExecuteTask idempotent)."""
+    return f"{PREFIX}:bridge:{node_id}:intake:{task_id}"
