@@ -9,6 +9,13 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="HiveMind worker site.")
 
+
+
+@app.callback()
+def _group() -> None:
+    """HiveMind worker site: run workers, the bridge, a Node Pool, and tasks."""
+
+
 # Modules that add commands; each has register(app: typer.Typer).
 COMMAND_MODULES = [
     "hivemind_celery.cli.run_cmd",
