@@ -27,6 +27,7 @@ REDIS_BASE = os.environ.get("HIVEMIND_TEST_REDIS", "redis://localhost:6379")
 REQUIRE = os.environ.get("HIVEMIND_REQUIRE_SERVICES") == "1"
 BUSYBOX_IMAGE = os.environ.get("HIVEMIND_BUSYBOX_IMAGE", "hivemind-busybox:latest")
 PYTHON_IMAGE = os.environ.get("HIVEMIND_TASK_IMAGE", "hivemind-task-python:bookworm")
+MISSING_IMAGE = "hivemind-no-such-image:1"  # allowed in tests, present nowhere
 
 # DB 0 is left for people; each test module that asks gets its own DB (the
 # test Redis runs with --databases 64), so modules never see each other's keys.
@@ -92,7 +93,8 @@ def worker_env(redis_url: str, worker_id: str, **extra: str) -> dict[str, str]:
         REDIS_URL=redis_url,
         HIVEMIND_WORKER_ID=worker_id,
         HIVEMIND_TASK_IMAGE=PYTHON_IMAGE,
-        HIVEMIND_ALLOWED_IMAGES=BUSYBOX_IMAGE,
+        HIVEMIND_ALLOWED_IMAGES=f"{BUSYBOX_IMAGE},{MISSING_IMAGE}",
+        HIVEMIND_IMAGE_PULL_TIMEOUT="10",
         HIVEMIND_LOG_LEVEL="INFO",
         PYTHONPATH=str(ROOT),
         PYTHONUNBUFFERED="1",
@@ -168,3 +170,14 @@ def start_worker(redis_url: str, celery_app, docker_client, tmp_path_factory) ->
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under HIVEMIND_REQUIRE_SERVICES=1 a skipped docker/redis test fails:
+    CI must never pass by not running them."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE and report.skipped and (item.get_closest_marker("docker") or item.get_closest_marker("redis")):
+        report.outcome = "failed"
+        report.longrepr = f"skipped a docker/redis test under HIVEMIND_REQUIRE_SERVICES=1: {report.longrepr}"

@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := docker.io redis-server debootstrap busybox-static
+
+.PHONY: demo test deps sysdeps venv images bench clean
+
+demo: deps
+	$(BIN)/hivemind demo
+
+test: deps
+	scripts/with-services.sh $(BIN)/pytest $(PYTEST_ARGS)
+
+deps: sysdeps venv
+
+# System packages, only when something is missing (needs root or sudo).
+sysdeps:
+	@missing=""; for cmd in dockerd redis-server debootstrap busybox; do \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages (missing:$$missing)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+images:
+	scripts/build-images.sh
+
+bench: deps
+	scripts/with-services.sh sh -c 'for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done'
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+from hivemind_celery.cli import main
+
+main()
