@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     # --- runtime -------------------------------------------------------------
     runtime: Literal["docker", "process"] = Field("docker", description="docker, or process (no isolation).")
     task_image: str = Field("hivemind-task-python:bookworm", description="Default image for tasks.")
-    allowed_images: list[str] = Field(
+    # NoDecode: read as a comma list, not JSON.
+    allowed_images: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Images a task may name (comma list); the default image is always allowed.",
     )
@@ -102,7 +103,7 @@ class Settings(BaseSettings):
     nodepool_address: str = Field("localhost:50051", description="host:port of the Node Pool's gRPC server.")
     username: str = Field("", description="The site's worker account on the Node Pool (its node id).")
     password: SecretStr = Field(SecretStr(""), description="Password of that account (never logged).")
-    bridge_port: int = Field(50053, gt=0, lt=65536, description="Port the bridge serves WorkerNodeService on.")
+    bridge_port: int = Field(50053, ge=0, lt=65536, description="Port the bridge serves WorkerNodeService on (0: any free port).")
     bridge_bind: str = Field("[::]", description="Address the bridge listens on ([::] falls back to 0.0.0.0).")
     advertise_host: str | None = Field(
         None,
