@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     nofile_limit: int = Field(1024, gt=0, description="Open-file ulimit per task.")
     log_max_size: str = Field("10m", description="Docker json-file log cap per container.")
     stop_grace: float = Field(3.0, ge=0, description="Seconds between SIGTERM and SIGKILL on stop.")
+    nproc_limit: int = Field(
+        4096, gt=0, description="Process ulimit (per uid, shared by all tasks); the per-task bound is the pids limit."
+    )
+    setup_timeout: float = Field(
+        300.0, gt=0, description="Seconds allowed for the requirements.txt set-up step (within the hard limit's margin)."
+    )
+    ca_bundle: str = Field(
+        "/etc/ssl/certs/ca-certificates.crt",
+        description="Host CA bundle copied into the set-up container so pip trusts the host's CAs.",
+    )
+    runtime_dir: str | None = Field(
+        None, description="Process runtime: workspaces and pid files (default: <tmp>/hivemind-<worker_id>)."
+    )
 
     # --- limits --------------------------------------------------------------
     default_timeout: float = Field(3600.0, gt=0, description="Task timeout when the spec names none.")
