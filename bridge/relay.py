@@ -1,0 +1,254 @@
+"""Carry what the workers produce back to the Node Pool, for every task the
+bridge owes: new output (TaskOutputUpload), the latest usage sample
+(TaskUsage), and, once the Celery task is done, the result zip
+(TaskResultUpload). Only after the pool acknowledged the result is the task
+struck from the outbox and its registry reservation released.
+
+State lives in Redis (outbox + output cursors), so a restarted bridge picks
+up where the last one stopped; output may be re-sent from the last cursor and
+a result may be sent twice (at least once; the pool deduplicates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+
+from bridge.outbox import Outbox, OwedTask
+from bridge.retry import TRANSIENT, until_stopped
+from bridge.session import CALL_TIMEOUT, NodePoolError, Session
+from hivemind_celery import keys
+from hivemind_celery.idempotency import TaskGuard
+from hivemind_celery.model import TaskOutcome
+from hivemind_celery.payloads import PayloadMissing, PayloadStore
+from hivemind_celery.settings import Settings
+from hivemind_celery.streams import read_output
+from proto import nodepool_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# Stream entries per TaskOutputUpload: a worker flushes at most ~64 KB per
+# entry, so a batch stays far below gRPC's default 4 MB message limit.
+OUTPUT_BATCH_ENTRIES = 16
+RESULT_TIMEOUT = 120.0
+# A pool that keeps refusing a result (it no longer knows the task) is given
+# up on after this many passes, so one task cannot hold the site forever.
+MAX_RESULT_REFUSALS = 5
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: Settings,
+        session: Session,
+        client: redis.Redis,
+        celery: Celery,
+        registry: Any,
+        payloads: PayloadStore,
+        outbox: Outbox,
+    ) -> None:
+        self._settings = settings
+        self._session = session
+        self._redis = client
+        self._celery = celery
+        self._registry = registry
+        self._payloads = payloads
+        self._outbox = outbox
+        self._last_usage: dict[str, bytes] = {}
+        self._undeliverable: set[str] = set()
+        self._refusals: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="bridge-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=RESULT_TIMEOUT + 10)
+
+    def _run(self) -> None:
+        node_id = self._outbox.node_id
+        while not self._stop.is_set():
+            try:
+                for attempt in until_stopped(self._stop, "relay", node_id):
+                    with attempt:
+                        self.relay_once()
+            except TRANSIENT:
+                break  # only when stopping
+            except Exception:  # noqa: BLE001 - a bug must not end the relay
+                log.exception("relay pass failed", extra={"node_id": node_id})
+            self._wake.wait(self._settings.relay_interval)
+            self._wake.clear()
+
+    # -- one pass ---------------------------------------------------------------
+    def relay_once(self) -> int:
+        """Relay everything owed once; returns how many results were delivered.
+        A transient failure (pool or Redis down) propagates so the loop backs off."""
+        delivered = 0
+        for task in self._outbox.all():
+            if self._stop.is_set():
+                break
+            if self._relay_task(task):
+                delivered += 1
+        return delivered
+
+    def _relay_task(self, task: OwedTask) -> bool:
+        """Relay one task. The pool refusing one upload (success=false) is
+        logged and does not hold up the others; the pool or Redis being down
+        propagates so the whole pass backs off."""
+        outcome = self._finished(task.task_id)
+        try:
+            self._send_output(task.task_id)
+            if outcome is None:
+                self._send_usage(task.task_id)
+                return False
+        except NodePoolError as exc:
+            log.warning("Node Pool refused output/usage: %s", exc, extra=self._extra(task.task_id))
+        if outcome is None:
+            return False
+        try:
+            return self._deliver(task, outcome)
+        except NodePoolError as exc:
+            return self._refused(task, str(exc))
+
+    # -- output and usage -----------------------------------------------------
+    def _send_output(self, task_id: str) -> None:
+        cursor = self._outbox.cursor(task_id)
+        while True:
+            last, data = read_output(self._redis, task_id, after=cursor, count=OUTPUT_BATCH_ENTRIES)
+            if not data:
+                if last != cursor:  # entries without data: just move past them
+                    self._outbox.advance(task_id, last)
+                return
+            # Decode per batch with replacement: the pool's field is a string and
+            # a task may print anything.
+            text = data.decode("utf-8", errors="replace")
+            try:
+                self._session.call(
+                    self._session.workers.TaskOutputUpload,
+                    pb.TaskOutputUploadRequest(task_id=task_id, output=text),
+                )
+            except NodePoolError:
+                # Not retried: the pool would refuse the same bytes again.
+                self._outbox.advance(task_id, last)
+                raise
+            self._outbox.advance(task_id, last)
+            cursor = last
+            log.debug("sent %d bytes of output", len(data), extra=self._extra(task_id))
+
+    def _send_usage(self, task_id: str) -> None:
+        raw = self._redis.get(keys.task_usage(task_id))
+        if raw is None or self._last_usage.get(task_id) == raw:
+            return
+        sample = usage_sample(raw)
+        if sample is None:
+            log.warning("unreadable usage sample", extra=self._extra(task_id))
+            self._last_usage[task_id] = raw
+            return
+        self._session.call(self._session.workers.TaskUsage, pb.TaskUsageRequest(task_id=task_id, **sample))
+        self._last_usage[task_id] = raw
+
+    # -- result -------------------------------------------------------------
+    def _finished(self, task_id: str) -> TaskOutcome | None:
+        """The task's outcome once it is done; None while it is not."""
+        result = AsyncResult(task_id, app=self._celery)
+        if not result.ready():
+            return None
+        value = result.result
+        if result.successful() and isinstance(value, dict):
+            return TaskOutcome.model_validate(value)
+        # Revoked or killed: the worker's main process stores a cancelled
+        # outcome (with a result zip) for it under the task's outcome key.
+        stored = TaskGuard(self._redis, task_id).stored_outcome()
+        if stored is not None:
+            return stored
+        self._stuck(task_id, f"task ended {result.state} without an outcome ({value!r})")
+        return None
+
+    def _stuck(self, task_id: str, reason: str) -> None:
+        """A finished task with no result zip to send. The bridge does not make
+        one up: it logs once, frees the task's room and keeps it owed."""
+        if task_id in self._undeliverable:
+            return
+        self._undeliverable.add(task_id)
+        log.error("cannot deliver a result: %s", reason, extra=self._extra(task_id))
+        self._registry.release(task_id)
+
+    def _refused(self, task: OwedTask, message: str) -> bool:
+        count = self._refusals.get(task.task_id, 0) + 1
+        self._refusals[task.task_id] = count
+        extra = self._extra(task.task_id)
+        if count < MAX_RESULT_REFUSALS:
+            log.warning("Node Pool refused the result (%d/%d): %s", count, MAX_RESULT_REFUSALS,
+                        message, extra=extra)
+            return False
+        log.error("Node Pool refused the result %d times (%s); giving it up", count, message, extra=extra)
+        self._forget(task.task_id)
+        return False
+
+    def _forget(self, task_id: str) -> None:
+        self._outbox.remove(task_id)
+        self._registry.release(task_id)
+        self._last_usage.pop(task_id, None)
+        self._refusals.pop(task_id, None)
+        self._undeliverable.discard(task_id)
+        self._redis.delete(keys.task_output(task_id), keys.task_usage(task_id))
+
+    def _deliver(self, task: OwedTask, outcome: TaskOutcome) -> bool:
+        extra = self._extra(task.task_id)
+        if outcome.result_ref is None:
+            self._stuck(task.task_id, f"the {outcome.status.value} outcome names no result zip")
+            return False
+        try:
+            zip_bytes = self._payloads.get(outcome.result_ref)
+        except PayloadMissing as exc:
+            self._stuck(task.task_id, str(exc))
+            return False
+        self._session.call(
+            self._session.workers.TaskResultUpload,
+            pb.TaskResultUploadRequest(task_id=task.task_id, result_zip=zip_bytes),
+            timeout=max(CALL_TIMEOUT, RESULT_TIMEOUT),
+        )
+        # Acknowledged: the pool has it. Forget the task and free its room.
+        self._forget(task.task_id)
+        log.info("delivered the result (%s, %d bytes)", outcome.status.value, len(zip_bytes), extra=extra)
+        return True
+
+    def _extra(self, task_id: str) -> dict[str, str]:
+        return {"task_id": task_id, "node_id": self._outbox.node_id}
+
+    def wake(self) -> None:
+        """Run a pass now (after a task was accepted, or in tests)."""
+        self._wake.set()
+
+
+def usage_sample(raw: bytes | str) -> dict[str, float] | None:
+    """The worker's latest usage sample JSON -> TaskUsage percent fields."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    fields = {
+        "cpu_usage": ("cpu_percent", "cpu_usage"),
+        "memory_usage": ("memory_percent", "memory_usage"),
+        "gpu_usage": ("gpu_percent", "gpu_usage"),
+        "gpu_memory_usage": ("gpu_memory_percent", "gpu_memory_usage"),
+    }
+    sample: dict[str, float] = {}
+    for field, names in fields.items():
+        value = next((data[name] for name in names if isinstance(data.get(name), int | float)), 0.0)
+        sample[field] = float(value)
+    return sample

@@ -1,0 +1,139 @@
+"""The bridge as one object: `Bridge(settings).start()` serves
+WorkerNodeService (with health and reflection), logs in to the Node Pool,
+heartbeats, and relays results; `.stop()` ends it all. Tests start it
+in-process; `python -m bridge` runs it until a signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+import redis
+from celery import Celery
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from bridge.callers import CallerGuard
+from bridge.config import BridgeConfig
+from bridge.heartbeat import Heartbeat
+from bridge.outbox import Outbox
+from bridge.relay import Relay
+from bridge.servicer import WorkerNodeServicer
+from bridge.session import MESSAGE_MARGIN, Session, open_channel
+from hivemind_celery.celery_app import create_app
+from hivemind_celery.payloads import PayloadStore
+from hivemind_celery.settings import Settings, get_settings
+from proto import nodepool_pb2 as pb
+from proto import nodepool_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkerNodeService"].full_name
+MAX_CONCURRENT_INTAKES = 8  # each may hold a task zip of up to the payload limit
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: Any = None,
+        celery: Celery | None = None,
+        redis_client: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.config = BridgeConfig.from_settings(self.settings)
+        # Payloads, output streams, usage and stop flags share the payload Redis
+        # with the workers; the outbox lives there too.
+        self.redis = redis_client or redis.Redis.from_url(self.settings.payload_redis)
+        if registry is None:
+            from hivemind_celery.registry import Registry
+
+            registry = Registry(self.redis)
+        self.registry = registry
+        self._own_celery = celery is None
+        self.celery = celery or create_app(self.settings)
+        self.payloads = PayloadStore(self.redis, self.settings)
+        self.outbox = Outbox(self.redis, self.config.node_id)
+        self.port = 0
+        self._server: grpc.Server | None = None
+        self._channel: grpc.Channel | None = None
+        self._health = health.HealthServicer()
+        self.session: Session | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.relay: Relay | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> "Bridge":
+        self._server = self._serve()
+        self._channel = open_channel(self.settings)
+        self.session = Session(self.settings, self._channel)
+        self.heartbeat = Heartbeat(self.settings, self.config, self.session, self.registry, self.outbox, self.port)
+        self.relay = Relay(self.settings, self.session, self.redis, self.celery, self.registry, self.payloads,
+                           self.outbox)
+        self.relay.start()
+        self.heartbeat.start()
+        log.info("bridge serving on port %d for Node Pool %s, advertised as %s", self.port,
+                 self.settings.nodepool_address, self.config.advertise_host,
+                 extra={"node_id": self.config.node_id})
+        return self
+
+    def _serve(self) -> grpc.Server:
+        limit = self.settings.payload_max_bytes + MESSAGE_MARGIN
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=MAX_CONCURRENT_INTAKES + 4, thread_name_prefix="bridge-rpc"),
+            interceptors=[CallerGuard(self.config)],
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_INTAKES * 4,
+        )
+        servicer = WorkerNodeServicer(self.settings, self.config.node_id, self.redis, self.celery, self.registry,
+                                      self.payloads, self.outbox)
+        pb_grpc.add_WorkerNodeServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        self.port = self._bind(server)
+        server.start()
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return server
+
+    def _bind(self, server: grpc.Server) -> int:
+        bind, port = self.settings.bridge_bind, self.settings.bridge_port
+        try:
+            return server.add_insecure_port(f"{bind}:{port}")
+        except RuntimeError:
+            if bind != "[::]":
+                raise
+            # No IPv6 on this host (common in containers): IPv4 only.
+            log.info("cannot bind [::]; binding 0.0.0.0", extra={"node_id": self.config.node_id})
+            return server.add_insecure_port(f"0.0.0.0:{port}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+        for part in (self.heartbeat, self.relay):
+            if part is not None:
+                part.stop()
+        if self._channel is not None:
+            self._channel.close()
+        if self._own_celery:
+            self.celery.close()
+        log.info("bridge stopped", extra={"node_id": self.config.node_id})
+
+    def wait(self) -> None:
+        """Block until stop() (from a signal handler or another thread)."""
+        self._stopped.wait()
+
+    def __enter__(self) -> "Bridge":
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

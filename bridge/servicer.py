@@ -1,0 +1,142 @@
+"""WorkerNodeService as the bridge serves it: ExecuteTask and
+StopTaskExecution, called by the Node Pool (after CallerGuard let it in).
+
+ExecuteTask: check the request, refuse a bad zip at the door, reserve the
+capacity in the registry, store the zip by reference, record the task as
+owed, and send `hivemind.run_task` to the cpu or gpu queue with the Node Pool
+task id as the Celery id. A repeated ExecuteTask for an owed task answers
+success without sending it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import grpc
+import redis
+from celery import Celery
+
+from bridge import intake
+from bridge.intake import IntakeRefused
+from bridge.outbox import OwedTask, Outbox
+from hivemind_celery import keys
+from hivemind_celery.cancellation import request_stop
+from hivemind_celery.payloads import PayloadError, PayloadStore
+from hivemind_celery.settings import Settings
+from proto import nodepool_pb2 as pb
+from proto import nodepool_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "hivemind.run_task"
+INTAKE_LOCK_TTL = 120  # longer than any one ExecuteTask takes
+INTAKE_LOCK_WAIT = 60.0
+
+
+class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
+    def __init__(
+        self,
+        settings: Settings,
+        node_id: str,
+        client: redis.Redis,
+        celery: Celery,
+        registry: Any,
+        payloads: PayloadStore,
+        outbox: Outbox,
+    ) -> None:
+        self._settings = settings
+        self._node_id = node_id
+        self._redis = client
+        self._celery = celery
+        self._registry = registry
+        self._payloads = payloads
+        self._outbox = outbox
+        # Reservations outlive the longest task; the relay releases them sooner.
+        self._allocation_ttl = int(settings.hard_time_limit + 3600)
+
+    # -- ExecuteTask --------------------------------------------------------
+    def ExecuteTask(self, request: pb.ExecuteTaskRequest, context: grpc.ServicerContext) -> pb.ExecuteTaskResponse:
+        extra = {"task_id": request.task_id[:128], "node_id": self._node_id}
+        try:
+            message = self.take(request)
+        except IntakeRefused as exc:
+            log.warning("refused task: %s", exc, extra=extra)
+            return pb.ExecuteTaskResponse(success=False, message=str(exc))
+        except (redis.RedisError, PayloadError, OSError) as exc:
+            log.exception("could not take the task", extra=extra)
+            return pb.ExecuteTaskResponse(success=False, message=f"worker site unavailable: {exc}")
+        return pb.ExecuteTaskResponse(success=True, message=message)
+
+    def take(self, request: pb.ExecuteTaskRequest) -> str:
+        """Accept the task or raise IntakeRefused; returns the answer's message."""
+        task_id = intake.check_task_id(request.task_id)
+        res = intake.resources(
+            request.cpu_usage, request.gpu_usage, request.memory_gb, request.gpu_memory_gb, self._settings
+        )
+        if self._outbox.owes(task_id):
+            return "already accepted"
+        intake.check_zip(request.task_zip, self._settings)
+        extra = {"task_id": task_id, "node_id": self._node_id}
+        # One intake per task id at a time: the pool may retry while we still work.
+        lock = self._redis.lock(keys.bridge_intake_lock(self._node_id, task_id),
+                                timeout=INTAKE_LOCK_TTL, blocking_timeout=INTAKE_LOCK_WAIT)
+        if not lock.acquire():
+            raise IntakeRefused(f"task {task_id} is being taken in by another call; try again")
+        try:
+            if self._outbox.owes(task_id):
+                return "already accepted"
+            return self._accept(task_id, request.task_zip, res, extra)
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass  # expired: nothing to release
+
+    def _accept(self, task_id: str, zip_bytes: bytes, res: intake.Resources, extra: dict[str, str]) -> str:
+        if not self._registry.can_fit(res.cpus, res.memory_mb, gpus=res.gpus, gpu_memory_mb=res.gpu_memory_mb):
+            raise IntakeRefused(
+                f"site full: no live worker has {res.cpus:g} CPUs, {res.memory_mb} MiB"
+                + (f", {res.gpus} GPUs, {res.gpu_memory_mb} MiB GPU memory" if res.wants_gpu else "")
+                + " free"
+            )
+        self._registry.allocate(task_id, res.cpus, res.memory_mb, res.gpus, res.gpu_memory_mb,
+                                self._allocation_ttl)
+        try:
+            spec = intake.task_spec(task_id, self._payloads.put(zip_bytes), res)
+            owed = OwedTask(task_id=task_id, queue=spec.queue.value, cpus=res.cpus, memory_mb=res.memory_mb,
+                            gpus=res.gpus, gpu_memory_mb=res.gpu_memory_mb, accepted_at=time.time())
+            self._outbox.add(owed)
+            try:
+                self._celery.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=task_id,
+                                       queue=spec.queue.value)
+            except Exception:
+                self._outbox.remove(task_id)
+                raise
+        except Exception:
+            self._registry.release(task_id)
+            raise
+        log.info("accepted task for queue %s (%g CPUs, %d MiB, %d GPUs)", spec.queue.value, res.cpus,
+                 res.memory_mb, res.gpus, extra=extra)
+        return f"accepted on queue {spec.queue.value}"
+
+    # -- StopTaskExecution --------------------------------------------------
+    def StopTaskExecution(
+        self, request: pb.StopTaskExecutionRequest, context: grpc.ServicerContext
+    ) -> pb.StopTaskExecutionResponse:
+        task_id = request.task_id
+        extra = {"task_id": task_id[:128], "node_id": self._node_id}
+        try:
+            intake.check_task_id(task_id)
+            if not self._outbox.owes(task_id):
+                raise IntakeRefused(f"task {task_id} is not running on this node")
+            request_stop(self._redis, task_id)
+        except IntakeRefused as exc:
+            log.warning("stop refused: %s", exc, extra=extra)
+            return pb.StopTaskExecutionResponse(success=False, message=str(exc))
+        except redis.RedisError as exc:
+            log.exception("could not request the stop", extra=extra)
+            return pb.StopTaskExecutionResponse(success=False, message=f"worker site unavailable: {exc}")
+        log.info("stop requested", extra=extra)
+        return pb.StopTaskExecutionResponse(success=True, message="stop requested; the partial result follows")
