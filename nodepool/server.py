@@ -1,0 +1,85 @@
+"""Assemble the pool (store, tokens, dispatcher, services) and serve it over gRPC."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from hivemind_celery.reward import RewardPolicy
+from nodepool.auth import TokenAuthority, token_secret
+from nodepool.context import Pool
+from nodepool.dispatcher import Dispatcher
+from nodepool.settings import NodePoolSettings
+from nodepool.store import Store
+from nodepool.task_service import MasterNodeService, WorkerNodeService
+from nodepool.user_service import NodeManagerService, UserService
+from nodepool.worker_client import WorkerClient
+from proto import nodepool_pb2_grpc as pb_grpc
+
+log = logging.getLogger("hivemind.nodepool")
+
+
+@dataclass
+class RunningPool:
+    pool: Pool
+    server: grpc.Server
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.server.stop(grace).wait()
+        self.pool.dispatcher.stop()
+        self.pool.store.close()
+
+
+def build_pool(settings: NodePoolSettings, policy: RewardPolicy | None = None) -> Pool:
+    store = Store(settings.db)
+    configured = settings.secret.get_secret_value() if settings.secret else None
+    tokens = TokenAuthority(store, token_secret(store, configured), settings.token_lifetime_s)
+    dispatcher = Dispatcher(store, settings, WorkerClient(settings))
+    return Pool(settings, store, tokens, dispatcher, policy or RewardPolicy.from_settings())
+
+
+def start(settings: NodePoolSettings, policy: RewardPolicy | None = None) -> RunningPool:
+    """Start serving in background threads; the caller stops it with `.stop()`."""
+    pool = build_pool(settings, policy)
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers), options=options)
+    pb_grpc.add_UserServiceServicer_to_server(UserService(pool), server)
+    pb_grpc.add_NodeManagerServiceServicer_to_server(NodeManagerService(pool), server)
+    pb_grpc.add_MasterNodeServiceServicer_to_server(MasterNodeService(pool), server)
+    pb_grpc.add_WorkerNodeServiceServicer_to_server(WorkerNodeService(pool), server)
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        pool.store.close()
+        raise RuntimeError(f"cannot bind the Node Pool to {settings.host}:{settings.port}")
+    server.start()
+    pool.dispatcher.start()
+    log.info("Node Pool serving on %s:%d, database %s", settings.host, port, settings.db)
+    return RunningPool(pool, server, port)
+
+
+def serve(settings: NodePoolSettings | None = None) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    running = start(settings or NodePoolSettings())
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+    log.info("Node Pool stopping")
+    running.stop()

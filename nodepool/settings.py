@@ -1,0 +1,56 @@
+"""Node Pool configuration, read from HIVEMIND_NODEPOOL_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class NodePoolSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HIVEMIND_NODEPOOL_", extra="ignore")
+
+    host: str = Field("[::]", description="Address the gRPC server binds to.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: any free port).")
+    db: Path = Field(Path(".hivemind/nodepool.db"), description="SQLite database file.")
+    secret: SecretStr | None = Field(
+        None,
+        description="HS256 key for user tokens; when unset one is generated once and kept in the database.",
+    )
+    token_lifetime_s: float = Field(3600.0, gt=0, description="Seconds a login token is valid.")
+    max_task_bytes: int = Field(100 * MiB, gt=0, description="Largest task zip UploadTask accepts.")
+    max_result_bytes: int = Field(100 * MiB, gt=0, description="Largest result zip TaskResultUpload accepts.")
+    output_keep_bytes: int = Field(
+        64 * 1024, gt=0, description="How much of a task's latest output is kept (the deployed pool keeps 10 KB)."
+    )
+    dispatch_interval_s: float = Field(2.0, gt=0, description="Seconds between dispatch rounds.")
+    node_fresh_s: float = Field(180.0, gt=0, description="A node is dispatched to only if heard from this recently.")
+    silent_fail_s: float = Field(60.0, gt=0, description="A RUNNING task fails when its node is silent this long.")
+    busy_silent_fail_s: float = Field(
+        120.0, gt=0, description="The same while the node's status contains Running or Executing."
+    )
+    node_backoff_s: float = Field(30.0, ge=0, description="A node that refused or failed a task gets none for this long.")
+    execute_deadline_base_s: float = Field(30.0, gt=0, description="ExecuteTask deadline before the size allowance.")
+    execute_deadline_max_s: float = Field(120.0, gt=0, description="Longest ExecuteTask deadline.")
+    execute_bytes_per_s: float = Field(
+        1.0 * MiB, gt=0, description="Upload speed assumed for the size-based part of the ExecuteTask deadline."
+    )
+    stop_deadline_s: float = Field(50.0, gt=0, description="StopTaskExecution deadline.")
+    worker_secret: SecretStr | None = Field(
+        None,
+        description="When set, sent to workers as gRPC metadata `x-hivemind-secret` on ExecuteTask and StopTaskExecution.",
+    )
+    refuse_loopback_hosts: bool = Field(
+        False,
+        description="Refuse to dispatch to nodes registered as 127.0.0.1 or empty, like the deployed pool "
+        "(off: this pool is also run on one machine).",
+    )
+    max_workers: int = Field(16, gt=0, description="Threads serving gRPC calls.")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """gRPC message limit: the largest zip plus room for the other fields."""
+        return max(self.max_task_bytes, self.max_result_bytes) + MiB
