@@ -1,4 +1,4 @@
-"""`python -m bridge`: run the bridge until SIGINT/SIGTERM."""
+"""`python -m bridge` (and `hivemind bridge`): run the bridge until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,25 +6,27 @@ import logging
 import signal
 import sys
 
-from bridge.config import ConfigError
+from hivemind_celery.settings import Settings, get_settings
+
+log = logging.getLogger("bridge")
 
 
-def main() -> int:
+def run(settings: Settings) -> int:
+    """Run a bridge in the foreground; 2 when the configuration cannot work."""
+    from bridge.config import ConfigError
     from bridge.server import Bridge
     from hivemind_celery.logs import configure_logging
-    from hivemind_celery.settings import get_settings
 
-    settings = get_settings()
     configure_logging(settings)
     try:
         bridge = Bridge(settings)
     except ConfigError as exc:
-        logging.getLogger("bridge").error("%s", exc)
+        log.error("%s", exc)
         return 2
     bridge.start()
 
     def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger("bridge").info("signal %d: stopping", signum)
+        log.info("signal %d: stopping", signum, extra={"node_id": bridge.config.node_id})
         bridge.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -34,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(get_settings()))

@@ -19,6 +19,7 @@ def _group() -> None:
 # Modules that add commands; each has register(app: typer.Typer).
 COMMAND_MODULES = [
     "hivemind_celery.cli.run_cmd",
+    "hivemind_celery.cli.bridge_cmd",
 ]
 
 for _name in COMMAND_MODULES:
