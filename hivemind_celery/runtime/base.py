@@ -46,8 +46,9 @@ class JobResult:
     finished_at: datetime
     log_tail: str
     reason: str = ""
-    workspace_tar: bytes | None = None  # the workspace after the run, as a tar
+    workspace_tar: bytes | None = None  # the workspace after the run: a tar, names relative to it
     stopped: bool = False  # ended by a stop request
+    workspace_notes: list[str] = field(default_factory=list)  # files left out of workspace_tar, and why
 
 
 class RuntimeRefused(Exception):

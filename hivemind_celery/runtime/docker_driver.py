@@ -1,0 +1,314 @@
+"""The Docker runtime: one job, one labelled volume, one hardened container
+per step, all through the docker SDK.
+
+Lifecycle: image check → workspace volume (and a deps volume when there is a
+requirements set-up step) → [set-up container: put_archive workspace and CA
+bundle, start, stream logs, wait] → main container: (put_archive,) start,
+on_start, stream logs, wait with the timeout polling should_stop → on timeout
+or stop: SIGTERM, stop_grace, SIGKILL → inspect (OOMKilled, ExitCode) →
+get_archive /workspace, bounded → remove containers and volumes.
+
+`run` raises ImageUnavailable (a RuntimeRefused) when the image cannot be
+used, and lets errors reaching dockerd at all propagate; everything the
+daemon refuses about the task itself ends as a FAILED JobResult. A container
+that disappears mid-run (removed by `kill` from another process) ends as
+CANCELLED with stopped=True. started_at/finished_at span both steps: the
+task's time includes installing its requirements.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+
+from hivemind_celery.model import TaskStatus
+from hivemind_celery.runtime import reaper
+from hivemind_celery.runtime.archive import bounded_copy
+from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started
+from hivemind_celery.runtime.docker_config import (
+    DEPS_MOUNT,
+    WORKSPACE,
+    container_kwargs,
+    volume_kwargs,
+)
+from hivemind_celery.runtime.images import ensure_image
+from hivemind_celery.runtime.logtail import LogTail
+from hivemind_celery.settings import Settings
+from hivemind_celery.workspace import TASK_GID, TASK_UID
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class StepEnd:
+    exit_code: int | None = None
+    oom_killed: bool = False
+    timed_out: bool = False
+    stopped: bool = False
+    vanished: bool = False  # the container was removed under us
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.stopped or self.vanished or self.oom_killed)
+
+
+class _Waiter(threading.Thread):
+    """container.wait() in a thread, so the caller can poll stop and deadline."""
+
+    def __init__(self, container) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(daemon=True, name=f"wait-{container.name}")
+        self.container = container
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.container.wait()
+        except Exception:  # noqa: BLE001 - removed or daemon gone: inspect tells which
+            pass
+        finally:
+            self.done.set()
+
+
+def _follow_logs(container, tail: LogTail) -> None:  # type: ignore[no-untyped-def]
+    try:
+        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            tail.add(chunk)
+    except Exception:  # noqa: BLE001 - the stream ends when the container goes
+        pass
+
+
+def _deps_tar(ca_bundle: bytes | None) -> bytes:
+    """Directories the set-up step writes (owned by the task user) and the CA bundle."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name in ("deps", "tmp"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, TASK_UID, TASK_GID
+            tar.addfile(info)
+        if ca_bundle is not None:
+            info = tarfile.TarInfo("ca-certificates.crt")
+            info.size, info.mode = len(ca_bundle), 0o644
+            tar.addfile(info, io.BytesIO(ca_bundle))
+    return out.getvalue()
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, settings: Settings, client: docker.DockerClient | None = None) -> None:
+        self.settings = settings
+        self.client = client or docker.from_env(timeout=math.ceil(settings.docker_timeout))
+        self._host_cpus: float | None = None
+
+    # --- Runtime protocol ---------------------------------------------------
+    def kill(self, task_id: str) -> int:
+        return reaper.kill_task(self.client, self.settings.worker_id, task_id)
+
+    def reap(self, keep: set[str]) -> int:
+        return reaper.reap(self.client, self.settings.worker_id, keep)
+
+    def run(
+        self,
+        job: Job,
+        on_output: OnOutput | None = None,
+        on_start: OnStart | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> JobResult:
+        task_id = job.spec.task_id
+        ensure_image(self.client, self.settings, job.image, task_id)
+        # Leftovers of an earlier attempt of this task (a worker that died) would
+        # clash with our names.
+        reaper.kill_task(self.client, self.settings.worker_id, task_id)
+        tail = LogTail(self.settings.log_tail_bytes, on_output, task_id)
+        stop_check = _safe_stop_check(should_stop, task_id)
+        started_at = _now()
+        containers: list = []
+        volumes: list = []
+        try:
+            return self._run_steps(job, tail, on_start, stop_check, started_at, containers, volumes)
+        except ImageNotFound as exc:  # removed between the check and create
+            return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
+                             reason=f"image {job.image!r} disappeared before the task started: {exc}")
+        except NotFound as exc:
+            log.warning("task's container or volume vanished: %s", exc, extra={"task_id": task_id})
+            return self._result(job, "main", StepEnd(vanished=True), None, started_at, tail)
+        except APIError as exc:
+            log.warning("docker refused the task: %s", exc, extra={"task_id": task_id})
+            return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
+                             reason=f"docker refused the task: {exc.explanation or exc}")
+        finally:
+            for container in containers:
+                reaper.remove_container(container, task_id)
+            for volume in volumes:
+                reaper.remove_volume(volume, task_id)
+
+    # --- steps --------------------------------------------------------------
+    def _run_steps(self, job, tail, on_start, stop_check, started_at, containers, volumes) -> JobResult:  # type: ignore[no-untyped-def]
+        settings, task_id = self.settings, job.spec.task_id
+        workspace = self.client.volumes.create(**volume_kwargs(settings, task_id, "workspace"))
+        volumes.append(workspace)
+        deps = None
+        if job.setup_command:
+            deps = self.client.volumes.create(**volume_kwargs(settings, task_id, "deps"))
+            volumes.append(deps)
+            ca_bundle = _read_ca(settings.ca_bundle)
+            setup = self._create(job, "setup", workspace.name, deps.name, ca_bundle is not None)
+            containers.append(setup)
+            setup.put_archive(WORKSPACE, job.workspace_tar)
+            setup.put_archive(DEPS_MOUNT, _deps_tar(ca_bundle))
+            tail.note("set-up: installing requirements.txt")
+            end = self._run_step(setup, settings.setup_timeout, stop_check, tail)
+            if not end.ok:
+                return self._result(job, "setup", end, setup, started_at, tail)
+            tail.note("set-up done")
+        if stop_check():
+            end = StepEnd(stopped=True)
+            return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail)
+        main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
+        containers.append(main)
+        if not job.setup_command:
+            main.put_archive(WORKSPACE, job.workspace_tar)
+        end = self._run_step(main, job.timeout, stop_check, tail, on_start, task_id)
+        return self._result(job, "main", end, main, started_at, tail)
+
+    def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
+        kwargs = container_kwargs(job, self.settings, role, workspace, deps, self._cpus(), has_ca)
+        return self.client.containers.create(**kwargs)
+
+    def _cpus(self) -> float:
+        if self._host_cpus is None:
+            self._host_cpus = float(self.client.info().get("NCPU") or 1)
+        return self._host_cpus
+
+    def _run_step(self, container, timeout: float, stop_check, tail: LogTail,  # type: ignore[no-untyped-def]
+                  on_start: OnStart | None = None, task_id: str = "") -> StepEnd:
+        container.start()
+        if on_start is not None:
+            _announce(container, on_start, task_id)
+        follower = threading.Thread(target=_follow_logs, args=(container, tail), daemon=True)
+        follower.start()
+        waiter = _Waiter(container)
+        waiter.start()
+        end = StepEnd()
+        deadline = time.monotonic() + timeout
+        while not waiter.done.wait(POLL_SECONDS):
+            if stop_check():
+                end.stopped = True
+                break
+            if time.monotonic() >= deadline:
+                end.timed_out = True
+                break
+        if end.stopped or end.timed_out:
+            self._stop(container)
+            waiter.done.wait(self.settings.docker_timeout)
+        follower.join(timeout=5)
+        try:
+            container.reload()
+        except NotFound:
+            end.vanished = True
+            return end
+        state = container.attrs.get("State", {})
+        end.exit_code = state.get("ExitCode")
+        end.oom_killed = bool(state.get("OOMKilled"))
+        return end
+
+    def _stop(self, container) -> None:  # type: ignore[no-untyped-def]
+        """SIGTERM, then SIGKILL after stop_grace (dockerd does both)."""
+        try:
+            container.stop(timeout=math.ceil(self.settings.stop_grace))
+        except NotFound:
+            pass
+        except APIError as exc:
+            log.warning("stop failed, killing: %s", exc, extra={"task_id": container.labels.get("hivemind.task_id")})
+            reaper.remove_container(container)
+
+    # --- result -------------------------------------------------------------
+    def _result(self, job: Job, role: str, end: StepEnd, container, started_at: datetime,  # type: ignore[no-untyped-def]
+                tail: LogTail) -> JobResult:
+        status, reason = _status(job, role, end, self.settings)
+        copy = None
+        if container is not None and not end.vanished:
+            copy = self._copy_out(container, job.spec.task_id)
+        return JobResult(
+            status=status,
+            exit_code=end.exit_code,
+            started_at=started_at,
+            finished_at=_now(),
+            log_tail=tail.text(),
+            reason=reason,
+            workspace_tar=copy.tar if copy else None,
+            stopped=end.stopped or end.vanished,
+            workspace_notes=copy.skipped if copy else [],
+        )
+
+    def _copy_out(self, container, task_id: str):  # type: ignore[no-untyped-def]
+        try:
+            chunks, _ = container.get_archive(WORKSPACE, chunk_size=1024 * 1024)
+            return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name)
+        except (NotFound, APIError) as exc:
+            log.warning("could not copy the workspace out: %s", exc, extra={"task_id": task_id})
+            return None
+
+
+def _status(job: Job, role: str, end: StepEnd, settings: Settings) -> tuple[TaskStatus, str]:
+    step = "set-up step (pip install -r requirements.txt)" if role == "setup" else "task"
+    if end.vanished:
+        return TaskStatus.CANCELLED, "stopped: the task's container was removed while it ran"
+    if end.stopped:
+        return TaskStatus.CANCELLED, "stopped by request"
+    if end.timed_out:
+        limit = settings.setup_timeout if role == "setup" else job.timeout
+        return TaskStatus.TIMED_OUT, f"{step} timed out after {limit:g} s"
+    if end.oom_killed:
+        return TaskStatus.OOM_KILLED, f"{step} ran out of memory (limit {job.spec.memory_mb} MiB)"
+    if end.exit_code == 0:
+        return TaskStatus.SUCCEEDED, ""
+    if end.exit_code == 137:
+        return TaskStatus.FAILED, f"{step} was killed (SIGKILL, exit code 137)"
+    return TaskStatus.FAILED, f"{step} failed with exit code {end.exit_code}"
+
+
+def _announce(container, on_start: OnStart, task_id: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        container.reload()
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        on_start(Started(task_id=task_id, container_id=container.id, pid=pid))
+    except Exception:  # a failing sampler must not stop the task
+        log.exception("on_start callback failed", extra={"task_id": task_id})
+
+
+def _safe_stop_check(should_stop: ShouldStop | None, task_id: str) -> ShouldStop:
+    def check() -> bool:
+        if should_stop is None:
+            return False
+        try:
+            return bool(should_stop())
+        except Exception:  # e.g. Redis briefly gone: keep running, say so
+            log.warning("stop check failed; continuing", exc_info=True, extra={"task_id": task_id})
+            return False
+
+    return check
+
+
+def _read_ca(path: str) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        log.warning("CA bundle %s not readable; the set-up step uses the image's own CAs", path)
+        return None
