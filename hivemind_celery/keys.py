@@ -56,3 +56,49 @@ def bridge_cursor(node_id: str) -> str:
 def bridge_intake_lock(node_id: str, task_id: str) -> str:
     """Held while the bridge takes in one task id (makes ExecuteTask idempotent)."""
     return f"{PREFIX}:bridge:{node_id}:intake:{task_id}"
+
+
+# --- worker registry (registry.py): every read path is O(1) or O(log N) -------
+def worker_totals(worker_id: str) -> str:
+    """Hash of one worker's running totals: tasks:<status>, cpu_seconds, cpt_awarded."""
+    return f"{PREFIX}:worker:{worker_id}:totals"
+
+
+def worker_info(worker_id: str) -> str:
+    """Hash of one live worker's capacity (cpus, memory, GPUs, queues, host)."""
+    return f"{PREFIX}:worker:{worker_id}:info"
+
+
+def workers_by_deadline() -> str:
+    """Sorted set worker id -> heartbeat deadline (Redis server time, seconds)."""
+    return f"{PREFIX}:workers:deadline"
+
+
+def site_capacity() -> str:
+    """Hash of totals over live workers (workers, cpus_milli, memory_mb, gpus, gpu_memory_mb)."""
+    return f"{PREFIX}:site:capacity"
+
+
+def site_queues() -> str:
+    """Hash queue name -> number of live workers consuming it."""
+    return f"{PREFIX}:site:queues"
+
+
+def site_gpu_names() -> str:
+    """Hash GPU model name -> number of such GPUs on live workers."""
+    return f"{PREFIX}:site:gpu_names"
+
+
+def allocation(task_id: str) -> str:
+    """Hash of what one task holds (cpus_milli, memory_mb, gpus, gpu_memory_mb)."""
+    return f"{PREFIX}:alloc:{task_id}"
+
+
+def allocations_by_deadline() -> str:
+    """Sorted set task id -> allocation deadline (Redis server time, seconds)."""
+    return f"{PREFIX}:alloc:deadline"
+
+
+def site_allocated() -> str:
+    """Hash of totals over live allocations (tasks, cpus_milli, memory_mb, gpus, gpu_memory_mb)."""
+    return f"{PREFIX}:site:allocated"

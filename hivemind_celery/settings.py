@@ -112,6 +112,19 @@ class Settings(BaseSettings):
     reward_time_bonus_unit: float = Field(3600.0, gt=0, description="Seconds in one reward time unit.")
     reward_minimum: int = Field(1, ge=0, description="Least CPT a finished task earns.")
 
+    # --- worker registry, host monitor and health ------------------------------
+    registry_heartbeat_interval: float = Field(
+        10.0, gt=0, description="Seconds between registry heartbeats (jittered); 3 missed beats = gone."
+    )
+    registry_reconcile_interval: float = Field(
+        300.0, gt=0, description="Seconds between rebuilds of the registry's totals (one worker at a time)."
+    )
+    capacity_cpus: float = Field(0.0, ge=0, description="CPU cores this worker offers (0: all it may use).")
+    capacity_memory_mb: int = Field(0, ge=0, description="Memory this worker offers in MiB (0: all of it).")
+    monitor_disk_path: str = Field("/", description="Filesystem whose free space the monitor and health check watch.")
+    health_min_disk_free_mb: int = Field(1024, ge=0, description="Health check fails below this much free disk (MiB).")
+    health_min_memory_mb: int = Field(256, ge=0, description="Health check fails below this much available memory (MiB).")
+
     # --- bridge: this site's link to a HiveMind Node Pool (bridge/) -----------
     nodepool_address: str = Field("localhost:50051", description="host:port of the Node Pool's gRPC server.")
     username: str = Field("", description="The site's worker account on the Node Pool (its node id).")
