@@ -43,7 +43,8 @@ def make_zip(files: dict[str, str | bytes] | None = None) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, content in (files or {"main.py": "print('hello')\n"}).items():
-            archive.writestr(name, content)
+            # A fixed timestamp makes equal files give equal bytes.
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), content)
     return buffer.getvalue()
 
 

@@ -1,0 +1,214 @@
+"""The dispatcher against real in-test workers (real gRPC WorkerNodeService servers on
+loopback): Idle nodes only, capacity and the GPU rule, refusals, stop, liveness.
+
+No GPU exists here; "GPU nodes" are nodes that register GPU capacity, which is all
+the pool's matching looks at."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from nodepool.server import RunningPool
+from proto import nodepool_pb2 as pb
+from tests.nodepool_kit import (
+    Client, TestWorker, add_user, make_zip, new_task_id, register_node, result_zip, start_pool, task_status, wait_for,
+)
+
+
+@pytest.fixture()
+def pool(tmp_path) -> Iterator[RunningPool]:  # noqa: ANN001
+    running = start_pool(tmp_path, worker_secret="shared-worker-secret")
+    for name in ("owner", "cpu1", "cpu2", "gpu1", "big1"):
+        add_user(running, name, balance=100)
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def client(pool: RunningPool) -> Iterator[Client]:
+    c = Client(pool.address)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def workers() -> Iterator[list[TestWorker]]:
+    started: list[TestWorker] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def worker(workers: list[TestWorker], **kwargs: object) -> TestWorker:
+    w = TestWorker(**kwargs).start()  # type: ignore[arg-type]
+    workers.append(w)
+    return w
+
+
+def submit(client: Client, token: str, **request: int | str) -> str:
+    task_id = new_task_id()
+    reply = client.master.UploadTask(pb.UploadTaskRequest(task_id=task_id, task_zip=make_zip(), token=token, **request))
+    assert reply.success, reply.message
+    return task_id
+
+
+def settle(pool: RunningPool) -> None:
+    """Run a few dispatch rounds' worth of time so a wrong dispatch would have happened."""
+    time.sleep(pool.pool.settings.dispatch_interval_s * 5)
+
+
+def test_dispatches_only_to_an_idle_node(pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
+    owner, node_token = client.login("owner"), client.login("cpu1")
+    w = worker(workers)
+    register_node(client, node_token, "cpu1", w.port, status="Busy")
+    task_id = submit(client, owner, memory_gb=1, cpu_score=10)
+    settle(pool)
+    assert w.executed_ids == []
+    assert task_status(client, owner, task_id).status == "PENDING"
+
+    reply = client.nodes.ReportStatus(pb.RunningStatusRequest(node_id="cpu1", status="Idle"),
+                                      metadata=(("authorization", f"Bearer {node_token}"),))
+    assert reply.success
+    wait_for(lambda: task_status(client, owner, task_id).status == "RUNNING", what="task RUNNING")
+    assert w.executed_ids == [task_id]
+    sent = w.executed[0]
+    assert sent.task_zip == make_zip() and sent.memory_gb == 1 and sent.cpu_usage == 10.0
+    assert w.metadata[0].get("x-hivemind-secret") == "shared-worker-secret"
+    assert task_status(client, owner, task_id).worker_ip == "127.0.0.1"
+
+
+def test_a_node_heard_from_too_long_ago_gets_nothing(pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
+    owner = client.login("owner")
+    w = worker(workers)
+    register_node(client, client.login("cpu1"), "cpu1", w.port)
+    with pool.pool.store.transaction() as conn:
+        conn.execute("UPDATE nodes SET last_seen = ? WHERE node_id = 'cpu1'", (time.time() - 200,))
+    task_id = submit(client, owner)
+    settle(pool)
+    assert w.executed_ids == []
+    assert task_status(client, owner, task_id).status == "PENDING"
+
+
+def test_capacity_and_gpu_rules(pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
+    owner = client.login("owner")
+    small, gpu, big = worker(workers), worker(workers), worker(workers)
+    register_node(client, client.login("cpu1"), "cpu1", small.port, memory_gb=4, cpu_score=100)
+    register_node(client, client.login("gpu1"), "gpu1", gpu.port, memory_gb=4, cpu_score=100,
+                  gpu_score=500, gpu_memory_gb=16, gpu_name="NVIDIA A100-SXM4-80GB")
+
+    too_big = submit(client, owner, memory_gb=32)
+    gpu_task = submit(client, owner, gpu_memory_gb=8, gpu_name="a100")
+    wrong_gpu = submit(client, owner, gpu_score=10, gpu_name="H100")
+    too_much_gpu_memory = submit(client, owner, gpu_memory_gb=64)
+    wait_for(lambda: gpu.executed_ids == [gpu_task], what="GPU task on the GPU node")
+    settle(pool)
+    assert small.executed_ids == []  # a GPU task never goes to a CPU-only node
+    for task_id in (too_big, wrong_gpu, too_much_gpu_memory):
+        assert task_status(client, owner, task_id).status == "PENDING"
+
+    register_node(client, client.login("big1"), "big1", big.port, memory_gb=64, cpu_score=100)
+    wait_for(lambda: big.executed_ids == [too_big], what="big task on the big node")
+    settle(pool)
+    assert gpu.executed_ids == [gpu_task]
+
+
+def test_reservations_keep_a_node_from_being_overcommitted(pool: RunningPool, client: Client,
+                                                           workers: list[TestWorker]) -> None:
+    owner = client.login("owner")
+    w = worker(workers)
+    register_node(client, client.login("cpu1"), "cpu1", w.port, memory_gb=4, cpu_score=100)
+    first, second = submit(client, owner, memory_gb=3), submit(client, owner, memory_gb=3)
+    wait_for(lambda: len(w.executed_ids) == 1, what="one task sent")
+    settle(pool)
+    assert w.executed_ids == [first]  # 3 + 3 GB does not fit into 4 before the node reports again
+    register_node(client, client.login("cpu1"), "cpu1", w.port, memory_gb=4, cpu_score=100)
+    wait_for(lambda: w.executed_ids == [first, second], what="second task after the node's next report")
+
+
+def test_a_refusing_node_leaves_the_task_pending_with_the_reason(pool: RunningPool, client: Client,
+                                                                 workers: list[TestWorker]) -> None:
+    owner = client.login("owner")
+    w = worker(workers, accept=False, reason="site full")
+    register_node(client, client.login("cpu1"), "cpu1", w.port)
+    task_id = submit(client, owner)
+    wait_for(lambda: "site full" in task_status(client, owner, task_id).message, what="refusal recorded")
+    assert task_status(client, owner, task_id).status == "PENDING"
+    w.accept = True
+    wait_for(lambda: task_status(client, owner, task_id).status == "RUNNING", what="accepted after back-off")
+
+
+def test_an_unreachable_node_leaves_the_task_pending(pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
+    owner = client.login("owner")
+    w = worker(workers)
+    port = w.port
+    w.stop()  # nothing listens on the registered port now
+    register_node(client, client.login("cpu1"), "cpu1", port)
+    task_id = submit(client, owner)
+    wait_for(lambda: "UNAVAILABLE" in task_status(client, owner, task_id).message, what="dial failure recorded")
+    assert task_status(client, owner, task_id).status == "PENDING"
+
+
+def test_stop_reaches_the_node_and_the_late_result_is_kept(pool: RunningPool, client: Client,
+                                                           workers: list[TestWorker]) -> None:
+    owner, node_token = client.login("owner"), client.login("cpu1")
+    w = worker(workers)
+    register_node(client, node_token, "cpu1", w.port)
+    task_id = submit(client, owner)
+    wait_for(lambda: task_status(client, owner, task_id).status == "RUNNING", what="task RUNNING")
+
+    reply = client.master.StopTask(pb.StopTaskRequest(task_id=task_id, token=owner))
+    assert reply.success, reply.message
+    assert w.stopped == [task_id]
+    assert task_status(client, owner, task_id).status == "STOPPED"
+
+    packed = result_zip({"status": "cancelled", "reason": "stopped"}, {"task_stopped.txt": "stopped"})
+    reply = client.worker.TaskResultUpload(pb.TaskResultUploadRequest(task_id=task_id, result_zip=packed,
+                                                                      token=node_token))
+    assert reply.success, reply.message
+    fetched = client.master.GetTaskResult(pb.GetTaskResultRequest(task_id=task_id, token=owner))
+    assert fetched.success and fetched.result_zip == packed
+    assert task_status(client, owner, task_id).status == "STOPPED"
+
+
+def test_running_task_fails_when_its_node_falls_silent(tmp_path, workers: list[TestWorker]) -> None:  # noqa: ANN001
+    running = start_pool(tmp_path, silent_fail_s=1.0, busy_silent_fail_s=1.0)
+    client = Client(running.address)
+    try:
+        add_user(running, "owner")
+        add_user(running, "cpu1")
+        owner = client.login("owner")
+        w = worker(workers)
+        register_node(client, client.login("cpu1"), "cpu1", w.port)
+        task_id = submit(client, owner)
+        wait_for(lambda: task_status(client, owner, task_id).status == "RUNNING", what="task RUNNING")
+        wait_for(lambda: task_status(client, owner, task_id).status == "FAILED", what="task FAILED")
+        assert "silent" in task_status(client, owner, task_id).message
+    finally:
+        client.close()
+        running.stop()
+
+
+def test_output_and_usage_from_the_assigned_node(pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
+    owner, node_token = client.login("owner"), client.login("cpu1")
+    w = worker(workers)
+    register_node(client, node_token, "cpu1", w.port)
+    task_id = submit(client, owner)
+    wait_for(lambda: task_status(client, owner, task_id).status == "RUNNING", what="task RUNNING")
+
+    keep = pool.pool.settings.output_keep_bytes
+    for chunk in ("line one\n", "x" * keep, "last line\n"):
+        reply = client.worker.TaskOutputUpload(pb.TaskOutputUploadRequest(task_id=task_id, output=chunk,
+                                                                          token=node_token))
+        assert reply.success, reply.message
+    log = client.master.GetTasklog(pb.TasklogRequest(task_id=task_id, token=owner)).log
+    assert log.endswith("x" * 100 + "last line\n")
+    assert len(log.encode()) == keep and "line one" not in log
+
+    reply = client.worker.TaskUsage(pb.TaskUsageRequest(task_id=task_id, cpu_usage=42.5, memory_usage=250.0,
+                                                        token=node_token))
+    assert reply.success, reply.message
+    info = task_status(client, owner, task_id)
+    assert info.cpu_usage == pytest.approx(42.5) and info.memory_usage == 100.0  # clamped
