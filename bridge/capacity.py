@@ -34,7 +34,7 @@ class Capacity(Protocol):
     gpus_free: int
     gpu_memory_mb_total: int
     gpu_memory_mb_free: int
-    gpu_names: list[str]
+    gpu_names: dict[str, int]  # GPU model -> how many
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ def advertised(cap: Capacity, cpu_score_per_core: int, gpu_score_per_gpu: int) -
         cpu_score=max(0, int(cap.cpus_free * cpu_score_per_core)),
         gpu_score=max(0, int(cap.gpus_free)) * gpu_score_per_gpu,
         gpu_memory_gb=max(0, int(cap.gpu_memory_mb_free)) // 1024,
-        gpu_name=cap.gpu_names[0] if cap.gpu_names else "",
+        # One name per node in the protocol: the model the site has most of.
+        gpu_name=max(cap.gpu_names, key=lambda name: cap.gpu_names[name]) if cap.gpu_names else "",
     )
 
 

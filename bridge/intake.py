@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from hivemind_celery.model import TASK_ID_PATTERN, TaskSpec
 from hivemind_celery.settings import Settings
-from hivemind_celery.workspace import WorkspaceError, WorkspaceLimits, inspect_zip, resolve_entry
+from hivemind_celery.workspace import WorkspaceError, ZipLimits, entry_command, inspect_zip
 
 DEFAULT_MEMORY_MB = 512
 MAX_GPUS = 64  # TaskSpec's bound
@@ -105,8 +105,8 @@ def check_zip(data: bytes, settings: Settings) -> None:
             f"task zip is {len(data)} bytes, above this site's limit of {settings.payload_max_bytes} bytes"
         )
     try:
-        manifest = inspect_zip(data, WorkspaceLimits.from_settings(settings))
-        resolve_entry(manifest)  # a zip with nothing to run is refused now, not after queueing
+        manifest = inspect_zip(data, ZipLimits.from_settings(settings))
+        entry_command(manifest)  # a zip with nothing to run is refused now, not after queueing
     except WorkspaceError as exc:
         raise IntakeRefused(f"bad task zip: {exc}") from exc
 

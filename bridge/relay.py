@@ -111,7 +111,7 @@ class Relay:
         try:
             self._send_output(task.task_id)
             if outcome is None:
-                self._send_usage(task.task_id)
+                self._send_usage(task)
                 return False
         except NodePoolError as exc:
             log.warning("Node Pool refused output/usage: %s", exc, extra=self._extra(task.task_id))
@@ -147,11 +147,12 @@ class Relay:
             cursor = last
             log.debug("sent %d bytes of output", len(data), extra=self._extra(task_id))
 
-    def _send_usage(self, task_id: str) -> None:
+    def _send_usage(self, task: OwedTask) -> None:
+        task_id = task.task_id
         raw = self._redis.get(keys.task_usage(task_id))
         if raw is None or self._last_usage.get(task_id) == raw:
             return
-        sample = usage_sample(raw)
+        sample = usage_sample(raw, task.gpu_memory_mb)
         if sample is None:
             log.warning("unreadable usage sample", extra=self._extra(task_id))
             self._last_usage[task_id] = raw
@@ -233,8 +234,9 @@ class Relay:
         self._wake.set()
 
 
-def usage_sample(raw: bytes | str) -> dict[str, float] | None:
-    """The worker's latest usage sample JSON -> TaskUsage percent fields."""
+def usage_sample(raw: bytes | str, gpu_memory_mb: int = 0) -> dict[str, float] | None:
+    """The worker's latest usage sample JSON (sampler.UsageSample) -> TaskUsage
+    percent fields. GPU memory comes in bytes: its share of what the task reserved."""
     try:
         data = json.loads(raw)
     except (ValueError, TypeError):
@@ -251,4 +253,7 @@ def usage_sample(raw: bytes | str) -> dict[str, float] | None:
     for field, names in fields.items():
         value = next((data[name] for name in names if isinstance(data.get(name), int | float)), 0.0)
         sample[field] = float(value)
+    gpu_bytes = data.get("gpu_memory_bytes")
+    if not sample["gpu_memory_usage"] and gpu_memory_mb > 0 and isinstance(gpu_bytes, int | float):
+        sample["gpu_memory_usage"] = min(100.0, 100.0 * gpu_bytes / (gpu_memory_mb * 1024 * 1024))
     return sample

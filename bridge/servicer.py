@@ -95,14 +95,13 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
                 pass  # expired: nothing to release
 
     def _accept(self, task_id: str, zip_bytes: bytes, res: intake.Resources, extra: dict[str, str]) -> str:
-        if not self._registry.can_fit(res.cpus, res.memory_mb, gpus=res.gpus, gpu_memory_mb=res.gpu_memory_mb):
-            raise IntakeRefused(
-                f"site full: no live worker has {res.cpus:g} CPUs, {res.memory_mb} MiB"
-                + (f", {res.gpus} GPUs, {res.gpu_memory_mb} MiB GPU memory" if res.wants_gpu else "")
-                + " free"
-            )
-        self._registry.allocate(task_id, res.cpus, res.memory_mb, res.gpus, res.gpu_memory_mb,
-                                self._allocation_ttl)
+        # Check and reserve in one step, so two intakes cannot both take the last room.
+        if not self._registry.allocate(task_id, res.cpus, res.memory_mb, res.gpus, res.gpu_memory_mb,
+                                       ttl=self._allocation_ttl, require_fit=True):
+            wanted = f"{res.cpus:g} CPUs, {res.memory_mb} MiB"
+            if res.wants_gpu:
+                wanted += f", {res.gpus} GPUs, {res.gpu_memory_mb} MiB GPU memory"
+            raise IntakeRefused(f"site full: {wanted} not free on this site now")
         try:
             spec = intake.task_spec(task_id, self._payloads.put(zip_bytes), res)
             owed = OwedTask(task_id=task_id, queue=spec.queue.value, cpus=res.cpus, memory_mb=res.memory_mb,

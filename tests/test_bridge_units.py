@@ -103,7 +103,7 @@ class Cap:
         self.gpus_free = 0
         self.gpu_memory_mb_total = 0
         self.gpu_memory_mb_free = 0
-        self.gpu_names: list[str] = []
+        self.gpu_names: dict[str, int] = {}
         self.__dict__.update(values)
 
 
@@ -120,7 +120,7 @@ def test_status_is_exactly_idle_only_while_another_task_fits() -> None:
 def test_advertised_scores_follow_free_capacity() -> None:
     ad = capacity.advertised(
         Cap(cpus_free=2.5, memory_mb_free=3000, gpus_total=2, gpus_free=1, gpu_memory_mb_free=24576,
-            gpu_names=["NVIDIA H100"]),
+            gpu_names={"NVIDIA A10": 1, "NVIDIA H100": 2}),
         cpu_score_per_core=100,
         gpu_score_per_gpu=50,
     )
@@ -209,6 +209,9 @@ def test_usage_sample_parsing() -> None:
     assert usage_sample(b'{"cpu_percent": 55.5, "memory_percent": 10, "gpu_percent": 0}') == {
         "cpu_usage": 55.5, "memory_usage": 10.0, "gpu_usage": 0.0, "gpu_memory_usage": 0.0,
     }
+    with_gpu = usage_sample(b'{"gpu_percent": 80, "gpu_memory_bytes": 1073741824}', gpu_memory_mb=4096)
+    assert with_gpu is not None
+    assert (with_gpu["gpu_usage"], with_gpu["gpu_memory_usage"]) == (80.0, 25.0)
     assert usage_sample(b"not json") is None
     assert usage_sample(b"[1, 2]") is None
     assert usage_sample(b'{"cpu_percent": "high"}') == {
