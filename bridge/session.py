@@ -44,7 +44,9 @@ def open_channel(settings: Settings) -> grpc.Channel:
     options = [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
-        ("grpc.keepalive_time_ms", 30_000),
+        # Reconnect soon after a pool outage ends (gRPC's default backoff grows to 2 min).
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 10_000),
     ]
     if settings.nodepool_ca_file:
         with open(settings.nodepool_ca_file, "rb") as handle:
