@@ -20,6 +20,8 @@ def _group() -> None:
 COMMAND_MODULES = [
     "hivemind_celery.cli.run_cmd",
     "hivemind_celery.cli.bridge_cmd",
+    "hivemind_celery.cli.nodepool_cmds",
+    "hivemind_celery.cli.task_cmds",
 ]
 
 for _name in COMMAND_MODULES:
