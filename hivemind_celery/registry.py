@@ -245,8 +245,10 @@ class SiteCapacity:
     gpu_memory_mb_total: int
     gpu_memory_mb_free: int
     allocations: int
-    gpu_names: dict[str, int]  # model name -> how many
-    queues: dict[str, int]  # queue -> how many workers consume it
+    gpu_names: list[str]  # distinct GPU models, most common first
+    queues: list[str]  # queues some live worker consumes, sorted
+    gpu_models: dict[str, int]  # GPU model -> how many such GPUs
+    queue_workers: dict[str, int]  # queue -> how many live workers consume it
 
     def can_fit(self, cpus: float, memory_mb: int, gpus: int = 0, gpu_memory_mb: int = 0) -> bool:
         return (_milli(cpus) <= round(self.cpus_free * 1000) and memory_mb <= self.memory_mb_free
@@ -298,12 +300,15 @@ class Registry:
             ("reconcile", _RECONCILE),
         )}
 
-    def _call(self, script: str, *args: Any) -> Any:
-        return self._scripts[script](keys=self._keys, args=[*self._templates, *args])
+    def _call(self, script: str, *args: Any, client: Any = None) -> Any:
+        return self._scripts[script](keys=self._keys, args=[*self._templates, *args], client=client)
 
     # --- workers -------------------------------------------------------------
     def register(self, capacity: WorkerCapacity, ttl: float | None = None) -> None:
         """Add (or update) a worker; its capacity counts until its deadline."""
+        self._call("register", *self._register_args(capacity, ttl))
+
+    def _register_args(self, capacity: WorkerCapacity, ttl: float | None) -> list[Any]:
         _check_id("worker_id", capacity.worker_id)
         _check(cpus=capacity.cpus, memory_mb=capacity.memory_mb, gpus=capacity.gpus,
                gpu_memory_mb=capacity.gpu_memory_mb)
@@ -316,8 +321,15 @@ class Registry:
             "gpu_names": json.dumps(list(capacity.gpu_names)),
             "queues": json.dumps(sorted(set(capacity.queues))),
         }
-        flat = [item for pair in fields.items() for item in pair]
-        self._call("register", capacity.worker_id, ttl or self.ttl, *flat)
+        return [capacity.worker_id, ttl or self.ttl, *(item for pair in fields.items() for item in pair)]
+
+    def register_many(self, capacities: list[WorkerCapacity], ttl: float | None = None) -> None:
+        """Register several workers in one round trip (tests, benchmarks, a
+        supervisor that manages a fleet)."""
+        pipe = self.client.pipeline(transaction=False)
+        for capacity in capacities:
+            self._call("register", *self._register_args(capacity, ttl), client=pipe)
+        pipe.execute()
 
     def heartbeat(self, worker_id: str, ttl: float | None = None) -> bool:
         """Push the deadline out; False if the worker was already counted gone
@@ -367,8 +379,10 @@ class Registry:
             gpu_memory_mb_total=gpu_memory,
             gpu_memory_mb_free=max(0, gpu_memory - allocated.get("gpu_memory_mb", 0)),
             allocations=allocated.get("tasks", 0),
-            gpu_names=gpu_names,
-            queues=queues,
+            gpu_names=sorted(gpu_names, key=lambda name: (-gpu_names[name], name)),
+            queues=sorted(queues),
+            gpu_models=gpu_names,
+            queue_workers=queues,
         )
 
     def can_fit(self, cpus: float, memory_mb: int, gpus: int = 0, gpu_memory_mb: int = 0) -> bool:
