@@ -22,7 +22,6 @@ COMMAND_MODULES = [
     "hivemind_celery.cli.bridge_cmd",
     "hivemind_celery.cli.nodepool_cmds",
     "hivemind_celery.cli.task_cmds",
-    "hivemind_celery.cli.demo_cmd",
     "hivemind_celery.cli.site_cmds",
 ]
 
