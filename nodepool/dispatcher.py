@@ -33,6 +33,10 @@ log = logging.getLogger("hivemind.nodepool.dispatch")
 Capacity = list[int]  # [memory_gb, cpu_score, gpu_score, gpu_memory_gb]
 
 
+def _needs(request: Request) -> Capacity:
+    return [request.memory_gb, request.cpu_score, request.gpu_score, request.gpu_memory_gb]
+
+
 def gpu_name_matches(wanted: str, offered: str) -> bool:
     wanted = wanted.strip().lower()
     return wanted in ("", "any") or wanted in offered.lower()
@@ -41,7 +45,7 @@ def gpu_name_matches(wanted: str, offered: str) -> bool:
 def fits(request: Request, node: Node, left: Capacity) -> bool:
     if request.wants_gpu and not node.has_gpu:
         return False
-    needs = [request.memory_gb, request.cpu_score, request.gpu_score, request.gpu_memory_gb]
+    needs = _needs(request)
     if any(need > have for need, have in zip(needs, left)):
         return False
     return gpu_name_matches(request.gpu_name, node.gpu_name)
@@ -92,7 +96,7 @@ class Dispatcher:
             node = next((n for n in candidates if fits(request, n, left[n.node_id])), None)
             if node is None:
                 continue
-            needs = [request.memory_gb, request.cpu_score, request.gpu_score, request.gpu_memory_gb]
+            needs = _needs(request)
             left[node.node_id] = [have - need for have, need in zip(left[node.node_id], needs)]
             nodes.reserve(self._store, node.node_id, *needs)
             with self._lock:
@@ -127,6 +131,7 @@ class Dispatcher:
                     self.stop_on_node(node, task_id)
                 return
             tasks.note_dispatch_failure(self._store, task_id, node.node_id, reason)
+            nodes.reserve(self._store, node.node_id, *(-need for need in _needs(request)))  # give it back
             nodes.back_off(self._store, node.node_id, self._settings.node_backoff_s)
             log.warning("node did not take task: %s", reason[:200], extra=extra)
         except Exception:

@@ -171,11 +171,13 @@ def dispatchable(store: Store, fresh_s: float, refuse_loopback: bool, now: float
 
 
 def reserve(store: Store, node_id: str, memory_gb: int, cpu_score: int, gpu_score: int, gpu_memory_gb: int) -> None:
+    """Add to (or, with negative figures, release from) what is reserved on the node."""
     with store.transaction() as conn:
         conn.execute(
-            "UPDATE nodes SET reserved_memory_gb = reserved_memory_gb + ?, reserved_cpu_score = reserved_cpu_score + ?,"
-            " reserved_gpu_score = reserved_gpu_score + ?, reserved_gpu_memory_gb = reserved_gpu_memory_gb + ?"
-            " WHERE node_id = ?",
+            # MAX(0, ...): a release after a heartbeat already cleared the reservation must not go negative.
+            "UPDATE nodes SET reserved_memory_gb = MAX(0, reserved_memory_gb + ?),"
+            " reserved_cpu_score = MAX(0, reserved_cpu_score + ?), reserved_gpu_score = MAX(0, reserved_gpu_score + ?),"
+            " reserved_gpu_memory_gb = MAX(0, reserved_gpu_memory_gb + ?) WHERE node_id = ?",
             (memory_gb, cpu_score, gpu_score, gpu_memory_gb, node_id),
         )
 

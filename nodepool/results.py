@@ -136,8 +136,9 @@ def accept_result(
             return False, None
         state, message = _final_state(report, row["status"])
         conn.execute(
+            # The task zip is no longer needed once a result is in: free its space.
             "UPDATE tasks SET result_zip = ?, result_at = ?, status = ?, message = ?,"
-            " finished_at = COALESCE(finished_at, ?) WHERE task_id = ?",
+            " finished_at = COALESCE(finished_at, ?), task_zip = x'' WHERE task_id = ?",
             (sqlite3.Binary(result), now, state, message, now, task_id),
         )
         wall_s = max(0.0, now - row["started_at"]) if row["started_at"] else 0.0

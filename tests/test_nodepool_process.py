@@ -1,0 +1,66 @@
+"""`python -m nodepool` as a real process: serves, answers health checks and logins,
+logs structured lines without passwords or tokens, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nodepool import accounts
+from nodepool.store import Store
+from proto import nodepool_pb2 as pb
+from tests.nodepool_kit import PASSWORD, Client, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_python_m_nodepool_serves_and_stops(tmp_path: Path) -> None:
+    db = tmp_path / "pool.db"
+    store = Store(db)
+    accounts.create_user(store, "alice", PASSWORD, balance=7)
+    store.close()
+    port = free_port()
+    env = {**os.environ, "HIVEMIND_NODEPOOL_DB": str(db), "HIVEMIND_NODEPOOL_PORT": str(port),
+           "HIVEMIND_NODEPOOL_HOST": "127.0.0.1", "HIVEMIND_LOG_JSON": "1", "PYTHONPATH": str(ROOT)}
+    log_path = tmp_path / "pool.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "nodepool"], cwd=tmp_path, env=env,
+                                   stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            address = f"127.0.0.1:{port}"
+            wait_for(lambda: serving(address), timeout=30, what="the pool's health check")
+            client = Client(address)
+            token = client.login("alice")
+            assert client.users.GetBalance(pb.GetBalanceRequest(token=token)).balance == 7
+            assert not client.users.Login(pb.LoginRequest(username="alice", password="guess")).success
+            client.close()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+    assert code == 0
+    text = log_path.read_text()
+    assert PASSWORD not in text and token not in text
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    assert any('"message": "login"' in line and '"node_id": "alice"' in line for line in lines), text
