@@ -38,6 +38,17 @@ PASSWORD = "site-password-1"
 SIGNING_KEY = "recording-pool-signing-key-0123456789"
 
 
+# The bridge modules keep fixed databases of their own (conftest numbers the
+# others from 16 up, per pytest process): parallel runs by other people would
+# otherwise share queues with them, and their workers would take our tasks.
+BRIDGE_DB = 60
+
+
+@pytest.fixture(scope="module")
+def redis_url(redis_base: str) -> str:
+    return f"{redis_base}/{BRIDGE_DB}"
+
+
 class RecordingPool:
     """A Node Pool for tests: answers Login/RefreshToken, RegisterWorkerNode,
     ReportStatus, TaskOutputUpload, TaskUsage, TaskResultUpload, and records
