@@ -30,7 +30,7 @@ from hivemind_celery.idempotency import TaskGuard
 from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.payloads import PayloadStore
 from hivemind_celery.runtime import get_runtime
-from hivemind_celery.runtime.base import RuntimeRefused
+from hivemind_celery.runtime.base import Runtime, RuntimeRefused
 from hivemind_celery.settings import Settings, get_settings
 from hivemind_celery.streams import OutputStream
 
@@ -42,6 +42,12 @@ TASK_NAME = "hivemind.run_task"
 @lru_cache(maxsize=1)
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(get_settings().payload_redis)
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    # One runtime (and Docker client) per pool process, reused across tasks.
+    return get_runtime(get_settings())
 
 
 def spec_error(exc: ValidationError) -> str:
@@ -118,9 +124,8 @@ def execute(task: Task, spec: TaskSpec, store: PayloadStore, settings: Settings)
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
 
     output = OutputStream(client, spec.task_id)
-    runtime = get_runtime(settings)
     try:
-        result = runtime.run(job, on_output=output.write, should_stop=should_stop)
+        result = runtime().run(job, on_output=output.write, should_stop=should_stop)
     except RuntimeRefused as exc:
         log.warning("task refused by the runtime: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)

@@ -169,8 +169,8 @@ def _zip_bomb() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("name, make, reason", [("symlink", _symlink_zip, "symlink"),
-                                                 ("zip-bomb", _zip_bomb, "")])
+@pytest.mark.parametrize("name, make, reason", [("symlink", _symlink_zip, "symbolic link"),
+                                                 ("zip-bomb", _zip_bomb, "ratio")])
 def test_symlink_and_bomb_rejected(cpu_worker, celery_app, store, name, make, reason):
     _, result = submit(celery_app, store, make())
     outcome = outcome_of(result)
