@@ -1,0 +1,14 @@
+"""`hivemind demo`: a whole HiveMind site on one machine, started from nothing.
+
+The parts, one job each:
+- `paths.py`: the ./.hivemind layout and the demo's saved state;
+- `procs.py`: child processes in their own process groups, logs, stopping;
+- `services.py`: starting Redis, the Node Pool, the bridge, workers and Flower, and
+  waiting until each is ready;
+- `preflight.py`: what this machine has (Docker, the task image, a GPU, Flower) and
+  what the demo does about what it lacks;
+- `pool_client.py`: the Node Pool as a user sees it (login, upload, list, result);
+- `examples.py`: the bundled examples and their expected outcomes;
+- `report.py`: live progress and the outcome table (rich);
+- `runner.py`: the whole run, start to stop.
+"""
