@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nodepool import accounts
@@ -36,7 +37,9 @@ def serving(address: str) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_python_m_nodepool_serves_and_stops(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["-m", "nodepool"], ["-m", "hivemind_celery.cli", "nodepool"]],
+                         ids=["python -m nodepool", "hivemind nodepool"])
+def test_pool_process_serves_and_stops(tmp_path: Path, command: list[str]) -> None:
     db = tmp_path / "pool.db"
     store = Store(db)
     accounts.create_user(store, "alice", PASSWORD, balance=7)
@@ -46,7 +49,7 @@ def test_python_m_nodepool_serves_and_stops(tmp_path: Path) -> None:
            "HIVEMIND_NODEPOOL_HOST": "127.0.0.1", "HIVEMIND_LOG_JSON": "1", "PYTHONPATH": str(ROOT)}
     log_path = tmp_path / "pool.log"
     with log_path.open("w") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "nodepool"], cwd=tmp_path, env=env,
+        process = subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=env,
                                    stdout=log_file, stderr=subprocess.STDOUT)
         try:
             address = f"127.0.0.1:{port}"
@@ -64,3 +67,11 @@ def test_python_m_nodepool_serves_and_stops(tmp_path: Path) -> None:
     assert PASSWORD not in text and token not in text
     lines = [line for line in text.splitlines() if line.startswith("{")]
     assert any('"message": "login"' in line and '"node_id": "alice"' in line for line in lines), text
+
+
+def test_every_setting_is_documented() -> None:
+    from nodepool.settings import NodePoolSettings
+
+    readme = (ROOT / "nodepool" / "README.md").read_text()
+    missing = [name for name in NodePoolSettings.model_fields if f"| `{name.upper()}` |" not in readme]
+    assert not missing, f"document these in nodepool/README.md: {missing}"
