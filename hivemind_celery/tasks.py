@@ -33,6 +33,7 @@ from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Runtime, RuntimeRefused
 from hivemind_celery.settings import Settings, get_settings
 from hivemind_celery.streams import OutputStream
+from hivemind_celery.usage_tracking import TaskUsageTracker
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,9 @@ def execute(task: Task, spec: TaskSpec, store: PayloadStore, settings: Settings)
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
 
     output = OutputStream(client, spec.task_id)
+    usage = TaskUsageTracker(task, spec, client, settings)  # samples from on_start; reward in complete()
     try:
-        result = runtime().run(job, on_output=output.write, should_stop=should_stop)
+        result = runtime().run(job, on_output=output.write, on_start=usage.on_start, should_stop=should_stop)
     except RuntimeRefused as exc:
         log.warning("task refused by the runtime: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
@@ -136,7 +138,8 @@ def execute(task: Task, spec: TaskSpec, store: PayloadStore, settings: Settings)
         return store_result(outcome, store, settings)
     finally:
         output.flush()
-    outcome = outcome_from_result(spec, result, settings.worker_id)
+        usage.stop()
+    outcome = usage.complete(outcome_from_result(spec, result, settings.worker_id))
     log.info("task finished: %s", outcome.status.value,
              extra={"task_id": spec.task_id, "status": outcome.status.value})
     return store_result(outcome, store, settings, result.workspace_tar, stopped=result.stopped)
