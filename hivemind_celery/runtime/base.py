@@ -21,7 +21,7 @@ class Started:
 
     task_id: str
     container_id: str | None  # None for the process runtime
-    pid: int  # host PID of the task's first process
+    pid: int  # host PID of the task's first process; 0 if it already ended
 
 
 @dataclass(frozen=True)

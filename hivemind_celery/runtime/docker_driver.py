@@ -224,6 +224,11 @@ class DockerRuntime:
             end.vanished = True
             return end
         state = container.attrs.get("State", {})
+        # A forced removal (kill from any process) marks the container
+        # "removing" before it kills it, so this tells a kill from a crash.
+        if state.get("Status") in ("removing", "dead"):
+            end.vanished = True
+            return end
         end.exit_code = state.get("ExitCode")
         end.oom_killed = bool(state.get("OOMKilled"))
         return end
