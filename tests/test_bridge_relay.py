@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -179,6 +178,7 @@ def test_pool_down_then_back_gets_the_result(start_bridge: Callable[..., Bridge]
     wait_for(lambda: pool.of("TaskResultUpload", "t-outage"), "the result once the pool is back", limit=90)
     wait_for(lambda: not bridge.outbox.owes("t-outage"), "the task struck from the outbox")
     assert sent_output(pool, "t-outage") == "while the pool was away\n"
+    assert pool.refused, "the first call after the restart carried the old token"
     assert pool.of("Login"), "logged in again to the restarted pool"
     assert bridge.heartbeat is not None and bridge.heartbeat._thread is not None
     assert bridge.heartbeat._thread.is_alive()
@@ -248,4 +248,3 @@ def test_real_worker_end_to_end(start_bridge: Callable[..., Bridge], db: redis.R
         assert archive.read("out.txt") == b"42"
     assert "hello from the task" in sent_output(pool, "t-e2e")
     wait_for(lambda: not bridge.outbox.owes("t-e2e"), "the task struck from the outbox")
-    time.sleep(0)  # nothing timed here: the waits above bound the run

@@ -55,7 +55,8 @@ class RecordingPool:
     (rpc name, request, metadata) of every call."""
 
     def __init__(self, token_lifetime: float = 3600.0) -> None:
-        self.calls: list[tuple[str, Any, dict[str, str]]] = []
+        self.calls: list[tuple[str, Any, dict[str, str]]] = []  # accepted calls
+        self.refused: list[tuple[str, Any, dict[str, str]]] = []  # bad or missing token
         self.tokens: set[str] = set()
         self.token_lifetime = token_lifetime
         self.refuse_results = 0  # how many TaskResultUploads to answer success=false
@@ -141,13 +142,15 @@ class RecordingPool:
         metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
         copy = type(request)()
         copy.CopyFrom(request)
-        with self._lock:
-            self.calls.append((name, copy, metadata))
         if check_token:
             token = metadata.get("authorization", "").removeprefix("Bearer ")
             field_token = getattr(request, "token", token)
             if token not in self.tokens or field_token != token:
+                with self._lock:
+                    self.refused.append((name, copy, metadata))
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid or missing token")
+        with self._lock:
+            self.calls.append((name, copy, metadata))
 
     # -- queries -----------------------------------------------------------
     def of(self, name: str, task_id: str | None = None) -> list[Any]:
