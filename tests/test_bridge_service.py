@@ -41,7 +41,7 @@ SIGNING_KEY = "recording-pool-signing-key-0123456789"
 # The bridge modules keep fixed databases of their own (conftest numbers the
 # others from 16 up, per pytest process): parallel runs by other people would
 # otherwise share queues with them, and their workers would take our tasks.
-BRIDGE_DB = 60
+BRIDGE_DB = 62
 
 
 @pytest.fixture(scope="module")
