@@ -148,7 +148,9 @@ reap(t)
 local id, ttl = ARGV[5], tonumber(ARGV[10])
 local key = alloc_key(id)
 if redis.call('EXISTS', key) == 1 then
-  redis.call('ZADD', KEYS[5], t + ttl, id)
+  -- GT: a refresh only ever extends (a short worker refresh never cuts a
+  -- longer deadline set at intake)
+  redis.call('ZADD', KEYS[5], 'GT', t + ttl, id)
   return 1
 end
 if ARGV[11] == '1' then
@@ -395,8 +397,8 @@ class Registry:
         """Hold resources for a task until `release` or `ttl` seconds pass.
 
         Idempotent per task id: a second call (the worker's, after the
-        bridge's at intake) changes no totals and only pushes the deadline out,
-        which is also how a running task keeps its allocation alive. With
+        bridge's at intake) changes no totals and only pushes the deadline out
+        (never in), which is also how a running task keeps its allocation alive. With
         `require_fit`, a new allocation that does not fit is refused (False),
         atomically with the check.
         """

@@ -18,6 +18,11 @@ totals, sends `task_rewarded` and `task_container_finished`, and adds to this
 worker's totals in Redis (`keys.worker_totals`), which the main process's
 Prometheus collector reads.
 
+It also holds the task's resources in the site registry: allocated when the
+main step starts (a no-op after the bridge's allocation at intake), the
+deadline pushed out with every sample, released at the end. If the worker
+dies, the allocation lapses ALLOCATION_TTL seconds after the last sample.
+
 The sampler publishes from its own thread, where Celery's `task.request` is
 empty (it is thread-local), so the request is captured up front.
 """
@@ -33,6 +38,7 @@ import redis
 
 from hivemind_celery import keys, signals
 from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus, UsageSummary
+from hivemind_celery.registry import Registry
 from hivemind_celery.reward import RewardPolicy, compute_reward
 from hivemind_celery.runtime.base import Started
 from hivemind_celery.sampler import UsageSample, UsageSampler, source_for
@@ -47,6 +53,7 @@ RUNNING_STATE = "RUNNING"
 # The latest sample outlives the task a little, so a relay that polls every
 # few seconds still sees the last one.
 USAGE_TTL_FLOOR = 60
+ALLOCATION_TTL = 120.0
 
 
 def record_totals(client: redis.Redis, worker_id: str, status: str, cpu_seconds: float, reward: int) -> None:
@@ -75,12 +82,15 @@ class TaskUsageTracker:
         self._sampler: UsageSampler | None = None
         self._lock = threading.Lock()
         self._usage_ttl = max(USAGE_TTL_FLOOR, int(settings.sample_interval * 10))
+        self._registry = Registry(client)
+        self._allocation_ttl = max(ALLOCATION_TTL, settings.sample_interval * 10)
 
     # --- during the run ------------------------------------------------------
     def on_start(self, started: Started) -> None:
         """Runtime callback: the main step runs; start sampling it."""
         self._send(signals.task_container_started, task_id=self.spec.task_id,
                    container_id=started.container_id)
+        self._hold()
         source = None
         try:
             source = source_for(started.pid, started.container_id, self._docker(started),
@@ -98,6 +108,15 @@ class TaskUsageTracker:
             self._sampler = sampler
         sampler.start()
 
+    def _hold(self) -> None:
+        """Allocate (or keep alive) this task's resources in the site registry."""
+        spec = self.spec
+        try:
+            self._registry.allocate(spec.task_id, spec.cpus, spec.memory_mb, spec.gpus, spec.gpu_memory_mb,
+                                    ttl=self._allocation_ttl)
+        except redis.RedisError as exc:
+            log.warning("could not hold the task's allocation: %s", exc, extra={"task_id": spec.task_id})
+
     def _docker(self, started: Started) -> Any:
         if started.container_id is None or self.docker_client is not None:
             return self.docker_client
@@ -114,6 +133,7 @@ class TaskUsageTracker:
         data = sample.as_dict()
         task_id = self.spec.task_id
         self._send(signals.resource_usage, task_id=task_id, sample=data)
+        self._hold()
         try:
             self.client.set(keys.task_usage(task_id), json.dumps(data), ex=self._usage_ttl)
         except redis.RedisError:
@@ -158,6 +178,7 @@ class TaskUsageTracker:
                        usage=usage.model_dump(mode="json"), duration=outcome.duration)
         self._send(signals.task_container_finished, task_id=task_id, outcome=outcome.model_dump(mode="json"))
         try:
+            self._registry.release(task_id)
             record_totals(self.client, self.settings.worker_id, outcome.status.value,
                           usage.cpu_seconds if usage else 0.0, reward or 0)
         except redis.RedisError:

@@ -135,6 +135,15 @@ def test_allocations_are_idempotent_and_released_once(registry: Registry) -> Non
     assert (cap.cpus_free, cap.gpus_free, cap.allocations) == (16, 2, 0)
 
 
+def test_refresh_never_shortens_a_deadline(registry: Registry) -> None:
+    registry.allocate("t", 1, 10, ttl=600)  # the bridge, at intake
+    deadline = registry.client.zscore(keys.allocations_by_deadline(), "t")
+    registry.allocate("t", 1, 10, ttl=5)  # the worker's short refresh
+    assert registry.client.zscore(keys.allocations_by_deadline(), "t") == deadline
+    registry.allocate("t", 1, 10, ttl=6000)
+    assert registry.client.zscore(keys.allocations_by_deadline(), "t") > deadline
+
+
 def test_require_fit_refuses_atomically(registry: Registry) -> None:
     registry.register(cpu_worker("a", cpus=2, memory_mb=1000))
     assert registry.allocate("x", 1.5, 500, require_fit=True)

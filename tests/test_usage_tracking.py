@@ -13,6 +13,7 @@ import redis
 
 from hivemind_celery import keys, signals
 from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.registry import Registry
 from hivemind_celery.reward import RewardPolicy, compute_reward
 from hivemind_celery.runtime.base import Started
 from hivemind_celery.settings import Settings
@@ -93,6 +94,8 @@ def test_tracker_publishes_and_rewards(celery_app, redis_client, docker_client) 
         container.reload()
         tracker = TaskUsageTracker(tracked, spec, redis_client, settings, docker_client)
         tracker.on_start(Started("track-1", container.id, int(container.attrs["State"]["Pid"])))
+        # The main step holds its resources in the site registry while it runs.
+        assert Registry(redis_client).capacity().allocations == 1
         container.wait(timeout=30)
         # While running: the latest sample in Redis and in the result backend.
         stored = json.loads(redis_client.get(keys.task_usage("track-1")))
@@ -109,6 +112,7 @@ def test_tracker_publishes_and_rewards(celery_app, redis_client, docker_client) 
         container.remove(force=True)
         received.disconnect()
     listener.join(timeout=20)
+    assert Registry(redis_client).capacity().allocations == 0  # released at the end
 
     usage = outcome.usage
     assert usage is not None and usage.source == "cgroup"
