@@ -59,6 +59,7 @@ class Dispatcher:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._calls = ThreadPoolExecutor(max_workers=8, thread_name_prefix="nodepool-execute")
+        self._started_at = time.time()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nodepool-dispatcher", daemon=True)
 
@@ -82,7 +83,8 @@ class Dispatcher:
         """One round; returns how many tasks were sent out."""
         s = self._settings
         now = time.time()
-        for task_id, node_id in tasks.fail_silent(self._store, now, s.silent_fail_s, s.busy_silent_fail_s):
+        for task_id, node_id in tasks.fail_silent(self._store, now, s.silent_fail_s, s.busy_silent_fail_s,
+                                                  heard_since=self._started_at):
             log.warning("task failed: node silent", extra={"task_id": task_id, "node_id": node_id})
         candidates = nodes.dispatchable(self._store, s.node_fresh_s, s.refuse_loopback_hosts, now)
         if not candidates:

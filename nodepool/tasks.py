@@ -189,8 +189,12 @@ def note_dispatch_failure(store: Store, task_id: str, node_id: str, reason: str)
         )
 
 
-def fail_silent(store: Store, now: float, silent_s: float, busy_silent_s: float) -> list[tuple[str, str]]:
-    """Fail RUNNING tasks whose node has been silent too long; returns (task_id, node_id) of those failed."""
+def fail_silent(
+    store: Store, now: float, silent_s: float, busy_silent_s: float, heard_since: float = 0.0
+) -> list[tuple[str, str]]:
+    """Fail RUNNING tasks whose node has been silent too long; returns (task_id, node_id) of those failed.
+    Silence is counted from `heard_since` at the earliest (the pool's start: nodes cannot
+    report to a pool that is down)."""
     failed = []
     with store.transaction() as conn:
         rows = conn.execute(
@@ -201,7 +205,7 @@ def fail_silent(store: Store, now: float, silent_s: float, busy_silent_s: float)
         for row in rows:
             status = row["status"] or ""
             limit = busy_silent_s if ("Running" in status or "Executing" in status) else silent_s
-            last_seen = row["last_seen"] or 0.0
+            last_seen = max(row["last_seen"] or 0.0, heard_since)
             if now - last_seen > limit:
                 conn.execute(
                     "UPDATE tasks SET status = ?, finished_at = ?, message = ? WHERE task_id = ? AND status = ?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from nodepool import results
@@ -37,9 +38,13 @@ def test_restart_keeps_tasks_and_results(tmp_path: Path) -> None:
                                   metadata=(("authorization", f"Bearer {node}"),))
         waiting = new_task_id()
         assert client.master.UploadTask(pb.UploadTaskRequest(task_id=waiting, task_zip=make_zip(), token=owner)).success
+        # The pool is "down" long enough that its node's last report is older than the silence limit.
+        with running.pool.store.transaction() as conn:
+            conn.execute("UPDATE nodes SET last_seen = last_seen - 300")
         client.close()
-        running = _restart(running, tmp_path)
+        running = _restart(running, tmp_path, silent_fail_s=2.0, busy_silent_fail_s=2.0)
         client = Client(running.address)
+        time.sleep(0.5)  # several dispatch rounds: silence is counted from the restart, not before it
 
         # Same secret, same users: the old tokens still work; state is as it was.
         assert task_status(client, owner, started).status == "RUNNING"
