@@ -1,0 +1,333 @@
+"""The process runtime: tasks as plain subprocesses, WITHOUT isolation.
+
+For machines without Docker only (like Nomad's raw_exec), chosen with
+HIVEMIND_RUNTIME=process; it says so loudly when it starts. A task runs as the
+worker's own user and can read whatever that user can. What it does give:
+
+- a private workspace directory per task under the runtime dir, filled from
+  the job's tar with tarfile's "data" filter (no links out, no devices, no
+  absolute or `..` paths, no setuid bits);
+- each step in its own session/process group, so stop, timeout and kill reach
+  every process it started (unless one calls setsid itself);
+- rlimits set by a tiny launcher before exec (never preexec_fn, which is unsafe
+  with threads): address space from memory_mb, processes from pids (RLIMIT_NPROC
+  counts all of the user's processes, so the limit is what the user runs now
+  plus pids; root ignores it), CPU seconds (generous: 2 x timeout x cpus + 60),
+  file size, no core dumps;
+- a clean environment: PATH and ours, never the worker's (it holds secrets);
+- a pid file per task, so `kill` and `reap` work from any process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from hivemind_celery.model import TaskStatus
+from hivemind_celery.runtime.archive import WorkspaceCopy, bounded_copy
+from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started
+from hivemind_celery.runtime.logtail import LogTail
+from hivemind_celery.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+PID_FILE = "pid.json"
+KILLED_MARK = "killed"
+# Runs in the child: set the limits, then become the task.
+_LAUNCHER = (
+    "import json, os, resource, sys\n"
+    "for name, value in json.loads(sys.argv[1]).items():\n"
+    "    resource.setrlimit(getattr(resource, name), (value, value))\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        default = Path(tempfile.gettempdir()) / f"hivemind-{settings.worker_id}"
+        self.root = Path(settings.runtime_dir) if settings.runtime_dir else default
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log.warning(
+            "PROCESS RUNTIME: tasks run WITHOUT isolation, as this worker's user, with only "
+            "rlimits and a private directory; use it only for code you trust (runtime dir %s)",
+            self.root,
+        )
+
+    # --- Runtime protocol ---------------------------------------------------
+    def kill(self, task_id: str) -> int:
+        return self._kill_dir(self.root / task_id)
+
+    def reap(self, keep: set[str]) -> int:
+        removed = 0
+        for task_dir in sorted(self.root.iterdir()):
+            if task_dir.is_dir() and task_dir.name not in keep:
+                removed += self._kill_dir(task_dir)
+                log.info("reaped process-runtime leftovers", extra={"task_id": task_dir.name})
+        return removed
+
+    def run(
+        self,
+        job: Job,
+        on_output: OnOutput | None = None,
+        on_start: OnStart | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> JobResult:
+        task_id = job.spec.task_id
+        task_dir = self.root / task_id
+        self._kill_dir(task_dir)  # leftovers of an earlier attempt
+        for sub in ("workspace", "deps", "tmp"):
+            (task_dir / sub).mkdir(mode=0o700, parents=True)
+        tail = LogTail(self.settings.log_tail_bytes, on_output, task_id)
+        started_at = _now()
+        try:
+            _unpack(job.workspace_tar, task_dir / "workspace")
+            role, end = "main", None
+            if job.setup_command:
+                role = "setup"
+                tail.note("set-up: installing requirements.txt")
+                end = self._step(job, "setup", task_dir, tail, should_stop, None)
+                if end.ok:
+                    tail.note("set-up done")
+            if end is None or end.ok:
+                role = "main"
+                end = self._step(job, "main", task_dir, tail, should_stop, on_start)
+            copy = _copy_out(task_dir, self.settings.result_max_bytes)
+            status, reason = _status(job, role, end, self.settings)
+            return JobResult(status, end.exit_code, started_at, _now(), tail.text(), reason,
+                             copy.tar, end.stopped, copy.skipped)
+        finally:
+            shutil.rmtree(task_dir, ignore_errors=True)
+
+    # --- one step -----------------------------------------------------------
+    def _step(self, job: Job, role: str, task_dir: Path, tail: LogTail, should_stop: ShouldStop | None,
+              on_start: OnStart | None) -> _StepEnd:
+        argv = list(job.setup_command or []) if role == "setup" else list(job.command)
+        timeout = self.settings.setup_timeout if role == "setup" else job.timeout
+        limits = _limits(job, timeout, self.settings)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", _LAUNCHER, json.dumps(limits), *argv],
+            cwd=task_dir / "workspace", env=_env(job, role, task_dir), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+        )
+        _write_pid_file(task_dir, proc.pid)
+        if on_start is not None:
+            try:
+                on_start(Started(task_id=job.spec.task_id, container_id=None, pid=proc.pid))
+            except Exception:  # a failing sampler must not stop the task
+                log.exception("on_start callback failed", extra={"task_id": job.spec.task_id})
+        reader = threading.Thread(target=_pump, args=(proc, tail), daemon=True)
+        reader.start()
+        end = _StepEnd()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                proc.wait(POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if (task_dir / KILLED_MARK).exists() or _asked_to_stop(should_stop, job.spec.task_id):
+                end.stopped = True
+                break
+            if time.monotonic() >= deadline:
+                end.timed_out = True
+                break
+        if end.stopped or end.timed_out:
+            _terminate(proc, self.settings.stop_grace)
+        _killpg(proc.pid, signal.SIGKILL)  # whatever it left running in its group
+        reader.join(timeout=5)
+        end.stopped = end.stopped or (task_dir / KILLED_MARK).exists()
+        end.exit_code = proc.returncode
+        return end
+
+    def _kill_dir(self, task_dir: Path) -> int:
+        """Kill the task's process group and, when no runner is left, its files."""
+        if not task_dir.is_dir():
+            return 0
+        (task_dir / KILLED_MARK).touch()
+        killed = 0
+        info = _read_pid_file(task_dir)
+        if info and _same_process(info["pgid"], info["created"]):
+            _killpg(info["pgid"], signal.SIGKILL)
+            killed = 1
+            log.info("killed process group %s", info["pgid"], extra={"task_id": task_dir.name})
+        if not info or not _same_process(info["runner"], info["runner_created"]):
+            shutil.rmtree(task_dir, ignore_errors=True)
+            killed = max(killed, 1)
+        return killed
+
+
+class _StepEnd:
+    def __init__(self) -> None:
+        self.exit_code: int | None = None
+        self.timed_out = False
+        self.stopped = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.stopped)
+
+
+def _limits(job: Job, timeout: float, settings: Settings) -> dict[str, int]:
+    limits = {
+        "RLIMIT_AS": job.spec.memory_mb * 1024 * 1024,
+        "RLIMIT_CPU": math.ceil(2 * timeout * max(job.spec.cpus, 1.0) + 60),
+        "RLIMIT_FSIZE": max(settings.max_unpacked_bytes, settings.result_max_bytes),
+        "RLIMIT_CORE": 0,
+    }
+    if os.getuid() != 0:  # root ignores RLIMIT_NPROC anyway
+        uid = os.getuid()
+        current = sum(p.info["num_threads"] or 0 for p in psutil.process_iter(["uids", "num_threads"])
+                      if p.info["uids"] and p.info["uids"].real == uid)
+        limits["RLIMIT_NPROC"] = current + job.pids
+    return limits
+
+
+def _env(job: Job, role: str, task_dir: Path) -> dict[str, str]:
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(task_dir / "workspace"),
+        "TMPDIR": str(task_dir / "tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "HIVEMIND_TASK_ID": job.spec.task_id,
+    }
+    deps = str(task_dir / "deps")
+    if role == "setup":  # none of the task's variables: they could redirect pip
+        return {**base, "PIP_TARGET": deps}
+    env = {**base, **job.spec.env}
+    env["PYTHONPATH"] = ":".join(p for p in (deps, job.spec.env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _unpack(workspace_tar: bytes, dest: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(workspace_tar)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def _copy_out(task_dir: Path, max_bytes: int) -> WorkspaceCopy:
+    """Tar the workspace (skipping links and anything too big on its own), then
+    filter it like Docker's copy."""
+    notes: list[str] = []
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if info.isfile() and info.size > max_bytes:
+            notes.append(f"{info.name.removeprefix('workspace/')!r}: {info.size} bytes would exceed "
+                           f"the result limit of {max_bytes} bytes")
+            return None
+        if info.isfile() or info.isdir():
+            return info
+        notes.append(f"{info.name.removeprefix('workspace/')!r}: not a regular file or directory")
+        return None
+
+    with tempfile.TemporaryFile(dir=task_dir) as spool:
+        try:
+            with tarfile.open(fileobj=spool, mode="w") as tar:
+                tar.add(task_dir / "workspace", arcname="workspace", filter=keep)
+        except OSError as exc:
+            notes.append(f"(rest of the workspace): unreadable: {exc}")
+        spool.seek(0)
+        copy = bounded_copy(iter(lambda: spool.read(1024 * 1024), b""), max_bytes)
+    copy.skipped[:0] = notes
+    return copy
+
+
+def _pump(proc: subprocess.Popen, tail: LogTail) -> None:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    while chunk := os.read(fd, 65536):
+        tail.add(chunk)
+
+
+def _terminate(proc: subprocess.Popen, grace: float) -> None:
+    _killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _asked_to_stop(should_stop: ShouldStop | None, task_id: str) -> bool:
+    if should_stop is None:
+        return False
+    try:
+        return bool(should_stop())
+    except Exception:  # e.g. Redis briefly gone: keep running, say so
+        log.warning("stop check failed; continuing", exc_info=True, extra={"task_id": task_id})
+        return False
+
+
+def _write_pid_file(task_dir: Path, pgid: int) -> None:
+    info = {
+        "pgid": pgid,
+        "created": _create_time(pgid),
+        "runner": os.getpid(),
+        "runner_created": _create_time(os.getpid()),
+    }
+    tmp = task_dir / (PID_FILE + ".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(task_dir / PID_FILE)
+
+
+def _read_pid_file(task_dir: Path) -> dict | None:
+    try:
+        return json.loads((task_dir / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _same_process(pid: int, created: float | None) -> bool:
+    """Alive and not a recycled pid."""
+    return created is not None and _create_time(pid) == created
+
+
+def _status(job: Job, role: str, end: _StepEnd, settings: Settings) -> tuple[TaskStatus, str]:
+    step = "set-up step (pip install -r requirements.txt)" if role == "setup" else "task"
+    if end.stopped:
+        return TaskStatus.CANCELLED, "stopped by request"
+    if end.timed_out:
+        limit = settings.setup_timeout if role == "setup" else job.timeout
+        return TaskStatus.TIMED_OUT, f"{step} timed out after {limit:g} s"
+    if end.exit_code == 0:
+        return TaskStatus.SUCCEEDED, ""
+    if end.exit_code is not None and end.exit_code < 0:
+        name = signal.Signals(-end.exit_code).name
+        return TaskStatus.FAILED, f"{step} was killed by {name}"
+    return TaskStatus.FAILED, f"{step} failed with exit code {end.exit_code}"
