@@ -212,3 +212,41 @@ def test_output_and_usage_from_the_assigned_node(pool: RunningPool, client: Clie
     assert reply.success, reply.message
     info = task_status(client, owner, task_id)
     assert info.cpu_usage == pytest.approx(42.5) and info.memory_usage == 100.0  # clamped
+
+
+def test_a_refusing_node_backs_off(tmp_path, workers: list[TestWorker]) -> None:  # noqa: ANN001
+    running = start_pool(tmp_path, node_backoff_s=3600)
+    client = Client(running.address)
+    try:
+        add_user(running, "owner")
+        add_user(running, "cpu1")
+        w = worker(workers, accept=False, reason="site full")
+        register_node(client, client.login("cpu1"), "cpu1", w.port)
+        task_id = submit(client, client.login("owner"))
+        wait_for(lambda: w.executed_ids, what="first ExecuteTask")
+        settle(running)
+        assert w.executed_ids == [task_id]  # not asked again while backing off
+    finally:
+        client.close()
+        running.stop()
+
+
+def test_execute_deadline_grows_with_size_up_to_the_cap(tmp_path) -> None:  # noqa: ANN001
+    from nodepool.worker_client import WorkerClient
+    from tests.nodepool_kit import pool_settings
+
+    settings = pool_settings(tmp_path)
+    client = WorkerClient(settings)
+    small, medium = client.execute_deadline(0), client.execute_deadline(int(10 * settings.execute_bytes_per_s))
+    assert small == settings.execute_deadline_base_s
+    assert medium == settings.execute_deadline_base_s + 10
+    assert client.execute_deadline(10**12) == settings.execute_deadline_max_s
+
+
+@pytest.mark.parametrize("wanted,offered,ok", [("", "", True), ("Any", "", True), ("any", "Tesla T4", True),
+                                               ("a100", "NVIDIA A100-SXM4-80GB", True), ("H100", "NVIDIA A100", False),
+                                               ("T4", "", False)])
+def test_gpu_name_rule(wanted: str, offered: str, ok: bool) -> None:
+    from nodepool.dispatcher import gpu_name_matches
+
+    assert gpu_name_matches(wanted, offered) is ok

@@ -7,10 +7,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hivemind_celery.reward import compute_reward
 from nodepool import accounts, results
+from nodepool.errors import Refused
 from nodepool.server import RunningPool
+from nodepool.tasks import check_zip
 from proto import nodepool_pb2 as pb
 from tests.nodepool_kit import (
     Client, TestWorker, add_user, make_zip, new_task_id, register_node, result_zip, start_pool, task_status, wait_for,
@@ -157,3 +161,26 @@ def test_report_reading_survives_hostile_zips() -> None:
                                     "finished_at": "2026-01-01T00:01:30+00:00"}) == 90.0
     assert results.report_duration({"duration_s": float("nan")}) is None
     assert results.report_duration({"duration": True}) is None
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048) | st.builds(lambda b: b"PK\x03\x04" + b, st.binary(max_size=512)))
+def test_arbitrary_bytes_never_crash_the_zip_checks(data: bytes) -> None:
+    report = results.read_report(data)
+    assert report is None or isinstance(report, dict)
+    try:
+        check_zip(data, "task_zip", 4096)
+    except Refused as exc:
+        assert str(exc).startswith("task_zip ")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["status", "duration_s", "duration", "started_at", "finished_at", "usage"]),
+                       st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+                       | st.dictionaries(st.text(max_size=15), st.floats() | st.text(max_size=5), max_size=4)))
+def test_any_report_gives_payable_figures(report: dict) -> None:
+    duration, cpu, memory, gpu, source = results._assess(report, 100.0, (0, 0.0, 0.0, 0.0))
+    assert 0.0 <= duration <= 100.0
+    assert all(0.0 <= value <= 100.0 for value in (cpu, memory, gpu))
+    assert source == "report"
