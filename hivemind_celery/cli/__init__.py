@@ -20,9 +20,9 @@ def _group() -> None:
 COMMAND_MODULES = [
     "hivemind_celery.cli.run_cmd",
     "hivemind_celery.cli.bridge_cmd",
-    "hivemind_celery.cli.demo_cmd",
     "hivemind_celery.cli.nodepool_cmds",
     "hivemind_celery.cli.task_cmds",
+    "hivemind_celery.cli.demo_cmd",
     "hivemind_celery.cli.site_cmds",
 ]
 

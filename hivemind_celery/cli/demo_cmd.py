@@ -28,6 +28,10 @@ def demo(
     flower: bool = typer.Option(True, "--flower/--no-flower", help="Start Flower when it is installed."),
     concurrency: int = typer.Option(2, "--concurrency", min=1, help="Tasks the cpu worker runs at once."),
     max_wait: float = typer.Option(900.0, "--max-wait", min=10.0, help="Seconds to wait for the examples."),
+    only: list[str] = typer.Option(
+        [], "--only", help="Run only this example (repeatable): cpu_task, requirements_task, failing_task, "
+        "slow_task, gpu_task."
+    ),
     state_dir: Path = typer.Option(Path(".hivemind"), "--dir", help="Where the demo keeps data, logs and results."),
 ) -> None:
     """Run a whole HiveMind site here (Redis, Node Pool, bridge, Celery workers, Flower),
@@ -39,13 +43,19 @@ def demo(
         raise typer.BadParameter("--keep-running and --exit-when-done contradict each other")
     if runtime not in (None, "docker", "process"):
         raise typer.BadParameter(f"--runtime must be docker or process, not {runtime!r}")
+    from hivemind_celery.demo.examples import EXAMPLES
+
+    unknown = sorted(set(only) - {example.name for example in EXAMPLES})
+    if unknown:
+        raise typer.BadParameter(f"no example named {', '.join(unknown)}; the examples are "
+                                 f"{', '.join(e.name for e in EXAMPLES)}", param_hint="--only")
     if stop:
         raise typer.Exit(stop_kept_site(state_dir, console))
     if sys.platform != "linux":
         console.print("[yellow]The demo is made for Linux; on other systems parts may not start.[/yellow]")
     options = DemoOptions(
         base=state_dir, keep_running=keep_running, exit_when_done=exit_when_done, runtime=runtime,
-        task_timeout=task_timeout, flower=flower, max_wait=max_wait, concurrency=concurrency,
+        task_timeout=task_timeout, flower=flower, max_wait=max_wait, concurrency=concurrency, only=tuple(only),
     )
     raise typer.Exit(run_demo(options, console))
 

@@ -3,6 +3,7 @@ submit the examples, follow them, show the outcomes, stop (or stay up)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -38,6 +39,7 @@ class DemoOptions:
     flower: bool = True
     max_wait: float = 900.0
     concurrency: int = 2
+    only: tuple[str, ...] = ()  # example names; empty: all of them
 
 
 @dataclass
@@ -154,7 +156,8 @@ def start_site(opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Pre
         "HIVEMIND_DEFAULT_TIMEOUT": str(opts.task_timeout),
     }
     app = create_app(Settings(redis_url=site.redis_url))
-    host = socket.gethostname().split(".")[0]
+    # Unique per state folder: two demos on one host must not reap each other's containers.
+    host = f"{socket.gethostname().split('.')[0]}-{hashlib.sha1(str(paths.root).encode()).hexdigest()[:6]}"
     queues = ["cpu"] + (["gpu"] if pre.gpus else [])
     try:
         for queue in queues:
@@ -198,11 +201,13 @@ def stop_stale_tasks(client: PoolClient, console: Console) -> None:
                           f"{client.stop(state.task_id)}[/dim]")
 
 
-def submit_examples(client: PoolClient, pre: Preflight) -> list[Tracked]:
+def submit_examples(client: PoolClient, pre: Preflight, only: tuple[str, ...]) -> list[Tracked]:
     folder = examples_dir()
     rows = []
     run_id = uuid.uuid4().hex[:6]
     for example in EXAMPLES:
+        if only and example.name not in only:
+            continue
         row = Tracked(example)
         rows.append(row)
         if example.wants_gpu and not pre.gpus:
@@ -288,7 +293,7 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         try:
             client.login()
             stop_stale_tasks(client, console)
-            rows = submit_examples(client, pre)
+            rows = submit_examples(client, pre, opts.only)
             follow(client, rows, sup, paths, console, opts.max_wait)
         finally:
             client.close()
