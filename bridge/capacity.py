@@ -15,26 +15,12 @@ every HIVEMIND_REGISTRATION_INTERVAL seconds, so they follow the site.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+
+from hivemind_celery.registry import SiteCapacity
 
 IDLE = "Idle"  # the only status the deployed pool dispatches to; exact spelling
 MIN_FREE_CPUS = 1.0
 MIN_FREE_MEMORY_MB = 512  # TaskSpec's default memory request
-
-
-class Capacity(Protocol):
-    """What the bridge reads of the registry's SiteCapacity."""
-
-    workers: int
-    cpus_total: float
-    cpus_free: float
-    memory_mb_total: int
-    memory_mb_free: int
-    gpus_total: int
-    gpus_free: int
-    gpu_memory_mb_total: int
-    gpu_memory_mb_free: int
-    gpu_names: dict[str, int]  # GPU model -> how many
 
 
 @dataclass(frozen=True)
@@ -47,7 +33,7 @@ class Advertised:
     gpu_name: str
 
 
-def advertised(cap: Capacity, cpu_score_per_core: int, gpu_score_per_gpu: int) -> Advertised:
+def advertised(cap: SiteCapacity, cpu_score_per_core: int, gpu_score_per_gpu: int) -> Advertised:
     return Advertised(
         cpu_cores=int(cap.cpus_total),
         memory_gb=max(0, int(cap.memory_mb_free)) // 1024,
@@ -55,16 +41,16 @@ def advertised(cap: Capacity, cpu_score_per_core: int, gpu_score_per_gpu: int) -
         gpu_score=max(0, int(cap.gpus_free)) * gpu_score_per_gpu,
         gpu_memory_gb=max(0, int(cap.gpu_memory_mb_free)) // 1024,
         # One name per node in the protocol: the model the site has most of.
-        gpu_name=max(cap.gpu_names, key=lambda name: cap.gpu_names[name]) if cap.gpu_names else "",
+        gpu_name=max(cap.gpu_models, key=lambda name: cap.gpu_models[name]) if cap.gpu_models else "",
     )
 
 
-def can_take_more(cap: Capacity) -> bool:
+def can_take_more(cap: SiteCapacity) -> bool:
     """Room for one more smallest task on a live worker."""
     return cap.workers > 0 and cap.cpus_free >= MIN_FREE_CPUS and cap.memory_mb_free >= MIN_FREE_MEMORY_MB
 
 
-def node_status(cap: Capacity, running: int) -> str:
+def node_status(cap: SiteCapacity, running: int) -> str:
     """Exactly "Idle" only while another task fits; anything else keeps the pool
     from dispatching. "Running" also buys a longer silence allowance."""
     if can_take_more(cap):
@@ -90,7 +76,7 @@ class SiteUsage:
     gpu_memory: float
 
 
-def site_usage(cap: Capacity) -> SiteUsage:
+def site_usage(cap: SiteCapacity) -> SiteUsage:
     return SiteUsage(
         cpu=percent(cap.cpus_total - cap.cpus_free, cap.cpus_total),
         memory=percent(cap.memory_mb_total - cap.memory_mb_free, cap.memory_mb_total),

@@ -23,6 +23,7 @@ from bridge.intake import IntakeRefused, check_task_id, check_zip, resources, ta
 from bridge.relay import usage_sample
 from bridge.session import token_expiry
 from hivemind_celery.settings import Settings
+from hivemind_celery.registry import SiteCapacity
 from tests.conftest import make_zip
 
 
@@ -92,19 +93,15 @@ def test_allowlist_cidrs_star_and_odd_peers() -> None:
 
 
 # -- capacity -----------------------------------------------------------------
-class Cap:
-    def __init__(self, **values: object) -> None:
-        self.workers = 1
-        self.cpus_total = 8.0
-        self.cpus_free = 8.0
-        self.memory_mb_total = 16384
-        self.memory_mb_free = 16384
-        self.gpus_total = 0
-        self.gpus_free = 0
-        self.gpu_memory_mb_total = 0
-        self.gpu_memory_mb_free = 0
-        self.gpu_names: dict[str, int] = {}
-        self.__dict__.update(values)
+def Cap(**values: object) -> SiteCapacity:  # noqa: N802 - reads like the type it makes
+    """A registry SiteCapacity: one 8-core, 16 GiB worker, nothing allocated."""
+    base: dict[str, object] = dict(
+        workers=1, cpus_total=8.0, cpus_free=8.0, memory_mb_total=16384, memory_mb_free=16384, gpus_total=0,
+        gpus_free=0, gpu_memory_mb_total=0, gpu_memory_mb_free=0, allocations=0, gpu_names=[], queues=["cpu"],
+        gpu_models={}, queue_workers={"cpu": 1},
+    )
+    base.update(values)
+    return SiteCapacity(**base)  # type: ignore[arg-type]
 
 
 def test_status_is_exactly_idle_only_while_another_task_fits() -> None:
@@ -120,7 +117,7 @@ def test_status_is_exactly_idle_only_while_another_task_fits() -> None:
 def test_advertised_scores_follow_free_capacity() -> None:
     ad = capacity.advertised(
         Cap(cpus_free=2.5, memory_mb_free=3000, gpus_total=2, gpus_free=1, gpu_memory_mb_free=24576,
-            gpu_names={"NVIDIA A10": 1, "NVIDIA H100": 2}),
+            gpu_models={"NVIDIA A10": 1, "NVIDIA H100": 2}),
         cpu_score_per_core=100,
         gpu_score_per_gpu=50,
     )
