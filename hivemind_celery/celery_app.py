@@ -19,12 +19,17 @@ WORKER_HOOK_MODULES = ["hivemind_celery.worker_hooks", "hivemind_celery.registry
 
 
 def celery_config(settings: Settings) -> dict:
-    transport = {"visibility_timeout": int(settings.visibility_timeout)}
+    # kombu sweeps unacked messages back to the queue once they are older than the
+    # visibility timeout (a worker that died holding them); by default it looks only
+    # every ~100 s, so a short timeout would not help. Look every tenth of it (1-10 s).
+    restore_every = max(1, min(10, int(settings.visibility_timeout / 10)))
+    transport = {"visibility_timeout": int(settings.visibility_timeout),
+                 "unacked_restore_interval": restore_every, "unacked_restore_throttle": 1}
     return {
         "broker_url": settings.broker,
         "result_backend": settings.backend,
         "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": int(settings.visibility_timeout)},
         "broker_connection_retry_on_startup": True,
         "task_queues": [
             Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu"),

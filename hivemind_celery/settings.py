@@ -79,6 +79,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Redis visibility timeout; must exceed the hard time limit on every worker.",
     )
+    time_limit_margin: float = Field(
+        600.0, ge=0,
+        description="Seconds added to HIVEMIND_MAX_TIMEOUT and the pull timeout for Celery's hard time limit "
+        "(set-up, copying and packing). Lower it with the visibility timeout for faster redelivery.",
+    )
+    task_lock_ttl: float = Field(
+        60.0, gt=0,
+        description="Seconds a task's run lock outlives a dead worker; a redelivered task waits at most this "
+        "long before running again.",
+    )
     max_cpus: float = Field(64.0, gt=0, description="Most CPU cores one task may reserve.")
     max_memory_mb: int = Field(256 * 1024, gt=0, description="Most memory one task may reserve (MiB).")
     payload_max_bytes: int = Field(100 * MiB, gt=0, description="Largest task or result zip stored.")
@@ -166,7 +176,8 @@ class Settings(BaseSettings):
         if self.visibility_timeout <= self.hard_time_limit:
             raise ValueError(
                 f"HIVEMIND_VISIBILITY_TIMEOUT ({self.visibility_timeout:.0f}s) must exceed the hard "
-                f"time limit ({self.hard_time_limit:.0f}s = HIVEMIND_MAX_TIMEOUT + set-up margin); "
+                f"time limit ({self.hard_time_limit:.0f}s = HIVEMIND_MAX_TIMEOUT + pull timeout + "
+                "HIVEMIND_TIME_LIMIT_MARGIN); "
                 "otherwise Redis redelivers tasks that are still running"
             )
         return self
@@ -175,7 +186,7 @@ class Settings(BaseSettings):
     @property
     def hard_time_limit(self) -> float:
         """Celery's hard limit: the longest task plus set-up, pull and packing time."""
-        return self.max_timeout + self.image_pull_timeout + 600.0
+        return self.max_timeout + self.image_pull_timeout + self.time_limit_margin
 
     @property
     def broker(self) -> str:

@@ -76,7 +76,7 @@ def run_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_once(task: Task, spec: TaskSpec, store: PayloadStore, settings: Settings) -> TaskOutcome:
-    guard = TaskGuard(redis_client(), spec.task_id)
+    guard = TaskGuard(redis_client(), spec.task_id, lock_ttl=max(3, int(settings.task_lock_ttl)))
     existing = guard.stored_outcome()
     if existing is not None:
         log.info("task already ran; returning its outcome", extra={"task_id": spec.task_id})
