@@ -132,9 +132,12 @@ class DockerRuntime:
     ) -> JobResult:
         task_id = job.spec.task_id
         ensure_image(self.client, self.settings, job.image, task_id)
-        # Leftovers of an earlier attempt of this task (a worker that died) would
-        # clash with our names.
-        reaper.kill_task(self.client, self.settings.worker_id, task_id)
+        # Leftovers of an earlier attempt of this task (its worker died; the caller
+        # holds the task's lock, so no live run owns them) would clash with our
+        # names and keep using the host: remove them whichever worker made them.
+        orphans = reaper.kill_task_anywhere(self.client, task_id)
+        if orphans:
+            log.warning("removed %d leftover(s) of an earlier attempt", orphans, extra={"task_id": task_id})
         tail = LogTail(self.settings.log_tail_bytes, on_output, task_id)
         stop_check = _safe_stop_check(should_stop, task_id)
         started_at = _now()

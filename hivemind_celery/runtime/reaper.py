@@ -79,6 +79,15 @@ def kill_task(client: docker.DockerClient, worker_id: str, task_id: str) -> int:
     return _remove_all(client, label_filters(worker_id, task_id))
 
 
+def kill_task_anywhere(client: docker.DockerClient, task_id: str) -> int:
+    """Kill and remove a task's containers and volumes whichever worker made them.
+
+    Only for the run that holds the task's lock: any other container of that
+    task belongs to a run whose worker died (SIGKILL, lost host) and whose
+    container kept running, orphaned, when the message was redelivered."""
+    return _remove_all(client, {"label": [f"{LABEL_TASK}={task_id}"]})
+
+
 def reap(client: docker.DockerClient, worker_id: str, keep: set[str]) -> int:
     """Remove this worker's containers and volumes whose task is not in keep."""
     return _remove_all(client, label_filters(worker_id), keep)
