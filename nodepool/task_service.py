@@ -163,6 +163,7 @@ class WorkerNodeService(pb_grpc.WorkerNodeServiceServicer):
             log.info("result refused: %s", exc, extra={"task_id": request.task_id[:128]})
             return pb.TaskResultUploadResponse(success=False, message=str(exc))
         if not stored:
+            log.info("duplicate result ignored", extra={"task_id": request.task_id[:128]})
             return pb.TaskResultUploadResponse(success=True, message="duplicate result ignored; the first one is kept")
         paid = payment.amount_paid if payment else 0
         return pb.TaskResultUploadResponse(success=True, message=f"result stored; {paid} CPT paid")
