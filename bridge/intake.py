@@ -19,6 +19,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
 from hivemind_celery.model import TASK_ID_PATTERN, TaskSpec
 from hivemind_celery.settings import Settings
 from hivemind_celery.workspace import WorkspaceError, ZipLimits, entry_command, inspect_zip
@@ -51,6 +54,24 @@ def check_task_id(task_id: str) -> str:
             "starting with a letter or digit"
         )
     return task_id
+
+
+def check_known_fields(request: Message) -> None:
+    """Refuse a request whose known field came with the wrong wire type (e.g.
+    cpu_usage sent as a string): protobuf parks such a value among the unknown
+    fields and leaves the field at its default, which would silently turn
+    "not a number" into "0". Unknown field numbers (a newer pool) are fine."""
+    fields = request.DESCRIPTOR.fields_by_number
+    for unknown in UnknownFieldSet(request):
+        field = fields.get(unknown.field_number)
+        if field is not None:
+            raise IntakeRefused(f"{field.name} has the wrong type on the wire (not a {_kind(field)})")
+
+
+def _kind(field) -> str:  # type: ignore[no-untyped-def]
+    return {field.TYPE_FLOAT: "number", field.TYPE_DOUBLE: "number", field.TYPE_INT32: "whole number",
+            field.TYPE_INT64: "whole number", field.TYPE_STRING: "string", field.TYPE_BYTES: "byte string"
+            }.get(field.type, "value of its declared type")
 
 
 def _amount(name: str, value: float) -> float:

@@ -23,6 +23,7 @@ from bridge.intake import IntakeRefused
 from bridge.outbox import OwedTask, Outbox
 from hivemind_celery import keys
 from hivemind_celery.cancellation import request_stop
+from hivemind_celery.disk_gate import paused_reasons
 from hivemind_celery.payloads import PayloadError, PayloadStore
 from hivemind_celery.settings import Settings
 from proto import nodepool_pb2 as pb
@@ -71,6 +72,7 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
 
     def take(self, request: pb.ExecuteTaskRequest) -> str:
         """Accept the task or raise IntakeRefused; returns the answer's message."""
+        intake.check_known_fields(request)
         task_id = intake.check_task_id(request.task_id)
         res = intake.resources(
             request.cpu_usage, request.gpu_usage, request.memory_gb, request.gpu_memory_gb, self._settings
@@ -101,7 +103,9 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
             wanted = f"{res.cpus:g} CPUs, {res.memory_mb} MiB"
             if res.wants_gpu:
                 wanted += f", {res.gpus} GPUs, {res.gpu_memory_mb} MiB GPU memory"
-            raise IntakeRefused(f"site full: {wanted} not free on this site now")
+            paused = sorted(paused_reasons(self._redis).values())  # e.g. a worker's disk nearly full
+            raise IntakeRefused(f"site full: {wanted} not free on this site now"
+                                + "".join(f"; {reason}" for reason in paused))
         try:
             spec = intake.task_spec(task_id, self._payloads.put(zip_bytes), res)
             owed = OwedTask(task_id=task_id, queue=spec.queue.value, cpus=res.cpus, memory_mb=res.memory_mb,
