@@ -74,6 +74,12 @@ def workers_by_deadline() -> str:
     return f"{PREFIX}:workers:deadline"
 
 
+def site_paused() -> str:
+    """Hash worker id -> why it takes no tasks now (disk nearly full); read by the
+    bridge to say why the site is full."""
+    return f"{PREFIX}:site:paused"
+
+
 def site_capacity() -> str:
     """Hash of totals over live workers (workers, cpus_milli, memory_mb, gpus, gpu_memory_mb)."""
     return f"{PREFIX}:site:capacity"

@@ -30,6 +30,7 @@ from celery.worker.control import inspect_command
 
 from hivemind_celery import gpu, monitor
 from hivemind_celery.celery_app import app
+from hivemind_celery.disk_gate import DiskGate
 from hivemind_celery.registry import Registry, WorkerCapacity
 from hivemind_celery.settings import Settings, get_settings
 
@@ -58,9 +59,10 @@ class Heartbeat:
     """Keeps one worker registered until `stop()`."""
 
     def __init__(self, registry: Registry, capacity: WorkerCapacity, interval: float,
-                 reconcile_interval: float) -> None:
+                 reconcile_interval: float, gate: DiskGate | None = None) -> None:
         self.registry = registry
         self.capacity = capacity
+        self.gate = gate
         self.interval = interval
         self.reconcile_interval = reconcile_interval
         self._stop = threading.Event()
@@ -72,6 +74,8 @@ class Heartbeat:
         log.info("registered in the site registry: %g CPUs, %d MiB, %d GPUs, queues %s",
                  self.capacity.cpus, self.capacity.memory_mb, self.capacity.gpus,
                  ",".join(self.capacity.queues), extra={"node_id": self.capacity.worker_id})
+        if self.gate is not None:
+            self.gate.check()
         self._thread.start()
         return self
 
@@ -80,7 +84,9 @@ class Heartbeat:
             # Counted gone (a long pause, a Redis restart): come back.
             log.warning("registry had dropped this worker; registering again",
                         extra={"node_id": self.capacity.worker_id})
-            self.registry.register(self.capacity)
+            self.registry.register(self.gate.offered if self.gate is not None else self.capacity)
+        if self.gate is not None:
+            self.gate.check()
 
     def maybe_reconcile(self) -> None:
         client = self.registry.client
@@ -106,6 +112,8 @@ class Heartbeat:
             self._thread.join(timeout=5)
         _current.pop(self.capacity.worker_id, None)
         try:
+            if self.gate is not None:
+                self.gate.clear()
             self.registry.unregister(self.capacity.worker_id)
             log.info("left the site registry", extra={"node_id": self.capacity.worker_id})
         except redis.RedisError as exc:
@@ -128,9 +136,11 @@ class RegistryStep(bootsteps.StartStopStep):
         capacity = local_capacity(settings, parent.hostname, socket.gethostname(), queues)
         registry = Registry(redis.Redis.from_url(settings.payload_redis),
                             heartbeat_interval=settings.registry_heartbeat_interval)
+        gate = DiskGate(registry, capacity, settings.monitor_disk_path, settings.health_min_disk_free_mb,
+                        consumers=_consumers(parent, queues))
         try:
             self.heartbeat = Heartbeat(registry, capacity, settings.registry_heartbeat_interval,
-                                       settings.registry_reconcile_interval).start()
+                                       settings.registry_reconcile_interval, gate).start()
         except redis.RedisError:
             # The worker can still run tasks; the bridge just does not see it.
             log.exception("could not register in the site registry", extra={"node_id": parent.hostname})
@@ -141,6 +151,19 @@ class RegistryStep(bootsteps.StartStopStep):
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
+
+
+def _consumers(parent: Any, queues: list[str]):  # type: ignore[no-untyped-def]
+    """Start or stop this worker's consumers from any thread: a control message
+    to itself, which the worker's own loop carries out."""
+    def switch(on: bool) -> None:
+        control = parent.app.control
+        for queue in queues:
+            if on:
+                control.add_consumer(queue, destination=[parent.hostname], reply=False)
+            else:
+                control.cancel_consumer(queue, destination=[parent.hostname], reply=False)
+    return switch
 
 
 app.steps["worker"].add(RegistryStep)
