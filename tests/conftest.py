@@ -107,7 +107,7 @@ class WorkerProcess:
     """A real `celery -A hivemind_celery worker` subprocess."""
 
     def __init__(self, redis_url: str, queues: str, log_path: Path, concurrency: int = 2,
-                 **env: str) -> None:
+                 extra_args: tuple[str, ...] = (), **env: str) -> None:
         self.worker_id = env.pop("worker_id", f"test-{uuid.uuid4().hex[:8]}")
         self.hostname = f"{self.worker_id}@localhost"
         self.log_path = log_path
@@ -115,7 +115,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "hivemind_celery", "worker", "-Q", queues,
              "-c", str(concurrency), "--pool", "prefork", "-n", self.hostname,
-             "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "INFO"],
+             "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "INFO", *extra_args],
             cwd=ROOT, env=worker_env(redis_url, self.worker_id, **env),
             stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -157,12 +157,14 @@ def celery_app(redis_url: str):
 
 @pytest.fixture(scope="module")
 def start_worker(redis_url: str, celery_app, docker_client, tmp_path_factory) -> Iterator:
-    """Factory: start_worker(queues="cpu", **env) -> a ready WorkerProcess."""
+    """Factory: start_worker(queues="cpu", extra_args=("--include", "mod"), **env) -> a ready
+    WorkerProcess (extra_args go to `celery worker` as they are)."""
     started: list[WorkerProcess] = []
 
-    def start(queues: str = "cpu", concurrency: int = 2, **env: str) -> WorkerProcess:
+    def start(queues: str = "cpu", concurrency: int = 2, extra_args: tuple[str, ...] = (),
+              **env: str) -> WorkerProcess:
         log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-        worker = WorkerProcess(redis_url, queues, log_path, concurrency, **env)
+        worker = WorkerProcess(redis_url, queues, log_path, concurrency, extra_args, **env)
         started.append(worker)
         worker.wait_ready(celery_app)
         return worker
