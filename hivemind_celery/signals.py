@@ -1,7 +1,9 @@
 """Custom Celery signals of a HiveMind worker.
 
-Connect a receiver in code the worker imports (a module named in
-`WORKER_HOOK_MODULES`, or `hivemind_celery.worker_hooks`)::
+Connect a receiver at import time in a module of your own and have the
+worker import it: `celery -A hivemind_celery worker --include mymodule`
+(Celery's own option; tests/usage_signal_receiver.py is such a module,
+tests/test_usage_live.py runs it in a real worker)::
 
     from hivemind_celery.signals import task_rewarded
 
