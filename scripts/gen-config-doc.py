@@ -33,7 +33,7 @@ PACKAGE_DIRS = ("hivemind_celery", "bridge", "nodepool", "proto")
 
 # Variables read outside the settings classes: name -> (default, where, meaning).
 OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
-    "HIVEMIND_IMAGE_CACHE": ("/var/cache/hivemind", "scripts/build-images.sh",
+    "HIVEMIND_IMAGE_CACHE": ("/var/cache/hivemind", "scripts/build-images.sh, scripts/build-offline-images.sh",
                              "Folder for the debootstrap tarball that makes image rebuilds take seconds."),
     "HIVEMIND_DEBIAN_SUITE": ("bookworm", "scripts/build-images.sh, scripts/build-offline-images.sh",
                               "Debian release debootstrap installs into the images."),
@@ -43,6 +43,8 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
                                "Name of the tiny busybox image the tests use."),
     "HIVEMIND_BASE_IMAGE": ("hivemind-base-python:bookworm", "scripts/build-offline-images.sh",
                             "Name of the offline base image (Debian + python3 + venv) for the project's Dockerfile."),
+    "HIVEMIND_REDIS_IMAGE": ("hivemind-redis:bookworm", "scripts/build-offline-images.sh, scripts/compose-smoke.sh",
+                             "Name of the offline Redis image (Debian + redis-server) that docker-compose.yml can run."),
     "HIVEMIND_SITE_IMAGE": ("hivemind-site:latest", "scripts/build-offline-images.sh, scripts/compose-smoke.sh",
                             "Name of the site image built from the Dockerfile (what docker-compose.yml runs)."),
     "HIVEMIND_TEST_REDIS": ("redis://localhost:6379", "tests, bench",
