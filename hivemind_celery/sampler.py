@@ -61,6 +61,7 @@ class Reading:
 
 class UsageSource(Protocol):
     name: Source
+    cheap: bool  # a read takes microseconds (local files): safe on the task's start path
 
     def read(self) -> Reading:
         """Raise SourceGone once the measured thing has ended."""
@@ -97,6 +98,7 @@ class CgroupSource:
     def __init__(self, reader: CgroupReader, with_gpu: bool = False) -> None:
         self.reader = reader
         self.with_gpu = with_gpu
+        self.cheap = not with_gpu  # NVML's first call initialises the driver
 
     def read(self) -> Reading:
         try:
@@ -123,6 +125,7 @@ class DockerStatsSource:
     """Docker's stats API: about a second per read, so only a fallback."""
 
     name: Source = "docker-stats"
+    cheap = False
 
     def __init__(self, container: Any) -> None:
         self.container = container
@@ -155,6 +158,7 @@ class ProcessSource:
     waited for them (the kernel's children times)."""
 
     name: Source = "process"
+    cheap = True
 
     def __init__(self, pid: int) -> None:
         try:
@@ -185,7 +189,13 @@ class ProcessSource:
 
 
 class UsageSampler:
-    """Samples one task's usage on a thread; `stop()` gives the totals."""
+    """Samples one task's usage on a thread; `stop()` gives the totals.
+
+    `start()` returns at once: it takes only the first read of a cheap source
+    (so even a task that ends immediately is measured); opening a slow source
+    (`open_source`, called when `source` is None) and every publication,
+    the first included, happen on the sampler's thread.
+    """
 
     def __init__(
         self,
@@ -196,8 +206,10 @@ class UsageSampler:
         interval: float = 2.0,
         on_sample: Callable[[UsageSample], None] | None = None,
         read_interval: float = DEFAULT_READ_INTERVAL,
+        open_source: Callable[[], UsageSource | None] | None = None,
     ) -> None:
         self.source = source
+        self.open_source = open_source if source is None else None
         self.task_id = task_id
         self.cpus_reserved = cpus_reserved
         self.memory_limit_bytes = memory_limit_bytes
@@ -217,7 +229,7 @@ class UsageSampler:
         self._gpu_percent_sum = 0.0
         self._reads = 0
         self._published_count = 0
-        self._gone = source is None
+        self._gone = source is None and open_source is None
 
     @property
     def source_name(self) -> Source:
@@ -226,13 +238,31 @@ class UsageSampler:
     def start(self) -> "UsageSampler":
         self._started = time.monotonic()
         self._published = None
-        self._read()
-        self._publish()
+        if self.source is not None and getattr(self.source, "cheap", False):
+            self._read()
         self._thread = threading.Thread(target=self._run, name=f"usage-{self.task_id}", daemon=True)
         self._thread.start()
         return self
 
+    def _open(self) -> None:
+        """Open the slow source, on the sampler's thread."""
+        opener, self.open_source = self.open_source, None
+        if opener is None:
+            return
+        try:
+            source = opener()
+        except Exception:  # noqa: BLE001 - without a source the task runs unmeasured
+            log.exception("opening the usage source failed", extra={"task_id": self.task_id})
+            source = None
+        with self._lock:
+            self.source, self._gone = source, source is None
+
     def _run(self) -> None:
+        self._open()
+        if self._reads == 0:
+            self._read()
+        if not self._done.is_set():  # stop() joins us, so nothing is published after it returns
+            self._publish()
         next_publish = time.monotonic() + self.interval
         while not self._done.wait(self.read_interval if self.source_name == "cgroup" else self.interval):
             if not self._read():

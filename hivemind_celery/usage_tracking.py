@@ -18,8 +18,9 @@ totals, sends `task_rewarded` and `task_container_finished`, and adds to this
 worker's totals in Redis (`keys.worker_totals`), which the main process's
 Prometheus collector reads.
 
-It also holds the task's resources in the site registry: allocated when the
-main step starts (a no-op after the bridge's allocation at intake), the
+It also holds the task's resources in the site registry: allocated with the
+first sample, on the sampler's thread just after the main step starts (a
+no-op after the bridge's allocation at intake), the
 deadline pushed out with every sample, released at the end. If the worker
 dies, the allocation lapses ALLOCATION_TTL seconds after the last sample.
 
@@ -41,7 +42,7 @@ from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus, UsageSummar
 from hivemind_celery.registry import Registry
 from hivemind_celery.reward import RewardPolicy, compute_reward
 from hivemind_celery.runtime.base import Started
-from hivemind_celery.sampler import UsageSample, UsageSampler, source_for
+from hivemind_celery.sampler import UsageSample, UsageSampler, UsageSource, source_for
 from hivemind_celery.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,26 +88,39 @@ class TaskUsageTracker:
 
     # --- during the run ------------------------------------------------------
     def on_start(self, started: Started) -> None:
-        """Runtime callback: the main step runs; start sampling it."""
+        """Runtime callback: the main step runs; start sampling it.
+
+        This runs on the task's start path, so it does only what cannot wait:
+        find the task's cgroup (local files) and take the first read while the
+        container surely exists. The Docker stats fallback (a Docker client and
+        seconds per read), the registry allocation and the first publication
+        happen on the sampler's thread.
+        """
         self._send(signals.task_container_started, task_id=self.spec.task_id,
                    container_id=started.container_id)
-        self._hold()
         source = None
         try:
-            source = source_for(started.pid, started.container_id, self._docker(started),
-                                with_gpu=self.spec.wants_gpu)
-        except Exception:  # noqa: BLE001 - without a source the task still runs, unmeasured
-            log.exception("no usage source", extra={"task_id": self.spec.task_id})
-        if source is None:
-            log.warning("task cannot be measured; usage will be empty", extra={"task_id": self.spec.task_id})
+            source = source_for(started.pid, started.container_id, with_gpu=self.spec.wants_gpu)
+        except Exception:  # noqa: BLE001 - the fallback on the sampler's thread tries again
+            log.exception("locating the task's cgroup failed", extra={"task_id": self.spec.task_id})
         sampler = UsageSampler(
             source, self.spec.task_id, cpus_reserved=self.spec.cpus,
             memory_limit_bytes=self.spec.memory_mb * MiB,
             interval=self.settings.sample_interval, on_sample=self.publish,
+            open_source=lambda: self._fallback_source(started),
         )
         with self._lock:
             self._sampler = sampler
         sampler.start()
+
+    def _fallback_source(self, started: Started) -> UsageSource | None:
+        """On the sampler's thread: Docker's stats API where no cgroup is visible."""
+        source = source_for(started.pid, started.container_id, self._docker(started),
+                            with_gpu=self.spec.wants_gpu)
+        if source is None:
+            log.warning("task cannot be measured; usage will be empty", extra={"task_id": self.spec.task_id})
+            self._hold()  # no samples will hold it: allocate once, it lapses after ALLOCATION_TTL
+        return source
 
     def _hold(self) -> None:
         """Allocate (or keep alive) this task's resources in the site registry."""

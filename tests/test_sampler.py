@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -194,3 +195,42 @@ def test_process_source_measures_a_process_tree() -> None:
     assert summary.samples >= 2
     assert summary.memory_peak_bytes > 0
     assert summary.cpu_seconds >= 0.1  # the last reads happen while the child burns CPU
+
+
+def test_slow_source_is_opened_on_the_sampler_thread() -> None:
+    # start() must not wait for a slow source (Docker's stats API, a Docker client):
+    # the opener blocks until start() has returned, which only works if it runs elsewhere.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    returned = threading.Event()
+    opened_on: list[str] = []
+    published: list[UsageSample] = []
+
+    def open_source():
+        assert returned.wait(10), "start() did not return while the source was being opened"
+        opened_on.append(threading.current_thread().name)
+        return ProcessSource(proc.pid)
+
+    try:
+        sampler = UsageSampler(None, "slow", 1.0, 512 * MiB, interval=0.1, on_sample=published.append,
+                               open_source=open_source)
+        sampler.start()
+        returned.set()
+        deadline = time.monotonic() + 10
+        while not published and time.monotonic() < deadline:
+            time.sleep(0.05)
+        summary = sampler.stop()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert opened_on == ["usage-slow"]
+    assert published and published[0].task_id == "slow" and published[0].source == "process"
+    assert summary.source == "process" and summary.samples >= 1 and summary.memory_peak_bytes > 0
+
+
+def test_no_source_at_all_publishes_nothing() -> None:
+    published: list[UsageSample] = []
+    sampler = UsageSampler(None, "none", 1.0, 64 * MiB, interval=0.1, on_sample=published.append,
+                           open_source=lambda: None).start()
+    summary = sampler.stop()
+    assert published == []
+    assert summary.source == "none" and summary.samples == 0 and summary.cpu_seconds == 0

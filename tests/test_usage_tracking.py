@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -94,7 +95,11 @@ def test_tracker_publishes_and_rewards(celery_app, redis_client, docker_client) 
         container.reload()
         tracker = TaskUsageTracker(tracked, spec, redis_client, settings, docker_client)
         tracker.on_start(Started("track-1", container.id, int(container.attrs["State"]["Pid"])))
-        # The main step holds its resources in the site registry while it runs.
+        # The main step holds its resources in the site registry while it runs (allocated
+        # by the first sample, which the sampler's thread publishes just after on_start).
+        deadline = time.monotonic() + 5
+        while Registry(redis_client).capacity().allocations == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert Registry(redis_client).capacity().allocations == 1
         container.wait(timeout=30)
         # While running: the latest sample in Redis and in the result backend.
