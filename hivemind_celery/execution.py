@@ -97,6 +97,7 @@ def store_result(
     settings: Settings,
     workspace_tar: bytes | None = None,
     stopped: bool = False,
+    notes: list[str] | None = None,
 ) -> TaskOutcome:
     """Pack the result zip, store it, and return the outcome pointing at it.
 
@@ -104,7 +105,7 @@ def store_result(
     so) rather than losing the whole result."""
     limit = min(settings.result_max_bytes, settings.payload_max_bytes)
     data = resultzip.build_result_zip(
-        workspace_tar, outcome, node=settings.worker_id, stopped=stopped, max_bytes=limit
+        workspace_tar, outcome, node=settings.worker_id, stopped=stopped, max_bytes=limit, notes=notes or ()
     )
     try:
         ref = store.put(data)
@@ -115,6 +116,6 @@ def store_result(
         outcome = outcome.model_copy(update={"reason": note})
         ref = store.put(
             resultzip.build_result_zip(None, outcome, node=settings.worker_id, stopped=stopped,
-                                       max_bytes=limit)
+                                       max_bytes=limit, notes=notes or ())
         )
     return outcome.model_copy(update={"result_ref": ref})

@@ -142,4 +142,5 @@ def execute(task: Task, spec: TaskSpec, store: PayloadStore, settings: Settings)
     outcome = usage.complete(outcome_from_result(spec, result, settings.worker_id))
     log.info("task finished: %s", outcome.status.value,
              extra={"task_id": spec.task_id, "status": outcome.status.value})
-    return store_result(outcome, store, settings, result.workspace_tar, stopped=result.stopped)
+    return store_result(outcome, store, settings, result.workspace_tar, stopped=result.stopped,
+                        notes=result.workspace_notes)
