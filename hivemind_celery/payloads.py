@@ -44,13 +44,15 @@ class PayloadStore:
         settings = settings or get_settings()
         return cls(redis.Redis.from_url(settings.payload_redis), settings)
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, client: redis.Redis | redis.client.Pipeline | None = None) -> str:
+        """Store `data`; returns its reference. With `client` (a pipeline) the write is
+        queued there and done by its execute()."""
         if len(data) > self.max_bytes:
             raise PayloadTooLarge(
                 f"payload is {len(data)} bytes, above the limit of {self.max_bytes} bytes"
             )
         digest = digest_of(data)
-        self._redis.set(keys.payload(digest), data, ex=self.ttl)
+        (client or self._redis).set(keys.payload(digest), data, ex=self.ttl)
         return REF_PREFIX + digest
 
     def get(self, ref: str) -> bytes:
