@@ -43,9 +43,10 @@ class Outbox:
         self._cursor = keys.bridge_cursor(node_id)
         self.node_id = node_id
 
-    def add(self, task: OwedTask) -> bool:
-        """Record an accepted task; False if it was already owed."""
-        return bool(self._redis.hsetnx(self._owed, task.task_id, task.to_json()))
+    def add(self, task: OwedTask, client: Any = None) -> bool:
+        """Record an accepted task; False if it was already owed. With `client` (a
+        pipeline) the command is only queued there and the answer comes from its execute()."""
+        return bool((client or self._redis).hsetnx(self._owed, task.task_id, task.to_json()))
 
     def get(self, task_id: str) -> OwedTask | None:
         raw = self._redis.hget(self._owed, task_id)

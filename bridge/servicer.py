@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -61,7 +62,7 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
     def ExecuteTask(self, request: pb.ExecuteTaskRequest, context: grpc.ServicerContext) -> pb.ExecuteTaskResponse:
         extra = {"task_id": request.task_id[:128], "node_id": self._node_id}
         try:
-            message = self.take(request)
+            message = self.take(request, after_answer=context.add_callback)
         except IntakeRefused as exc:
             log.warning("refused task: %s", exc, extra=extra)
             return pb.ExecuteTaskResponse(success=False, message=str(exc))
@@ -70,31 +71,40 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
             return pb.ExecuteTaskResponse(success=False, message=f"worker site unavailable: {exc}")
         return pb.ExecuteTaskResponse(success=True, message=message)
 
-    def take(self, request: pb.ExecuteTaskRequest) -> str:
-        """Accept the task or raise IntakeRefused; returns the answer's message."""
-        intake.check_known_fields(request)
+    def take(self, request: pb.ExecuteTaskRequest, after_answer: Callable[[Callable[[], None]], object] | None = None) -> str:
+        """Accept the task or raise IntakeRefused; returns the answer's message.
+
+        Redis round trips on the way to the answer: the intake lock, the owed check,
+        the registry allocation, one pipeline storing the zip and the outbox entry,
+        then send_task. The lock is released once the answer is sent (`after_answer`,
+        gRPC's termination callback) when one is given: by then the task is owed, so
+        a retry that waited on the lock answers "already accepted".
+        """
         task_id = intake.check_task_id(request.task_id)
         res = intake.resources(
             request.cpu_usage, request.gpu_usage, request.memory_gb, request.gpu_memory_gb, self._settings
         )
-        if self._outbox.owes(task_id):
-            return "already accepted"
         intake.check_zip(request.task_zip, self._settings)
         extra = {"task_id": task_id, "node_id": self._node_id}
         # One intake per task id at a time: the pool may retry while we still work.
-        lock = self._redis.lock(keys.bridge_intake_lock(self._node_id, task_id),
-                                timeout=INTAKE_LOCK_TTL, blocking_timeout=INTAKE_LOCK_WAIT)
+        # The lock is this call's own object; not thread-local, since gRPC may run
+        # the release callback on another thread.
+        lock = self._redis.lock(keys.bridge_intake_lock(self._node_id, task_id), timeout=INTAKE_LOCK_TTL,
+                                blocking_timeout=INTAKE_LOCK_WAIT, thread_local=False)
         if not lock.acquire():
             raise IntakeRefused(f"task {task_id} is being taken in by another call; try again")
+        release_later = False
         try:
             if self._outbox.owes(task_id):
                 return "already accepted"
-            return self._accept(task_id, request.task_zip, res, extra)
+            answer = self._accept(task_id, request.task_zip, res, extra)
+            if after_answer is not None:
+                after_answer(lambda: _release(lock))
+                release_later = True
+            return answer
         finally:
-            try:
-                lock.release()
-            except redis.exceptions.LockError:
-                pass  # expired: nothing to release
+            if not release_later:
+                _release(lock)
 
     def _accept(self, task_id: str, zip_bytes: bytes, res: intake.Resources, extra: dict[str, str]) -> str:
         # Check and reserve in one step, so two intakes cannot both take the last room.
@@ -103,21 +113,20 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
             wanted = f"{res.cpus:g} CPUs, {res.memory_mb} MiB"
             if res.wants_gpu:
                 wanted += f", {res.gpus} GPUs, {res.gpu_memory_mb} MiB GPU memory"
-            paused = sorted(paused_reasons(self._redis).values())  # e.g. a worker's disk nearly full
-            raise IntakeRefused(f"site full: {wanted} not free on this site now"
-                                + "".join(f"; {reason}" for reason in paused))
+            raise IntakeRefused(f"site full: {wanted} not free on this site now")
         try:
-            spec = intake.task_spec(task_id, self._payloads.put(zip_bytes), res)
-            owed = OwedTask(task_id=task_id, queue=spec.queue.value, cpus=res.cpus, memory_mb=res.memory_mb,
-                            gpus=res.gpus, gpu_memory_mb=res.gpu_memory_mb, accepted_at=time.time())
-            self._outbox.add(owed)
-            try:
-                self._celery.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=task_id,
-                                       queue=spec.queue.value)
-            except Exception:
-                self._outbox.remove(task_id)
-                raise
+            # The zip and the outbox entry in one round trip (no transaction needed:
+            # the intake lock is held and the payload is content-addressed).
+            pipe = self._redis.pipeline(transaction=False)
+            spec = intake.task_spec(task_id, self._payloads.put(zip_bytes, client=pipe), res)
+            self._outbox.add(OwedTask(task_id=task_id, queue=spec.queue.value, cpus=res.cpus,
+                                      memory_mb=res.memory_mb, gpus=res.gpus, gpu_memory_mb=res.gpu_memory_mb,
+                                      accepted_at=time.time()), client=pipe)
+            pipe.execute()
+            self._celery.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=task_id,
+                                   queue=spec.queue.value)
         except Exception:
+            self._outbox.remove(task_id)
             self._registry.release(task_id)
             raise
         log.info("accepted task for queue %s (%g CPUs, %d MiB, %d GPUs)", spec.queue.value, res.cpus,
@@ -143,3 +152,10 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
             return pb.StopTaskExecutionResponse(success=False, message=f"worker site unavailable: {exc}")
         log.info("stop requested", extra=extra)
         return pb.StopTaskExecutionResponse(success=True, message="stop requested; the partial result follows")
+
+
+def _release(lock: Any) -> None:
+    try:
+        lock.release()
+    except (redis.exceptions.LockError, redis.RedisError):
+        pass  # expired, or Redis gone: the lock's timeout frees it
