@@ -43,7 +43,12 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Not True: cancelling on a broker connection loss terminated every running
+        # task when Redis restarted (the Redis-restart drill, docs/RELIABILITY.md).
+        # Left running, a task finishes and stores its outcome; its message, which
+        # cannot be acked on the new connection, comes back after the visibility
+        # timeout and the task guard returns that outcome without running it again.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_time_limit": int(settings.hard_time_limit),
         "task_track_started": True,
         "worker_send_task_events": True,

@@ -84,6 +84,7 @@ def test_celery_config_reliability_settings():
     assert conf["task_default_queue"] == "cpu"
     assert {q.name for q in conf["task_queues"]} == {"cpu", "gpu"}
     assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
-    assert conf["worker_cancel_long_running_tasks_on_connection_loss"]
+    # A Redis restart must not cancel running tasks (docs/RELIABILITY.md).
+    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False
     assert conf["broker_connection_retry_on_startup"] and conf["worker_send_task_events"]
     assert conf["result_extended"]
