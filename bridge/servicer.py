@@ -113,7 +113,9 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
             wanted = f"{res.cpus:g} CPUs, {res.memory_mb} MiB"
             if res.wants_gpu:
                 wanted += f", {res.gpus} GPUs, {res.gpu_memory_mb} MiB GPU memory"
-            raise IntakeRefused(f"site full: {wanted} not free on this site now")
+            paused = sorted(paused_reasons(self._redis).values())  # e.g. a worker's disk nearly full
+            raise IntakeRefused(f"site full: {wanted} not free on this site now"
+                                + "".join(f"; {reason}" for reason in paused))
         try:
             # The zip and the outbox entry in one round trip (no transaction needed:
             # the intake lock is held and the payload is content-addressed).
