@@ -1,6 +1,10 @@
 """Tell the Node Pool this site exists and whether it can take work.
 
 RegisterWorkerNode every registration interval (liveness and fresh capacity),
+and at once on the next beat whenever the capacity to advertise changed: the
+pool learns capacity only from registrations and forgets its own reservations
+at every ReportStatus, so a stale registration would let it send a task that no
+longer fits (or leave freed room unused until the next interval).
 ReportStatus every heartbeat interval with status exactly "Idle" only while
 another task fits, and node-level usage as TaskUsage with task_id "0".
 """
@@ -44,6 +48,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_registration = 0.0
+        self._advertised: capacity.Advertised | None = None  # what the last registration said
         self.last_status: str | None = None
 
     @property
@@ -61,8 +66,8 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def register(self) -> None:
-        cap = self._registry.capacity()
+    def register(self, cap: Any = None) -> None:
+        cap = cap if cap is not None else self._registry.capacity()
         ad = capacity.advertised(cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu)
         self._session.call(
             self._session.nodes.RegisterWorkerNode,
@@ -80,12 +85,13 @@ class Heartbeat:
                 docker_status=self.docker_status,
             ),
         )
+        self._advertised = ad
         log.info("registered with the Node Pool as %s:%d (%d cores, cpu_score %d, gpu_score %d)",
                  self._config.advertise_host, self._port, ad.cpu_cores, ad.cpu_score, ad.gpu_score,
                  extra={"node_id": self._config.node_id})
 
-    def report(self) -> str:
-        cap = self._registry.capacity()
+    def report(self, cap: Any = None) -> str:
+        cap = cap if cap is not None else self._registry.capacity()
         running = self._outbox.count()
         status = capacity.node_status(cap, running)
         usage = capacity.site_usage(cap)
@@ -119,10 +125,13 @@ class Heartbeat:
 
     def beat(self) -> None:
         try:
-            if time.monotonic() >= self._next_registration:
-                self.register()
+            cap = self._registry.capacity()
+            changed = self._advertised != capacity.advertised(
+                cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu)
+            if changed or time.monotonic() >= self._next_registration:
+                self.register(cap)
                 self._next_registration = time.monotonic() + self._settings.registration_interval
-            self.report()
+            self.report(cap)
         except Exception:
             # The pool may have restarted and forgotten this node: register first next time.
             self._next_registration = 0.0

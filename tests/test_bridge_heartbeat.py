@@ -1,0 +1,46 @@
+"""The bridge re-registers as soon as the capacity it advertises changes, not only
+every registration interval: the Node Pool learns capacity from registrations alone
+and drops its own reservations at every ReportStatus, so a registration that is
+stale would let it dispatch a task the site no longer has room for (and leave room
+that was freed unused). Real bridge, real Redis registry, a recording pool."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from bridge.server import Bridge
+from tests.test_bridge_service import (RecordingPool, add_worker, db, pool,  # noqa: F401 - fixtures
+                                       start_bridge, wait_for)
+
+pytestmark = pytest.mark.redis
+
+HEARTBEAT_DB = 56  # fixed, like the other bridge modules (see test_bridge_service.py)
+
+
+@pytest.fixture(scope="module")
+def redis_url(redis_base: str) -> str:
+    return f"{redis_base}/{HEARTBEAT_DB}"
+
+
+def test_capacity_change_is_registered_before_the_interval(start_bridge: Callable[..., Bridge],
+                                                           pool: RecordingPool, db: redis.Redis) -> None:
+    registry = add_worker(db, cpus=4, memory_mb=8192)
+    start_bridge(registration_interval=3600.0)  # only the first registration is due by the clock
+    wait_for(lambda: pool.of("RegisterWorkerNode") and pool.of("RegisterWorkerNode")[-1].cpu_score == 400,
+             "the first registration with all four cores free")
+
+    registry.allocate("a-task", 2.0, 1024, ttl=600)
+    latest = wait_for(lambda: [r for r in pool.of("RegisterWorkerNode") if r.cpu_score == 200],
+                      "a registration advertising two free cores after two were allocated")
+    assert latest[-1].memory_gb == 7
+    registry.release("a-task")
+    wait_for(lambda: pool.of("RegisterWorkerNode")[-1].cpu_score == 400, "the cores advertised again once freed")
+
+    # Unchanged capacity: heartbeats go on, registrations do not repeat.
+    count = len(pool.of("RegisterWorkerNode"))
+    beats = len(pool.of("ReportStatus"))
+    wait_for(lambda: len(pool.of("ReportStatus")) >= beats + 5, "five more heartbeats")
+    assert len(pool.of("RegisterWorkerNode")) == count
