@@ -18,7 +18,7 @@ HEADER = (
 )
 
 
-def write_section(name: str, title: str, command: str, body: str) -> None:
+def write_section(name: str, title: str, command: str, body: str, page: Path = PAGE, header: str = HEADER) -> None:
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {sys.version.split()[0]}"
@@ -26,8 +26,8 @@ def write_section(name: str, title: str, command: str, body: str) -> None:
         f"{start}\n## {title}\n\nCommand: `{command}`  \nMeasured: {stamp} on {machine}\n\n"
         f"{body.strip()}\n{end}"
     )
-    text = PAGE.read_text() if PAGE.exists() else HEADER
+    text = page.read_text() if page.exists() else header
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(text)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(text)
