@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := docker.io redis-server debootstrap busybox-static
 
-.PHONY: demo test deps sysdeps venv images bench clean
+.PHONY: demo test deps sysdeps venv images bench reliability clean
 
 demo: deps
 	$(BIN)/hivemind demo
@@ -37,6 +37,11 @@ images:
 
 bench: deps
 	scripts/with-services.sh sh -c 'for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done'
+
+# The fault drills at full size (20 worker kills, a 60 s Node Pool outage, ...):
+# figures into docs/RELIABILITY.md. Needs root (tmpfs, a second dockerd).
+reliability: deps
+	scripts/with-services.sh $(BIN)/python bench/fault_drills.py $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
