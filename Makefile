@@ -2,9 +2,9 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := docker.io redis-server debootstrap busybox-static
+APT_PACKAGES := docker.io docker-compose redis-server debootstrap busybox-static
 
-.PHONY: demo test deps sysdeps venv images bench reliability clean
+.PHONY: demo test deps sysdeps venv images offline-images compose-smoke bench reliability clean
 
 demo: deps
 	$(BIN)/hivemind demo
@@ -16,7 +16,7 @@ deps: sysdeps venv
 
 # System packages, only when something is missing (needs root or sudo).
 sysdeps:
-	@missing=""; for cmd in dockerd redis-server debootstrap busybox; do \
+	@missing=""; for cmd in dockerd docker-compose redis-server debootstrap busybox; do \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
@@ -34,6 +34,14 @@ $(VENV)/.installed: pyproject.toml
 
 images:
 	scripts/build-images.sh
+
+# Base, Redis and site images for docker-compose.yml, with no registry.
+offline-images: deps
+	scripts/build-offline-images.sh
+
+# Boots the compose site for real, runs a task through it, tears it down (a few minutes).
+compose-smoke: deps
+	scripts/compose-smoke.sh
 
 bench: deps
 	scripts/with-services.sh sh -c 'for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done'
