@@ -13,7 +13,12 @@ import redis
 
 from hivemind_celery import keys
 
-STREAM_MAXLEN = 10_000  # entries kept per task; the bridge reads far faster
+# What Redis keeps of one task's output: entries are at most FLUSH_BYTES and
+# trimmed exactly, so a flood of gigabytes holds at most STREAM_MAX_BYTES (the
+# bridge reads far faster than that fills; the Node Pool keeps only the latest).
+FLUSH_BYTES = 64 * 1024
+STREAM_MAX_BYTES = 16 * 1024 * 1024
+STREAM_MAXLEN = STREAM_MAX_BYTES // FLUSH_BYTES
 STREAM_TTL = 7 * 24 * 3600
 
 
@@ -23,12 +28,12 @@ class OutputStream:
         client: redis.Redis,
         task_id: str,
         flush_interval: float = 0.5,
-        flush_bytes: int = 64 * 1024,
+        flush_bytes: int = FLUSH_BYTES,
     ) -> None:
         self._redis = client
         self._key = keys.task_output(task_id)
         self._interval = flush_interval
-        self._max = flush_bytes
+        self._max = min(flush_bytes, FLUSH_BYTES)
         self._buffer: list[bytes] = []
         self._size = 0
         self._last_flush = time.monotonic()
@@ -49,7 +54,9 @@ class OutputStream:
         self._buffer.clear()
         self._size = 0
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(self._key, {"data": data}, maxlen=STREAM_MAXLEN, approximate=True)
+        for start in range(0, len(data), self._max):
+            piece = data[start : start + self._max]
+            pipe.xadd(self._key, {"data": piece}, maxlen=STREAM_MAXLEN, approximate=False)
         pipe.expire(self._key, STREAM_TTL)
         pipe.execute()
 
