@@ -85,12 +85,53 @@ class _Waiter(threading.Thread):
             self.done.set()
 
 
-def _follow_logs(container, tail: LogTail) -> None:  # type: ignore[no-untyped-def]
-    try:
-        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-            tail.add(chunk)
-    except Exception:  # noqa: BLE001 - the stream ends when the container goes
-        pass
+# dockerd ends a follow with this line when the json-file log rotated under
+# it (output faster than it is read, past log_max_size): follow again from now.
+_ROTATED = b"Error grabbing logs:"
+LAST_LINES = 200  # read directly when following fell behind a flood
+
+
+class _Follower(threading.Thread):
+    """Streams the container's output into the tail until the container ends."""
+
+    def __init__(self, container, tail: LogTail) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(daemon=True)
+        self.container, self.tail = container, tail
+        self.skipped = False  # some output was rotated away or left unread
+        self.cancel = threading.Event()
+
+    def run(self) -> None:
+        since = None
+        while not self.cancel.is_set():
+            rotated = False
+            try:
+                for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True, since=since):
+                    if self.cancel.is_set():
+                        return
+                    if chunk.startswith(_ROTATED):
+                        rotated = True
+                        continue
+                    self.tail.add(chunk)
+            except Exception:  # noqa: BLE001 - the stream ends when the container goes
+                return
+            if not rotated:
+                return
+            self.skipped, since = True, time.time()
+
+    def finish(self) -> None:
+        """After the container ended: a follower still behind a flood is cut
+        short and the last lines are read directly, so the tail ends with the
+        task's real last output."""
+        self.join(timeout=5)
+        if not self.is_alive() and not self.skipped:
+            return
+        self.cancel.set()
+        self.join(timeout=5)
+        self.tail.note("output came faster than it could be read; some was skipped; the last lines follow")
+        try:
+            self.tail.add(self.container.logs(stdout=True, stderr=True, tail=LAST_LINES))
+        except Exception:  # noqa: BLE001 - the container may be gone already
+            log.warning("could not read the last output lines", exc_info=True)
 
 
 def _deps_tar(ca_bundle: bytes | None) -> bytes:
@@ -204,7 +245,7 @@ class DockerRuntime:
         container.start()
         if on_start is not None:
             _announce(container, on_start, task_id)
-        follower = threading.Thread(target=_follow_logs, args=(container, tail), daemon=True)
+        follower = _Follower(container, tail)
         follower.start()
         waiter = _Waiter(container)
         waiter.start()
@@ -220,7 +261,7 @@ class DockerRuntime:
         if end.stopped or end.timed_out:
             self._stop(container)
             waiter.done.wait(self.settings.docker_timeout)
-        follower.join(timeout=5)
+        follower.finish()
         try:
             container.reload()
         except NotFound:
