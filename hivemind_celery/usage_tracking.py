@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from functools import partial
 from typing import Any
 
 import redis
@@ -103,11 +104,19 @@ class TaskUsageTracker:
             source = source_for(started.pid, started.container_id, with_gpu=self.spec.wants_gpu)
         except Exception:  # noqa: BLE001 - the fallback on the sampler's thread tries again
             log.exception("locating the task's cgroup failed", extra={"task_id": self.spec.task_id})
+        fallback = None
+        if source is None and started.container_id is not None and started.pid <= 0:
+            # Docker reported no PID: the container ended before it could be looked at
+            # (a task of a few milliseconds). Nothing is left to measure, and asking the
+            # stats API would only make the task wait for it.
+            log.info("task ended before it could be measured", extra={"task_id": self.spec.task_id})
+        elif source is None:
+            fallback = partial(self._fallback_source, started)
         sampler = UsageSampler(
             source, self.spec.task_id, cpus_reserved=self.spec.cpus,
             memory_limit_bytes=self.spec.memory_mb * MiB,
             interval=self.settings.sample_interval, on_sample=self.publish,
-            open_source=lambda: self._fallback_source(started),
+            open_source=fallback,
         )
         with self._lock:
             self._sampler = sampler

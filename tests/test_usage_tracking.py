@@ -155,3 +155,20 @@ def test_task_that_never_started_earns_nothing(redis_client) -> None:
     assert received["task_rewarded"] == []
     assert received["task_container_finished"][0]["outcome"]["status"] == "rejected"
     assert redis_client.hget(keys.worker_totals("track-worker-2"), "tasks:rejected") == b"1"
+
+
+def test_container_gone_before_start_is_not_measured(redis_client) -> None:
+    # Docker reports Pid 0 once a container has exited: a task of a few milliseconds
+    # ended before on_start. No fallback to the stats API (the task would wait for it);
+    # the outcome says usage was not measured and the task earns the minimum for its use.
+    settings = Settings(worker_id="track-worker-3", sample_interval=0.2)
+    spec = TaskSpec(task_id="gone-1", payload=PAYLOAD)
+    tracker = TaskUsageTracker(None, spec, redis_client, settings)
+    tracker.on_start(Started("gone-1", "f" * 64, 0))
+    now = datetime.now(timezone.utc)
+    outcome = tracker.complete(TaskOutcome(task_id="gone-1", status=TaskStatus.SUCCEEDED, exit_code=0,
+                                           started_at=now, finished_at=now))
+    assert tracker.docker_client is None  # no Docker client was even made
+    assert outcome.usage is not None and outcome.usage.source == "none" and outcome.usage.samples == 0
+    assert outcome.reward == 1
+    assert redis_client.get(keys.task_usage("gone-1")) is None
