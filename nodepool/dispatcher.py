@@ -9,6 +9,10 @@ named gpu_name must appear in the node's GPU name (case-insensitive) unless it
 is empty or `Any`. The ExecuteTask call runs on a small thread pool so one slow
 node does not hold up the others; a task in flight stays PENDING and is
 skipped by later rounds until its call ends.
+
+Rounds run every `dispatch_interval_s`, and at once when `wake()` is called: on
+an upload, a registration, or a node reporting Idle, so a task does not wait
+out the interval when there is a node for it.
 """
 
 from __future__ import annotations
@@ -61,19 +65,29 @@ class Dispatcher:
         self._calls = ThreadPoolExecutor(max_workers=8, thread_name_prefix="nodepool-execute")
         self._started_at = time.time()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nodepool-dispatcher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run a round now rather than at the end of the interval."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         self._calls.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
-        while not self._stopping.wait(self._settings.dispatch_interval_s):
+        while not self._stopping.is_set():
+            self._wake.wait(self._settings.dispatch_interval_s)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
             try:
                 self.run_once()
             except Exception:  # a bad round must not end dispatching

@@ -19,6 +19,8 @@ from nodepool.store import Store
 MAX_CAPACITY = 1_000_000  # any figure above this is nonsense, not capacity
 LOOPBACK_HOSTS = {"127.0.0.1", ""}
 
+IDLE = "Idle"  # the only status dispatched to (the deployed pool's exact spelling)
+
 
 @dataclass(frozen=True)
 class Registration:

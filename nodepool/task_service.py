@@ -43,6 +43,7 @@ class MasterNodeService(pb_grpc.MasterNodeServiceServicer):
             return pb.UploadTaskResponse(success=False, message=str(exc))
         log.info("task uploaded (%d bytes) by %s", len(request.task_zip), owner.username,
                  extra={"task_id": request.task_id})
+        self._pool.dispatcher.wake()
         return pb.UploadTaskResponse(success=True, message=f"task {request.task_id} queued")
 
     def GetTaskResult(

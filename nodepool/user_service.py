@@ -84,6 +84,7 @@ class NodeManagerService(pb_grpc.NodeManagerServiceServicer):
             return pb.StatusResponse(success=False, message=str(exc))
         log.info("node registered at %s", f"{request.hostname[:64]}:{request.port}",
                  extra={"node_id": request.node_id})
+        self._pool.dispatcher.wake()
         return pb.StatusResponse(success=True, message="registered")
 
     def ReportStatus(
@@ -100,4 +101,6 @@ class NodeManagerService(pb_grpc.NodeManagerServiceServicer):
             nodes.report_status(self._pool.store, identity, report)
         except (AuthError, Refused) as exc:
             return pb.RunningStatusResponse(success=False, message=str(exc))
+        if request.status == nodes.IDLE:
+            self._pool.dispatcher.wake()
         return pb.RunningStatusResponse(success=True, message="ok")
