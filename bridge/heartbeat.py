@@ -5,8 +5,9 @@ and at once on the next beat whenever the capacity to advertise changed: the
 pool learns capacity only from registrations and forgets its own reservations
 at every ReportStatus, so a stale registration would let it send a task that no
 longer fits (or leave freed room unused until the next interval).
-ReportStatus every heartbeat interval with status exactly "Idle" only while
-another task fits, and node-level usage as TaskUsage with task_id "0".
+ReportStatus every heartbeat interval (and at once after a delivered result
+freed room, see `wake`) with status exactly "Idle" only while another task
+fits, and node-level usage as TaskUsage with task_id "0".
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Heartbeat:
         self._outbox = outbox
         self._port = port
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_registration = 0.0
         self._advertised: capacity.Advertised | None = None  # what the last registration said
@@ -61,8 +63,13 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="bridge-heartbeat", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Beat now (the relay calls this after a task's room was freed)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
@@ -147,4 +154,5 @@ class Heartbeat:
                 break  # only when stopping
             except Exception:  # noqa: BLE001 - a bug must not end the heartbeat
                 log.exception("heartbeat failed", extra={"node_id": self._config.node_id})
-            self._stop.wait(self._settings.heartbeat_interval)
+            self._wake.wait(self._settings.heartbeat_interval)
+            self._wake.clear()

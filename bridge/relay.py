@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -66,6 +67,8 @@ class Relay:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # Called after a result was delivered and its room freed (the heartbeat's wake).
+        self.on_freed: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="bridge-relay", daemon=True)
@@ -224,6 +227,8 @@ class Relay:
         # Acknowledged: the pool has it. Forget the task and free its room.
         self._forget(task.task_id)
         log.info("delivered the result (%s, %d bytes)", outcome.status.value, len(zip_bytes), extra=extra)
+        if self.on_freed is not None:
+            self.on_freed()  # tell the pool there is room now, not at the next heartbeat
         return True
 
     def _extra(self, task_id: str) -> dict[str, str]:

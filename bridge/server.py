@@ -36,6 +36,16 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkerNodeService"].full_name
 MAX_CONCURRENT_INTAKES = 8  # each may hold a task zip of up to the payload limit
 
 
+def server_credentials(cert_file: str | None, key_file: str | None) -> grpc.ServerCredentials | None:
+    """TLS credentials from HIVEMIND_BRIDGE_TLS_CERT_FILE/KEY_FILE, or None (plaintext)."""
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        raise ValueError("set both HIVEMIND_BRIDGE_TLS_CERT_FILE and HIVEMIND_BRIDGE_TLS_KEY_FILE, or neither")
+    with open(cert_file, "rb") as cert, open(key_file, "rb") as key:
+        return grpc.ssl_server_credentials([(key.read(), cert.read())])
+
+
 class Bridge:
     def __init__(
         self,
@@ -75,9 +85,11 @@ class Bridge:
         self.heartbeat = Heartbeat(self.settings, self.config, self.session, self.registry, self.outbox, self.port)
         self.relay = Relay(self.settings, self.session, self.redis, self.celery, self.registry, self.payloads,
                            self.outbox)
+        self.relay.on_freed = self.heartbeat.wake
         self.relay.start()
         self.heartbeat.start()
-        log.info("bridge serving on port %d for Node Pool %s, advertised as %s", self.port,
+        log.info("bridge serving on port %d (%s) for Node Pool %s, advertised as %s", self.port,
+                 "TLS" if self.settings.bridge_tls_cert_file else "plaintext",
                  self.settings.nodepool_address, self.config.advertise_host,
                  extra={"node_id": self.config.node_id})
         return self
@@ -103,14 +115,21 @@ class Bridge:
 
     def _bind(self, server: grpc.Server) -> int:
         bind, port = self.settings.bridge_bind, self.settings.bridge_port
+        credentials = server_credentials(self.settings.bridge_tls_cert_file, self.settings.bridge_tls_key_file)
+
+        def add(address: str) -> int:
+            if credentials is None:
+                return server.add_insecure_port(address)
+            return server.add_secure_port(address, credentials)
+
         try:
-            return server.add_insecure_port(f"{bind}:{port}")
+            return add(f"{bind}:{port}")
         except RuntimeError:
             if bind != "[::]":
                 raise
             # No IPv6 on this host (common in containers): IPv4 only.
             log.info("cannot bind [::]; binding 0.0.0.0", extra={"node_id": self.config.node_id})
-            return server.add_insecure_port(f"0.0.0.0:{port}")
+            return add(f"0.0.0.0:{port}")
 
     def stop(self, grace: float = 5.0) -> None:
         if self._stopped.is_set():

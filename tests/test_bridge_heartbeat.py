@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from bridge.server import Bridge
-from tests.test_bridge_service import (RecordingPool, add_worker, db, pool,  # noqa: F401 - fixtures
+from tests.test_bridge_relay import finish
+from tests.test_bridge_service import (RecordingPool, add_worker, db, execute, pool,  # noqa: F401 - fixtures
                                        start_bridge, wait_for)
 
 pytestmark = pytest.mark.redis
@@ -44,3 +45,17 @@ def test_capacity_change_is_registered_before_the_interval(start_bridge: Callabl
     beats = len(pool.of("ReportStatus"))
     wait_for(lambda: len(pool.of("ReportStatus")) >= beats + 5, "five more heartbeats")
     assert len(pool.of("RegisterWorkerNode")) == count
+
+
+def test_delivered_result_makes_the_bridge_report_at_once(start_bridge: Callable[..., Bridge],
+                                                          pool: RecordingPool, db: redis.Redis) -> None:
+    """The room a finished task frees is reported right after its result is delivered,
+    not at the next heartbeat (30 s here, the longest allowed)."""
+    add_worker(db, cpus=4, memory_mb=8192)
+    bridge = start_bridge(heartbeat_interval=30.0, relay_interval=0.1)
+    wait_for(lambda: pool.of("ReportStatus"), "the first heartbeat")
+    assert execute(bridge, "t-wake", cpu_usage=100.0).success
+    beats = len(pool.of("ReportStatus"))
+    finish(db, bridge, "t-wake")
+    wait_for(lambda: pool.of("TaskResultUpload", "t-wake"), "the result delivered", limit=10)
+    wait_for(lambda: len(pool.of("ReportStatus")) > beats, "a heartbeat right after the delivery", limit=10)
