@@ -49,6 +49,17 @@ def build_pool(settings: NodePoolSettings, policy: RewardPolicy | None = None) -
     return Pool(settings, store, tokens, dispatcher, policy or RewardPolicy.from_settings())
 
 
+def server_credentials(settings: NodePoolSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials from tls_cert_file/tls_key_file, or None (plaintext)."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ValueError("set both HIVEMIND_NODEPOOL_TLS_CERT_FILE and HIVEMIND_NODEPOOL_TLS_KEY_FILE, or neither")
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+    )
+
+
 def start(settings: NodePoolSettings, policy: RewardPolicy | None = None) -> RunningPool:
     """Start serving in background threads; the caller stops it with `.stop()`."""
     pool = build_pool(settings, policy)
@@ -64,13 +75,16 @@ def start(settings: NodePoolSettings, policy: RewardPolicy | None = None) -> Run
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    credentials = server_credentials(settings)
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         pool.store.close()
         raise RuntimeError(f"cannot bind the Node Pool to {settings.host}:{settings.port}")
     server.start()
     pool.dispatcher.start()
-    log.info("Node Pool serving on %s:%d, database %s", settings.host, port, settings.db)
+    log.info("Node Pool serving on %s:%d (%s), database %s", settings.host, port,
+             "TLS" if credentials else "plaintext", settings.db)
     return RunningPool(pool, server, port)
 
 

@@ -49,6 +49,13 @@ class NodePoolSettings(BaseSettings):
         "(off: this pool is also run on one machine).",
     )
     max_workers: int = Field(16, gt=0, description="Threads serving gRPC calls.")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain): with tls_key_file, the pool serves gRPC over TLS only."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    worker_ca_file: Path | None = Field(
+        None, description="PEM CA bundle: when set, the pool dials workers (bridges) over TLS, trusting these CAs."
+    )
 
     @property
     def max_message_bytes(self) -> int:

@@ -20,6 +20,15 @@ class WorkerClient:
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
         ]
+        self._credentials = (
+            grpc.ssl_channel_credentials(root_certificates=settings.worker_ca_file.read_bytes())
+            if settings.worker_ca_file else None
+        )
+
+    def _channel(self, address: str) -> grpc.Channel:
+        if self._credentials is None:
+            return grpc.insecure_channel(address, options=self._options)
+        return grpc.secure_channel(address, self._credentials, options=self._options)
 
     def execute_deadline(self, zip_size: int) -> float:
         s = self._settings
@@ -27,14 +36,14 @@ class WorkerClient:
 
     def execute(self, address: str, request: pb.ExecuteTaskRequest) -> pb.ExecuteTaskResponse:
         """Raises grpc.RpcError when the worker cannot be reached or fails the call."""
-        with grpc.insecure_channel(address, options=self._options) as channel:
+        with self._channel(address) as channel:
             stub = pb_grpc.WorkerNodeServiceStub(channel)
             return stub.ExecuteTask(
                 request, timeout=self.execute_deadline(len(request.task_zip)), metadata=self._metadata
             )
 
     def stop(self, address: str, task_id: str) -> pb.StopTaskExecutionResponse:
-        with grpc.insecure_channel(address, options=self._options) as channel:
+        with self._channel(address) as channel:
             stub = pb_grpc.WorkerNodeServiceStub(channel)
             return stub.StopTaskExecution(
                 pb.StopTaskExecutionRequest(task_id=task_id),
