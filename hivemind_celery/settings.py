@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     nodepool_ca_file: str | None = Field(
         None, description="PEM CA bundle: when set, the bridge dials the Node Pool over TLS."
     )
+    bridge_tls_cert_file: str | None = Field(
+        None, description="PEM certificate (chain): with bridge_tls_key_file, the bridge serves gRPC over TLS only."
+    )
+    bridge_tls_key_file: str | None = Field(None, description="PEM private key of bridge_tls_cert_file.")
 
     @field_validator("allowed_images", "bridge_allowed_callers", mode="before")
     @classmethod
