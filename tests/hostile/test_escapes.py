@@ -136,7 +136,8 @@ def test_nested_zip_bomb_unpacked_by_the_task_hits_the_tmp_cap(worker, celery_ap
 
 
 PROBE = r"""
-import json, os, socket, subprocess, time
+import json, os, socket, subprocess, sys, time
+host_marker, host_redis_port = sys.argv[1], int(sys.argv[2])
 r = {}
 def attempt(name, fn):
     try:
@@ -144,7 +145,7 @@ def attempt(name, fn):
     except Exception as exc:
         r[name] = f"{type(exc).__name__}: {exc}"
 r["proc1"] = open("/proc/1/cmdline", "rb").read().replace(b"\0", b" ").decode()
-r["host_marker_visible"] = os.path.exists(os.environ["HOST_MARKER"])
+r["host_marker_visible"] = os.path.exists(host_marker)
 attempt("shadow", lambda: open("/etc/shadow").read()[:20])
 r["docker_sock"] = [p for p in ("/var/run/docker.sock", "/run/docker.sock") if os.path.exists(p)]
 attempt("write_usr", lambda: open("/usr/evil", "w").write("x"))
@@ -156,7 +157,7 @@ attempt("dns", lambda: socket.gethostbyname("pypi.org"))
 def connect(host, port):
     s = socket.socket(); s.settimeout(2); s.connect((host, port)); return "connected"
 attempt("gateway", lambda: connect("172.17.0.1", 2375))
-attempt("host_redis", lambda: connect("127.0.0.1", int(os.environ["HOST_REDIS_PORT"])))
+attempt("host_redis", lambda: connect("127.0.0.1", host_redis_port))
 status = {l.split(":")[0]: l.split(":")[1].strip() for l in open("/proc/self/status") if ":" in l}
 r["no_new_privs"], r["cap_eff"] = status["NoNewPrivs"], status["CapEff"]
 su = subprocess.Popen(["/usr/bin/su", "root", "-c", "id"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -174,8 +175,7 @@ def test_host_is_out_of_reach(worker, celery_app, store, redis_url, tmp_path: Pa
     marker = tmp_path / f"host-secret-{uuid.uuid4().hex}"
     marker.write_text("host only")
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    _, result = run(celery_app, store, {"main.py": PROBE},
-                    env={"HOST_MARKER": str(marker), "HOST_REDIS_PORT": port})
+    _, result = run(celery_app, store, {"probe.py": PROBE}, command=["python3", "probe.py", str(marker), port])
     outcome = outcome_of(result)
     assert outcome.succeeded, outcome.reason
     probe = report(store, outcome)
