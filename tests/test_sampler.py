@@ -234,3 +234,28 @@ def test_no_source_at_all_publishes_nothing() -> None:
     summary = sampler.stop()
     assert published == []
     assert summary.source == "none" and summary.samples == 0 and summary.cpu_seconds == 0
+
+
+@pytest.mark.docker
+def test_gpu_task_on_a_host_without_gpu_measures_cpu_and_zero_gpu(docker_client) -> None:
+    # No GPU (and here no NVML package) on this machine: a task that asked for a GPU is
+    # still measured, with GPU fields 0, and a worker serving the gpu queue offers no GPU.
+    from hivemind_celery.registry_bootstep import local_capacity
+    from hivemind_celery.settings import Settings
+
+    offer = local_capacity(Settings(), "w", "w@host", ["gpu", "cpu"])
+    assert (offer.gpus, offer.gpu_memory_mb, offer.gpu_names) == (0, 0, [])
+    container = _run(docker_client, BUSYBOX_IMAGE, ["sh", "-c", "timeout 2 yes > /dev/null; sleep 1"],
+                     nano_cpus=1_000_000_000, mem_limit="64m")
+    samples: list[UsageSample] = []
+    try:
+        source = source_for(_pid(container), container.id, with_gpu=True)
+        assert isinstance(source, CgroupSource) and source.with_gpu and not source.cheap
+        sampler = UsageSampler(source, "gpu-none", 1.0, 64 * MiB, interval=0.3, on_sample=samples.append).start()
+        container.wait(timeout=30)
+        summary = sampler.stop()
+    finally:
+        container.remove(force=True)
+    assert samples and all(s.gpu_percent == 0.0 and s.gpu_memory_bytes == 0 for s in samples)
+    assert summary.cpu_seconds > 0.2
+    assert (summary.gpu_percent, summary.gpu_memory_peak_bytes) == (0.0, 0)
