@@ -198,7 +198,8 @@ class Site:
         return max(self.counter.stored_at[task_id] for task_id in ids)
 
     def containers(self, docker_client, worker_id: str) -> list:  # type: ignore[no-untyped-def]
-        return docker_client.containers.list(all=True, filters={"label": [f"hivemind.worker={worker_id}"]})
+        return docker_client.containers.list(all=True, filters={"label": [f"hivemind.worker={worker_id}"]},
+                                             ignore_removed=True)
 
     def close(self) -> None:
         self.kill_bridge()
