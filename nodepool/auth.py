@@ -1,7 +1,9 @@
 """Passwords (scrypt with a per-user salt) and login tokens (JWT, HS256).
 
-A token carries the user id (`uid`), the username (`sub`) and an expiry
-(`exp`); it is checked on every RPC. Messages never echo a token or password.
+A token carries the user id (`uid`), the username (`sub`), an expiry (`exp`)
+and a mark of the account (`acct`, from its salted password hash, so a token
+dies with the account or a password change); it is checked on every RPC.
+Messages never echo a token or password.
 """
 
 from __future__ import annotations
@@ -90,10 +92,20 @@ class TokenAuthority:
         identity = Identity(row["id"], row["username"])
         return identity, self.issue(identity)
 
+    def _account_mark(self, user_id: int) -> str | None:
+        """Changes whenever the account is recreated or its password changes (the
+        stored hash has a fresh salt each time), so such tokens stop working
+        even where SQLite reuses a deleted user's id."""
+        row = self._store.conn.execute("SELECT password_hash FROM users WHERE id = ?", (user_id,)).fetchone()
+        if row is None:
+            return None
+        return hmac.new(self._secret.encode(), row["password_hash"].encode(), hashlib.sha256).hexdigest()[:16]
+
     def issue(self, identity: Identity, lifetime_s: float | None = None) -> str:
         now = time.time()
         lifetime = self._lifetime_s if lifetime_s is None else lifetime_s
-        claims = {"sub": identity.username, "uid": identity.user_id, "iat": int(now), "exp": int(now + lifetime)}
+        claims = {"sub": identity.username, "uid": identity.user_id, "iat": int(now), "exp": int(now + lifetime),
+                  "acct": self._account_mark(identity.user_id)}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def check(self, token: str) -> Identity:
@@ -102,7 +114,7 @@ class TokenAuthority:
             raise AuthError("missing token: log in first")
         try:
             claims = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "uid"]}
+                token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "uid", "acct"]}
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired: refresh it or log in again") from None
@@ -114,6 +126,9 @@ class TokenAuthority:
         row = self._store.conn.execute("SELECT username FROM users WHERE id = ?", (claims["uid"],)).fetchone()
         if row is None or row["username"] != claims["sub"]:
             raise AuthError("invalid token (unknown user)")
+        mark = self._account_mark(claims["uid"])
+        if mark is None or not hmac.compare_digest(str(claims["acct"]), mark):
+            raise AuthError("invalid token (account changed since it was issued)")
         return Identity(claims["uid"], claims["sub"])
 
     def refresh(self, old_token: str) -> str:
