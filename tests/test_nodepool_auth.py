@@ -35,7 +35,8 @@ def client(pool: RunningPool) -> Iterator[Client]:
 def _claims(pool: RunningPool, username: str, exp_offset: float) -> dict:
     row = pool.pool.store.conn.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
     now = int(time.time())
-    return {"sub": username, "uid": row["id"], "iat": now, "exp": now + int(exp_offset)}
+    return {"sub": username, "uid": row["id"], "iat": now, "exp": now + int(exp_offset),
+            "acct": pool.pool.tokens._account_mark(row["id"])}
 
 
 def bad_tokens(pool: RunningPool) -> dict[str, str]:
@@ -189,3 +190,45 @@ def test_generated_secret_persists_across_restarts(tmp_path) -> None:  # noqa: A
         assert reply.success, reply.message
     finally:
         second.stop()
+
+
+def test_signed_tokens_with_wrong_claims_are_refused(pool: RunningPool, client: Client) -> None:
+    """Signed with the pool's real key, yet not valid: a claim missing, a user id
+    or account mark that belongs to another user than the name it carries."""
+    now = int(time.time())
+    alice = _claims(pool, "alice", 600)
+    bob = _claims(pool, "bob", 600)
+    tokens = {
+        "no-exp": jwt.encode({k: v for k, v in alice.items() if k != "exp"}, TEST_SECRET, algorithm="HS256"),
+        "no-acct": jwt.encode({k: v for k, v in alice.items() if k != "acct"}, TEST_SECRET, algorithm="HS256"),
+        "alice-name-bob-id": jwt.encode({**alice, "uid": bob["uid"], "acct": bob["acct"]}, TEST_SECRET,
+                                        algorithm="HS256"),
+        "bob-acct-on-alice": jwt.encode({**alice, "acct": bob["acct"]}, TEST_SECRET, algorithm="HS256"),
+        "uid-as-text": jwt.encode({**alice, "uid": str(alice["uid"])}, TEST_SECRET, algorithm="HS256"),
+        "not-yet-valid": jwt.encode({**alice, "nbf": now + 3600}, TEST_SECRET, algorithm="HS256"),
+    }
+    # The same claims as issued are accepted: what is refused above is the change.
+    assert client.users.GetBalance(pb.GetBalanceRequest(token=jwt.encode(alice, TEST_SECRET, algorithm="HS256"))).success
+    for kind, token in tokens.items():
+        reply = client.users.GetBalance(pb.GetBalanceRequest(token=token))
+        assert not reply.success, kind
+        assert reply.balance == 0, kind
+
+
+def test_token_of_a_recreated_user_is_refused(pool: RunningPool, client: Client) -> None:
+    """Same name, new account (SQLite may even reuse the id): the old account's
+    token does not carry over. A password change ends old tokens too."""
+    add_user(pool, "erin", balance=5)
+    old = client.login("erin")
+    with pool.pool.store.transaction() as conn:
+        conn.execute("DELETE FROM users WHERE username = 'erin'")
+    add_user(pool, "erin", balance=99)
+    reply = client.users.GetBalance(pb.GetBalanceRequest(token=old))
+    assert not reply.success and reply.balance == 0
+    assert client.users.GetBalance(pb.GetBalanceRequest(token=client.login("erin"))).balance == 99
+    token = client.login("erin")
+    from nodepool.auth import hash_password
+
+    with pool.pool.store.transaction() as conn:
+        conn.execute("UPDATE users SET password_hash = ? WHERE username = 'erin'", (hash_password(PASSWORD),))
+    assert not client.users.GetBalance(pb.GetBalanceRequest(token=token)).success
