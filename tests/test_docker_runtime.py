@@ -331,3 +331,18 @@ def test_failed_setup_step_fails_the_task_without_running_it(runtime) -> None:
 @pytest.mark.docker
 def test_get_runtime_chooses_by_settings() -> None:
     assert get_runtime(settings(runtime="docker")).name == "docker"
+
+
+def test_image_removed_after_the_presence_check_fails_the_task_with_a_reason(docker_client) -> None:
+    """Presence is remembered for a minute; an image deleted in that window
+    fails the one task clearly and is checked afresh for the next."""
+    name = f"hivemind-test-ephemeral:{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(BUSYBOX_IMAGE).tag(name)
+    rt = DockerRuntime(settings(allowed_images=[BUSYBOX_IMAGE, name]), docker_client)
+    assert rt.run(make_job({"run.sh": "exit 0"}, image=name)).status is TaskStatus.SUCCEEDED
+    docker_client.images.remove(name)
+    result = rt.run(make_job({"run.sh": "exit 0"}, image=name))
+    assert result.status is TaskStatus.FAILED
+    assert "disappeared before the task started" in result.reason
+    with pytest.raises(ImageUnavailable, match="not present on this worker and could not be pulled"):
+        rt.run(make_job({"run.sh": "exit 0"}, image=name))

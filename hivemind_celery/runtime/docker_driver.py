@@ -41,7 +41,7 @@ from hivemind_celery.runtime.docker_config import (
     container_kwargs,
     volume_kwargs,
 )
-from hivemind_celery.runtime.images import ensure_image
+from hivemind_celery.runtime.images import ensure_image, forget_image
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.settings import Settings
 from hivemind_celery.workspace import TASK_GID, TASK_UID
@@ -187,6 +187,7 @@ class DockerRuntime:
         try:
             return self._run_steps(job, tail, on_start, stop_check, started_at, containers, volumes)
         except ImageNotFound as exc:  # removed between the check and create
+            forget_image(job.image)
             return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
                              reason=f"image {job.image!r} disappeared before the task started: {exc}")
         except NotFound as exc:

@@ -13,6 +13,17 @@ from hivemind_celery.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Images seen present lately (name -> monotonic time of the check): one
+# inspect per image a minute instead of one per task. An image removed in
+# between makes `containers.create` fail with ImageNotFound, which the driver
+# reports and answers with `forget_image`.
+PRESENT_FOR_S = 60.0
+_seen_present: dict[str, float] = {}
+
+
+def forget_image(image: str) -> None:
+    _seen_present.pop(image, None)
+
 
 class ImageUnavailable(RuntimeRefused):
     """The image cannot be used on this worker; the message says why."""
@@ -30,8 +41,12 @@ def ensure_image(client: docker.DockerClient, settings: Settings, image: str, ta
             + "".join(f", {name}" for name in settings.allowed_images)
             + ")"
         )
+    seen = _seen_present.get(image)
+    if seen is not None and time.monotonic() - seen < PRESENT_FOR_S:
+        return
     try:
         client.images.get(image)
+        _seen_present[image] = time.monotonic()
         return
     except ImageNotFound:
         pass
@@ -41,6 +56,7 @@ def ensure_image(client: docker.DockerClient, settings: Settings, image: str, ta
     try:
         _pull(client, image, settings.image_pull_timeout)
         client.images.get(image)
+        _seen_present[image] = time.monotonic()
     except (APIError, DockerException, TimeoutError, OSError) as exc:
         raise ImageUnavailable(
             f"image {image!r} is not present on this worker and could not be pulled: {exc}"
