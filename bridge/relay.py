@@ -4,6 +4,11 @@ bridge owes: new output (TaskOutputUpload), the latest usage sample
 (TaskResultUpload). Only after the pool acknowledged the result is the task
 struck from the outbox and its registry reservation released.
 
+A pass runs every HIVEMIND_RELAY_INTERVAL seconds, and at once when a worker
+stores a task state: Celery's Redis result backend publishes each stored
+state on a channel named after its key, which the relay watches (polling
+alone remains when the backend is not Redis or the watch fails).
+
 State lives in Redis (outbox + output cursors), so a restarted bridge picks
 up where the last one stopped; output may be re-sent from the last cursor and
 a result may be sent twice (at least once; the pool deduplicates).
@@ -69,14 +74,40 @@ class Relay:
         self._thread: threading.Thread | None = None
         # Called after a result was delivered and its room freed (the heartbeat's wake).
         self.on_freed: Callable[[], None] | None = None
+        self._watch: Any = None  # the thread watching stored task states
 
     def start(self) -> None:
+        self._watch = self._watch_results()
         self._thread = threading.Thread(target=self._run, name="bridge-relay", daemon=True)
         self._thread.start()
+
+    def _watch_results(self) -> Any:
+        """Wake a pass whenever the result backend publishes a stored task state."""
+        backend = self._celery.backend
+        client = getattr(backend, "client", None)
+        prefix = getattr(backend, "task_keyprefix", None)
+        if not isinstance(client, redis.Redis) or not prefix:
+            return None
+        pattern = (prefix.decode() if isinstance(prefix, bytes) else str(prefix)) + "*"
+
+        def on_error(exc: BaseException, _pubsub: Any, _thread: Any) -> None:
+            log.debug("result watch: %s; polling meanwhile", exc, extra={"node_id": self._outbox.node_id})
+            self._stop.wait(1.0)  # the pubsub reconnects and subscribes again on its next read
+
+        try:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub.psubscribe(**{pattern: lambda _message: self._wake.set()})
+            return pubsub.run_in_thread(sleep_time=1.0, daemon=True, exception_handler=on_error)
+        except redis.RedisError as exc:
+            log.warning("cannot watch stored results (%s); relaying every %g s", exc,
+                        self._settings.relay_interval, extra={"node_id": self._outbox.node_id})
+            return None
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self._watch is not None:
+            self._watch.stop()
         if self._thread is not None:
             self._thread.join(timeout=RESULT_TIMEOUT + 10)
 

@@ -1,11 +1,16 @@
-"""The bridge re-registers as soon as the capacity it advertises changes, not only
-every registration interval: the Node Pool learns capacity from registrations alone
-and drops its own reservations at every ReportStatus, so a registration that is
-stale would let it dispatch a task the site no longer has room for (and leave room
-that was freed unused). Real bridge, real Redis registry, a recording pool."""
+"""When the bridge acts without waiting for its intervals. Real bridge, real Redis
+registry and result backend, a recording pool.
+
+- It re-registers as soon as the capacity it advertises changes: the Node Pool
+  learns capacity from registrations alone and drops its own reservations at every
+  ReportStatus, so a stale registration would let it dispatch a task the site no
+  longer has room for (and leave freed room unused).
+- It reports status right after a delivered result freed room.
+- A worker storing a task's outcome starts a relay pass at once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -59,3 +64,15 @@ def test_delivered_result_makes_the_bridge_report_at_once(start_bridge: Callable
     finish(db, bridge, "t-wake")
     wait_for(lambda: pool.of("TaskResultUpload", "t-wake"), "the result delivered", limit=10)
     wait_for(lambda: len(pool.of("ReportStatus")) > beats, "a heartbeat right after the delivery", limit=10)
+
+
+def test_stored_result_wakes_the_relay(start_bridge: Callable[..., Bridge], pool: RecordingPool,
+                                       db: redis.Redis) -> None:
+    """A worker storing the outcome (Celery's Redis backend publishes it) starts a relay
+    pass at once; the relay interval here is 30 s."""
+    add_worker(db, cpus=4, memory_mb=8192)
+    bridge = start_bridge(relay_interval=30.0)
+    assert execute(bridge, "t-watch", cpu_usage=100.0).success
+    time.sleep(0.5)  # past the relay's first pass at start
+    finish(db, bridge, "t-watch")
+    wait_for(lambda: pool.of("TaskResultUpload", "t-watch"), "the result delivered on the stored state", limit=10)
