@@ -178,7 +178,9 @@ def test_memory_hog_is_oom_killed(runtime) -> None:
 def test_fork_bomb_is_contained_by_the_pids_limit(runtime, docker_client) -> None:
     job = make_job({"run.sh": "f() { f | f & }; f; while :; do :; done"}, timeout=3, pids=32, cpus=0.25)
     result = runtime.run(job)
-    assert result.status is TaskStatus.TIMED_OUT  # it never ends by itself; the timeout ends it
+    # It never ends by itself and the timeout ends it; on a loaded host the
+    # bomb's own shell may die of a refused fork first (exit 2): contained too.
+    assert result.status is TaskStatus.TIMED_OUT or (result.status, result.exit_code) == (TaskStatus.FAILED, 2)
     assert "can't fork" in result.log_tail  # forks were refused inside the container
     assert leftovers(docker_client, job.spec.task_id) == ([], [])
     assert subprocess.run(["true"]).returncode == 0  # the host can still start processes

@@ -99,6 +99,9 @@ class _Follower(threading.Thread):
         self.container, self.tail = container, tail
         self.skipped = False  # some output was rotated away or left unread
         self.cancel = threading.Event()
+        self.received = 0  # bytes forwarded from the follow stream
+        self.recent = b""  # its last two chunks, to check the stream's end against
+        self.last_chunk = b""
 
     def run(self) -> None:
         since = None
@@ -111,7 +114,7 @@ class _Follower(threading.Thread):
                     if chunk.startswith(_ROTATED):
                         rotated = True
                         continue
-                    self.tail.add(chunk)
+                    self._forward(chunk)
             except Exception:  # noqa: BLE001 - the stream ends when the container goes
                 return
             if not rotated:
@@ -124,6 +127,7 @@ class _Follower(threading.Thread):
         task's real last output."""
         self.join(timeout=5)
         if not self.is_alive() and not self.skipped:
+            self._catch_up()
             return
         self.cancel.set()
         self.join(timeout=5)
@@ -132,6 +136,29 @@ class _Follower(threading.Thread):
             self.tail.add(self.container.logs(stdout=True, stderr=True, tail=LAST_LINES))
         except Exception:  # noqa: BLE001 - the container may be gone already
             log.warning("could not read the last output lines", exc_info=True)
+
+    def _forward(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        self.recent = self.last_chunk + chunk  # a log entry may come in two frames
+        self.last_chunk = chunk
+        self.tail.add(chunk)
+
+    def _catch_up(self) -> None:
+        """dockerd can end a follow stream before the last output of a container
+        that exited quickly (seen with 20.10 under load). The last line tells:
+        when the stream did not end with it, read the log again and forward
+        what the stream missed."""
+        try:
+            last = self.container.logs(stdout=True, stderr=True, tail=1)
+            if not last or self.recent.endswith(last):
+                return
+            everything = self.container.logs(stdout=True, stderr=True)
+        except Exception:  # noqa: BLE001 - the container may be gone already
+            return
+        # Forward the rest only when the log lines up with what the stream gave.
+        start = self.received - len(self.recent)
+        if len(everything) > self.received and everything[start:self.received] == self.recent:
+            self.tail.add(everything[self.received:])
 
 
 def _deps_tar(ca_bundle: bytes | None) -> bytes:
