@@ -80,6 +80,7 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
         gRPC's termination callback) when one is given: by then the task is owed, so
         a retry that waited on the lock answers "already accepted".
         """
+        intake.check_known_fields(request)  # a number sent as a string must not read as 0
         task_id = intake.check_task_id(request.task_id)
         res = intake.resources(
             request.cpu_usage, request.gpu_usage, request.memory_gb, request.gpu_memory_gb, self._settings
