@@ -241,12 +241,20 @@ class SecondDockerd:
         self.root = root
         self.host = f"unix://{root}/docker.sock"
 
+    # A bridge of its own: with `--bridge none` dockerd deletes docker0, the
+    # default bridge of the machine's main dockerd, and breaks its networked tasks.
+    BRIDGE, BRIDGE_ADDRESS = "hm-d2br", "10.231.254.1/24"
+
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["ip", "link", "show", self.BRIDGE], capture_output=True).returncode:
+            subprocess.run(["ip", "link", "add", self.BRIDGE, "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", self.BRIDGE_ADDRESS, "dev", self.BRIDGE], check=True)
+            subprocess.run(["ip", "link", "set", self.BRIDGE, "up"], check=True)
         log = open(self.root / "dockerd.log", "ab")
         subprocess.Popen(["dockerd", "--host", self.host, "--data-root", str(self.root / "root"),
                           "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "pid"),
-                          "--bridge", "none", "--iptables=false"], stdout=log, stderr=subprocess.STDOUT,
+                          "--bridge", self.BRIDGE, "--iptables=false"], stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True)
         log.close()
         wait_until(self.answers, 60, "the second dockerd")

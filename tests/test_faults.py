@@ -12,6 +12,7 @@ the restart, port 6410 by default; a dockerd of its own for the dockerd restart)
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -95,13 +96,16 @@ def test_node_pool_down_while_tasks_finish(make_site, redis_url: str) -> None:  
 @pytest.fixture
 def second_dockerd() -> Iterator[SecondDockerd]:
     dockerd = SecondDockerd()
-    if not dockerd.answers():
+    started = not dockerd.answers()
+    if started:
         try:
             dockerd.start()
-        except (OSError, AssertionError) as exc:
+        except (OSError, AssertionError, subprocess.CalledProcessError) as exc:
             pytest.skip(f"cannot run a second dockerd on this machine: {exc}")
     dockerd.ensure_image(BUSYBOX_IMAGE)
     yield dockerd
+    if started:
+        dockerd.stop()
 
 
 def test_dockerd_restarted_under_a_task(make_site, redis_url: str, second_dockerd: SecondDockerd) -> None:  # type: ignore[no-untyped-def]
