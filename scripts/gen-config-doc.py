@@ -62,6 +62,9 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
     "BENCH_STATS_CALLS": ("5", "bench/bench_sampler.py", "Docker stats calls the sampler benchmark times."),
     "BENCH_WORKERS": ("10000", "bench/bench_capacity.py", "Workers the capacity benchmark registers."),
     "BENCH_CAPACITY_ROUNDS": ("500", "bench/bench_capacity.py", "Capacity reads the benchmark times."),
+    "BENCH_TASKS": ("50", "bench/bench_chain.py", "Tasks the whole-chain benchmark sends through each path."),
+    "BENCH_PARALLEL": ("2", "bench/bench_chain.py", "Tasks at once on both paths (worker concurrency = direct-run threads)."),
+    "BENCH_ROUND": ("10", "bench/bench_chain.py", "Tasks per alternating round of the whole-chain benchmark."),
     "BENCH_KEYS_ROUNDS": ("10", "bench/bench_capacity.py", "`KEYS` scans the benchmark times."),
 }
 
