@@ -7,6 +7,7 @@ most every `flush_interval` seconds or when `flush_bytes` pile up.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import redis
@@ -37,28 +38,51 @@ class OutputStream:
         self._buffer: list[bytes] = []
         self._size = 0
         self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        # Flushes what is buffered once the interval is up even if no more output
+        # comes (a task that prints a line, then works quietly, shows that line).
+        self._timer: threading.Timer | None = None
 
     def write(self, chunk: bytes) -> None:
         if not chunk:
             return
-        self._buffer.append(chunk)
-        self._size += len(chunk)
-        if self._size >= self._max or time.monotonic() - self._last_flush >= self._interval:
+        with self._lock:
+            self._buffer.append(chunk)
+            self._size += len(chunk)
+            due = self._size >= self._max or time.monotonic() - self._last_flush >= self._interval
+            if not due and self._timer is None:
+                wait = max(0.0, self._interval - (time.monotonic() - self._last_flush))
+                self._timer = threading.Timer(wait, self._flush_later)
+                self._timer.daemon = True
+                self._timer.start()
+        if due:
             self.flush()
 
+    def _flush_later(self) -> None:
+        try:
+            self.flush()
+        except redis.RedisError:
+            pass  # the next write or the final flush tries again
+
     def flush(self) -> None:
-        self._last_flush = time.monotonic()
-        if not self._buffer:
-            return
-        data = b"".join(self._buffer)
-        self._buffer.clear()
-        self._size = 0
-        pipe = self._redis.pipeline(transaction=False)
-        for start in range(0, len(data), self._max):
-            piece = data[start : start + self._max]
-            pipe.xadd(self._key, {"data": piece}, maxlen=STREAM_MAXLEN, approximate=False)
-        pipe.expire(self._key, STREAM_TTL)
-        pipe.execute()
+        # Under the lock to the end: a timer's flush and the caller's never interleave,
+        # so the entries stay in output order.
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._last_flush = time.monotonic()
+            if not self._buffer:
+                return
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._size = 0
+            pipe = self._redis.pipeline(transaction=False)
+            for start in range(0, len(data), self._max):
+                piece = data[start : start + self._max]
+                pipe.xadd(self._key, {"data": piece}, maxlen=STREAM_MAXLEN, approximate=False)
+            pipe.expire(self._key, STREAM_TTL)
+            pipe.execute()
 
 
 def read_output(
