@@ -15,7 +15,10 @@ from hivemind_celery.settings import Settings, get_settings
 
 TASK_MODULES = ["hivemind_celery.tasks"]
 # Modules that only connect signal handlers and bootsteps to the worker.
-WORKER_HOOK_MODULES = ["hivemind_celery.worker_hooks", "hivemind_celery.registry_bootstep", "hivemind_celery.metrics"]
+WORKER_HOOK_MODULES = [
+    "hivemind_celery.worker_hooks", "hivemind_celery.registry_bootstep", "hivemind_celery.rescue_hooks",
+    "hivemind_celery.metrics",
+]
 
 
 def celery_config(settings: Settings) -> dict:

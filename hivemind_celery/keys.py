@@ -108,3 +108,14 @@ def allocations_by_deadline() -> str:
 def site_allocated() -> str:
     """Hash of totals over live allocations (tasks, cpus_milli, memory_mb, gpus, gpu_memory_mb)."""
     return f"{PREFIX}:site:allocated"
+
+
+# --- rescue of a dead worker's tasks (rescue.py) ---------------------------------
+def worker_deliveries(worker_id: str) -> str:
+    """Hash task id -> broker delivery tag of the tasks one worker runs now."""
+    return f"{PREFIX}:worker:{worker_id}:deliveries"
+
+
+def workers_with_deliveries() -> str:
+    """Set of worker ids that have a deliveries hash (so rescue never scans keys)."""
+    return f"{PREFIX}:workers:with-deliveries"

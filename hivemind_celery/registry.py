@@ -342,6 +342,11 @@ class Registry:
         """Remove a worker at once (clean shutdown); False if it was not there."""
         return bool(self._call("unregister", worker_id))
 
+    def is_live(self, worker_id: str) -> bool:
+        """Is this worker registered and heartbeating? O(log N)."""
+        self._call("capacity")  # reap the expired first
+        return self.client.zscore(keys.workers_by_deadline(), worker_id) is not None
+
     def workers(self) -> list[WorkerInfo]:
         """Every live worker, for display. O(N): not for hot paths."""
         self._call("capacity")  # reap the expired first

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     registry_heartbeat_interval: float = Field(
         10.0, gt=0, description="Seconds between registry heartbeats (jittered); 3 missed beats = gone."
     )
+    rescue_interval: float = Field(
+        30.0, gt=0, description="Seconds between looks for dead workers whose unfinished tasks must go back on "
+        "their queue (see docs/RELIABILITY.md)."
+    )
     registry_reconcile_interval: float = Field(
         300.0, gt=0, description="Seconds between rebuilds of the registry's totals (one worker at a time)."
     )

@@ -67,6 +67,17 @@ def test_whole_worker_sigkilled_mid_task(make_site, redis_url: str, docker_clien
     assert drill.notes["orphans_left"] == 0, "the rerun removed the dead worker's containers"
 
 
+def test_dead_workers_tasks_come_back_long_before_the_visibility_timeout(make_site, redis_url: str,  # type: ignore[no-untyped-def]
+                                                                         docker_client) -> None:
+    """With an hour's visibility timeout, only the rescue (rescue.py) can bring
+    the killed worker's tasks back within the test's few minutes."""
+    site, app = make_site(redis_url, HIVEMIND_VISIBILITY_TIMEOUT="3600", HIVEMIND_RESCUE_INTERVAL="2")
+    drill = drills.worker_killed(site, app, docker_client, tasks=REPS)
+    _check(drill)
+    assert drill.recover_s < 120, drill
+    assert drill.notes["orphans_left"] == 0, "the rerun removed the dead worker's containers"
+
+
 def test_bridge_sigkilled_and_restarted(make_site, redis_url: str) -> None:  # type: ignore[no-untyped-def]
     site, app = make_site(redis_url)
     site.start_worker(app, concurrency=REPS)
