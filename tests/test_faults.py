@@ -127,7 +127,9 @@ def test_dockerd_restarted_under_a_task(make_site, redis_url: str, second_docker
     # Failed with a reason, or recovered; never lost.
     assert drill.notes["victim_status"] in {"FAILED", "COMPLETED"}, drill
     if drill.notes["victim_status"] == "FAILED":
-        assert drill.notes["victim_message"], drill
+        # Either the worker lost dockerd mid-call, or dockerd's shutdown stopped the container.
+        message = str(drill.notes["victim_message"])
+        assert "dockerd" in message or "killed by SIG" in message, drill
     assert drill.notes["after_status"] == "COMPLETED", drill
 
 

@@ -7,6 +7,7 @@ It knows nothing of Celery or Redis; callers hand it callbacks.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,3 +81,16 @@ class Runtime(Protocol):
     def reap(self, keep: set[str]) -> int:
         """Remove this worker's leftovers whose task id is not in keep."""
         ...
+
+
+def exit_reason(step: str, exit_code: int | None) -> str:
+    """"task failed with exit code 137 (killed by SIGKILL)": a code above 128 is
+    a signal, which usually came from outside the task (dockerd stopping, the
+    kernel's OOM killer, an operator)."""
+    reason = f"{step} failed with exit code {exit_code}"
+    if exit_code is not None and 128 < exit_code < 128 + signal.NSIG:
+        try:
+            reason += f" (killed by {signal.Signals(exit_code - 128).name})"
+        except ValueError:
+            pass
+    return reason

@@ -29,12 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
+import requests
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from hivemind_celery.model import TaskStatus
 from hivemind_celery.runtime import reaper
 from hivemind_celery.runtime.archive import bounded_copy
-from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started
+from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason
 from hivemind_celery.runtime.docker_config import (
     DEPS_MOUNT,
     WORKSPACE,
@@ -224,6 +225,12 @@ class DockerRuntime:
             log.warning("docker refused the task: %s", exc, extra={"task_id": task_id})
             return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
                              reason=f"docker refused the task: {exc.explanation or exc}")
+        except requests.exceptions.ConnectionError as exc:
+            # dockerd stopped or restarted under the task (it kills its containers).
+            log.warning("lost dockerd mid-task: %s", exc, extra={"task_id": task_id})
+            return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
+                             reason="the worker lost its connection to dockerd while the task ran "
+                             f"(dockerd stopped or restarted): {exc}")
         finally:
             for container in containers:
                 reaper.remove_container(container, task_id)
@@ -358,7 +365,7 @@ def _status(job: Job, role: str, end: StepEnd, settings: Settings) -> tuple[Task
         return TaskStatus.SUCCEEDED, ""
     if end.exit_code == 137:
         return TaskStatus.FAILED, f"{step} was killed (SIGKILL, exit code 137)"
-    return TaskStatus.FAILED, f"{step} failed with exit code {end.exit_code}"
+    return TaskStatus.FAILED, exit_reason(step, end.exit_code)
 
 
 def _announce(container, on_start: OnStart, task_id: str) -> None:  # type: ignore[no-untyped-def]

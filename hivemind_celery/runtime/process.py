@@ -40,7 +40,7 @@ import psutil
 
 from hivemind_celery.model import TaskStatus
 from hivemind_celery.runtime.archive import WorkspaceCopy, bounded_copy
-from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started
+from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.settings import Settings
 
@@ -330,4 +330,4 @@ def _status(job: Job, role: str, end: _StepEnd, settings: Settings) -> tuple[Tas
     if end.exit_code is not None and end.exit_code < 0:
         name = signal.Signals(-end.exit_code).name
         return TaskStatus.FAILED, f"{step} was killed by {name}"
-    return TaskStatus.FAILED, f"{step} failed with exit code {end.exit_code}"
+    return TaskStatus.FAILED, exit_reason(step, end.exit_code)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable
 
 import docker
+import requests
 from docker.errors import APIError, NotFound
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
@@ -35,6 +36,9 @@ def remove_container(container, task_id: str = "") -> bool:  # type: ignore[no-u
             return False
         log.warning("could not remove container %s: %s", container.name, exc, extra={"task_id": task_id})
         return False
+    except requests.exceptions.ConnectionError as exc:  # dockerd away: the periodic reaper retries
+        log.warning("could not remove container %s: %s", container.name, exc, extra={"task_id": task_id})
+        return False
 
 
 # A volume stays "in use" for a moment after its container went.
@@ -50,6 +54,9 @@ def remove_volume(volume, task_id: str = "") -> bool:  # type: ignore[no-untyped
     except NotFound:
         return False
     except APIError as exc:
+        log.warning("could not remove volume %s: %s", volume.name, exc, extra={"task_id": task_id})
+        return False
+    except requests.exceptions.ConnectionError as exc:  # dockerd away: the periodic reaper retries
         log.warning("could not remove volume %s: %s", volume.name, exc, extra={"task_id": task_id})
         return False
 
