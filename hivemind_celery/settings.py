@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     task_user: str = Field("1000:1000", description="uid:gid the task runs as inside its container.")
     tmpfs_size: str = Field("100m", description="Size of the /tmp tmpfs in each container.")
     pids_limit: int = Field(256, gt=0, description="Default pids limit per task.")
+    workspace_max_mb: int = Field(
+        8192, ge=0, description="Disk a task may use in /workspace and its installed requirements, in MiB (0: no cap)."
+    )
+    workspace_max_files: int = Field(
+        200_000, ge=0, description="Files and directories a task may create there (0: no cap)."
+    )
+    workspace_check_interval: float = Field(
+        1.0, gt=0, description="Seconds between two measurements of a running task's workspace."
+    )
     nofile_limit: int = Field(1024, gt=0, description="Open-file ulimit per task.")
     log_max_size: str = Field("10m", description="Docker json-file log cap per container.")
     stop_grace: float = Field(3.0, ge=0, description="Seconds between SIGTERM and SIGKILL on stop.")

@@ -22,7 +22,6 @@ import io
 import logging
 import math
 import tarfile
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +41,8 @@ from hivemind_celery.runtime.docker_config import (
     container_kwargs,
     volume_kwargs,
 )
+from hivemind_celery.runtime.disk_watch import DiskWatch, start_watch
+from hivemind_celery.runtime.follow import Follower, Waiter
 from hivemind_celery.runtime.images import ensure_image, forget_image
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.settings import Settings
@@ -63,103 +64,12 @@ class StepEnd:
     timed_out: bool = False
     stopped: bool = False
     vanished: bool = False  # the container was removed under us
+    over_disk: str = ""  # why the task was killed for its disk use
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not (self.timed_out or self.stopped or self.vanished or self.oom_killed)
-
-
-class _Waiter(threading.Thread):
-    """container.wait() in a thread, so the caller can poll stop and deadline."""
-
-    def __init__(self, container) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(daemon=True, name=f"wait-{container.name}")
-        self.container = container
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            self.container.wait()
-        except Exception:  # noqa: BLE001 - removed or daemon gone: inspect tells which
-            pass
-        finally:
-            self.done.set()
-
-
-# dockerd ends a follow with this line when the json-file log rotated under
-# it (output faster than it is read, past log_max_size): follow again from now.
-_ROTATED = b"Error grabbing logs:"
-LAST_LINES = 200  # read directly when following fell behind a flood
-
-
-class _Follower(threading.Thread):
-    """Streams the container's output into the tail until the container ends."""
-
-    def __init__(self, container, tail: LogTail) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(daemon=True)
-        self.container, self.tail = container, tail
-        self.skipped = False  # some output was rotated away or left unread
-        self.cancel = threading.Event()
-        self.received = 0  # bytes forwarded from the follow stream
-        self.recent = b""  # its last two chunks, to check the stream's end against
-        self.last_chunk = b""
-
-    def run(self) -> None:
-        since = None
-        while not self.cancel.is_set():
-            rotated = False
-            try:
-                for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True, since=since):
-                    if self.cancel.is_set():
-                        return
-                    if chunk.startswith(_ROTATED):
-                        rotated = True
-                        continue
-                    self._forward(chunk)
-            except Exception:  # noqa: BLE001 - the stream ends when the container goes
-                return
-            if not rotated:
-                return
-            self.skipped, since = True, time.time()
-
-    def finish(self) -> None:
-        """After the container ended: a follower still behind a flood is cut
-        short and the last lines are read directly, so the tail ends with the
-        task's real last output."""
-        self.join(timeout=5)
-        if not self.is_alive() and not self.skipped:
-            self._catch_up()
-            return
-        self.cancel.set()
-        self.join(timeout=5)
-        self.tail.note("output came faster than it could be read; some was skipped; the last lines follow")
-        try:
-            self.tail.add(self.container.logs(stdout=True, stderr=True, tail=LAST_LINES))
-        except Exception:  # noqa: BLE001 - the container may be gone already
-            log.warning("could not read the last output lines", exc_info=True)
-
-    def _forward(self, chunk: bytes) -> None:
-        self.received += len(chunk)
-        self.recent = self.last_chunk + chunk  # a log entry may come in two frames
-        self.last_chunk = chunk
-        self.tail.add(chunk)
-
-    def _catch_up(self) -> None:
-        """dockerd can end a follow stream before the last output of a container
-        that exited quickly (seen with 20.10 under load). The last line tells:
-        when the stream did not end with it, read the log again and forward
-        what the stream missed."""
-        try:
-            last = self.container.logs(stdout=True, stderr=True, tail=1)
-            if not last or self.recent.endswith(last):
-                return
-            everything = self.container.logs(stdout=True, stderr=True)
-        except Exception:  # noqa: BLE001 - the container may be gone already
-            return
-        # Forward the rest only when the log lines up with what the stream gave.
-        start = self.received - len(self.recent)
-        if len(everything) > self.received and everything[start:self.received] == self.recent:
-            self.tail.add(everything[self.received:])
+        return self.exit_code == 0 and not (self.timed_out or self.stopped or self.vanished or self.oom_killed
+                                            or self.over_disk)
 
 
 def _deps_tar(ca_bundle: bytes | None) -> bytes:
@@ -246,13 +156,24 @@ class DockerRuntime:
         if job.setup_command:
             deps = self.client.volumes.create(**volume_kwargs(settings, task_id, "deps"))
             volumes.append(deps)
+        watch = start_watch([v.attrs.get("Mountpoint") for v in volumes], settings.workspace_max_mb,
+                            settings.workspace_max_files, settings.workspace_check_interval, task_id)
+        try:
+            return self._run_in(job, workspace, deps, watch, tail, on_start, stop_check, started_at, containers)
+        finally:
+            if watch is not None:
+                watch.stop()
+
+    def _run_in(self, job, workspace, deps, watch, tail, on_start, stop_check, started_at, containers) -> JobResult:  # type: ignore[no-untyped-def]
+        settings, task_id = self.settings, job.spec.task_id
+        if deps is not None:
             ca_bundle = _read_ca(settings.ca_bundle)
             setup = self._create(job, "setup", workspace.name, deps.name, ca_bundle is not None)
             containers.append(setup)
             setup.put_archive(WORKSPACE, job.workspace_tar)
             setup.put_archive(DEPS_MOUNT, _deps_tar(ca_bundle))
             tail.note("set-up: installing requirements.txt")
-            end = self._run_step(setup, settings.setup_timeout, stop_check, tail)
+            end = self._run_step(setup, settings.setup_timeout, stop_check, tail, watch)
             if not end.ok:
                 return self._result(job, "setup", end, setup, started_at, tail)
             tail.note("set-up done")
@@ -263,7 +184,7 @@ class DockerRuntime:
         containers.append(main)
         if not job.setup_command:
             main.put_archive(WORKSPACE, job.workspace_tar)
-        end = self._run_step(main, job.timeout, stop_check, tail, on_start, task_id)
+        end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id)
         return self._result(job, "main", end, main, started_at, tail)
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
@@ -276,13 +197,13 @@ class DockerRuntime:
         return self._host_cpus
 
     def _run_step(self, container, timeout: float, stop_check, tail: LogTail,  # type: ignore[no-untyped-def]
-                  on_start: OnStart | None = None, task_id: str = "") -> StepEnd:
+                  watch: DiskWatch | None, on_start: OnStart | None = None, task_id: str = "") -> StepEnd:
         container.start()
         if on_start is not None:
             _announce(container, on_start, task_id)
-        follower = _Follower(container, tail)
+        follower = Follower(container, tail)
         follower.start()
-        waiter = _Waiter(container)
+        waiter = Waiter(container)
         waiter.start()
         end = StepEnd()
         deadline = time.monotonic() + timeout
@@ -293,7 +214,13 @@ class DockerRuntime:
             if time.monotonic() >= deadline:
                 end.timed_out = True
                 break
-        if end.stopped or end.timed_out:
+            if watch is not None and watch.exceeded:
+                end.over_disk = watch.exceeded
+                break
+        if end.over_disk:  # no grace: it would go on filling the disk
+            self._kill(container)
+            waiter.done.wait(self.settings.docker_timeout)
+        elif end.stopped or end.timed_out:
             self._stop(container)
             waiter.done.wait(self.settings.docker_timeout)
         follower.finish()
@@ -311,6 +238,12 @@ class DockerRuntime:
         end.exit_code = state.get("ExitCode")
         end.oom_killed = bool(state.get("OOMKilled"))
         return end
+
+    def _kill(self, container) -> None:  # type: ignore[no-untyped-def]
+        try:
+            container.kill()
+        except (NotFound, APIError):  # gone, or already exited
+            pass
 
     def _stop(self, container) -> None:  # type: ignore[no-untyped-def]
         """SIGTERM, then SIGKILL after stop_grace (dockerd does both)."""
@@ -356,6 +289,8 @@ def _status(job: Job, role: str, end: StepEnd, settings: Settings) -> tuple[Task
         return TaskStatus.CANCELLED, "stopped: the task's container was removed while it ran"
     if end.stopped:
         return TaskStatus.CANCELLED, "stopped by request"
+    if end.over_disk:
+        return TaskStatus.FAILED, f"{step} was killed: {end.over_disk}"
     if end.timed_out:
         limit = settings.setup_timeout if role == "setup" else job.timeout
         return TaskStatus.TIMED_OUT, f"{step} timed out after {limit:g} s"

@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 TMP_CAP_MB = 32
 RESULT_CAP = 16 * 1024 * 1024
 STOP_GRACE = 2
+WORKSPACE_CAP_MB = 64
+WORKSPACE_MAX_FILES = 2000
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,8 @@ def store(redis_client, redis_url):
 @pytest.fixture(scope="module")
 def worker(start_worker):
     return start_worker("cpu", HIVEMIND_TMPFS_SIZE=f"{TMP_CAP_MB}m", HIVEMIND_STOP_GRACE=str(STOP_GRACE),
-                        HIVEMIND_RESULT_MAX_BYTES=str(RESULT_CAP))
+                        HIVEMIND_RESULT_MAX_BYTES=str(RESULT_CAP), HIVEMIND_WORKSPACE_MAX_MB=str(WORKSPACE_CAP_MB),
+                        HIVEMIND_WORKSPACE_MAX_FILES=str(WORKSPACE_MAX_FILES), HIVEMIND_WORKSPACE_CHECK_INTERVAL="0.5")
 
 
 def run(celery_app, store, files: dict[str, str], timeout_s: float = 180, **spec_fields) -> tuple[TaskSpec, object]:
@@ -94,12 +97,42 @@ def test_filling_a_disk_stops_at_its_cap(worker, celery_app, store, target: str,
     assert probe["written_mb"] <= cap_mb, probe
 
 
+GROW = """
+import sys, time
+if sys.argv[1] == "bytes":
+    with open("grow.bin", "wb") as handle:
+        for i in range(2048):  # 2 GiB at no more than ~200 MiB/s
+            handle.write(b"\\1" * (1024 * 1024)); handle.flush(); time.sleep(0.005)
+else:
+    for i in range(20000):
+        open(f"f{i}", "w").close()
+        if i % 100 == 0:
+            time.sleep(0.01)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("kind", "cap_variable"), [("bytes", "HIVEMIND_WORKSPACE_MAX_MB"),
+                                                    ("files", "HIVEMIND_WORKSPACE_MAX_FILES")])
+def test_filling_the_workspace_kills_the_task_at_its_cap(worker, celery_app, store, docker_client,
+                                                         kind: str, cap_variable: str) -> None:
+    """/workspace is a Docker volume that overlay2 on ext4 cannot size-cap; the
+    worker measures it while the task runs and kills the task past its cap."""
+    spec, result = run(celery_app, store, {"grow.py": GROW}, command=["python3", "grow.py", kind], memory_mb=512)
+    outcome = outcome_of(result)
+    assert outcome.status is TaskStatus.FAILED, outcome
+    assert cap_variable in outcome.reason, outcome.reason
+    assert "done" not in outcome.log_tail  # stopped long before it finished
+    print(f"\nworkspace cap ({kind}): {outcome.reason}")  # the figure docs/RELIABILITY.md quotes
+    assert containers_of(docker_client, spec.task_id) == []
+    assert not docker_client.volumes.list(filters={"label": f"hivemind.task_id={spec.task_id}"})
+    _, after = run(celery_app, store, {"main.py": "print('still serving')"})
+    assert outcome_of(after).succeeded
+
+
 def test_filling_the_workspace_returns_no_more_than_the_result_cap(worker, celery_app, store) -> None:
-    """/workspace is a Docker volume on the Docker disk. On this machine (overlay2
-    on ext4, no project quotas) a volume cannot be size-capped, and a tmpfs
-    volume is unmounted between the set-up and main steps (losing the files),
-    so the workspace is bounded by what comes back: the copy stops at
-    HIVEMIND_RESULT_MAX_BYTES and names the files it left out."""
+    """Within the workspace cap, what comes back is bounded too: the copy stops
+    at HIVEMIND_RESULT_MAX_BYTES and names the files it left out."""
     writer = ("import os\nfor i in range(3):\n    open(f'big{i}.bin', 'wb').write(os.urandom(10 * 1024 * 1024))\n"
               "print('wrote 30 MiB')\n")
     _, result = run(celery_app, store, {"main.py": writer})
