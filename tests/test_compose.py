@@ -23,7 +23,8 @@ REQUIRED = {"DOCKER_GID": "106", "HIVEMIND_USERNAME": "site1", "HIVEMIND_PASSWOR
             "FLOWER_BASIC_AUTH": "admin:pw-for-the-test"}
 SOCKET = "/var/run/docker.sock"
 # Host paths a service may mount: only the workers, only these (see the compose file).
-WORKER_HOST_MOUNTS = {f"{SOCKET}:{SOCKET}", "/sys/fs/cgroup:/sys/fs/cgroup:ro"}
+WORKER_HOST_MOUNTS = {f"{SOCKET}:{SOCKET}", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+                      "/var/lib/docker/volumes:/var/lib/docker/volumes:ro"}
 
 
 @pytest.fixture(scope="module")
