@@ -125,4 +125,10 @@ print(f"    usage: source={usage.get('source')} cpu_seconds={usage.get('cpu_seco
 assert usage.get("source") == "cgroup", f"usage came from {usage.get('source')!r}, not the cgroup files"
 PY
 "$HIVEMIND" balance | sed 's/^/    /'
+# The worker (uid 10001) reads the task volumes through its read-only mount, so the
+# workspace cap holds: it says so in a warning when it cannot.
+if compose logs --no-color worker-cpu 2>&1 | grep -q "workspace cap is not enforced"; then
+  echo "error: worker-cpu cannot see the task volumes: the workspace cap is not enforced" >&2; exit 1
+fi
+say "workspace cap enforced by worker-cpu (it could read the task's volumes)"
 say "OK: task $task_id COMPLETED through the compose site in $((SECONDS - start))s"
