@@ -105,10 +105,6 @@ class DiskWatch(threading.Thread):
         self.exceeded: str | None = None
         self._halt = threading.Event()
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.max_mb or self.max_files)
-
     def run(self) -> None:
         pause = self.interval
         while not self._halt.wait(pause):
