@@ -1,17 +1,25 @@
 """Copying a finished task's workspace out, bounded.
 
-Both runtimes hand their workspace over as a stream of tar bytes (Docker's
-`get_archive`, or a tar of the process runtime's directory). `bounded_copy`
-reads that stream once and writes a new tar that holds only regular files and
-directories with safe names, relative to the workspace, up to `max_bytes` of
-file content. Files that do not fit are skipped whole (a later small file can
-still come back) and noted. Reading stops after READ_FACTOR x max_bytes of raw
-stream, so a task that fills its disk cannot keep the worker reading forever.
+The copy is a tar that holds only regular files and directories with safe
+names, relative to the workspace, up to `max_bytes` of file content. Files
+that do not fit are skipped whole (a later small file can still come back)
+and noted. It is made one of two ways:
+
+- `bounded_copy` filters a tar stream (Docker's `get_archive`). Reading stops
+  after READ_FACTOR x max_bytes of raw stream, so a task that fills its disk
+  cannot keep the worker reading forever.
+- `copy_dir` reads a directory in place (the process runtime's workspace, or
+  a task volume's directory on the host). The tree belongs to a stranger and
+  the worker may be root: every level is opened relative to its parent with
+  O_NOFOLLOW, so no link ever leads the copy out of the directory, and files
+  left out are never opened.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +27,12 @@ from dataclasses import dataclass, field
 from hivemind_celery.workspace import path_problem
 
 READ_FACTOR = 8
+# copy_dir holds one open directory per level: entries deeper than this are
+# left out (by bounded_copy too, so both ways give the same copy).
+MAX_DEPTH = 64
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a fifo must not hang us
 
 
 @dataclass
@@ -105,8 +119,130 @@ def bounded_copy(chunks: Iterable[bytes], max_bytes: int, top: str | None = "wor
 
 def _refusal(name: str, member: tarfile.TarInfo, kept: int, max_bytes: int) -> str | None:
     why = path_problem(name)
+    if why is None and name.count("/") >= MAX_DEPTH:
+        why = _TOO_DEEP
     if why is None and not (member.isfile() or member.isdir()):
         why = "not a regular file or directory"
     if why is None and member.isfile() and kept + member.size > max_bytes:
         why = f"{member.size} bytes would exceed the result limit of {max_bytes} bytes"
     return why
+
+
+class AccessDenied(Exception):
+    """copy_dir(denied_is_error=True) met something the worker may not read."""
+
+
+def copy_dir(root: str | os.PathLike[str], max_bytes: int, denied_is_error: bool = False) -> WorkspaceCopy:
+    """The workspace directory `root` as a bounded tar (see the module doc).
+    The task must have ended: the tree is read as it stands. What the worker
+    may not read is noted and left out, or with denied_is_error raises
+    AccessDenied (the caller has a better way: Docker's archive API). Raises
+    OSError when `root` itself cannot be opened."""
+    top = os.open(root, _DIR_FLAGS)
+    try:
+        return _DirCopier(max_bytes, denied_is_error).copy(top)
+    finally:
+        os.close(top)
+
+
+class _DirCopier:
+    def __init__(self, max_bytes: int, denied_is_error: bool = False) -> None:
+        self.max_bytes, self.denied_is_error = max_bytes, denied_is_error
+        self.out = io.BytesIO()
+        self.target = tarfile.open(fileobj=self.out, mode="w", format=tarfile.PAX_FORMAT)
+        self.result = WorkspaceCopy(b"")
+        self.good = 0  # end of the last member written whole
+
+    def copy(self, top_fd: int) -> WorkspaceCopy:
+        try:
+            self._level(top_fd, "", 1)
+            self.target.close()
+            self.result.tar = self.out.getvalue()
+        except OSError as exc:  # a file shorter than it said: keep the members written whole
+            self.result.skipped.append(f"(rest of the workspace): unreadable: {exc}")
+            self.result.tar = self.out.getvalue()[: self.good] + bytes(2 * tarfile.BLOCKSIZE)
+        return self.result
+
+    def _level(self, dir_fd: int, prefix: str, depth: int) -> None:
+        try:
+            with os.scandir(dir_fd) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            self._refused(prefix.rstrip("/") or ".", "could not be listed", exc)
+            return
+        for entry in entries:
+            name = prefix + entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:  # gone: nothing to copy
+                continue
+            why = self._problem(name, info, depth)
+            if why:
+                self._skip(name, why)
+            elif stat.S_ISDIR(info.st_mode):
+                self._directory(dir_fd, entry.name, name, info, depth)
+            else:
+                self._file(dir_fd, entry.name, name)
+
+    def _problem(self, name: str, info: os.stat_result, depth: int) -> str | None:
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            return "name is not valid UTF-8"
+        why = path_problem(name)
+        if why is None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+            why = "not a regular file or directory"
+        if why is None and depth > MAX_DEPTH:
+            why = _TOO_DEEP
+        if why is None and stat.S_ISREG(info.st_mode) and self.result.file_bytes + info.st_size > self.max_bytes:
+            why = f"{info.st_size} bytes would exceed the result limit of {self.max_bytes} bytes"
+        return why
+
+    def _directory(self, dir_fd: int, entry_name: str, name: str, info: os.stat_result, depth: int) -> None:
+        try:
+            sub = os.open(entry_name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            self._refused(name, "could not be opened", exc)
+            return
+        try:
+            self._add(_clean_info(name, tarfile.DIRTYPE, info, 0))
+            self._level(sub, name + "/", depth + 1)
+        finally:
+            os.close(sub)
+
+    def _file(self, dir_fd: int, entry_name: str, name: str) -> None:
+        try:
+            fd = os.open(entry_name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            self._refused(name, "could not be opened", exc)
+            return
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # swapped since the listing
+                self._skip(name, "not a regular file or directory")
+                return
+            if self.result.file_bytes + info.st_size > self.max_bytes:  # grew since the listing
+                self._skip(name, f"{info.st_size} bytes would exceed the result limit of {self.max_bytes} bytes")
+                return
+            self._add(_clean_info(name, tarfile.REGTYPE, info, info.st_size), handle)
+        self.result.files += 1
+        self.result.file_bytes += info.st_size
+
+    def _add(self, info: tarfile.TarInfo, handle: io.BufferedReader | None = None) -> None:
+        self.target.addfile(info, handle)
+        self.good = self.out.tell()
+
+    def _refused(self, name: str, what: str, exc: OSError) -> None:
+        if self.denied_is_error and isinstance(exc, PermissionError):
+            raise AccessDenied(f"{name!r} {what}: {exc.strerror}")
+        self._skip(name, f"{what}: {exc.strerror}")
+
+    def _skip(self, name: str, why: str) -> None:
+        self.result.skipped.append(f"{name!r}: {why}")
+
+
+def _clean_info(name: str, kind: bytes, info: os.stat_result, size: int) -> tarfile.TarInfo:
+    clean = tarfile.TarInfo(name)
+    clean.type, clean.size, clean.mtime = kind, size, int(info.st_mtime)
+    clean.mode = 0o755 if kind == tarfile.DIRTYPE or info.st_mode & 0o111 else 0o644
+    return clean

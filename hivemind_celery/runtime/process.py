@@ -39,7 +39,7 @@ from pathlib import Path
 import psutil
 
 from hivemind_celery.model import TaskStatus
-from hivemind_celery.runtime.archive import WorkspaceCopy, bounded_copy
+from hivemind_celery.runtime.archive import copy_dir
 from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.settings import Settings
@@ -88,12 +88,16 @@ class ProcessRuntime:
                 log.info("reaped process-runtime leftovers", extra={"task_id": task_dir.name})
         return removed
 
+    def cleanup(self, task_id: str) -> None:
+        pass
+
     def run(
         self,
         job: Job,
         on_output: OnOutput | None = None,
         on_start: OnStart | None = None,
         should_stop: ShouldStop | None = None,
+        defer_cleanup: bool = False,  # nothing worth deferring: the task's directory goes at once
     ) -> JobResult:
         task_id = job.spec.task_id
         task_dir = self.root / task_id
@@ -114,7 +118,7 @@ class ProcessRuntime:
             if end is None or end.ok:
                 role = "main"
                 end = self._step(job, "main", task_dir, tail, should_stop, on_start)
-            copy = _copy_out(task_dir, self.settings.result_max_bytes)
+            copy = copy_dir(task_dir / "workspace", self.settings.result_max_bytes)
             status, reason = _status(job, role, end, self.settings)
             return JobResult(status, end.exit_code, started_at, _now(), tail.text(), reason,
                              copy.tar, end.stopped, copy.skipped)
@@ -225,33 +229,6 @@ def _env(job: Job, role: str, task_dir: Path) -> dict[str, str]:
 def _unpack(workspace_tar: bytes, dest: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(workspace_tar)) as tar:
         tar.extractall(dest, filter="data")
-
-
-def _copy_out(task_dir: Path, max_bytes: int) -> WorkspaceCopy:
-    """Tar the workspace (skipping links and anything too big on its own), then
-    filter it like Docker's copy."""
-    notes: list[str] = []
-
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if info.isfile() and info.size > max_bytes:
-            notes.append(f"{info.name.removeprefix('workspace/')!r}: {info.size} bytes would exceed "
-                           f"the result limit of {max_bytes} bytes")
-            return None
-        if info.isfile() or info.isdir():
-            return info
-        notes.append(f"{info.name.removeprefix('workspace/')!r}: not a regular file or directory")
-        return None
-
-    with tempfile.TemporaryFile(dir=task_dir) as spool:
-        try:
-            with tarfile.open(fileobj=spool, mode="w") as tar:
-                tar.add(task_dir / "workspace", arcname="workspace", filter=keep)
-        except OSError as exc:
-            notes.append(f"(rest of the workspace): unreadable: {exc}")
-        spool.seek(0)
-        copy = bounded_copy(iter(lambda: spool.read(1024 * 1024), b""), max_bytes)
-    copy.skipped[:0] = notes
-    return copy
 
 
 def _pump(proc: subprocess.Popen, tail: LogTail) -> None:
