@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     workspace_check_interval: float = Field(
         1.0, gt=0, description="Seconds between two measurements of a running task's workspace."
     )
+    volume_io: Literal["auto", "api"] = Field(
+        "auto",
+        description="How task files go into and out of task volumes: auto (through the volume's directory "
+        "on the host when the worker can see it, else the Docker archive API) or api (always the API).",
+    )
     nofile_limit: int = Field(1024, gt=0, description="Open-file ulimit per task.")
     log_max_size: str = Field("10m", description="Docker json-file log cap per container.")
     stop_grace: float = Field(3.0, ge=0, description="Seconds between SIGTERM and SIGKILL on stop.")

@@ -57,7 +57,18 @@ def spec_error(exc: ValidationError) -> str:
     return f"invalid task spec: {field}: {first['msg']}"
 
 
-@app.task(name=TASK_NAME, bind=True)
+class RunTask(Task):
+    """Removes a run's containers and volumes after its outcome is stored:
+    Celery calls after_return once the result is in the backend, so the
+    submitter has the outcome without waiting for dockerd to remove them. A
+    pool process killed before this leaves them to the worker's reaper."""
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        if task_id:
+            runtime().cleanup(task_id)
+
+
+@app.task(name=TASK_NAME, bind=True, base=RunTask)
 def run_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     task_id = self.request.id or str(spec_json.get("task_id", "unknown"))
@@ -127,7 +138,8 @@ def execute(task: Task, spec: TaskSpec, store: PayloadStore, settings: Settings)
     output = OutputStream(client, spec.task_id)
     usage = TaskUsageTracker(task, spec, client, settings)  # samples from on_start; reward in complete()
     try:
-        result = runtime().run(job, on_output=output.write, on_start=usage.on_start, should_stop=should_stop)
+        result = runtime().run(job, on_output=output.write, on_start=usage.on_start, should_stop=should_stop,
+                               defer_cleanup=True)
     except RuntimeRefused as exc:
         log.warning("task refused by the runtime: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)

@@ -79,6 +79,21 @@ def docker_client():
     return client
 
 
+def docker_leftovers(docker_client, label: str, timeout: float = 10.0) -> tuple[list, list]:
+    """Containers and volumes carrying `label` ("hivemind.task_id=..."), once
+    they are gone or after `timeout`. A worker removes a finished task's
+    containers just after storing its outcome (RunTask.after_return), so a
+    client that has the outcome may look a moment too early."""
+    filters = {"label": label}
+    deadline = time.monotonic() + timeout
+    while True:
+        found = (docker_client.containers.list(all=True, filters=filters),
+                 docker_client.volumes.list(filters=filters))
+        if found == ([], []) or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
+
+
 def make_zip(files: dict[str, str | bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:

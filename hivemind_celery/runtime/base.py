@@ -72,7 +72,15 @@ class Runtime(Protocol):
         on_output: OnOutput | None = None,
         on_start: OnStart | None = None,
         should_stop: ShouldStop | None = None,
-    ) -> JobResult: ...
+        defer_cleanup: bool = False,
+    ) -> JobResult:
+        """Run the job to its end. With defer_cleanup, what the run leaves
+        (containers, volumes) stays until `cleanup(task_id)` or the next run."""
+        ...
+
+    def cleanup(self, task_id: str) -> None:
+        """Remove what a run with defer_cleanup left for task_id."""
+        ...
 
     def kill(self, task_id: str) -> int:
         """Stop and remove whatever runs for task_id now; returns how many went."""

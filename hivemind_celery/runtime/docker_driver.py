@@ -2,11 +2,13 @@
 per step, all through the docker SDK.
 
 Lifecycle: image check → workspace volume (and a deps volume when there is a
-requirements set-up step) → [set-up container: put_archive workspace and CA
-bundle, start, stream logs, wait] → main container: (put_archive,) start,
+requirements set-up step) → [set-up container: workspace and CA bundle copied
+in, start, stream logs, wait] → main container: (workspace copied in,) start,
 on_start, stream logs, wait with the timeout polling should_stop → on timeout
 or stop: SIGTERM, stop_grace, SIGKILL → inspect (OOMKilled, ExitCode) →
-get_archive /workspace, bounded → remove containers and volumes.
+/workspace copied out, bounded → remove containers and volumes. Files are
+copied through the volumes' host directories when the worker can see them,
+else with put_archive/get_archive (see volume_io).
 
 `run` raises ImageUnavailable (a RuntimeRefused) when the image cannot be
 used, and lets errors reaching dockerd at all propagate; everything the
@@ -32,8 +34,8 @@ import requests
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from hivemind_celery.model import TaskStatus
-from hivemind_celery.runtime import reaper
-from hivemind_celery.runtime.archive import bounded_copy
+from hivemind_celery.runtime import reaper, volume_io
+from hivemind_celery.runtime.archive import AccessDenied, WorkspaceCopy, bounded_copy, copy_dir
 from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason
 from hivemind_celery.runtime.docker_config import (
     DEPS_MOUNT,
@@ -93,7 +95,13 @@ class DockerRuntime:
     def __init__(self, settings: Settings, client: docker.DockerClient | None = None) -> None:
         self.settings = settings
         self.client = client or docker.from_env(timeout=math.ceil(settings.docker_timeout))
+        # dockerd is reached on its socket, never through an HTTP proxy: this
+        # spares every API call requests' scan of the environment for proxy
+        # settings (~0.3 ms a call, a dozen calls a task).
+        self.client.api.trust_env = False
         self._host_cpus: float | None = None
+        # What runs with defer_cleanup left: task id -> (containers, volumes).
+        self._left: dict[str, tuple[list, list]] = {}
 
     # --- Runtime protocol ---------------------------------------------------
     def kill(self, task_id: str) -> int:
@@ -102,14 +110,24 @@ class DockerRuntime:
     def reap(self, keep: set[str]) -> int:
         return reaper.reap(self.client, self.settings.worker_id, keep)
 
+    def cleanup(self, task_id: str) -> None:
+        containers, volumes = self._left.pop(task_id, ([], []))
+        for container in containers:
+            reaper.remove_container(container, task_id)
+        for volume in volumes:
+            reaper.remove_volume(volume, task_id)
+
     def run(
         self,
         job: Job,
         on_output: OnOutput | None = None,
         on_start: OnStart | None = None,
         should_stop: ShouldStop | None = None,
+        defer_cleanup: bool = False,
     ) -> JobResult:
         task_id = job.spec.task_id
+        for earlier in list(self._left):  # a caller that never cleaned up: do it now
+            self.cleanup(earlier)
         ensure_image(self.client, self.settings, job.image, task_id)
         # Leftovers of an earlier attempt of this task (its worker died; the caller
         # holds the task's lock, so no live run owns them) would clash with our
@@ -142,10 +160,9 @@ class DockerRuntime:
                              reason="the worker lost its connection to dockerd while the task ran "
                              f"(dockerd stopped or restarted): {exc}")
         finally:
-            for container in containers:
-                reaper.remove_container(container, task_id)
-            for volume in volumes:
-                reaper.remove_volume(volume, task_id)
+            self._left[task_id] = (containers, volumes)
+            if not defer_cleanup:
+                self.cleanup(task_id)
 
     # --- steps --------------------------------------------------------------
     def _run_steps(self, job, tail, on_start, stop_check, started_at, containers, volumes) -> JobResult:  # type: ignore[no-untyped-def]
@@ -170,22 +187,35 @@ class DockerRuntime:
             ca_bundle = _read_ca(settings.ca_bundle)
             setup = self._create(job, "setup", workspace.name, deps.name, ca_bundle is not None)
             containers.append(setup)
-            setup.put_archive(WORKSPACE, job.workspace_tar)
-            setup.put_archive(DEPS_MOUNT, _deps_tar(ca_bundle))
+            self._put(setup, WORKSPACE, workspace, job.workspace_tar)
+            self._put(setup, DEPS_MOUNT, deps, _deps_tar(ca_bundle))
             tail.note("set-up: installing requirements.txt")
             end = self._run_step(setup, settings.setup_timeout, stop_check, tail, watch)
             if not end.ok:
-                return self._result(job, "setup", end, setup, started_at, tail)
+                return self._result(job, "setup", end, setup, started_at, tail, workspace)
             tail.note("set-up done")
         if stop_check():
             end = StepEnd(stopped=True)
-            return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail)
+            return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail,
+                                workspace)
         main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
         containers.append(main)
         if not job.setup_command:
-            main.put_archive(WORKSPACE, job.workspace_tar)
+            self._put(main, WORKSPACE, workspace, job.workspace_tar)
         end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id)
-        return self._result(job, "main", end, main, started_at, tail)
+        return self._result(job, "main", end, main, started_at, tail, workspace)
+
+    def _put(self, container, mount: str, volume, tar: bytes) -> None:  # type: ignore[no-untyped-def]
+        """Copy `tar` into the volume mounted at `mount` of a container not yet started."""
+        path = volume_io.host_dir(volume, self.settings, write=True)
+        if path is not None:
+            try:
+                volume_io.unpack(tar, path)
+                return
+            except (OSError, tarfile.TarError) as exc:  # the API overwrites whatever got written
+                log.warning("could not write the volume directly, using the Docker API: %s", exc,
+                            extra={"task_id": container.labels.get("hivemind.task_id")})
+        container.put_archive(mount, tar)
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
         kwargs = container_kwargs(job, self.settings, role, workspace, deps, self._cpus(), has_ca)
@@ -257,11 +287,11 @@ class DockerRuntime:
 
     # --- result -------------------------------------------------------------
     def _result(self, job: Job, role: str, end: StepEnd, container, started_at: datetime,  # type: ignore[no-untyped-def]
-                tail: LogTail) -> JobResult:
+                tail: LogTail, workspace=None) -> JobResult:
         status, reason = _status(job, role, end, self.settings)
         copy = None
         if container is not None and not end.vanished:
-            copy = self._copy_out(container, job.spec.task_id)
+            copy = self._copy_out(container, workspace, job.spec.task_id)
         return JobResult(
             status=status,
             exit_code=end.exit_code,
@@ -274,7 +304,14 @@ class DockerRuntime:
             workspace_notes=copy.skipped if copy else [],
         )
 
-    def _copy_out(self, container, task_id: str):  # type: ignore[no-untyped-def]
+    def _copy_out(self, container, workspace, task_id: str) -> WorkspaceCopy | None:  # type: ignore[no-untyped-def]
+        path = volume_io.host_dir(workspace, self.settings) if workspace is not None else None
+        if path is not None:
+            try:
+                return copy_dir(path, self.settings.result_max_bytes, denied_is_error=True)
+            except (OSError, AccessDenied) as exc:  # e.g. a non-root worker and a file of mode 0600
+                log.info("workspace not readable in place, copying it through the Docker API: %s", exc,
+                         extra={"task_id": task_id})
         try:
             chunks, _ = container.get_archive(WORKSPACE, chunk_size=1024 * 1024)
             return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name)

@@ -23,7 +23,7 @@ from hivemind_celery.payloads import PayloadStore
 from hivemind_celery.settings import Settings
 from hivemind_celery.streams import read_output
 from hivemind_celery.tasks import TASK_NAME
-from tests.conftest import make_zip
+from tests.conftest import docker_leftovers, make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
@@ -65,7 +65,8 @@ def report(store, outcome: TaskOutcome, name: str = "probe.json") -> dict:
 
 
 def containers_of(docker_client, task_id: str) -> list:
-    return docker_client.containers.list(all=True, filters={"label": f"hivemind.task_id={task_id}"})
+    """The task's containers once gone (or after 10 s): removed just after the outcome."""
+    return docker_leftovers(docker_client, f"hivemind.task_id={task_id}")[0]
 
 
 FILL = """
@@ -124,8 +125,7 @@ def test_filling_the_workspace_kills_the_task_at_its_cap(worker, celery_app, sto
     assert cap_variable in outcome.reason, outcome.reason
     assert "done" not in outcome.log_tail  # stopped long before it finished
     print(f"\nworkspace cap ({kind}): {outcome.reason}")  # the figure docs/RELIABILITY.md quotes
-    assert containers_of(docker_client, spec.task_id) == []
-    assert not docker_client.volumes.list(filters={"label": f"hivemind.task_id={spec.task_id}"})
+    assert docker_leftovers(docker_client, f"hivemind.task_id={spec.task_id}") == ([], [])
     _, after = run(celery_app, store, {"main.py": "print('still serving')"})
     assert outcome_of(after).succeeded
 

@@ -14,7 +14,7 @@ from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.payloads import PayloadStore
 from hivemind_celery.settings import Settings
 from hivemind_celery.tasks import TASK_NAME
-from tests.conftest import make_zip
+from tests.conftest import docker_leftovers, make_zip
 from tests.hostile.cases import BAD_TASK_IDS, SPEC_CASES, ZIP_CASES, Case
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
@@ -66,12 +66,14 @@ def test_hostile_spec_is_rejected_naming_the_field(worker, celery_app, store, na
 @pytest.mark.parametrize("task_id", BAD_TASK_IDS, ids=lambda t: repr(t)[:24])
 def test_task_id_with_separators_or_shell_metacharacters_is_rejected(worker, celery_app, store, docker_client,
                                                                      task_id: str) -> None:
+    mine = f"hivemind.worker={worker.worker_id}"
+    assert docker_leftovers(docker_client, mine) == ([], [])  # earlier cases' containers are gone
     spec = good_spec(store, task_id=task_id)
     outcome = outcome_of(send(celery_app, spec, task_id=task_id or None))
     assert outcome.status is TaskStatus.REJECTED
     assert "task_id" in outcome.reason, outcome.reason
     # Never used for a name: no container or volume was made for it.
-    assert docker_client.containers.list(all=True, filters={"label": f"hivemind.worker={worker.worker_id}"}) == []
+    assert docker_leftovers(docker_client, mine, timeout=0) == ([], [])
 
 
 def test_worker_still_serves_after_the_corpus(worker, celery_app, store) -> None:
