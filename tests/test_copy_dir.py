@@ -185,6 +185,16 @@ def test_unpack_refuses_anything_but_files_and_directories(tmp_path: Path, kind:
     assert not os.path.lexists(tmp_path / "thing")
 
 
+def test_unpack_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
+    """What an earlier run left (here a link planted where a job file goes) is
+    never written through: the whole copy is refused, the API does it instead."""
+    os.symlink("/etc/hostname", tmp_path / "main.py")
+    data = make_zip({"main.py": "print(1)"})
+    with pytest.raises(FileExistsError, match="not empty"):
+        volume_io.unpack(zip_to_tar(data, inspect_zip(data)), str(tmp_path))
+    assert os.readlink(tmp_path / "main.py") == "/etc/hostname"
+
+
 def test_unpack_refuses_paths_outside(tmp_path: Path) -> None:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:

@@ -9,6 +9,7 @@ counting archive API calls on the client (a spy that forwards every call).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -23,7 +24,8 @@ import pytest
 from hivemind_celery.model import TaskStatus
 from hivemind_celery.runtime.archive import AccessDenied, copy_dir
 from hivemind_celery.runtime.docker_driver import DockerRuntime
-from tests.test_docker_runtime import leftovers, make_job, settings, tar_files
+from hivemind_celery.runtime.docker_config import object_name
+from tests.test_docker_runtime import WORKER, leftovers, make_job, settings, tar_files
 
 # What a stranger's task leaves in /workspace for the worker to copy out.
 HOSTILE_LEFTOVERS = """
@@ -246,3 +248,30 @@ def test_copy_dir_says_when_it_may_not_read(tmp_path) -> None:  # type: ignore[n
         assert got["raised"] == "'secret.txt' could not be opened: Permission denied"
     finally:
         shutil.rmtree(root)
+
+
+@pytest.mark.docker
+def test_a_volume_left_with_a_planted_link_is_never_written_through(docker_client, tmp_path) -> None:
+    """A workspace volume of the same name that already holds files (an
+    unlabelled leftover the orphan check cannot attribute) is not written in
+    place: a link planted where a job file goes would lead a root worker onto
+    the host. The copy goes through the API, inside the container, instead."""
+    client = docker.from_env()
+    counter = ArchiveCallCounter(client)
+    rt = DockerRuntime(settings(volume_io="auto"), client=client)
+    job = make_job({"run.sh": "echo ran"})
+    target = tmp_path / "host-file"
+    target.write_text("untouched")
+    planted = docker_client.volumes.create(name=object_name(WORKER, job.spec.task_id, "workspace"))
+    try:
+        os.symlink(target, os.path.join(planted.attrs["Mountpoint"], "run.sh"))
+        result = rt.run(job)
+        assert result.status is TaskStatus.SUCCEEDED, (result.reason, result.log_tail)
+        assert "ran" in result.log_tail
+        assert target.read_text() == "untouched"
+        assert counter.puts == 1
+    finally:
+        rt.reap(set())  # the run removed the volume it used, the planted one
+        with contextlib.suppress(docker.errors.NotFound):
+            planted.remove(force=True)
+        client.close()

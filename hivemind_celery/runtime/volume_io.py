@@ -42,7 +42,11 @@ def host_dir(volume, settings: Settings, write: bool = False) -> str | None:  # 
 
 def unpack(workspace_tar: bytes, dest: str) -> None:
     """Unpack the worker's own tar into an empty volume directory, keeping the
-    owner and modes it names (tarfile chowns when run as root)."""
+    owner and modes it names (tarfile chowns when run as root). A directory
+    that is not empty (a volume some earlier run left, holding whatever that
+    task made) is refused: the caller copies through the API instead."""
+    if os.listdir(dest):
+        raise FileExistsError(f"volume directory {dest} is not empty")
     with tarfile.open(fileobj=io.BytesIO(workspace_tar)) as archive:
         archive.extractall(dest, filter=_files_and_directories)
 
