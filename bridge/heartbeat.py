@@ -5,7 +5,7 @@ and at once on the next beat whenever the capacity to advertise changed: the
 pool learns capacity only from registrations and forgets its own reservations
 at every ReportStatus, so a stale registration would let it send a task that no
 longer fits (or leave freed room unused until the next interval).
-ReportStatus every heartbeat interval (and at once after a delivered result
+ReportStatus every heartbeat interval (and at once after a finished task
 freed room, see `wake`) with status exactly "Idle" only while another task
 fits, and node-level usage as TaskUsage with task_id "0".
 """

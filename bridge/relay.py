@@ -2,7 +2,9 @@
 bridge owes: new output (TaskOutputUpload), the latest usage sample
 (TaskUsage), and, once the Celery task is done, the result zip
 (TaskResultUpload). Only after the pool acknowledged the result is the task
-struck from the outbox and its registry reservation released.
+struck from the outbox. Its registry reservation goes as soon as the task has
+ended (nothing of it runs any more), before the upload: the heartbeat tells
+the pool about the room while the result travels.
 
 A pass runs every HIVEMIND_RELAY_INTERVAL seconds, and at once when a worker
 stores a task state: Celery's Redis result backend publishes each stored
@@ -72,7 +74,7 @@ class Relay:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        # Called after a result was delivered and its room freed (the heartbeat's wake).
+        # Called when a finished task's room was freed (the heartbeat's wake).
         self.on_freed: Callable[[], None] | None = None
         self._watch: Any = None  # the thread watching stored task states
 
@@ -250,16 +252,16 @@ class Relay:
         except PayloadMissing as exc:
             self._stuck(task.task_id, str(exc))
             return False
+        if self._registry.release(task.task_id) and self.on_freed is not None:
+            self.on_freed()  # tell the pool there is room now, not at the next heartbeat
         self._session.call(
             self._session.workers.TaskResultUpload,
             pb.TaskResultUploadRequest(task_id=task.task_id, result_zip=zip_bytes),
             timeout=max(CALL_TIMEOUT, RESULT_TIMEOUT),
         )
-        # Acknowledged: the pool has it. Forget the task and free its room.
+        # Acknowledged: the pool has it. Forget the task.
         self._forget(task.task_id)
         log.info("delivered the result (%s, %d bytes)", outcome.status.value, len(zip_bytes), extra=extra)
-        if self.on_freed is not None:
-            self.on_freed()  # tell the pool there is room now, not at the next heartbeat
         return True
 
     def _extra(self, task_id: str) -> dict[str, str]:

@@ -195,6 +195,23 @@ def test_refused_result_is_sent_again(start_bridge: Callable[..., Bridge], db: r
     assert len(pool.of("TaskResultUpload", "t-refused")) == 3
 
 
+def test_a_finished_tasks_room_is_free_before_its_result_is_acknowledged(
+        start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool) -> None:
+    """Nothing of a finished task runs any more: the pool may send the next one
+    while the result is still on its way (here: refused twice, then taken)."""
+    registry = add_worker(db, cpus=2)
+    pool.refuse_results = 2
+    bridge = start_bridge()
+    assert execute(bridge, "t-ended").success
+    assert registry.capacity().cpus_free == 1.0
+    finish(db, bridge, "t-ended")
+    wait_for(lambda: pool.of("TaskResultUpload", "t-ended"), "a first (refused) result upload")
+    assert registry.capacity().cpus_free == 2.0  # freed before the upload was even tried
+    wait_for(lambda: not bridge.outbox.owes("t-ended"), "delivery after two refusals")
+    assert len(pool.of("TaskResultUpload", "t-ended")) == 3
+    assert registry.capacity().cpus_free == 2.0
+
+
 def test_revoked_task_delivers_its_stored_outcome(start_bridge: Callable[..., Bridge], db: redis.Redis,
                                                   pool: RecordingPool) -> None:
     add_worker(db)
