@@ -252,7 +252,8 @@ class Relay:
         except PayloadMissing as exc:
             self._stuck(task.task_id, str(exc))
             return False
-        if self._registry.release(task.task_id) and self.on_freed is not None:
+        self._registry.release(task.task_id)  # the worker has usually done so already
+        if self.on_freed is not None:
             self.on_freed()  # tell the pool there is room now, not at the next heartbeat
         self._session.call(
             self._session.workers.TaskResultUpload,

@@ -26,6 +26,7 @@ from hivemind_celery.execution import rejected_outcome, store_result
 from hivemind_celery.idempotency import TaskGuard
 from hivemind_celery.model import TaskOutcome, TaskStatus
 from hivemind_celery.payloads import PayloadStore
+from hivemind_celery.registry import Registry
 from hivemind_celery.settings import Settings
 from hivemind_celery.streams import OutputStream
 from tests.conftest import make_zip
@@ -88,10 +89,14 @@ def write_output(db: redis.Redis, task_id: str, *chunks: bytes) -> None:
         stream.flush()
 
 
-def finish(db: redis.Redis, bridge: Bridge, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED) -> TaskOutcome:
-    """What a worker does at the end: store the result zip, return the outcome."""
+def finish(db: redis.Redis, bridge: Bridge, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED,
+           release: bool = True) -> TaskOutcome:
+    """What a worker does at the end: store the result zip, give the task's room
+    back (TaskUsageTracker.complete; not when its Redis call failed), return the outcome."""
     outcome = rejected_outcome(task_id, "", "test-worker").model_copy(update={"status": status, "exit_code": 0})
     outcome = store_result(outcome, PayloadStore(db, bridge.settings), bridge.settings)
+    if release:
+        Registry(db).release(task_id)
     bridge.celery.backend.store_result(task_id, outcome.model_dump(mode="json"), "SUCCESS")
     return outcome
 
@@ -198,13 +203,14 @@ def test_refused_result_is_sent_again(start_bridge: Callable[..., Bridge], db: r
 def test_a_finished_tasks_room_is_free_before_its_result_is_acknowledged(
         start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool) -> None:
     """Nothing of a finished task runs any more: the pool may send the next one
-    while the result is still on its way (here: refused twice, then taken)."""
+    while the result is still on its way (here: refused twice, then taken). The
+    worker gives the room back itself; the relay does it when that failed."""
     registry = add_worker(db, cpus=2)
     pool.refuse_results = 2
     bridge = start_bridge()
     assert execute(bridge, "t-ended").success
     assert registry.capacity().cpus_free == 1.0
-    finish(db, bridge, "t-ended")
+    finish(db, bridge, "t-ended", release=False)
     wait_for(lambda: pool.of("TaskResultUpload", "t-ended"), "a first (refused) result upload")
     assert registry.capacity().cpus_free == 2.0  # freed before the upload was even tried
     wait_for(lambda: not bridge.outbox.owes("t-ended"), "delivery after two refusals")
