@@ -2,7 +2,8 @@
 pushes PENDING tasks to Idle nodes whose capacity covers them.
 
 Matching: status exactly `Idle`, heard from within `node_fresh_s`, not backing
-off, capacity (minus what was already reserved since the node's last
+off (after a refused task until its next Idle report or `node_backoff_s`, after
+an unreachable one for `node_backoff_s`), capacity (minus what was already reserved since the node's last
 heartbeat) covers memory_gb, cpu_score, gpu_score and gpu_memory_gb; a GPU task
 (gpu_score or gpu_memory_gb > 0) only goes to a node with GPU capacity; a
 named gpu_name must appear in the node's GPU name (case-insensitive) unless it
@@ -133,11 +134,13 @@ class Dispatcher:
                 memory_gb=request.memory_gb,
                 gpu_memory_gb=request.gpu_memory_gb,
             )
+            answered = True  # the node said no (rather than could not be reached)
             try:
                 reply = self._client.execute(node.address, call)
                 accepted, reason = reply.success, reply.message
             except grpc.RpcError as exc:
                 accepted, reason = False, f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+                answered = False
             if accepted:
                 if tasks.mark_running(self._store, task_id, node.node_id, f"running on {node.node_id}"):
                     log.info("task dispatched", extra=extra)
@@ -148,7 +151,7 @@ class Dispatcher:
                 return
             tasks.note_dispatch_failure(self._store, task_id, node.node_id, reason)
             nodes.reserve(self._store, node.node_id, *(-need for need in _needs(request)))  # give it back
-            nodes.back_off(self._store, node.node_id, self._settings.node_backoff_s)
+            nodes.back_off(self._store, node.node_id, self._settings.node_backoff_s, until_idle_report=answered)
             log.warning("node did not take task: %s", reason[:200], extra=extra)
         except Exception:
             log.exception("dispatch of task failed", extra=extra)

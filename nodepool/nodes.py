@@ -128,13 +128,15 @@ def report_status(store: Store, identity: Identity, report: StatusReport) -> Non
             """
             UPDATE nodes SET status = ?, cpu_usage = ?, memory_usage = ?, gpu_usage = ?, gpu_memory_usage = ?,
                 docker_status = ?, running_tasks = ?, last_seen = ?,
-                reserved_memory_gb = 0, reserved_cpu_score = 0, reserved_gpu_score = 0, reserved_gpu_memory_gb = 0
+                reserved_memory_gb = 0, reserved_cpu_score = 0, reserved_gpu_score = 0, reserved_gpu_memory_gb = 0,
+                backoff_until = CASE WHEN backoff_ends_on_report AND ? = 'Idle' THEN 0 ELSE backoff_until END,
+                backoff_ends_on_report = CASE WHEN ? = 'Idle' THEN 0 ELSE backoff_ends_on_report END
             WHERE node_id = ?
             """,
             (
                 report.status[:64], percent(report.cpu_usage), percent(report.memory_usage),
                 percent(report.gpu_usage), percent(report.gpu_memory_usage), report.docker_status[:64],
-                max(0, report.running_tasks), time.time(), report.node_id,
+                max(0, report.running_tasks), time.time(), report.status, report.status, report.node_id,
             ),
         ).rowcount
     if not changed:
@@ -184,9 +186,13 @@ def reserve(store: Store, node_id: str, memory_gb: int, cpu_score: int, gpu_scor
         )
 
 
-def back_off(store: Store, node_id: str, seconds: float) -> None:
+def back_off(store: Store, node_id: str, seconds: float, until_idle_report: bool = False) -> None:
+    """No tasks for the node for `seconds`; with until_idle_report, only until it
+    next reports Idle (it said no to a task, so it knows its room best: a
+    refusal is often a race between a dispatch and the node's last report)."""
     with store.transaction() as conn:
-        conn.execute("UPDATE nodes SET backoff_until = ? WHERE node_id = ?", (time.time() + seconds, node_id))
+        conn.execute("UPDATE nodes SET backoff_until = ?, backoff_ends_on_report = ? WHERE node_id = ?",
+                     (time.time() + seconds, int(until_idle_report), node_id))
 
 
 def get_node(store: Store, node_id: str) -> Node | None:

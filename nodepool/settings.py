@@ -32,7 +32,10 @@ class NodePoolSettings(BaseSettings):
     busy_silent_fail_s: float = Field(
         120.0, gt=0, description="The same while the node's status contains Running or Executing."
     )
-    node_backoff_s: float = Field(30.0, ge=0, description="A node that refused or failed a task gets none for this long.")
+    node_backoff_s: float = Field(
+        30.0, ge=0, description="A node that refused a task gets none for this long or until it next reports "
+        "Idle; one that could not be reached, for this long."
+    )
     execute_deadline_base_s: float = Field(30.0, gt=0, description="ExecuteTask deadline before the size allowance.")
     execute_deadline_max_s: float = Field(120.0, gt=0, description="Longest ExecuteTask deadline.")
     execute_bytes_per_s: float = Field(

@@ -104,6 +104,10 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # A node that answered "no" to a task is asked again once it reports Idle.
+    """
+    ALTER TABLE nodes ADD COLUMN backoff_ends_on_report INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

@@ -250,3 +250,36 @@ def test_gpu_name_rule(wanted: str, offered: str, ok: bool) -> None:
     from nodepool.dispatcher import gpu_name_matches
 
     assert gpu_name_matches(wanted, offered) is ok
+
+
+def test_a_node_that_refused_is_asked_again_once_it_reports_idle(tmp_path, workers: list[TestWorker]) -> None:  # noqa: ANN001
+    """A refusal is often a race between a dispatch and the node's last report:
+    the node's next Idle report ends the back-off (an hour here)."""
+    running = start_pool(tmp_path, node_backoff_s=3600)
+    client = Client(running.address)
+    try:
+        add_user(running, "owner")
+        add_user(running, "cpu1")
+        w = worker(workers, accept=False, reason="site full")
+        node_token = client.login("cpu1")
+        register_node(client, node_token, "cpu1", w.port)
+        task_id = submit(client, client.login("owner"))
+        wait_for(lambda: w.executed_ids, what="first ExecuteTask")
+        settle(running)
+        assert w.executed_ids == [task_id]  # backing off
+        w.accept = True
+        report_status(client, node_token, "Running (1 tasks)")
+        settle(running)
+        assert w.executed_ids == [task_id]  # a report that is not Idle does not end it
+        report_status(client, node_token, "Idle")
+        wait_for(lambda: w.executed_ids == [task_id, task_id], what="the task sent again after the Idle report")
+    finally:
+        client.close()
+        running.stop()
+
+
+
+def report_status(client: Client, token: str, status: str) -> None:
+    reply = client.nodes.ReportStatus(pb.RunningStatusRequest(node_id="cpu1", status=status),
+                                      metadata=(("authorization", f"Bearer {token}"),))
+    assert reply.success, reply.message
