@@ -153,7 +153,7 @@ def main() -> None:
     redis.Redis.from_url(redis_url).flushdb()
     client = docker.from_env(timeout=120)
     tmp = Path(tempfile.mkdtemp(prefix="bench-chain-"))
-    site = Site(tmp, redis_url)
+    site = Site(tmp, redis_url, test_intervals=False)  # the shipped heartbeat, relay and dispatch timers
     store = Store(site.db)
     accounts.create_user(store, OWNER, PASSWORD, 10**9)
     accounts.create_user(store, SITE, PASSWORD)
@@ -204,8 +204,8 @@ start to end, `duration_seconds` in execution_report.json) was a median {chain_r
 about {between:.2f} s per task and slot went to the rest (workspace volume and copy in and out,
 result zip, relay, result upload, the next dispatch and intake). Dispatch, status and relay are
 event-driven (the pool dispatches at once on an upload or an Idle report, the bridge reports
-right after delivering a result, the relay wakes when a worker stores a result); the intervals
-of `tests/e2e_kit.py` (dispatch 0.2 s, heartbeat 0.3 s, relay 0.2 s) are only the fallback.
+as soon as a task has finished, the relay wakes when a worker stores a result); the intervals
+run at their shipped defaults here (dispatch 2 s, heartbeat 5 s, relay 1 s), as fallbacks.
 Every process of the chain (Node Pool, bridge, worker, and the client polling for results)
 shares this machine's {os.cpu_count()} cores with the CPU-bound tasks; the direct side has only
 this script. A slot freed by a finished task gets its next task once the result went back,

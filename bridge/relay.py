@@ -71,6 +71,7 @@ class Relay:
         self._last_usage: dict[str, bytes] = {}
         self._undeliverable: set[str] = set()
         self._refusals: dict[str, int] = {}
+        self._freed: set[str] = set()  # finished tasks whose room was announced
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,18 +133,35 @@ class Relay:
         """Relay everything owed once; returns how many results were delivered.
         A transient failure (pool or Redis down) propagates so the loop backs off."""
         delivered = 0
-        for task in self._outbox.all():
+        owed = [(task, self._finished(task.task_id)) for task in self._outbox.all()]
+        # Finished tasks first, and their room announced before anything is
+        # sent: the pool can dispatch the next task while results travel.
+        owed.sort(key=lambda pair: pair[1] is None)
+        for task, outcome in owed:
+            if outcome is not None:
+                self._room_freed(task.task_id)
+        for task, outcome in owed:
             if self._stop.is_set():
                 break
-            if self._relay_task(task):
+            if self._relay_task(task, outcome):
                 delivered += 1
         return delivered
 
-    def _relay_task(self, task: OwedTask) -> bool:
+    def _room_freed(self, task_id: str) -> None:
+        """A task has ended: nothing of it runs any more, whatever becomes of its
+        upload. Its reservation goes (the worker has usually given it back
+        already) and the heartbeat tells the pool, once per task."""
+        if task_id in self._freed:
+            return
+        self._freed.add(task_id)
+        self._registry.release(task_id)
+        if self.on_freed is not None:
+            self.on_freed()
+
+    def _relay_task(self, task: OwedTask, outcome: TaskOutcome | None) -> bool:
         """Relay one task. The pool refusing one upload (success=false) is
         logged and does not hold up the others; the pool or Redis being down
         propagates so the whole pass backs off."""
-        outcome = self._finished(task.task_id)
         try:
             self._send_output(task.task_id)
             if outcome is None:
@@ -240,6 +258,7 @@ class Relay:
         self._last_usage.pop(task_id, None)
         self._refusals.pop(task_id, None)
         self._undeliverable.discard(task_id)
+        self._freed.discard(task_id)
         self._redis.delete(keys.task_output(task_id), keys.task_usage(task_id))
 
     def _deliver(self, task: OwedTask, outcome: TaskOutcome) -> bool:
@@ -252,9 +271,6 @@ class Relay:
         except PayloadMissing as exc:
             self._stuck(task.task_id, str(exc))
             return False
-        self._registry.release(task.task_id)  # the worker has usually done so already
-        if self.on_freed is not None:
-            self.on_freed()  # tell the pool there is room now, not at the next heartbeat
         self._session.call(
             self._session.workers.TaskResultUpload,
             pb.TaskResultUploadRequest(task_id=task.task_id, result_zip=zip_bytes),

@@ -79,27 +79,35 @@ class Proc:
         return records
 
 
+# Short timers for tests: heartbeats, back-offs and the fallback passes behind
+# the event-driven paths then take fractions of a second, not the defaults' seconds.
+POOL_TEST_INTERVALS = {"HIVEMIND_NODEPOOL_DISPATCH_INTERVAL_S": "0.2", "HIVEMIND_NODEPOOL_NODE_BACKOFF_S": "1"}
+BRIDGE_TEST_INTERVALS = {"HIVEMIND_HEARTBEAT_INTERVAL": "0.3", "HIVEMIND_REGISTRATION_INTERVAL": "0.5",
+                         "HIVEMIND_RELAY_INTERVAL": "0.2"}
+
+
 @dataclass
 class Site:
     tmp: Path
     redis_url: str
     pool_port: int = field(default_factory=free_port)
     bridge_port: int = field(default_factory=free_port)
+    test_intervals: bool = True  # False: the shipped defaults (a benchmark measures those)
 
     def __post_init__(self) -> None:
         self.db = self.tmp / "pool.db"
+        pool_intervals = POOL_TEST_INTERVALS if self.test_intervals else {}
+        bridge_intervals = BRIDGE_TEST_INTERVALS if self.test_intervals else {}
         self.pool = Proc(["-m", "nodepool"], _clean_env(
             HIVEMIND_NODEPOOL_DB=str(self.db), HIVEMIND_NODEPOOL_PORT=str(self.pool_port),
-            HIVEMIND_NODEPOOL_HOST="127.0.0.1", HIVEMIND_NODEPOOL_DISPATCH_INTERVAL_S="0.2",
-            HIVEMIND_NODEPOOL_NODE_BACKOFF_S="1", HIVEMIND_NODEPOOL_WORKER_SECRET=WORKER_SECRET,
-            HIVEMIND_NODEPOOL_MAX_TASK_BYTES=str(POOL_MAX_TASK_BYTES), **POOL_REWARD_ENV,
+            HIVEMIND_NODEPOOL_HOST="127.0.0.1", HIVEMIND_NODEPOOL_WORKER_SECRET=WORKER_SECRET,
+            HIVEMIND_NODEPOOL_MAX_TASK_BYTES=str(POOL_MAX_TASK_BYTES), **POOL_REWARD_ENV, **pool_intervals,
         ), self.tmp / "pool.log")
         self.bridge = Proc(["-m", "bridge"], _clean_env(
             REDIS_URL=self.redis_url, HIVEMIND_NODEPOOL_ADDRESS=f"localhost:{self.pool_port}",
             HIVEMIND_USERNAME=SITE, HIVEMIND_PASSWORD=PASSWORD, HIVEMIND_BRIDGE_PORT=str(self.bridge_port),
             HIVEMIND_BRIDGE_BIND="127.0.0.1", HIVEMIND_BRIDGE_SECRET=WORKER_SECRET,
-            HIVEMIND_HEARTBEAT_INTERVAL="0.3", HIVEMIND_REGISTRATION_INTERVAL="0.5",
-            HIVEMIND_RELAY_INTERVAL="0.2", HIVEMIND_PAYLOAD_MAX_BYTES=str(BRIDGE_MAX_PAYLOAD_BYTES),
+            HIVEMIND_PAYLOAD_MAX_BYTES=str(BRIDGE_MAX_PAYLOAD_BYTES), **bridge_intervals,
         ), self.tmp / "bridge.log")
 
     @property
