@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -34,6 +35,7 @@ import time
 import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -109,14 +111,17 @@ def run_direct(client: docker.DockerClient, count: int, runs: list[float] | None
     return elapsed
 
 
-def run_chain(site: Site, count: int, runs: list[float] | None = None) -> float:
+def run_chain(site: Site, count: int, runs: list[float] | None = None, rounds: list[list[str]] | None = None) -> float:
     """Submit `count` tasks, wait for all, fetch every result; seconds from first upload to last
-    fetch. Each task's run as its worker measured it (execution_report.json) goes to `runs`."""
+    fetch. Each task's run as its worker measured it (execution_report.json) goes to `runs`,
+    the round's task ids to `rounds`."""
     want = expected_output()
     data = make_zip({"main.py": TASK_CODE})
     with PoolClient(site.pool_address, OWNER, PASSWORD) as client:
         token = client.token
         ids = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+        if rounds is not None:
+            rounds.append(ids)
         start = time.perf_counter()
         for task_id in ids:
             reply = client.call(client.master.UploadTask, pb.UploadTaskRequest(
@@ -136,6 +141,28 @@ def run_chain(site: Site, count: int, runs: list[float] | None = None) -> float:
                     waiting.discard(info.task_id)
             time.sleep(0.1)  # the pool answers with all of the user's tasks: poll gently
         return time.perf_counter() - start
+
+
+_WORKER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ \S+: task (starting|finished)\b.*"
+                          r"task_id=(\S+)")
+
+
+def slot_gaps(worker_log: str, rounds: list[list[str]]) -> list[float]:
+    """Seconds a worker slot stayed empty between a task finishing and the next
+    one starting, within each round (the worker's own log lines)."""
+    when: dict[tuple[str, str], float] = {}
+    for line in worker_log.splitlines():
+        match = _WORKER_LINE.match(line)
+        if match:
+            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            when[(match.group(2), match.group(3))] = stamp
+    gaps = []
+    for ids in rounds:
+        freed = sorted(when[("finished", i)] for i in ids if ("finished", i) in when)
+        for start in sorted(when[("starting", i)] for i in ids if ("starting", i) in when):
+            if freed and freed[0] <= start:
+                gaps.append(start - freed.pop(0))
+    return gaps
 
 
 def check_result(info: pb.TaskInfo, result: bytes, want: str) -> float:
@@ -171,9 +198,10 @@ def main() -> None:
         run_direct(client, PARALLEL)
         chain_s = direct_s = 0.0
         chain_runs: list[float] = []
+        chain_rounds: list[list[str]] = []
         direct_runs: list[float] = []
         for size in [ROUND] * (TASKS // ROUND) + ([TASKS % ROUND] if TASKS % ROUND else []):
-            chain_s += run_chain(site, size, chain_runs)
+            chain_s += run_chain(site, size, chain_runs, chain_rounds)
             direct_s += run_direct(client, size, direct_runs)
     finally:
         site.stop()
@@ -186,6 +214,8 @@ def main() -> None:
     chain_run, direct_run_s = statistics.median(chain_runs), statistics.median(direct_runs)
     # What is left of a chain cycle per slot once the container phase is taken out.
     between = chain_s * PARALLEL / TASKS - chain_run
+    gaps = slot_gaps((tmp / "worker.log").read_text(errors="replace"), chain_rounds)
+    gap = statistics.median(gaps) if gaps else float("nan")
     body = f"""\
 {TASKS} short tasks (`main.py`: {ROUNDS} chained SHA-256 rounds, prints the digest) in
 `{PYTHON_IMAGE}`, parallelism N = {PARALLEL} on both sides (worker `-c {PARALLEL}` offering {PARALLEL}
@@ -208,8 +238,8 @@ as soon as a task has finished, the relay wakes when a worker stores a result); 
 run at their shipped defaults here (dispatch 2 s, heartbeat 5 s, relay 1 s), as fallbacks.
 Every process of the chain (Node Pool, bridge, worker, and the client polling for results)
 shares this machine's {os.cpu_count()} cores with the CPU-bound tasks; the direct side has only
-this script. A slot freed by a finished task gets its next task once the result went back,
-the bridge reported Idle and the pool dispatched (about 80 ms, seen in the processes' logs).
+this script. A slot freed by a finished task stayed empty a median {gap * 1000:.0f} ms before its next task
+started (the worker's log: outcome stored, room announced to the pool, dispatch, intake, queue).
 
 Goal: chain ≥ 0.85× direct throughput. {'Met.' if ratio >= 0.85 else 'Not met.'}
 """
