@@ -64,8 +64,13 @@ class RunTask(Task):
     pool process killed before this leaves them to the worker's reaper."""
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
-        if task_id:
+        if not task_id:
+            return
+        try:
             runtime().cleanup(task_id)
+        except Exception:  # noqa: BLE001 - e.g. dockerd gone: the worker's reaper removes them later
+            log.warning("could not remove the task's containers now; the reaper will", exc_info=True,
+                        extra={"task_id": task_id})
 
 
 @app.task(name=TASK_NAME, bind=True, base=RunTask)
