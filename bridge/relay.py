@@ -253,8 +253,8 @@ class Relay:
         return False
 
     def _forget(self, task_id: str) -> None:
+        """Only for finished tasks: _room_freed has already released their room."""
         self._outbox.remove(task_id)
-        self._registry.release(task_id)
         self._last_usage.pop(task_id, None)
         self._refusals.pop(task_id, None)
         self._undeliverable.discard(task_id)

@@ -214,21 +214,26 @@ def test_output_and_usage_from_the_assigned_node(pool: RunningPool, client: Clie
     assert info.cpu_usage == pytest.approx(42.5) and info.memory_usage == 100.0  # clamped
 
 
-def test_a_refusing_node_backs_off(tmp_path, workers: list[TestWorker]) -> None:  # noqa: ANN001
+@pytest.fixture()
+def hour_backoff_pool(tmp_path) -> Iterator[tuple[RunningPool, Client]]:  # noqa: ANN001
+    """A pool whose nodes back off for an hour, with users "owner" and "cpu1"."""
     running = start_pool(tmp_path, node_backoff_s=3600)
     client = Client(running.address)
-    try:
-        add_user(running, "owner")
-        add_user(running, "cpu1")
-        w = worker(workers, accept=False, reason="site full")
-        register_node(client, client.login("cpu1"), "cpu1", w.port)
-        task_id = submit(client, client.login("owner"))
-        wait_for(lambda: w.executed_ids, what="first ExecuteTask")
-        settle(running)
-        assert w.executed_ids == [task_id]  # not asked again while backing off
-    finally:
-        client.close()
-        running.stop()
+    add_user(running, "owner")
+    add_user(running, "cpu1")
+    yield running, client
+    client.close()
+    running.stop()
+
+
+def test_a_refusing_node_backs_off(hour_backoff_pool, workers: list[TestWorker]) -> None:  # noqa: ANN001
+    running, client = hour_backoff_pool
+    w = worker(workers, accept=False, reason="site full")
+    register_node(client, client.login("cpu1"), "cpu1", w.port)
+    task_id = submit(client, client.login("owner"))
+    wait_for(lambda: w.executed_ids, what="first ExecuteTask")
+    settle(running)
+    assert w.executed_ids == [task_id]  # not asked again while backing off
 
 
 def test_execute_deadline_grows_with_size_up_to_the_cap(tmp_path) -> None:  # noqa: ANN001
@@ -252,31 +257,24 @@ def test_gpu_name_rule(wanted: str, offered: str, ok: bool) -> None:
     assert gpu_name_matches(wanted, offered) is ok
 
 
-def test_a_node_that_refused_is_asked_again_once_it_reports_idle(tmp_path, workers: list[TestWorker]) -> None:  # noqa: ANN001
+def test_a_node_that_refused_is_asked_again_once_it_reports_idle(hour_backoff_pool,  # noqa: ANN001
+                                                                 workers: list[TestWorker]) -> None:
     """A refusal is often a race between a dispatch and the node's last report:
     the node's next Idle report ends the back-off (an hour here)."""
-    running = start_pool(tmp_path, node_backoff_s=3600)
-    client = Client(running.address)
-    try:
-        add_user(running, "owner")
-        add_user(running, "cpu1")
-        w = worker(workers, accept=False, reason="site full")
-        node_token = client.login("cpu1")
-        register_node(client, node_token, "cpu1", w.port)
-        task_id = submit(client, client.login("owner"))
-        wait_for(lambda: w.executed_ids, what="first ExecuteTask")
-        settle(running)
-        assert w.executed_ids == [task_id]  # backing off
-        w.accept = True
-        report_status(client, node_token, "Running (1 tasks)")
-        settle(running)
-        assert w.executed_ids == [task_id]  # a report that is not Idle does not end it
-        report_status(client, node_token, "Idle")
-        wait_for(lambda: w.executed_ids == [task_id, task_id], what="the task sent again after the Idle report")
-    finally:
-        client.close()
-        running.stop()
-
+    running, client = hour_backoff_pool
+    w = worker(workers, accept=False, reason="site full")
+    node_token = client.login("cpu1")
+    register_node(client, node_token, "cpu1", w.port)
+    task_id = submit(client, client.login("owner"))
+    wait_for(lambda: w.executed_ids, what="first ExecuteTask")
+    settle(running)
+    assert w.executed_ids == [task_id]  # backing off
+    w.accept = True
+    report_status(client, node_token, "Running (1 tasks)")
+    settle(running)
+    assert w.executed_ids == [task_id]  # a report that is not Idle does not end it
+    report_status(client, node_token, "Idle")
+    wait_for(lambda: w.executed_ids == [task_id, task_id], what="the task sent again after the Idle report")
 
 
 def report_status(client: Client, token: str, status: str) -> None:

@@ -7,6 +7,7 @@ It knows nothing of Celery or Redis; callers hand it callbacks.
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from datetime import datetime
 from typing import Protocol
 
 from hivemind_celery.model import TaskSpec, TaskStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,3 +105,19 @@ def exit_reason(step: str, exit_code: int | None) -> str:
         except ValueError:
             pass
     return reason
+
+
+def safe_stop_check(should_stop: ShouldStop | None, task_id: str) -> ShouldStop:
+    """`should_stop` that never raises: a failing check (e.g. Redis briefly
+    gone) keeps the task running and says so."""
+
+    def check() -> bool:
+        if should_stop is None:
+            return False
+        try:
+            return bool(should_stop())
+        except Exception:  # noqa: BLE001
+            log.warning("stop check failed; continuing", exc_info=True, extra={"task_id": task_id})
+            return False
+
+    return check

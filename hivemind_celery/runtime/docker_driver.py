@@ -36,9 +36,11 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from hivemind_celery.model import TaskStatus
 from hivemind_celery.runtime import reaper, volume_io
 from hivemind_celery.runtime.archive import AccessDenied, WorkspaceCopy, bounded_copy, copy_dir
-from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason
+from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
+                                            safe_stop_check)
 from hivemind_celery.runtime.docker_config import (
     DEPS_MOUNT,
+    LABEL_TASK,
     WORKSPACE,
     container_kwargs,
     volume_kwargs,
@@ -136,7 +138,7 @@ class DockerRuntime:
         if orphans:
             log.warning("removed %d leftover(s) of an earlier attempt", orphans, extra={"task_id": task_id})
         tail = LogTail(self.settings.log_tail_bytes, on_output, task_id)
-        stop_check = _safe_stop_check(should_stop, task_id)
+        stop_check = safe_stop_check(should_stop, task_id)
         started_at = _now()
         containers: list = []
         volumes: list = []
@@ -214,7 +216,7 @@ class DockerRuntime:
                 return
             except (OSError, tarfile.TarError) as exc:  # the API overwrites whatever got written
                 log.warning("could not write the volume directly, using the Docker API: %s", exc,
-                            extra={"task_id": container.labels.get("hivemind.task_id")})
+                            extra={"task_id": container.labels.get(LABEL_TASK)})
         container.put_archive(mount, tar)
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
@@ -282,7 +284,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            log.warning("stop failed, killing: %s", exc, extra={"task_id": container.labels.get("hivemind.task_id")})
+            log.warning("stop failed, killing: %s", exc, extra={"task_id": container.labels.get(LABEL_TASK)})
             reaper.remove_container(container)
 
     # --- result -------------------------------------------------------------
@@ -347,19 +349,6 @@ def _announce(container, on_start: OnStart, task_id: str) -> None:  # type: igno
         on_start(Started(task_id=task_id, container_id=container.id, pid=pid))
     except Exception:  # a failing sampler must not stop the task
         log.exception("on_start callback failed", extra={"task_id": task_id})
-
-
-def _safe_stop_check(should_stop: ShouldStop | None, task_id: str) -> ShouldStop:
-    def check() -> bool:
-        if should_stop is None:
-            return False
-        try:
-            return bool(should_stop())
-        except Exception:  # e.g. Redis briefly gone: keep running, say so
-            log.warning("stop check failed; continuing", exc_info=True, extra={"task_id": task_id})
-            return False
-
-    return check
 
 
 def _read_ca(path: str) -> bytes | None:

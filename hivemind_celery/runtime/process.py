@@ -40,7 +40,8 @@ import psutil
 
 from hivemind_celery.model import TaskStatus
 from hivemind_celery.runtime.archive import copy_dir
-from hivemind_celery.runtime.base import Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason
+from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
+                                            safe_stop_check)
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.settings import Settings
 
@@ -146,13 +147,14 @@ class ProcessRuntime:
         reader.start()
         end = _StepEnd()
         deadline = time.monotonic() + timeout
+        asked_to_stop = safe_stop_check(should_stop, job.spec.task_id)
         while True:
             try:
                 proc.wait(POLL_SECONDS)
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if (task_dir / KILLED_MARK).exists() or _asked_to_stop(should_stop, job.spec.task_id):
+            if (task_dir / KILLED_MARK).exists() or asked_to_stop():
                 end.stopped = True
                 break
             if time.monotonic() >= deadline:
@@ -252,16 +254,6 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _asked_to_stop(should_stop: ShouldStop | None, task_id: str) -> bool:
-    if should_stop is None:
-        return False
-    try:
-        return bool(should_stop())
-    except Exception:  # e.g. Redis briefly gone: keep running, say so
-        log.warning("stop check failed; continuing", exc_info=True, extra={"task_id": task_id})
-        return False
 
 
 def _write_pid_file(task_dir: Path, pgid: int) -> None:
