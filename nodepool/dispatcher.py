@@ -110,6 +110,12 @@ class Dispatcher:
             with self._lock:
                 if task_id in self._in_flight:
                     continue
+            # The list was read before this check: a call that ended since then has
+            # left the in-flight set, and its task may be RUNNING now. Sending it
+            # again would make the node's "already accepted" look like a task
+            # stopped during dispatch, and the pool would stop the real run.
+            if not tasks.is_pending(self._store, task_id):
+                continue
             node = next((n for n in candidates if fits(request, n, left[n.node_id])), None)
             if node is None:
                 continue
@@ -144,10 +150,12 @@ class Dispatcher:
             if accepted:
                 if tasks.mark_running(self._store, task_id, node.node_id, f"running on {node.node_id}"):
                     log.info("task dispatched", extra=extra)
-                else:
+                elif tasks.stop_was_requested(self._store, task_id):
                     # Stopped while the call was on its way: tell the node to drop it.
                     log.info("task stopped during dispatch; stopping it on the node", extra=extra)
                     self.stop_on_node(node, task_id)
+                else:
+                    log.warning("task left PENDING during dispatch without a stop; left as it is", extra=extra)
                 return
             tasks.note_dispatch_failure(self._store, task_id, node.node_id, reason)
             nodes.reserve(self._store, node.node_id, *(-need for need in _needs(request)))  # give it back

@@ -161,6 +161,16 @@ def pending(store: Store) -> list[tuple[str, Request, int]]:
     ]
 
 
+def is_pending(store: Store, task_id: str) -> bool:
+    row = store.conn.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    return row is not None and row["status"] == State.PENDING
+
+
+def stop_was_requested(store: Store, task_id: str) -> bool:
+    row = store.conn.execute("SELECT stop_requested FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    return row is not None and bool(row["stop_requested"])
+
+
 def task_zip(store: Store, task_id: str) -> bytes:
     row = store.conn.execute("SELECT task_zip FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
     if row is None:

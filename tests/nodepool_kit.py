@@ -108,6 +108,7 @@ class TestWorker:
     stopped: list[str] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
+    hold: threading.Event | None = None  # when given, ExecuteTask answers only once it is set
     _server: grpc.Server | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,6 +120,8 @@ class TestWorker:
                 with worker._lock:
                     worker.executed.append(request)
                     worker.metadata.append({k: v for k, v in context.invocation_metadata()})
+                if worker.hold is not None:
+                    worker.hold.wait(30)
                 return pb.ExecuteTaskResponse(success=worker.accept, message=worker.reason)
 
             def StopTaskExecution(self, request, context):  # noqa: N802 - gRPC name

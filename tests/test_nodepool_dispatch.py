@@ -6,11 +6,13 @@ the pool's matching looks at."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from nodepool import tasks
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
 from tests.nodepool_kit import (
@@ -171,6 +173,47 @@ def test_stop_reaches_the_node_and_the_late_result_is_kept(pool: RunningPool, cl
     fetched = client.master.GetTaskResult(pb.GetTaskResultRequest(task_id=task_id, token=owner))
     assert fetched.success and fetched.result_zip == packed
     assert task_status(client, owner, task_id).status == "STOPPED"
+
+
+def test_a_round_with_a_stale_pending_list_does_not_send_a_task_again(
+        pool: RunningPool, client: Client, workers: list[TestWorker], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round reads the PENDING tasks, then skips those whose ExecuteTask is in flight.
+    A call that ends between the two leaves a RUNNING task on the round's list; sent
+    again, the node answers "already accepted" and the pool took that for a task
+    stopped during dispatch and stopped the real run (seen in the chain bench).
+    The stale read is reproduced by handing the round the list taken while the
+    first call was held (the one stand-in here; the node is a real gRPC server)."""
+    owner, node_token = client.login("owner"), client.login("cpu1")
+    w = worker(workers, hold=threading.Event())
+    register_node(client, node_token, "cpu1", w.port)
+    task_id = submit(client, owner, cpu_score=10)
+    wait_for(lambda: w.executed_ids == [task_id], what="the first ExecuteTask to arrive")
+    stale = tasks.pending(pool.pool.store)
+    assert [entry[0] for entry in stale] == [task_id]
+    w.hold.set()
+    wait_for(lambda: task_status(client, owner, task_id).status == "RUNNING", what="task RUNNING")
+
+    monkeypatch.setattr(tasks, "pending", lambda store: stale)
+    assert pool.pool.dispatcher.run_once() == 0
+    settle(pool)
+    assert w.executed_ids == [task_id]
+    assert w.stopped == []
+    assert task_status(client, owner, task_id).status == "RUNNING"
+
+
+def test_a_task_stopped_while_its_execute_call_is_on_its_way_is_stopped_on_the_node(
+        pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
+    owner, node_token = client.login("owner"), client.login("cpu1")
+    w = worker(workers, hold=threading.Event())
+    register_node(client, node_token, "cpu1", w.port)
+    task_id = submit(client, owner)
+    wait_for(lambda: w.executed_ids == [task_id], what="the ExecuteTask to arrive")
+    reply = client.master.StopTask(pb.StopTaskRequest(task_id=task_id, token=owner))
+    assert reply.success, reply.message
+    w.hold.set()
+    wait_for(lambda: w.stopped == [task_id], what="the node told to stop the task")
+    assert task_status(client, owner, task_id).status == "STOPPED"
+    assert w.executed_ids == [task_id]
 
 
 def test_running_task_fails_when_its_node_falls_silent(tmp_path, workers: list[TestWorker]) -> None:  # noqa: ANN001
