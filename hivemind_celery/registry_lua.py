@@ -156,20 +156,17 @@ reap(now())
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6])
 redis.call('HSET', KEYS[2], 'workers', 0)
 redis.call('HSET', KEYS[6], 'tasks', 0)
-local dropped = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', worker_key(id)) == 1 then
-    count_worker(worker_key(id), 1)
-  else
-    redis.call('ZREM', KEYS[1], id); dropped = dropped + 1
+-- count every indexed hash back into the totals; drop index entries whose hash is gone
+local function recount(index, key_of, count)
+  local dropped = 0
+  for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    if redis.call('EXISTS', key_of(id)) == 1 then
+      count(key_of(id), 1)
+    else
+      redis.call('ZREM', index, id); dropped = dropped + 1
+    end
   end
+  return dropped
 end
-for _, id in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-  if redis.call('EXISTS', alloc_key(id)) == 1 then
-    count_allocation(alloc_key(id), 1)
-  else
-    redis.call('ZREM', KEYS[5], id); dropped = dropped + 1
-  end
-end
-return dropped
+return recount(KEYS[1], worker_key, count_worker) + recount(KEYS[5], alloc_key, count_allocation)
 """

@@ -110,14 +110,14 @@ class Dispatcher:
             with self._lock:
                 if task_id in self._in_flight:
                     continue
-            # The list was read before this check: a call that ended since then has
-            # left the in-flight set, and its task may be RUNNING now. Sending it
+            node = next((n for n in candidates if fits(request, n, left[n.node_id])), None)
+            if node is None:
+                continue
+            # The list was read before the in-flight check: a call that ended since
+            # then has left the set, and its task may be RUNNING now. Sending it
             # again would make the node's "already accepted" look like a task
             # stopped during dispatch, and the pool would stop the real run.
             if not tasks.is_pending(self._store, task_id):
-                continue
-            node = next((n for n in candidates if fits(request, n, left[n.node_id])), None)
-            if node is None:
                 continue
             needs = _needs(request)
             left[node.node_id] = [have - need for have, need in zip(left[node.node_id], needs)]
