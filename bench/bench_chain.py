@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 import docker
+import psutil
 import redis
 from docker.types import Ulimit
 
@@ -62,6 +63,8 @@ ROUND = int(os.environ.get("BENCH_ROUND", "10"))
 DB = 59
 COMMAND = "scripts/with-services.sh .venv/bin/python bench/bench_chain.py"
 FINAL = {"COMPLETED", "FAILED", "STOPPED"}
+CPU_LABELS = {"client": "this script (chain: uploads, polls, fetches; direct: the docker SDK calls)",
+              "machine": "**whole machine** (every process: busy time of all cores)"}
 ROUNDS = 20000
 TASK_CODE = f"""\
 import hashlib
@@ -109,6 +112,50 @@ def run_direct(client: docker.DockerClient, count: int, runs: list[float] | None
     if runs is not None:
         runs.extend(seconds for _, seconds in results)
     return elapsed
+
+
+class CpuMeter:
+    """CPU seconds (user + system) a set of processes used between `start` and
+    `stop`, by name. The chain's own processes compete with the tasks for the
+    same cores, so their CPU per task is what the chain costs. Each name maps to
+    a pid and what to count: "self" (the process), "children" (its descendants,
+    e.g. a worker's pool processes) or "machine" (every process: the busy time
+    of all cores; the pid is ignored); the running process counts its own time."""
+
+    def __init__(self, parts: dict[str, tuple[int, str]]) -> None:
+        self.parts = parts
+        self.used: dict[str, float] = dict.fromkeys(parts, 0.0)
+        self._before: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {}
+        for name, (pid, what) in self.parts.items():
+            if what == "machine":
+                busy = psutil.cpu_times()
+                now[name] = busy.user + busy.nice + busy.system + busy.irq + busy.softirq
+                continue
+            if pid == os.getpid():
+                now[name] = time.process_time()
+                continue
+            root = psutil.Process(pid)
+            procs = root.children(recursive=True) if what == "children" else [root]
+            now[name] = sum(_cpu_seconds(proc) for proc in procs)
+        return now
+
+    def start(self) -> None:
+        self._before = self._now()
+
+    def stop(self) -> None:
+        for name, value in self._now().items():
+            self.used[name] += value - self._before[name]
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    try:
+        times = proc.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
 
 
 def run_chain(site: Site, count: int, runs: list[float] | None = None, rounds: list[list[str]] | None = None) -> float:
@@ -200,9 +247,18 @@ def main() -> None:
         chain_runs: list[float] = []
         chain_rounds: list[list[str]] = []
         direct_runs: list[float] = []
+        chain_cpu = CpuMeter({"Node Pool": (site.pool.proc.pid, "self"), "bridge": (site.bridge.proc.pid, "self"),
+                              "worker main process": (worker.proc.pid, "self"),
+                              "worker pool processes": (worker.proc.pid, "children"),
+                              "client": (os.getpid(), "self"), "machine": (0, "machine")})
+        direct_cpu = CpuMeter({"client": (os.getpid(), "self"), "machine": (0, "machine")})
         for size in [ROUND] * (TASKS // ROUND) + ([TASKS % ROUND] if TASKS % ROUND else []):
+            chain_cpu.start()
             chain_s += run_chain(site, size, chain_runs, chain_rounds)
+            chain_cpu.stop()
+            direct_cpu.start()
             direct_s += run_direct(client, size, direct_runs)
+            direct_cpu.stop()
     finally:
         site.stop()
         worker.stop()
@@ -216,6 +272,20 @@ def main() -> None:
     between = chain_s * PARALLEL / TASKS - chain_run
     gaps = slot_gaps((tmp / "worker.log").read_text(errors="replace"), chain_rounds)
     gap = statistics.median(gaps) if gaps else float("nan")
+    per_task = {name: seconds / TASKS for name, seconds in chain_cpu.used.items()}
+    direct_per_task = {name: seconds / TASKS for name, seconds in direct_cpu.used.items()}
+    cpu_rows = "".join(
+        f"| {CPU_LABELS.get(name, name)} | {per_task[name] * 1000:.0f} ms | "
+        + (f"{direct_per_task[name] * 1000:.0f} ms |\n" if name in direct_per_task else "– |\n")
+        for name in per_task
+    )
+    chain_busy = chain_cpu.used["machine"] / (chain_s * os.cpu_count())
+    direct_busy = direct_cpu.used["machine"] / (direct_s * os.cpu_count())
+    cpu_bound = direct_per_task["machine"] / per_task["machine"]
+    chain_own = sum(value for name, value in per_task.items() if name != "machine")
+    direct_own = direct_per_task["client"]
+    # Machine CPU per task at which the chain would reach 0.85x, all else equal.
+    needed = chain_own - (per_task["machine"] - direct_per_task["machine"] / 0.85)
     body = f"""\
 {TASKS} short tasks (`main.py`: {ROUNDS} chained SHA-256 rounds, prints the digest) in
 `{PYTHON_IMAGE}`, parallelism N = {PARALLEL} on both sides (worker `-c {PARALLEL}` offering {PARALLEL}
@@ -236,10 +306,21 @@ result zip, relay, result upload, the next dispatch and intake). Dispatch, statu
 event-driven (the pool dispatches at once on an upload or an Idle report, the bridge reports
 as soon as a task has finished, the relay wakes when a worker stores a result); the intervals
 run at their shipped defaults here (dispatch 2 s, heartbeat 5 s, relay 1 s), as fallbacks.
-Every process of the chain (Node Pool, bridge, worker, and the client polling for results)
-shares this machine's {os.cpu_count()} cores with the CPU-bound tasks; the direct side has only
-this script. A slot freed by a finished task stayed empty a median {gap * 1000:.0f} ms before its next task
+A slot freed by a finished task stayed empty a median {gap * 1000:.0f} ms before its next task
 started (the worker's log: outcome stored, room announced to the pool, dispatch, intake, queue).
+
+CPU time (user + system) per task, measured over each side's rounds (psutil):
+
+| CPU per task | chain | direct |
+|---|---|---|
+{cpu_rows}
+The tasks are CPU-bound and every process of the chain shares this machine's {os.cpu_count()} cores with
+them; the direct side has only this script. The machine was busy {chain_busy:.0%} of the chain's time
+and {direct_busy:.0%} of the direct side's. With the cores equally busy on both sides, throughput goes
+as 1 / (machine CPU per task): here that bound is {cpu_bound:.2f}× for the chain. The chain's own
+processes (Node Pool, bridge, worker, client) use {chain_own * 1000:.0f} ms per task against the direct client's
+{direct_own * 1000:.0f} ms; to reach 0.85× on {os.cpu_count()} cores they would have to use about
+{needed * 1000:.0f} ms.
 
 Goal: chain ≥ 0.85× direct throughput. {'Met.' if ratio >= 0.85 else 'Not met.'}
 """
