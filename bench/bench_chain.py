@@ -319,8 +319,8 @@ them; the direct side has only this script. The machine was busy {chain_busy:.0%
 and {direct_busy:.0%} of the direct side's. With the cores equally busy on both sides, throughput goes
 as 1 / (machine CPU per task): here that bound is {cpu_bound:.2f}× for the chain. The chain's own
 processes (Node Pool, bridge, worker, client) use {chain_own * 1000:.0f} ms per task against the direct client's
-{direct_own * 1000:.0f} ms; to reach 0.85× on {os.cpu_count()} cores they would have to use about
-{needed * 1000:.0f} ms.
+{direct_own * 1000:.0f} ms; to reach 0.85× on {os.cpu_count()} cores they would have to use
+about {needed * 1000:.0f} ms.
 
 Goal: chain ≥ 0.85× direct throughput. {'Met.' if ratio >= 0.85 else 'Not met.'}
 """
