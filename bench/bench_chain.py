@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -115,32 +116,18 @@ def run_direct(client: docker.DockerClient, count: int, runs: list[float] | None
 
 
 class CpuMeter:
-    """CPU seconds (user + system) a set of processes used between `start` and
-    `stop`, by name. The chain's own processes compete with the tasks for the
-    same cores, so their CPU per task is what the chain costs. Each name maps to
-    a pid and what to count: "self" (the process), "children" (its descendants,
-    e.g. a worker's pool processes) or "machine" (every process: the busy time
-    of all cores; the pid is ignored); the running process counts its own time."""
+    """CPU seconds (user + system) used between `start` and `stop`, by name. The
+    chain's own processes compete with the tasks for the same cores, so their
+    CPU per task is what the chain costs. Each name maps to a reading of a
+    cumulative CPU total (see process_cpu, children_cpu, machine_cpu)."""
 
-    def __init__(self, parts: dict[str, tuple[int, str]]) -> None:
-        self.parts = parts
-        self.used: dict[str, float] = dict.fromkeys(parts, 0.0)
+    def __init__(self, readings: dict[str, Callable[[], float]]) -> None:
+        self.readings = readings
+        self.used: dict[str, float] = dict.fromkeys(readings, 0.0)
         self._before: dict[str, float] = {}
 
     def _now(self) -> dict[str, float]:
-        now = {}
-        for name, (pid, what) in self.parts.items():
-            if what == "machine":
-                busy = psutil.cpu_times()
-                now[name] = busy.user + busy.nice + busy.system + busy.irq + busy.softirq
-                continue
-            if pid == os.getpid():
-                now[name] = time.process_time()
-                continue
-            root = psutil.Process(pid)
-            procs = root.children(recursive=True) if what == "children" else [root]
-            now[name] = sum(_cpu_seconds(proc) for proc in procs)
-        return now
+        return {name: read() for name, read in self.readings.items()}
 
     def start(self) -> None:
         self._before = self._now()
@@ -156,6 +143,21 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     except psutil.NoSuchProcess:
         return 0.0
     return times.user + times.system
+
+
+def process_cpu(pid: int) -> Callable[[], float]:
+    return lambda: _cpu_seconds(psutil.Process(pid))
+
+
+def children_cpu(pid: int) -> Callable[[], float]:
+    """A process's descendants, e.g. a worker's pool processes."""
+    return lambda: sum(_cpu_seconds(child) for child in psutil.Process(pid).children(recursive=True))
+
+
+def machine_cpu() -> float:
+    """Busy time of all cores: every process on the machine."""
+    busy = psutil.cpu_times()
+    return busy.user + busy.nice + busy.system + busy.irq + busy.softirq
 
 
 def run_chain(site: Site, count: int, runs: list[float] | None = None, rounds: list[list[str]] | None = None) -> float:
@@ -247,11 +249,11 @@ def main() -> None:
         chain_runs: list[float] = []
         chain_rounds: list[list[str]] = []
         direct_runs: list[float] = []
-        chain_cpu = CpuMeter({"Node Pool": (site.pool.proc.pid, "self"), "bridge": (site.bridge.proc.pid, "self"),
-                              "worker main process": (worker.proc.pid, "self"),
-                              "worker pool processes": (worker.proc.pid, "children"),
-                              "client": (os.getpid(), "self"), "machine": (0, "machine")})
-        direct_cpu = CpuMeter({"client": (os.getpid(), "self"), "machine": (0, "machine")})
+        chain_cpu = CpuMeter({"Node Pool": process_cpu(site.pool.proc.pid), "bridge": process_cpu(site.bridge.proc.pid),
+                              "worker main process": process_cpu(worker.proc.pid),
+                              "worker pool processes": children_cpu(worker.proc.pid),
+                              "client": process_cpu(os.getpid()), "machine": machine_cpu})
+        direct_cpu = CpuMeter({"client": process_cpu(os.getpid()), "machine": machine_cpu})
         for size in [ROUND] * (TASKS // ROUND) + ([TASKS % ROUND] if TASKS % ROUND else []):
             chain_cpu.start()
             chain_s += run_chain(site, size, chain_runs, chain_rounds)
@@ -284,7 +286,7 @@ def main() -> None:
     cpu_bound = direct_per_task["machine"] / per_task["machine"]
     chain_own = sum(value for name, value in per_task.items() if name != "machine")
     direct_own = direct_per_task["client"]
-    # Machine CPU per task at which the chain would reach 0.85x, all else equal.
+    # The chain's own CPU per task at which its machine CPU per task would allow 0.85x.
     needed = chain_own - (per_task["machine"] - direct_per_task["machine"] / 0.85)
     body = f"""\
 {TASKS} short tasks (`main.py`: {ROUNDS} chained SHA-256 rounds, prints the digest) in
