@@ -100,7 +100,7 @@ def parse_proc_cgroup(text: str) -> tuple[dict[str, str], str | None]:
     return v1, unified
 
 
-def _join(mount: _Mount, path: str) -> Path:
+def join_mount(mount: _Mount, path: str) -> Path:
     # The cgroup path is relative to the hierarchy's root; a mount may show
     # only a subtree of it (mount root not "/"), as inside a cgroup namespace.
     if mount.root != "/" and (path == mount.root or path.startswith(mount.root + "/")):
@@ -126,11 +126,11 @@ def find_cgroup(pid: int, proc: Path = Path("/proc")) -> CgroupPaths | None:
         elif mount.fstype == "cgroup2" and v2_mount is None:
             v2_mount = mount
     if "cpuacct" in v1 and "memory" in v1 and "cpuacct" in v1_mounts and "memory" in v1_mounts:
-        pids = _join(v1_mounts["pids"], v1["pids"]) if "pids" in v1 and "pids" in v1_mounts else None
-        paths = CgroupPaths(1, _join(v1_mounts["cpuacct"], v1["cpuacct"]),
-                            _join(v1_mounts["memory"], v1["memory"]), pids)
+        pids = join_mount(v1_mounts["pids"], v1["pids"]) if "pids" in v1 and "pids" in v1_mounts else None
+        paths = CgroupPaths(1, join_mount(v1_mounts["cpuacct"], v1["cpuacct"]),
+                            join_mount(v1_mounts["memory"], v1["memory"]), pids)
     elif unified is not None and v2_mount is not None:
-        directory = _join(v2_mount, unified)
+        directory = join_mount(v2_mount, unified)
         if not (directory / "cpu.stat").exists():
             return None  # a hybrid host's empty v2 tree
         paths = CgroupPaths(2, directory, directory, directory)

@@ -96,13 +96,20 @@ class TaskSpec(_Frozen):
         return self.gpus > 0 or self.gpu_memory_mb > 0
 
 
+# Where totals came from: a cgroup of the step's own (exact), the rusage of
+# the reaped processes (exact for every process that was waited for), or the
+# last live reading of Docker's stats API or psutil (a lower bound).
+UsageSource = Literal["cgroup", "rusage", "docker-stats", "process", "none"]
+
+
 class UsageSummary(_Frozen):
-    """Measured totals for one task (filled in by the usage sampler)."""
+    """Measured totals over one interval, `wall_seconds` long: a whole task
+    (TaskOutcome.usage, the reward's inputs) or one of its steps."""
 
     cpu_seconds: float = 0.0
     cpu_user_seconds: float = 0.0
     cpu_system_seconds: float = 0.0
-    cpu_percent: float = Field(0.0, description="Mean over the run, of the reserved cores (0-100).")
+    cpu_percent: float = Field(0.0, description="cpu_seconds / (wall_seconds x reserved cores) x 100, capped at 100.")
     memory_peak_bytes: int = 0
     memory_percent: float = Field(0.0, description="Peak over the memory limit (0-100).")
     pids_peak: int = 0
@@ -110,7 +117,8 @@ class UsageSummary(_Frozen):
     gpu_percent: float = 0.0
     gpu_memory_peak_bytes: int = 0
     samples: int = 0
-    source: Literal["cgroup", "docker-stats", "process", "none"] = "none"
+    source: UsageSource = "none"
+    wall_seconds: float = Field(0.0, description="Length of the interval the totals and percentages cover.")
 
 
 class TaskOutcome(_Frozen):
@@ -126,7 +134,10 @@ class TaskOutcome(_Frozen):
     log_tail: str = ""
     result_ref: str | None = Field(None, description="Payload store reference of the result zip.")
     worker: str = ""
-    usage: UsageSummary | None = None
+    usage: UsageSummary | None = Field(
+        None, description="The whole run, set-up step included, over `duration`: the reward's inputs.")
+    setup_usage: UsageSummary | None = Field(None, description="The set-up step alone (requirements.txt).")
+    main_usage: UsageSummary | None = Field(None, description="The main step alone.")
     reward: int | None = Field(None, description="CPT credit earned, when computed.")
 
     @property

@@ -23,18 +23,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import psutil
 
 from hivemind_celery import gpu
 from hivemind_celery.cgroup import CgroupGone, CgroupReader
+from hivemind_celery.model import UsageSource as Source
 from hivemind_celery.model import UsageSummary
 from hivemind_celery.reward import measured_percentages
 
 log = logging.getLogger(__name__)
 
-Source = Literal["cgroup", "docker-stats", "process", "none"]
 # Counter reads are microseconds on cgroups: read often so that little of a
 # task's CPU time falls after the last read before its cgroup disappears.
 DEFAULT_READ_INTERVAL = 0.25

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hivemind_celery.model import TaskSpec, TaskStatus
+from hivemind_celery.cgroup import CgroupPaths
+from hivemind_celery.model import TaskSpec, TaskStatus, UsageSummary
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class Started:
     task_id: str
     container_id: str | None  # None for the process runtime
     pid: int  # host PID of the task's first process; 0 if it already ended
+    cgroup: CgroupPaths | None = None  # the step's own cgroup, readable after its processes end
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class JobResult:
     workspace_tar: bytes | None = None  # the workspace after the run: a tar, names relative to it
     stopped: bool = False  # ended by a stop request
     workspace_notes: list[str] = field(default_factory=list)  # files left out of workspace_tar, and why
+    # Each step's totals read from the kernel once it ended ("setup", "main");
+    # a step missing here was not measured by the runtime (the sampler's are used).
+    step_usage: dict[str, UsageSummary] = field(default_factory=dict)
 
 
 class RuntimeRefused(Exception):

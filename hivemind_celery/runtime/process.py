@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -38,10 +39,12 @@ from pathlib import Path
 
 import psutil
 
-from hivemind_celery.model import TaskStatus
+from hivemind_celery import task_cgroup
+from hivemind_celery.model import TaskStatus, UsageSummary
 from hivemind_celery.runtime.archive import copy_dir
 from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
                                             safe_stop_check)
+from hivemind_celery.runtime import step_usage
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.settings import Settings
 
@@ -51,11 +54,22 @@ POLL_SECONDS = 0.25
 PID_FILE = "pid.json"
 KILLED_MARK = "killed"
 # Runs in the child: set the limits, then become the task.
+# Joining the step's cgroup comes first, so that nothing it ever starts is
+# outside it; the CPU time spent before joining (this launcher's start-up,
+# charged elsewhere) goes to the runner on a pipe closed before the exec, out
+# of the task's reach.
 _LAUNCHER = (
     "import json, os, resource, sys\n"
+    "note = int(sys.argv[3])\n"
+    "for path in json.loads(sys.argv[2]):\n"
+    "    with open(path, 'w') as procs:\n"
+    "        procs.write(str(os.getpid()))\n"
+    "spent = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "os.write(note, repr(spent.ru_utime + spent.ru_stime).encode())\n"
+    "os.close(note)\n"
     "for name, value in json.loads(sys.argv[1]).items():\n"
     "    resource.setrlimit(getattr(resource, name), (value, value))\n"
-    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "os.execvp(sys.argv[4], sys.argv[4:])\n"
 )
 
 
@@ -110,19 +124,23 @@ class ProcessRuntime:
         try:
             _unpack(job.workspace_tar, task_dir / "workspace")
             role, end = "main", None
+            step_usage = {}
             if job.setup_command:
                 role = "setup"
                 tail.note("set-up: installing requirements.txt")
                 end = self._step(job, "setup", task_dir, tail, should_stop, None)
+                step_usage["setup"] = end.usage
                 if end.ok:
                     tail.note("set-up done")
             if end is None or end.ok:
                 role = "main"
                 end = self._step(job, "main", task_dir, tail, should_stop, on_start)
+                step_usage["main"] = end.usage
             copy = copy_dir(task_dir / "workspace", self.settings.result_max_bytes)
             status, reason = _status(job, role, end, self.settings)
             return JobResult(status, end.exit_code, started_at, _now(), tail.text(), reason,
-                             copy.tar, end.stopped, copy.skipped)
+                             copy.tar, end.stopped, copy.skipped,
+                             step_usage={name: usage for name, usage in step_usage.items() if usage})
         finally:
             shutil.rmtree(task_dir, ignore_errors=True)
 
@@ -132,15 +150,21 @@ class ProcessRuntime:
         argv = list(job.setup_command or []) if role == "setup" else list(job.command)
         timeout = self.settings.setup_timeout if role == "setup" else job.timeout
         limits = _limits(job, timeout, self.settings)
+        cgroup = task_cgroup.create(task_cgroup.leaf_name(self.settings.worker_id, job.spec.task_id, role))
+        began = time.monotonic()
+        note_in, note_out = os.pipe()
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _LAUNCHER, json.dumps(limits), *argv],
+            [sys.executable, "-I", "-c", _LAUNCHER, json.dumps(limits),
+             json.dumps(cgroup.procs_files if cgroup else []), str(note_out), *argv], pass_fds=(note_out,),
             cwd=task_dir / "workspace", env=_env(job, role, task_dir), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
         )
+        os.close(note_out)
         _write_pid_file(task_dir, proc.pid)
         if on_start is not None:
             try:
-                on_start(Started(task_id=job.spec.task_id, container_id=None, pid=proc.pid))
+                on_start(Started(task_id=job.spec.task_id, container_id=None, pid=proc.pid,
+                                 cgroup=cgroup.paths if cgroup else None))
             except Exception:  # a failing sampler must not stop the task
                 log.exception("on_start callback failed", extra={"task_id": job.spec.task_id})
         reader = threading.Thread(target=_pump, args=(proc, tail), daemon=True)
@@ -148,12 +172,11 @@ class ProcessRuntime:
         end = _StepEnd()
         deadline = time.monotonic() + timeout
         asked_to_stop = safe_stop_check(should_stop, job.spec.task_id)
+        rusage = None
         while True:
-            try:
-                proc.wait(POLL_SECONDS)
+            rusage = _wait4(proc, POLL_SECONDS)
+            if proc.returncode is not None:
                 break
-            except subprocess.TimeoutExpired:
-                pass
             if (task_dir / KILLED_MARK).exists() or asked_to_stop():
                 end.stopped = True
                 break
@@ -161,8 +184,9 @@ class ProcessRuntime:
                 end.timed_out = True
                 break
         if end.stopped or end.timed_out:
-            _terminate(proc, self.settings.stop_grace)
+            rusage = _terminate(proc, self.settings.stop_grace)
         _killpg(proc.pid, signal.SIGKILL)  # whatever it left running in its group
+        end.usage = _step_usage(job, cgroup, rusage, time.monotonic() - began, _read_note(note_in))
         reader.join(timeout=5)
         end.stopped = end.stopped or (task_dir / KILLED_MARK).exists()
         end.exit_code = proc.returncode
@@ -179,7 +203,14 @@ class ProcessRuntime:
             _killpg(info["pgid"], signal.SIGKILL)
             killed = 1
             log.info("killed process group %s", info["pgid"], extra={"task_id": task_dir.name})
-        if not info or not _same_process(info["runner"], info["runner_created"]):
+        runner_gone = not info or not _same_process(info["runner"], info["runner_created"])
+        for role in ("setup", "main"):  # what left the process group is still in the step's cgroup
+            cgroup = task_cgroup.find(task_cgroup.leaf_name(self.settings.worker_id, task_dir.name, role))
+            if cgroup is not None:
+                cgroup.kill_all()
+                if runner_gone:
+                    cgroup.remove()
+        if runner_gone:
             shutil.rmtree(task_dir, ignore_errors=True)
             killed = max(killed, 1)
         return killed
@@ -190,6 +221,7 @@ class _StepEnd:
         self.exit_code: int | None = None
         self.timed_out = False
         self.stopped = False
+        self.usage: UsageSummary | None = None
 
     @property
     def ok(self) -> bool:
@@ -240,13 +272,66 @@ def _pump(proc: subprocess.Popen, tail: LogTail) -> None:
         tail.add(chunk)
 
 
-def _terminate(proc: subprocess.Popen, grace: float) -> None:
+def _terminate(proc: subprocess.Popen, grace: float) -> resource.struct_rusage | None:
     _killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
+    rusage = _wait4(proc, grace)
+    if proc.returncode is None:
         _killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        rusage = _wait4(proc, None)
+    return rusage
+
+
+def _wait4(proc: subprocess.Popen, timeout: float | None) -> resource.struct_rusage | None:
+    """Wait for the step's first process like Popen.wait, reaping it with wait4
+    so that its rusage (its own and every descendant's it waited for) is kept."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.0005
+    while proc.returncode is None:
+        try:
+            pid, status, rusage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: the status is lost, like Popen's
+            proc.returncode = proc.returncode if proc.returncode is not None else 0
+            return None
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return rusage
+        remaining = deadline - time.monotonic()  # type: ignore[operator]
+        if remaining <= 0:
+            return None
+        delay = min(delay * 2, remaining, 0.05)
+        time.sleep(delay)
+    return None
+
+
+def _read_note(note_in: int) -> float:
+    """CPU seconds the launcher spent before it joined the cgroup (0 if it never said)."""
+    try:
+        text = os.read(note_in, 64).decode()
+        return max(0.0, float(text)) if text else 0.0
+    except (OSError, ValueError):
+        return 0.0
+    finally:
+        os.close(note_in)
+
+
+def _step_usage(job: Job, cgroup: task_cgroup.TaskCgroup | None, rusage: resource.struct_rusage | None,
+                wall: float, before_join: float) -> UsageSummary | None:
+    """The step's totals once it ended: its cgroup's (whatever is still inside is
+    killed first, so the counts are final) plus what the launcher spent before
+    joining it, else the reaped process's rusage."""
+    cpus, memory = job.spec.cpus, job.spec.memory_mb * 1024 * 1024
+    if cgroup is not None:
+        try:
+            if not cgroup.kill_all():
+                log.warning("processes of the step outlived SIGKILL", extra={"task_id": job.spec.task_id})
+            counters = task_cgroup.read_or_none(cgroup)
+            if counters is not None:
+                if rusage is not None:  # the launcher's own figure can never exceed the kernel's
+                    before_join = min(before_join, rusage.ru_utime + rusage.ru_stime)
+                return step_usage.from_counters(counters, wall, cpus, memory, before_join=before_join)
+        finally:
+            cgroup.remove()
+    return step_usage.from_rusage(rusage, wall, cpus, memory) if rusage is not None else None
 
 
 def _killpg(pgid: int, sig: int) -> None:
