@@ -17,15 +17,20 @@ from hivemind_celery.settings import Settings
 
 # Record attributes that are not user `extra=` fields.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# A value is masked only where it is given: after `:` or `=` ("password=…",
+# "token: …", "authorization: Bearer …"), or after the word Bearer. The word
+# "secret" in a sentence ("missing x-hivemind-secret node_id=…") masks nothing.
 _SECRET = re.compile(
-    r"(?i)(password|passwd|token|secret|authorization|bearer)(\"?\s*[:=]\s*\"?|\s+)([^\s\",}]+)"
+    r"(?i)\b(password|passwd|token|secret|authorization)(\"?\s*[:=]\s*\"?)(bearer\s+)?([^\s\",}]+)"
 )
+_BEARER = re.compile(r"(?i)\b(bearer\s+)(?!\[redacted\])([^\s\",}]+)")
 _JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 
 
 def redact(text: str) -> str:
     text = _JWT.sub("[redacted]", text)
-    return _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+    text = _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}[redacted]", text)
+    return _BEARER.sub(lambda m: f"{m.group(1)}[redacted]", text)
 
 
 class TaskContextFilter(logging.Filter):
