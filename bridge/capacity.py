@@ -1,15 +1,18 @@
-"""How the site's live capacity (from the worker registry) maps onto the
-Node Pool's fields. Pure functions; documented in docs/bridge.md.
+"""How the site's capacity (from the worker registry) maps onto the Node
+Pool's fields. Pure functions; documented in docs/bridge.md.
 
 Mapping (both ways use the same two settings):
-- cpu_score = free CPU cores x HIVEMIND_CPU_SCORE_PER_CORE (default 100), so a
+- cpu_score = CPU cores x HIVEMIND_CPU_SCORE_PER_CORE (default 100), so a
   task's cpu score of 250 asks for 2.5 cores;
-- gpu_score = free GPUs x HIVEMIND_GPU_SCORE_PER_GPU (default 100);
-- memory_gb / gpu_memory_gb = free MiB // 1024;
-- cpu_cores = all CPU cores of the live workers (what the site has).
-The scores and memories advertised are what is free now, because the pool
-matches a task against them before dispatching; the registration is re-sent
-every HIVEMIND_REGISTRATION_INTERVAL seconds, so they follow the site.
+- gpu_score = GPUs x HIVEMIND_GPU_SCORE_PER_GPU (default 100);
+- memory_gb / gpu_memory_gb = MiB // 1024;
+- cpu_cores = all CPU cores of the live workers.
+The registration carries the site's **total** capacity, the same figures every
+time: the deployed pool keeps its own `available_*` per node (less a task's
+request at dispatch, back at its result) and clamps them to each new
+registration, so registering what is free while tasks run would shrink the
+node for good. What is free now is said by ReportStatus (exactly "Idle" while
+another task fits) and by the node-level usage.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ class Advertised:
 
 
 def advertised(cap: SiteCapacity, cpu_score_per_core: int, gpu_score_per_gpu: int) -> Advertised:
+    """What RegisterWorkerNode says: the live workers' totals, whatever runs."""
     return Advertised(
         cpu_cores=int(cap.cpus_total),
-        memory_gb=max(0, int(cap.memory_mb_free)) // 1024,
-        cpu_score=max(0, int(cap.cpus_free * cpu_score_per_core)),
-        gpu_score=max(0, int(cap.gpus_free)) * gpu_score_per_gpu,
-        gpu_memory_gb=max(0, int(cap.gpu_memory_mb_free)) // 1024,
+        memory_gb=max(0, int(cap.memory_mb_total)) // 1024,
+        cpu_score=max(0, int(cap.cpus_total * cpu_score_per_core)),
+        gpu_score=max(0, int(cap.gpus_total)) * gpu_score_per_gpu,
+        gpu_memory_gb=max(0, int(cap.gpu_memory_mb_total)) // 1024,
         # One name per node in the protocol: the model the site has most of.
         gpu_name=max(cap.gpu_models, key=lambda name: cap.gpu_models[name]) if cap.gpu_models else "",
     )
@@ -60,6 +64,28 @@ def node_status(cap: SiteCapacity, running: int) -> str:
     if cap.workers == 0:
         return "No workers"
     return "Full"
+
+
+def shortfall(cap: SiteCapacity, cpus: float, memory_mb: int, gpus: int, gpu_memory_mb: int) -> str:
+    """Why a task that did not fit cannot be taken, truthfully: the site has no
+    GPU at all, the task is larger than the whole site, or the site is full now."""
+    if cap.workers == 0:
+        return "site full: no live worker on this site now"
+    if (gpus or gpu_memory_mb) and cap.gpus_total == 0:
+        return "no GPU on this site (no live GPU worker): it takes CPU tasks only"
+    too_big = [f"{what} {need:g} (this site has {have:g} in all)" for what, need, have in (
+        ("CPUs", cpus, cap.cpus_total), ("MiB memory", memory_mb, cap.memory_mb_total),
+        ("GPUs", gpus, cap.gpus_total), ("MiB GPU memory", gpu_memory_mb, cap.gpu_memory_mb_total),
+    ) if need > have]
+    if too_big:
+        return "larger than this site: " + ", ".join(too_big)
+    wanted = f"{cpus:g} CPUs, {memory_mb} MiB"
+    if gpus or gpu_memory_mb:
+        wanted += f", {gpus} GPUs, {gpu_memory_mb} MiB GPU memory"
+    free = f"{cap.cpus_free:g} CPUs, {cap.memory_mb_free} MiB"
+    if cap.gpus_total:
+        free += f", {cap.gpus_free} GPUs, {cap.gpu_memory_mb_free} MiB GPU memory"
+    return f"site full: {wanted} not free on this site now (free: {free})"
 
 
 def percent(used: float, total: float) -> float:

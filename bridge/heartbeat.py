@@ -1,13 +1,15 @@
 """Tell the Node Pool this site exists and whether it can take work.
 
-RegisterWorkerNode every registration interval (liveness and fresh capacity),
-and at once on the next beat whenever the capacity to advertise changed: the
-pool learns capacity only from registrations and forgets its own reservations
-at every ReportStatus, so a stale registration would let it send a task that no
-longer fits (or leave freed room unused until the next interval).
-ReportStatus every heartbeat interval (and at once after a finished task
-freed room, see `wake`) with status exactly "Idle" only while another task
-fits, and node-level usage as TaskUsage with task_id "0".
+RegisterWorkerNode with the site's total capacity, the same figures every
+time (see capacity.py: the deployed pool keeps its own reservations and clamps
+them to each registration), every registration interval as a liveness
+refresh, and at once when the totals change (a worker came or went).
+ReportStatus every heartbeat interval with status exactly "Idle" while
+another task fits, and at once (`wake`) after a task was accepted (the
+deployed pool marks a node BUSY after every dispatch until its next Idle
+report) and after a task ended. Node-level usage goes as TaskUsage with
+task_id "0" and the node id in its `token` field, where the deployed pool
+reads it; that call is optional and its failure never fails a beat.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import logging
 import threading
 import time
 from typing import Any
+
+import grpc
 
 from bridge import capacity
 from bridge.config import BridgeConfig
@@ -52,6 +56,7 @@ class Heartbeat:
         self._next_registration = 0.0
         self._advertised: capacity.Advertised | None = None  # what the last registration said
         self.last_status: str | None = None
+        self._usage_failure: str | None = None  # the last node-usage failure, logged once
 
     @property
     def docker_status(self) -> str:
@@ -115,24 +120,42 @@ class Heartbeat:
                 running_tasks=running,
             ),
         )
-        self._session.call(
-            self._session.workers.TaskUsage,
-            pb.TaskUsageRequest(
-                task_id=NODE_USAGE_TASK_ID,
-                cpu_usage=usage.cpu,
-                memory_usage=usage.memory,
-                gpu_usage=usage.gpu,
-                gpu_memory_usage=usage.gpu_memory,
-            ),
-        )
+        self._node_usage(usage)
         if status != self.last_status:
             log.info("status now %r", status, extra={"node_id": self._config.node_id})
         self.last_status = status
         return status
 
+    def _node_usage(self, usage: capacity.SiteUsage) -> None:
+        """Optional: a pool that refuses or fails it still got the status."""
+        try:
+            self._session.call(
+                self._session.workers.TaskUsage,
+                pb.TaskUsageRequest(
+                    task_id=NODE_USAGE_TASK_ID,
+                    cpu_usage=usage.cpu,
+                    memory_usage=usage.memory,
+                    gpu_usage=usage.gpu,
+                    gpu_memory_usage=usage.gpu_memory,
+                ),
+                token_field=self._config.node_id,
+            )
+        except TRANSIENT as exc:
+            detail = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else exc
+            text = str(detail)
+            if text != self._usage_failure:  # once per distinct answer, not every beat
+                log.warning("node usage not taken by the Node Pool (%s); status reports go on", text,
+                            extra={"node_id": self._config.node_id})
+            self._usage_failure = text
+            return
+        if self._usage_failure is not None:
+            log.info("node usage taken again", extra={"node_id": self._config.node_id})
+        self._usage_failure = None
+
     def beat(self) -> None:
         try:
             cap = self._registry.capacity()
+            # Totals only: allocations never change the registration.
             changed = self._advertised != capacity.advertised(
                 cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu)
             if changed or time.monotonic() >= self._next_registration:
@@ -147,7 +170,8 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                for attempt in until_stopped(self._stop, "heartbeat", self._config.node_id):
+                # A wake (a task accepted or ended) cuts a retry wait short too.
+                for attempt in until_stopped(self._stop, "heartbeat", self._config.node_id, wake=self._wake):
                     with attempt:
                         self.beat()
             except TRANSIENT:

@@ -19,12 +19,21 @@ log = logging.getLogger(__name__)
 TRANSIENT = (grpc.RpcError, NodePoolError, redis.RedisError, OSError)
 
 
-def until_stopped(stop: threading.Event, what: str, node_id: str, max_wait: float = 30.0) -> Retrying:
+def until_stopped(stop: threading.Event, what: str, node_id: str, max_wait: float = 30.0,
+                  wake: threading.Event | None = None) -> Retrying:
     """Retry with exponential backoff (0.5 s doubling up to max_wait) until
-    it works or `stop` is set; the waits end early when `stop` is set."""
+    it works or `stop` is set; the waits end early when `stop` is set, and
+    when `wake` is given, as soon as it is set (the owner must set it on stop too)."""
 
     def stopped(_: RetryCallState) -> bool:
         return stop.is_set()
+
+    def sleep(seconds: float) -> None:
+        if wake is None:
+            stop.wait(seconds)
+            return
+        wake.wait(seconds)
+        wake.clear()
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -36,7 +45,7 @@ def until_stopped(stop: threading.Event, what: str, node_id: str, max_wait: floa
         retry=retry_if_exception_type(TRANSIENT),
         wait=wait_exponential(multiplier=0.5, max=max_wait),
         stop=stopped,
-        sleep=stop.wait,
+        sleep=sleep,
         before_sleep=before_sleep,
         reraise=True,
     )

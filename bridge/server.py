@@ -76,6 +76,7 @@ class Bridge:
         self.session: Session | None = None
         self.heartbeat: Heartbeat | None = None
         self.relay: Relay | None = None
+        self._servicer: WorkerNodeServicer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> "Bridge":
@@ -86,6 +87,8 @@ class Bridge:
         self.relay = Relay(self.settings, self.session, self.redis, self.celery, self.registry, self.payloads,
                            self.outbox)
         self.relay.on_freed = self.heartbeat.wake
+        assert self._servicer is not None
+        self._servicer.on_accepted = self.heartbeat.wake
         self.relay.start()
         self.heartbeat.start()
         log.info("bridge serving on port %d (%s) for Node Pool %s, advertised as %s", self.port,
@@ -104,6 +107,7 @@ class Bridge:
         )
         servicer = WorkerNodeServicer(self.settings, self.config.node_id, self.redis, self.celery, self.registry,
                                       self.payloads, self.outbox)
+        self._servicer = servicer
         pb_grpc.add_WorkerNodeServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -19,7 +19,7 @@ import grpc
 import redis
 from celery import Celery
 
-from bridge import intake
+from bridge import capacity, intake
 from bridge.intake import IntakeRefused
 from bridge.outbox import OwedTask, Outbox
 from hivemind_celery import keys
@@ -57,6 +57,10 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
         self._outbox = outbox
         # Reservations outlive the longest task; the relay releases them sooner.
         self._allocation_ttl = int(settings.hard_time_limit + 3600)
+        # Called once a new task's acceptance has been answered (the heartbeat's
+        # wake): the deployed pool marks a node BUSY after every dispatch and
+        # dispatches to it again only after its next Idle report.
+        self.on_accepted: Callable[[], None] | None = None
 
     # -- ExecuteTask --------------------------------------------------------
     def ExecuteTask(self, request: pb.ExecuteTaskRequest, context: grpc.ServicerContext) -> pb.ExecuteTaskResponse:
@@ -100,8 +104,10 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
                 return "already accepted"
             answer = self._accept(task_id, request.task_zip, res, extra)
             if after_answer is not None:
-                after_answer(lambda: _release(lock))
+                after_answer(lambda: self._answered(lock))
                 release_later = True
+            elif self.on_accepted is not None:
+                self.on_accepted()
             return answer
         finally:
             if not release_later:
@@ -111,12 +117,12 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
         # Check and reserve in one step, so two intakes cannot both take the last room.
         if not self._registry.allocate(task_id, res.cpus, res.memory_mb, res.gpus, res.gpu_memory_mb,
                                        ttl=self._allocation_ttl, require_fit=True):
-            wanted = f"{res.cpus:g} CPUs, {res.memory_mb} MiB"
-            if res.wants_gpu:
-                wanted += f", {res.gpus} GPUs, {res.gpu_memory_mb} MiB GPU memory"
+            # Only on a refusal: one more read to say what is true (no GPU at all,
+            # larger than the site, or full now).
+            why = capacity.shortfall(self._registry.capacity(), res.cpus, res.memory_mb, res.gpus,
+                                     res.gpu_memory_mb)
             paused = sorted(paused_reasons(self._redis).values())  # e.g. a worker's disk nearly full
-            raise IntakeRefused(f"site full: {wanted} not free on this site now"
-                                + "".join(f"; {reason}" for reason in paused))
+            raise IntakeRefused(why + "".join(f"; {reason}" for reason in paused))
         try:
             # The zip and the outbox entry in one round trip (no transaction needed:
             # the intake lock is held and the payload is content-addressed).
@@ -135,6 +141,11 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
         log.info("accepted task for queue %s (%g CPUs, %d MiB, %d GPUs)", spec.queue.value, res.cpus,
                  res.memory_mb, res.gpus, extra=extra)
         return f"accepted on queue {spec.queue.value}"
+
+    def _answered(self, lock: Any) -> None:
+        _release(lock)
+        if self.on_accepted is not None:
+            self.on_accepted()
 
     # -- StopTaskExecution --------------------------------------------------
     def StopTaskExecution(

@@ -1,10 +1,12 @@
 """The bridge's account on the Node Pool: log in, keep the token fresh, and
 make calls with it.
 
-The token goes in the request's `token` field where the message has one, and
-on every call as `authorization: Bearer <token>` metadata, because this
-project's Node Pool checks tokens on RegisterWorkerNode and ReportStatus too
-(their messages have no token field). The deployed pool ignores both.
+The token goes in the request's `token` field where the message has one (but
+for the node-level TaskUsage, whose `token` field the deployed pool reads as
+the node id), and on every call as `authorization: Bearer <token>` metadata,
+because this project's Node Pool checks tokens on RegisterWorkerNode and
+ReportStatus too (their messages have no token field). The deployed pool
+checks neither.
 The token is never logged.
 """
 
@@ -127,12 +129,15 @@ class Session:
         self._refresh_at = max(now, expiry - spare)
 
     # -- calls -----------------------------------------------------------------
-    def call(self, method: Callable[..., Any], request: Any, timeout: float = CALL_TIMEOUT) -> Any:
+    def call(self, method: Callable[..., Any], request: Any, timeout: float = CALL_TIMEOUT,
+             token_field: str | None = None) -> Any:
         """Call a Node Pool RPC with the token; success=false raises NodePoolError.
-        An UNAUTHENTICATED answer drops the token so the next call logs in."""
+        An UNAUTHENTICATED answer drops the token so the next call logs in.
+        `token_field` replaces what goes in the request's `token` field (the
+        node-level TaskUsage carries the node id there); the metadata keeps the token."""
         token = self.token()
         if hasattr(request, "token"):
-            request.token = token
+            request.token = token if token_field is None else token_field
         try:
             reply = method(request, timeout=timeout, metadata=(("authorization", f"Bearer {token}"),))
         except grpc.RpcError as exc:

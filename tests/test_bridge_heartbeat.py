@@ -1,15 +1,17 @@
-"""When the bridge acts without waiting for its intervals. Real bridge, real Redis
-registry and result backend, a recording pool.
+"""When the bridge acts without waiting for its intervals, and what it registers.
+Real bridge, real Redis registry and result backend, a recording pool.
 
-- It re-registers as soon as the capacity it advertises changes: the Node Pool
-  learns capacity from registrations alone and drops its own reservations at every
-  ReportStatus, so a stale registration would let it dispatch a task the site no
-  longer has room for (and leave freed room unused).
-- It reports status right after a delivered result freed room.
+- It registers the site's total capacity, the same figures while tasks run: the
+  deployed pool keeps its own reservations and clamps them to every registration.
+  It re-registers at once when the totals change (a worker came or went).
+- It reports status right after accepting a task (the deployed pool marks a node
+  BUSY after every dispatch) and right after a finished task freed room.
+- A refused node-level usage call never fails the beat; a wake cuts a retry wait.
 - A worker storing a task's outcome starts a relay pass at once."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -31,25 +33,63 @@ def redis_url(redis_base: str) -> str:
     return f"{redis_base}/{HEARTBEAT_DB}"
 
 
-def test_capacity_change_is_registered_before_the_interval(start_bridge: Callable[..., Bridge],
+def test_registration_keeps_the_totals_and_follows_workers(start_bridge: Callable[..., Bridge],
                                                            pool: RecordingPool, db: redis.Redis) -> None:
     registry = add_worker(db, cpus=4, memory_mb=8192)
     start_bridge(registration_interval=3600.0)  # only the first registration is due by the clock
     wait_for(lambda: pool.of("RegisterWorkerNode") and pool.of("RegisterWorkerNode")[-1].cpu_score == 400,
-             "the first registration with all four cores free")
+             "the first registration with all four cores")
 
-    registry.allocate("a-task", 2.0, 1024, ttl=600)
-    latest = wait_for(lambda: [r for r in pool.of("RegisterWorkerNode") if r.cpu_score == 200],
-                      "a registration advertising two free cores after two were allocated")
-    assert latest[-1].memory_gb == 7
-    registry.release("a-task")
-    wait_for(lambda: pool.of("RegisterWorkerNode")[-1].cpu_score == 400, "the cores advertised again once freed")
-
-    # Unchanged capacity: heartbeats go on, registrations do not repeat.
     count = len(pool.of("RegisterWorkerNode"))
+    registry.allocate("a-task", 3.5, 1024, ttl=600)
+    wait_for(lambda: pool.of("ReportStatus")[-1].status == "Full", "the status saying the site is full")
     beats = len(pool.of("ReportStatus"))
     wait_for(lambda: len(pool.of("ReportStatus")) >= beats + 5, "five more heartbeats")
-    assert len(pool.of("RegisterWorkerNode")) == count
+    assert len(pool.of("RegisterWorkerNode")) == count  # an allocation changes no registration
+    registry.release("a-task")
+    wait_for(lambda: pool.of("ReportStatus")[-1].status == "Idle", "Idle again once freed")
+
+    add_worker(db, "w2", cpus=2, memory_mb=4096)
+    latest = wait_for(lambda: [r for r in pool.of("RegisterWorkerNode") if r.cpu_score == 600],
+                      "a registration with the new worker's cores, before the interval")
+    assert (latest[-1].cpu_cores, latest[-1].memory_gb) == (6, 12)
+
+
+def test_accepting_a_task_reports_status_at_once(start_bridge: Callable[..., Bridge], pool: RecordingPool,
+                                                 db: redis.Redis) -> None:
+    """Right after an accepted task (the deployed pool now holds the node BUSY), a
+    ReportStatus saying Idle while room remains; the heartbeat interval here is 30 s."""
+    add_worker(db, cpus=4, memory_mb=8192)
+    bridge = start_bridge(heartbeat_interval=30.0)
+    wait_for(lambda: pool.of("ReportStatus"), "the first heartbeat")
+    beats = len(pool.of("ReportStatus"))
+    assert execute(bridge, "t-accept-1", cpu_usage=100.0).success
+    after = wait_for(lambda: pool.of("ReportStatus")[beats:], "a status report right after the accept", limit=10)
+    assert after[0].status == "Idle" and after[0].running_tasks == 1
+
+
+def test_refused_node_usage_never_fails_the_beat(start_bridge: Callable[..., Bridge], pool: RecordingPool,
+                                                 db: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    add_worker(db, cpus=4, memory_mb=8192)
+    pool.refuse_node_usage = True  # answers success=false, like a pool that does not know the node id
+    start_bridge(registration_interval=3600.0)
+    wait_for(lambda: len(pool.of("ReportStatus")) >= 10, "ten heartbeats while node usage is refused")
+    assert len(pool.of("RegisterWorkerNode")) == 1  # no beat failed: nothing forced a new registration
+    assert "heartbeat failed" not in caplog.text
+    assert caplog.text.count("node usage not taken") == 1  # said once, not every beat
+
+
+def test_a_wake_cuts_a_retry_wait() -> None:
+    from bridge.retry import until_stopped
+
+    stop, wake = threading.Event(), threading.Event()
+    retrying = until_stopped(stop, "test", "node", max_wait=3600.0, wake=wake)
+    sleeper = threading.Thread(target=retrying.sleep, args=(3600.0,))
+    sleeper.start()
+    wake.set()
+    sleeper.join(timeout=10)
+    assert not sleeper.is_alive(), "the retry wait did not end on the wake"
+    assert not wake.is_set()  # consumed, so the next wait is a whole one
 
 
 def test_delivered_result_makes_the_bridge_report_at_once(start_bridge: Callable[..., Bridge],

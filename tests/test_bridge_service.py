@@ -60,6 +60,7 @@ class RecordingPool:
         self.tokens: set[str] = set()
         self.token_lifetime = token_lifetime
         self.refuse_results = 0  # how many TaskResultUploads to answer success=false
+        self.refuse_node_usage = False  # answer node-level TaskUsage success=false
         self.port = 0
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
@@ -102,7 +103,11 @@ class RecordingPool:
                 return pb.TaskOutputUploadResponse(success=True)
 
             def TaskUsage(self, request: Any, context: Any) -> Any:
-                pool._record("TaskUsage", request, context, check_token=True)
+                # Node-level usage carries the node id in `token`, as the deployed pool reads it.
+                pool._record("TaskUsage", request, context, check_token=True,
+                             node_field=request.task_id == "0")
+                if request.task_id == "0" and pool.refuse_node_usage:
+                    return pb.TaskUsageResponse(success=False, message=f"node {request.token} does not exist")
                 return pb.TaskUsageResponse(success=True)
 
             def TaskResultUpload(self, request: Any, context: Any) -> Any:
@@ -138,14 +143,18 @@ class RecordingPool:
             self.tokens.add(token)
         return token
 
-    def _record(self, name: str, request: Any, context: Any, check_token: bool = False) -> None:
+    def _record(self, name: str, request: Any, context: Any, check_token: bool = False,
+                node_field: bool = False) -> None:
         metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
         copy = type(request)()
         copy.CopyFrom(request)
         if check_token:
             token = metadata.get("authorization", "").removeprefix("Bearer ")
-            field_token = getattr(request, "token", token)
-            if token not in self.tokens or field_token != token:
+            expected = token
+            if node_field and token in self.tokens:
+                expected = jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])["username"]
+            field_token = getattr(request, "token", expected)
+            if token not in self.tokens or field_token != expected:
                 with self._lock:
                     self.refused.append((name, copy, metadata))
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid or missing token")
@@ -287,6 +296,8 @@ def test_login_register_and_status_follow_the_registry(start_bridge: Callable[..
     wait_for(lambda: latest_status(pool) == "Full", "a busy status once less than a core is free")
     usage = wait_for(lambda: [u for u in pool.of("TaskUsage", "0") if u.cpu_usage > 80], "node usage under id 0")
     assert usage[-1].cpu_usage == pytest.approx(87.5)
+    assert usage[-1].token == node_id  # where the deployed pool looks the node up
+    assert (pool.of("RegisterWorkerNode")[-1].cpu_score, pool.of("RegisterWorkerNode")[-1].memory_gb) == (400, 8)
     registry.release("someone-else")
     wait_for(lambda: latest_status(pool) == "Idle", "Idle again after the allocation was released")
 
@@ -417,7 +428,7 @@ def test_gpu_task_goes_to_gpu_never_cpu(start_bridge: Callable[..., Bridge], db:
     add_worker(db, "cpu-only", cpus=8, memory_mb=16384)
     bridge = start_bridge()
     refused = execute(bridge, "t-gpu-nogpu", gpu_usage=100.0, gpu_memory_gb=4)
-    assert not refused.success and "site full" in refused.message and "GPU" in refused.message
+    assert not refused.success and refused.message.startswith("no GPU on this site"), refused.message
     add_worker(db, "gpu-box", cpus=8, memory_mb=16384, gpus=1, gpu_memory_mb=16384, queues=("gpu",))
     reply = execute(bridge, "t-gpu-1", gpu_usage=100.0, gpu_memory_gb=4)
     assert reply.success, reply.message
@@ -431,7 +442,8 @@ def test_full_site_refuses_and_reports_busy(start_bridge: Callable[..., Bridge],
     bridge = start_bridge()
     assert execute(bridge, "t-fill").success
     second = execute(bridge, "t-overflow")
-    assert not second.success and "site full" in second.message
+    assert not second.success and second.message.startswith("site full: 1 CPUs"), second.message
+    assert "free: 0 CPUs" in second.message
     wait_for(lambda: latest_status(pool) == "Running (1 tasks)", "a busy status while the site is full")
     assert [m["headers"]["id"] for m in queued(db, "cpu")] == ["t-fill"]
 

@@ -114,15 +114,27 @@ def test_status_is_exactly_idle_only_while_another_task_fits() -> None:
         assert "Idle" not in status
 
 
-def test_advertised_scores_follow_free_capacity() -> None:
-    ad = capacity.advertised(
-        Cap(cpus_free=2.5, memory_mb_free=3000, gpus_total=2, gpus_free=1, gpu_memory_mb_free=24576,
-            gpu_models={"NVIDIA A10": 1, "NVIDIA H100": 2}),
-        cpu_score_per_core=100,
-        gpu_score_per_gpu=50,
-    )
-    assert (ad.cpu_cores, ad.cpu_score, ad.memory_gb) == (8, 250, 2)
-    assert (ad.gpu_score, ad.gpu_memory_gb, ad.gpu_name) == (50, 24, "NVIDIA H100")
+def test_registration_carries_the_totals_whatever_is_allocated() -> None:
+    """The deployed pool clamps its own available_* to every registration: the figures
+    must be the site's totals, the same while tasks run as when it is empty."""
+    busy = Cap(cpus_free=2.5, memory_mb_free=3000, gpus_total=2, gpus_free=1, gpu_memory_mb_total=49152,
+               gpu_memory_mb_free=24576, gpu_models={"NVIDIA A10": 1, "NVIDIA H100": 2})
+    ad = capacity.advertised(busy, cpu_score_per_core=100, gpu_score_per_gpu=50)
+    assert (ad.cpu_cores, ad.cpu_score, ad.memory_gb) == (8, 800, 16)
+    assert (ad.gpu_score, ad.gpu_memory_gb, ad.gpu_name) == (100, 48, "NVIDIA H100")
+    idle = Cap(gpus_total=2, gpus_free=2, gpu_memory_mb_total=49152, gpu_memory_mb_free=49152,
+               gpu_models={"NVIDIA A10": 1, "NVIDIA H100": 2})
+    assert capacity.advertised(idle, 100, 50) == ad
+
+
+def test_refusal_reasons_say_what_is_true() -> None:
+    assert capacity.shortfall(Cap(), 1, 512, 1, 4096).startswith("no GPU on this site")
+    assert capacity.shortfall(Cap(), 16, 512, 0, 0) == "larger than this site: CPUs 16 (this site has 8 in all)"
+    full = capacity.shortfall(Cap(cpus_free=0.5), 1, 512, 0, 0)
+    assert full.startswith("site full: 1 CPUs, 512 MiB not free") and "free: 0.5 CPUs" in full
+    assert "no live worker" in capacity.shortfall(Cap(workers=0, cpus_total=0, memory_mb_total=0), 1, 512, 0, 0)
+    gpu_full = capacity.shortfall(Cap(gpus_total=1, gpus_free=0, gpu_memory_mb_total=8192), 1, 512, 1, 0)
+    assert gpu_full.startswith("site full") and "0 GPUs" in gpu_full
 
 
 def test_site_usage_percentages() -> None:
