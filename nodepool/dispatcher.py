@@ -3,8 +3,9 @@ pushes PENDING tasks to Idle nodes whose capacity covers them.
 
 Matching: status exactly `Idle`, heard from within `node_fresh_s`, not backing
 off (after a refused task until its next Idle report or `node_backoff_s`, after
-an unreachable one for `node_backoff_s`), capacity (minus what was already reserved since the node's last
-heartbeat) covers memory_gb, cpu_score, gpu_score and gpu_memory_gb; a GPU task
+an unreachable one for `node_backoff_s`), capacity (the registered totals less
+the tasks the node holds until their results and the calls in flight, see
+nodes.py) covers memory_gb, cpu_score, gpu_score and gpu_memory_gb; a GPU task
 (gpu_score or gpu_memory_gb > 0) only goes to a node with GPU capacity; a
 named gpu_name must appear in the node's GPU name (case-insensitive) unless it
 is empty or `Any`. The ExecuteTask call runs on a small thread pool so one slow
@@ -70,6 +71,7 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._loop, name="nodepool-dispatcher", daemon=True)
 
     def start(self) -> None:
+        nodes.clear_in_flight(self._store)
         self._thread.start()
 
     def wake(self) -> None:
@@ -148,7 +150,10 @@ class Dispatcher:
                 accepted, reason = False, f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
                 answered = False
             if accepted:
-                if tasks.mark_running(self._store, task_id, node.node_id, f"running on {node.node_id}"):
+                running = tasks.mark_running(self._store, task_id, node.node_id, f"running on {node.node_id}")
+                # The call is over: a RUNNING task now holds its room through the tasks table.
+                nodes.reserve(self._store, node.node_id, *(-need for need in _needs(request)))
+                if running:
                     log.info("task dispatched", extra=extra)
                 elif tasks.stop_was_requested(self._store, task_id):
                     # Stopped while the call was on its way: tell the node to drop it.

@@ -2,8 +2,15 @@
 
 A node is owned by the user whose name is its node_id (the worker logs in
 with its own account). Registration and status reports refresh `last_seen`,
-which liveness and dispatch read. A dispatched task's resources stay
-reserved on the node until its next heartbeat reports the new state.
+which liveness and dispatch read.
+
+Capacity, as the deployed pool keeps it: a node registers its total capacity;
+what is left for dispatch is that total less the requests of the tasks it
+holds (RUNNING, or STOPPED with its result still to come) and of the
+ExecuteTask calls in flight to it (`reserved_*`). A task's request comes back
+when its result arrives (or it fails), never because of a heartbeat or a
+re-registration, so a node re-registering the same totals while tasks run
+is offered exactly the room it has.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class Node:
     gpu_memory_gb: int
     gpu_name: str
     last_seen: float
+    gpu_capable: bool | None = None  # from the totals; None: read it from the figures above
 
     @property
     def address(self) -> str:
@@ -72,6 +80,8 @@ class Node:
 
     @property
     def has_gpu(self) -> bool:
+        if self.gpu_capable is not None:
+            return self.gpu_capable
         return self.gpu_score > 0 or self.gpu_memory_gb > 0
 
 
@@ -113,9 +123,7 @@ def register(store: Store, identity: Identity, reg: Registration) -> None:
                 cpu_score = excluded.cpu_score, gpu_score = excluded.gpu_score,
                 gpu_memory_gb = excluded.gpu_memory_gb, gpu_name = excluded.gpu_name,
                 location = excluded.location, docker_status = excluded.docker_status,
-                last_seen = excluded.last_seen,
-                reserved_memory_gb = 0, reserved_cpu_score = 0, reserved_gpu_score = 0,
-                reserved_gpu_memory_gb = 0
+                last_seen = excluded.last_seen
             """,
             {**reg.__dict__, "user_id": identity.user_id, "now": now},
         )
@@ -128,7 +136,6 @@ def report_status(store: Store, identity: Identity, report: StatusReport) -> Non
             """
             UPDATE nodes SET status = ?, cpu_usage = ?, memory_usage = ?, gpu_usage = ?, gpu_memory_usage = ?,
                 docker_status = ?, running_tasks = ?, last_seen = ?,
-                reserved_memory_gb = 0, reserved_cpu_score = 0, reserved_gpu_score = 0, reserved_gpu_memory_gb = 0,
                 backoff_until = CASE WHEN backoff_ends_on_report AND ? = 'Idle' THEN 0 ELSE backoff_until END,
                 backoff_ends_on_report = CASE WHEN ? = 'Idle' THEN 0 ELSE backoff_ends_on_report END
             WHERE node_id = ?
@@ -155,35 +162,49 @@ def record_node_usage(store: Store, node_id: str, cpu: float, memory: float, gpu
 
 def dispatchable(store: Store, fresh_s: float, refuse_loopback: bool, now: float | None = None) -> list[Node]:
     """Nodes that may be sent work now: status exactly `Idle`, recently heard from, not backing off.
-    Capacities returned are what is left after this heartbeat period's reservations."""
+    Capacities returned are what is left: the registered totals less the tasks the node
+    holds and the calls in flight to it. `has_gpu` is read from the totals."""
     now = time.time() if now is None else now
     rows = store.conn.execute(
         """
-        SELECT node_id, user_id, hostname, port, status, last_seen, gpu_name,
-               memory_gb - reserved_memory_gb AS memory_gb, cpu_score - reserved_cpu_score AS cpu_score,
-               gpu_score - reserved_gpu_score AS gpu_score,
-               gpu_memory_gb - reserved_gpu_memory_gb AS gpu_memory_gb
-        FROM nodes WHERE status = 'Idle' AND last_seen > ? AND backoff_until <= ?
-        ORDER BY last_seen DESC
+        SELECT n.node_id, n.user_id, n.hostname, n.port, n.status, n.last_seen, n.gpu_name,
+               n.memory_gb - n.reserved_memory_gb - COALESCE(SUM(t.memory_gb), 0) AS memory_gb,
+               n.cpu_score - n.reserved_cpu_score - COALESCE(SUM(t.cpu_score), 0) AS cpu_score,
+               n.gpu_score - n.reserved_gpu_score - COALESCE(SUM(t.gpu_score), 0) AS gpu_score,
+               n.gpu_memory_gb - n.reserved_gpu_memory_gb - COALESCE(SUM(t.gpu_memory_gb), 0) AS gpu_memory_gb,
+               n.gpu_score > 0 OR n.gpu_memory_gb > 0 AS gpu_total
+        FROM nodes n LEFT JOIN tasks t
+            ON t.node_id = n.node_id AND t.result_at IS NULL AND t.status IN ('RUNNING', 'STOPPED')
+        WHERE n.status = 'Idle' AND n.last_seen > ? AND n.backoff_until <= ?
+        GROUP BY n.node_id
+        ORDER BY n.last_seen DESC
         """,
         (now - fresh_s, now),
     ).fetchall()
-    nodes = [Node(**dict(row)) for row in rows]
+    nodes = [Node(**{k: row[k] for k in row.keys() if k != "gpu_total"}, gpu_capable=bool(row["gpu_total"]))
+             for row in rows]
     if refuse_loopback:
         nodes = [n for n in nodes if n.hostname.strip() not in LOOPBACK_HOSTS]
     return [n for n in nodes if n.hostname.strip()]  # an empty host cannot be dialled at all
 
 
 def reserve(store: Store, node_id: str, memory_gb: int, cpu_score: int, gpu_score: int, gpu_memory_gb: int) -> None:
-    """Add to (or, with negative figures, release from) what is reserved on the node."""
+    """Add to (or, with negative figures, release from) what the calls in flight to the node hold."""
     with store.transaction() as conn:
         conn.execute(
-            # MAX(0, ...): a release after a heartbeat already cleared the reservation must not go negative.
+            # MAX(0, ...): a release after a restart cleared the reservations must not go negative.
             "UPDATE nodes SET reserved_memory_gb = MAX(0, reserved_memory_gb + ?),"
             " reserved_cpu_score = MAX(0, reserved_cpu_score + ?), reserved_gpu_score = MAX(0, reserved_gpu_score + ?),"
             " reserved_gpu_memory_gb = MAX(0, reserved_gpu_memory_gb + ?) WHERE node_id = ?",
             (memory_gb, cpu_score, gpu_score, gpu_memory_gb, node_id),
         )
+
+
+def clear_in_flight(store: Store) -> None:
+    """At start: no ExecuteTask call is in flight, whatever a crash left behind."""
+    with store.transaction() as conn:
+        conn.execute("UPDATE nodes SET reserved_memory_gb = 0, reserved_cpu_score = 0, reserved_gpu_score = 0,"
+                     " reserved_gpu_memory_gb = 0")
 
 
 def back_off(store: Store, node_id: str, seconds: float, until_idle_report: bool = False) -> None:

@@ -14,7 +14,7 @@ import grpc
 
 from nodepool import nodes, results, tasks
 from nodepool.auth import AuthError
-from nodepool.context import Pool, authenticate
+from nodepool.context import Pool, authenticate, bearer_token
 from nodepool.errors import Refused
 from nodepool.tasks import FINAL_STATES, State
 from proto import nodepool_pb2 as pb
@@ -141,10 +141,17 @@ class WorkerNodeService(pb_grpc.WorkerNodeServiceServicer):
     def TaskUsage(self, request: pb.TaskUsageRequest, context: grpc.ServicerContext) -> pb.TaskUsageResponse:
         figures = (request.cpu_usage, request.memory_usage, request.gpu_usage, request.gpu_memory_usage)
         try:
-            node = authenticate(self._pool, request.token)
             if request.task_id == NODE_USAGE_TASK_ID:
+                # The protocol puts the node id in `token` here; the token itself
+                # comes as metadata (an older bridge sent it in the field).
+                bearer = bearer_token(context)
+                node = authenticate(self._pool, bearer or request.token)
+                if request.token not in (node.username, bearer):
+                    raise Refused(f"node-level usage names node {request.token[:64]!r}, "
+                                  f"not the logged-in {node.username!r}")
                 nodes.record_node_usage(self._pool.store, node.username, *figures)
             else:
+                node = authenticate(self._pool, request.token)
                 task = tasks.assigned(self._pool.store, node, request.task_id)
                 tasks.record_usage(self._pool.store, task.task_id, *figures)
         except (AuthError, Refused) as exc:
@@ -166,5 +173,6 @@ class WorkerNodeService(pb_grpc.WorkerNodeServiceServicer):
         if not stored:
             log.info("duplicate result ignored", extra={"task_id": request.task_id[:128]})
             return pb.TaskResultUploadResponse(success=True, message="duplicate result ignored; the first one is kept")
+        self._pool.dispatcher.wake()  # the task's room on its node is free again
         paid = payment.amount_paid if payment else 0
         return pb.TaskResultUploadResponse(success=True, message=f"result stored; {paid} CPT paid")
