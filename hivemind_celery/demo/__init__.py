@@ -7,6 +7,8 @@ The parts, one job each:
   waiting until each is ready;
 - `preflight.py`: what this machine has (Docker, the task image, a GPU, Flower) and
   what the demo does about what it lacks;
+- `dockerd.py`: which Docker daemon to use, starting it when it is installed but
+  not running (and stopping it after);
 - `pool_client.py`: the Node Pool as a user sees it (login, upload, list, result);
 - `examples.py`: the bundled examples and their expected outcomes;
 - `report.py`: live progress and the outcome table (rich);

@@ -1,11 +1,13 @@
-"""The bundled examples (examples/ in the checkout), what each should end as,
-and what a finished one's result zip says about it."""
+"""The bundled examples (package data: hivemind_celery/examples/, which the
+checkout's examples/ points at), what each should end as, and what a finished
+one's result zip says about it."""
 
 from __future__ import annotations
 
 import io
 import json
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ REPORT_NAME = "execution_report.json"
 
 @dataclass(frozen=True)
 class Example:
-    name: str  # folder under examples/
+    name: str  # folder under hivemind_celery/examples/
     expected: str  # TaskStatus value it should end with
     what: str
     memory_gb: int = 1
@@ -38,14 +40,18 @@ EXAMPLES: tuple[Example, ...] = (
 
 
 def examples_dir() -> Path:
-    """examples/ next to the package (a checkout or an editable install)."""
-    folder = Path(hivemind_celery.__file__).resolve().parents[1] / "examples"
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"the bundled examples are not at {folder}: run `hivemind demo` from a checkout of the "
-            "project (git clone ...; make demo)"
-        )
-    return folder
+    """The examples shipped inside the package, wherever it is installed."""
+    return Path(hivemind_celery.__file__).resolve().parent / "examples"
+
+
+def missing_examples(names: Iterable[str]) -> str | None:
+    """None when every named example is on disk, else what is missing and the fix."""
+    folder = examples_dir()
+    missing = [name for name in names if not (folder / name / "main.py").is_file()]
+    if not missing:
+        return None
+    return (f"the bundled examples {', '.join(missing)} are not in {folder} (an incomplete install); "
+            "reinstall the package: pip install --force-reinstall hivemind-celery")
 
 
 def zip_folder(folder: Path) -> bytes:

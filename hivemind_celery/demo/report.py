@@ -68,21 +68,31 @@ class Tracked:
 _STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow", "skipped": "dim", "error": "bold red"}
 
 
+def elapsed(row: Tracked, now: float) -> str:
+    """Seconds since submission while it runs; its measured duration once done."""
+    if row.finished is not None:
+        return f"{row.finished.duration_s:.0f}s"
+    if row.submitted_at and not row.done:
+        return f"{now - row.submitted_at:.0f}s"
+    return "-"
+
+
 def progress_table(rows: list[Tracked]) -> Table:
-    # Sized for an 80-column terminal: the task ids are in the notes below the outcomes.
-    table = Table(title="HiveMind demo: the examples through the Node Pool")
-    table.add_column("example", no_wrap=True, min_width=17)
-    table.add_column("state", no_wrap=True, min_width=9)
-    table.add_column("time", no_wrap=True, justify="right", min_width=4)
+    # Fixed widths for all but the output column, so on an 80-column terminal
+    # rich shrinks only that one (a flexible column had squeezed `time` to nothing).
+    # The task ids are in the notes below the outcomes.
+    table = Table(title="HiveMind demo: the examples through the Node Pool", expand=True)
+    table.add_column("example", no_wrap=True, min_width=17, max_width=17)
+    table.add_column("state", no_wrap=True, min_width=9, max_width=9)
+    table.add_column("time", no_wrap=True, justify="right", min_width=5, max_width=5)
     table.add_column("latest output", no_wrap=True, overflow="ellipsis", ratio=1)
     now = time.monotonic()
     for row in rows:
         if row.skipped:
-            table.add_row(row.example.name, Text("skipped", style="dim"), "", row.skipped)
+            table.add_row(row.example.name, Text("skipped", style="dim"), "-", row.skipped)
             continue
-        elapsed = f"{now - row.submitted_at:.0f}s" if row.submitted_at and not row.done else ""
         state = row.outcome if row.done else row.pool_status
-        table.add_row(row.example.name, Text(state, style=_STYLE.get(state, "cyan")), elapsed,
+        table.add_row(row.example.name, Text(state, style=_STYLE.get(state, "cyan")), elapsed(row, now),
                       row.error or row.last_line)
     return table
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 
-from hivemind_celery.demo import services
+from hivemind_celery.demo import dockerd, services
 from hivemind_celery.demo.examples import EXAMPLES, examples_dir, read_report, zip_folder
 from hivemind_celery.demo.paths import Credentials, DemoPaths, read_json, write_private
 from hivemind_celery.demo.pool_client import PoolClient, PoolError
-from hivemind_celery.demo.preflight import Preflight, check
+from hivemind_celery.demo.preflight import FLOWER_FIX, Preflight, check, ensure_image
 from hivemind_celery.demo.procs import ChildFailed, Supervisor, group_alive, pick_port, stop_group
 from hivemind_celery.demo.report import Tracked, notes, outcome_table, progress_table
 
@@ -53,6 +54,7 @@ class Site:
     runtime: str = ""
     worker_ids: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
+    dockerd_bridge: str = ""  # made for a dockerd the demo started on its own socket
 
 
 class Interrupted(Exception):
@@ -103,13 +105,15 @@ def stop_leftover_site(paths: DemoPaths, console: Console) -> None:
     """Stop what a killed or --keep-running demo left running here."""
     saved = read_json(paths.site) or {}
     pids = saved.get("pids", {}) if isinstance(saved.get("pids"), dict) else {}
-    order = ["flower", "bridge", "worker-gpu", "worker-cpu", "nodepool", "redis"]
+    order = ["flower", "bridge", "worker-gpu", "worker-cpu", "nodepool", "redis", "dockerd"]
     for name in sorted(pids, key=lambda n: order.index(n) if n in order else -1):
         pid = pids[name]
         if isinstance(pid, int) and pid > 1 and group_alive(pid):
             console.print(f"stopping {name} (pid {pid}) left from an earlier run")
             polite = (signal.SIGTERM, signal.SIGQUIT) if name.startswith("worker") else (signal.SIGTERM,)
-            stop_group(pid, 8.0, polite)
+            stop_group(pid, dockerd.STOP_GRACE if name == "dockerd" else 8.0, polite)
+    if isinstance(saved.get("dockerd_bridge"), str):
+        dockerd.remove_bridge(saved["dockerd_bridge"])
     paths.site.unlink(missing_ok=True)
 
 
@@ -118,11 +122,22 @@ def save_site(paths: DemoPaths, site: Site, sup: Supervisor) -> None:
     write_private(paths.site, json.dumps(site.__dict__, indent=2) + "\n")
 
 
+def start_dockerd(pre: Preflight, paths: DemoPaths, site: Site, sup: Supervisor, console: Console) -> None:
+    """When Docker is installed but not running: start it (stopped with the site)."""
+    if pre.docker is None or pre.docker.action != "start":
+        return
+    child, site.dockerd_bridge = dockerd.start(pre.docker, sup, paths.root, say=console.print)
+    save_site(paths, site, sup)
+    with console.status("waiting for dockerd…"):
+        dockerd.wait_ready(pre.docker.host, child)
+    console.print(f"[green]✓[/green] dockerd on {pre.docker.host.socket} (started by the demo)")
+
+
 def start_site(opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Preflight, sup: Supervisor,
-               console: Console) -> Site:
+               site: Site, console: Console) -> Site:
     root = repo_root()
     env = services.base_env(root)
-    site = Site(runtime=pre.runtime)
+    site.runtime = pre.runtime
     taken: set[int] = set()
 
     def port(name: str) -> int:
@@ -178,7 +193,7 @@ def start_site(opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Pre
         console.print(f"[green]✓[/green] Flower on {site.flower} (user {creds.flower_user}, "
                       f"password {creds.flower_password})")
     elif opts.flower:
-        console.print("[dim]Flower is not installed (pip install 'hivemind-celery[flower]'); skipping it[/dim]")
+        console.print(f"[dim]Flower is not installed ({escape(FLOWER_FIX)}); skipping it[/dim]")
     return site
 
 
@@ -250,19 +265,22 @@ def follow(client: PoolClient, rows: list[Tracked], sup: Supervisor, paths: Demo
                     row.result_path = paths.results / f"{row.task_id}.zip"
                     row.result_path.write_bytes(data)
                     row.finished = read_report(data)
-                elif state.status == "RUNNING":
+                if state.status == "RUNNING" or state.final:
+                    # Read once more when it ends: a finished task keeps its last line.
                     lines = client.log(row.task_id).strip().splitlines()
-                    row.last_line = lines[-1][:120] if lines else ""
+                    row.last_line = lines[-1][:120] if lines else row.last_line
             live.update(progress_table(rows))
             time.sleep(1.0)
         live.update(progress_table(rows))
+    if not console.is_terminal:
+        console.line()  # off a terminal the last frame ends without one
 
 
 def show_banner(console: Console, pre: Preflight) -> None:
     for note in pre.notes:
-        console.print(f"[green]•[/green] {note}")
+        console.print(f"[green]•[/green] {escape(note)}")
     for warning in pre.warnings:
-        console.print(Panel(warning, title="WARNING", border_style="bold yellow"))
+        console.print(Panel(escape(warning), title="WARNING: NO ISOLATION", border_style="bold yellow"))
     if pre.gpus:
         console.print(f"[green]•[/green] GPU(s): {', '.join(pre.gpus)}: a gpu worker will run too")
     else:
@@ -279,15 +297,19 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
     stop_leftover_site(paths, console)
     sup = Supervisor(paths.logs)
     detach = False
+    site = Site()
     try:
-        pre = check(repo_root(), paths.logs, opts.runtime, os.environ.get("HIVEMIND_TASK_IMAGE",
-                    "hivemind-task-python:bookworm"), say=console.print)
+        # Every precondition before anything starts; a missing piece stops here.
+        names = [e.name for e in EXAMPLES if not opts.only or e.name in opts.only]
+        pre = check(opts.runtime, os.environ.get("HIVEMIND_TASK_IMAGE", "hivemind-task-python:bookworm"),
+                    names, opts.flower)
+        start_dockerd(pre, paths, site, sup, console)
+        ensure_image(pre, paths.logs, say=console.print)
         show_banner(console, pre)
-        redis_bin = services.redis_server_binary()
-        console.print(f"[dim]• redis-server: {redis_bin}[/dim]")
+        console.print(f"[dim]• redis-server: {services.redis_server_binary()}[/dim]")
         for line in ensure_accounts(paths, creds):
             console.print(f"[green]•[/green] {line}")
-        site = start_site(opts, paths, creds, pre, sup, console)
+        start_site(opts, paths, creds, pre, sup, site, console)
         write_env_file(paths, site, creds)
         client = PoolClient(site.nodepool, creds.user, creds.password)
         try:
@@ -303,6 +325,8 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         console.print(f"Result zips: {shown(paths.results)}/<task>.zip   Logs: {shown(paths.logs)}/")
         write_private(paths.summary, json.dumps({
             "runtime": pre.runtime, "gpus": pre.gpus, "examples": [row.as_dict() for row in rows],
+            "docker_host": pre.docker.host.url if pre.docker else None,
+            "started_dockerd": bool(pre.docker and pre.docker.action == "start"),
         }, indent=2) + "\n")
         all_good = all(row.as_expected for row in rows)
         console.print("[bold green]All examples ended as expected.[/bold green]" if all_good
@@ -310,7 +334,8 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         code = 0 if all_good else 1
         if opts.exit_when_done:
             return code
-        use = (f"Use it: set -a; . {paths.env_file}; set +a; hivemind submit examples/cpu_task --wait")
+        use = (f"Use it: set -a; . {shown(paths.env_file)}; set +a; "
+               f"hivemind submit {shown(examples_dir() / 'cpu_task')} --wait")
         if opts.keep_running:
             detach = True
             save_site(paths, site, sup)
@@ -324,29 +349,33 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         console.print(f"\n[yellow]{type(exc).__name__} {exc}: stopping the demo site…[/yellow]")
         return 130
     except ChildFailed as exc:
-        console.print(Panel(str(exc), title="a part of the site failed", border_style="bold red"))
+        console.print(Panel(escape(str(exc)), title="a part of the site failed", border_style="bold red"))
         return 1
     except (services.MissingTool, RuntimeError, FileNotFoundError, PoolError) as exc:
-        console.print(Panel(str(exc), title="cannot run the demo", border_style="bold red"))
+        console.print(Panel(escape(str(exc)), title="cannot run the demo", border_style="bold red"))
         return 1
     except Exception as exc:  # noqa: BLE001 - a stranger gets words and the logs, not just a traceback
         console.print_exception()
-        console.print(Panel(f"{type(exc).__name__}: {exc}\nLogs of every part: {paths.logs}",
+        console.print(Panel(escape(f"{type(exc).__name__}: {exc}\nLogs of every part: {paths.logs}"),
                             title="the demo failed unexpectedly", border_style="bold red"))
         return 1
     finally:
         if not detach:
-            stop_site(sup, paths, console)
+            stop_site(sup, paths, site, console)
 
 
-def stop_site(sup: Supervisor, paths: DemoPaths, console: Console) -> None:
+def stop_site(sup: Supervisor, paths: DemoPaths, site: Site, console: Console) -> None:
     # A second Ctrl-C while stopping must not leave half the site behind.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         if sup.children:
             with console.status("stopping the site…"):
-                sup.stop_all(on_stop=lambda name: console.print(f"[dim]stopping {name}[/dim]"))
+                sup.stop_all(on_stop=lambda name: console.print(
+                    "[dim]stopping dockerd (the demo started it)[/dim]" if name == "dockerd"
+                    else f"[dim]stopping {name}[/dim]"))
             console.print("Site stopped.")
+        if site.dockerd_bridge:
+            dockerd.remove_bridge(site.dockerd_bridge)
         paths.site.unlink(missing_ok=True)
     finally:
         signal.signal(signal.SIGINT, previous)
