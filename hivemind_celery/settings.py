@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -80,6 +81,28 @@ class Settings(BaseSettings):
     ca_bundle: str = Field(
         "/etc/ssl/certs/ca-certificates.crt",
         description="Host CA bundle copied into the set-up container so pip trusts the host's CAs.",
+    )
+    setup_index_url: str = Field(
+        "https://pypi.org/simple",
+        description="The package index (PEP 503 simple API) the set-up step installs from; nothing in a task "
+        "can choose another (pip runs --isolated, no configuration file, no PIP_* variable of the task's).",
+    )
+    # NoDecode: read as a comma list, not JSON.
+    setup_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["files.pythonhosted.org"],
+        description="Hosts (host or host:port, port 443 if none) besides the index's own that the set-up step "
+        "may download from, where the index keeps its files (comma list; PyPI's are on files.pythonhosted.org).",
+    )
+    setup_allow_source_builds: bool = Field(
+        False,
+        description="Let the set-up step build packages published only as source. Off: wheels only "
+        "(--only-binary=:all:), so installing runs no code of any package. On: a source build runs the "
+        "package's own build code during the set-up step (see docs/operations.md).",
+    )
+    setup_egress: Literal["index", "open"] = Field(
+        "index",
+        description="Docker runtime: index (the set-up container has no network; a proxy container lets it "
+        "reach only the index and HIVEMIND_SETUP_ALLOWED_HOSTS) or open (Docker's default bridge, as before).",
     )
     runtime_dir: str | None = Field(
         None, description="Process runtime: workspaces and pid files (default: <tmp>/hivemind-<worker_id>)."
@@ -186,12 +209,21 @@ class Settings(BaseSettings):
     )
     bridge_tls_key_file: str | None = Field(None, description="PEM private key of bridge_tls_cert_file.")
 
-    @field_validator("allowed_images", "bridge_allowed_callers", mode="before")
+    @field_validator("allowed_images", "bridge_allowed_callers", "setup_allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("setup_index_url")
+    @classmethod
+    def _index_is_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise ValueError(f"HIVEMIND_SETUP_INDEX_URL must be an http(s) URL with a host and no credentials: "
+                             f"{value!r}")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _visibility_above_limit(self) -> "Settings":

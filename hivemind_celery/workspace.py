@@ -48,10 +48,13 @@ RESERVED_DIR = ".hivemind"
 PYTHON_ENTRY_NAMES = ("main.py", "app.py", "run.py", "start.py")
 SHELL_ENTRY = "run.sh"
 REQUIREMENTS = "requirements.txt"
-# The set-up step installs into a directory the runtime chooses (PIP_TARGET)
-# and puts on the main step's PYTHONPATH; see runtime/docker_driver.py.
+# The set-up step. `-I`: neither the workspace (the current directory) nor a
+# user site is on sys.path, so a task's own `pip/` or `usercustomize.py` never
+# runs; `--isolated`: no pip configuration from the task's files or variables.
+# The runtime appends the operator's options: index, target directory (put on
+# the main step's PYTHONPATH), binary-only, CA bundle, proxy (runtime/setup_step.py).
 SETUP_COMMAND = [
-    "python3", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+    "python3", "-I", "-m", "pip", "install", "--isolated", "--no-cache-dir", "--disable-pip-version-check",
     "--no-input", "-r", REQUIREMENTS,
 ]
 RATIO_CHECK_MIN_BYTES = 1024 * 1024

@@ -45,6 +45,7 @@ from hivemind_celery.runtime.archive import copy_dir
 from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
                                             safe_stop_check)
 from hivemind_celery.runtime import step_usage
+from hivemind_celery.runtime import setup_step
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.settings import Settings
 
@@ -117,7 +118,7 @@ class ProcessRuntime:
         task_id = job.spec.task_id
         task_dir = self.root / task_id
         self._kill_dir(task_dir)  # leftovers of an earlier attempt
-        for sub in ("workspace", "deps", "tmp"):
+        for sub in ("workspace", "deps", "tmp", "home"):
             (task_dir / sub).mkdir(mode=0o700, parents=True)
         tail = LogTail(self.settings.log_tail_bytes, on_output, task_id)
         started_at = _now()
@@ -138,6 +139,8 @@ class ProcessRuntime:
                 step_usage["main"] = end.usage
             copy = copy_dir(task_dir / "workspace", self.settings.result_max_bytes)
             status, reason = _status(job, role, end, self.settings)
+            if role == "setup" and status is TaskStatus.FAILED and end.exit_code:
+                reason = setup_step.explain_failure(tail.text(), self.settings) or reason
             return JobResult(status, end.exit_code, started_at, _now(), tail.text(), reason,
                              copy.tar, end.stopped, copy.skipped,
                              step_usage={name: usage for name, usage in step_usage.items() if usage})
@@ -147,7 +150,7 @@ class ProcessRuntime:
     # --- one step -----------------------------------------------------------
     def _step(self, job: Job, role: str, task_dir: Path, tail: LogTail, should_stop: ShouldStop | None,
               on_start: OnStart | None) -> _StepEnd:
-        argv = list(job.setup_command or []) if role == "setup" else list(job.command)
+        argv = _setup_argv(job, task_dir, self.settings) if role == "setup" else list(job.command)
         timeout = self.settings.setup_timeout if role == "setup" else job.timeout
         limits = _limits(job, timeout, self.settings)
         cgroup = task_cgroup.create(task_cgroup.leaf_name(self.settings.worker_id, job.spec.task_id, role))
@@ -156,7 +159,7 @@ class ProcessRuntime:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-c", _LAUNCHER, json.dumps(limits),
              json.dumps(cgroup.procs_files if cgroup else []), str(note_out), *argv], pass_fds=(note_out,),
-            cwd=task_dir / "workspace", env=_env(job, role, task_dir), stdin=subprocess.DEVNULL,
+            cwd=task_dir / "workspace", env=_env(job, role, task_dir, self.settings), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
         )
         os.close(note_out)
@@ -243,7 +246,17 @@ def _limits(job: Job, timeout: float, settings: Settings) -> dict[str, int]:
     return limits
 
 
-def _env(job: Job, role: str, task_dir: Path) -> dict[str, str]:
+def _setup_cert(settings: Settings) -> str | None:
+    return settings.ca_bundle if os.access(settings.ca_bundle, os.R_OK) else None
+
+
+def _setup_argv(job: Job, task_dir: Path, settings: Settings) -> list[str]:
+    """pip with the operator's options (no egress restriction here: see setup_step)."""
+    return [*(job.setup_command or []),
+            *setup_step.pip_options(settings, str(task_dir / "deps"), _setup_cert(settings), None)]
+
+
+def _env(job: Job, role: str, task_dir: Path, settings: Settings) -> dict[str, str]:
     base = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(task_dir / "workspace"),
@@ -253,8 +266,9 @@ def _env(job: Job, role: str, task_dir: Path) -> dict[str, str]:
         "HIVEMIND_TASK_ID": job.spec.task_id,
     }
     deps = str(task_dir / "deps")
-    if role == "setup":  # none of the task's variables: they could redirect pip
-        return {**base, "PIP_TARGET": deps}
+    if role == "setup":  # none of the task's variables, and HOME outside the workspace: they could redirect pip
+        return {**base, **setup_step.setup_env(str(task_dir / "home"), str(task_dir / "tmp"),
+                                               _setup_cert(settings), None)}
     env = {**base, **job.spec.env}
     env["PYTHONPATH"] = ":".join(p for p in (deps, job.spec.env.get("PYTHONPATH", "")) if p)
     return env
