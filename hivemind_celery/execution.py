@@ -76,6 +76,8 @@ def outcome_from_result(spec: TaskSpec, result: JobResult, worker: str) -> TaskO
         reason=result.reason,
         log_tail=result.log_tail,
         worker=worker,
+        setup_usage=result.step_usage.get("setup"),
+        main_usage=result.step_usage.get("main"),
     )
 
 

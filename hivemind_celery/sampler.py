@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import psutil
 
 from hivemind_celery import gpu
-from hivemind_celery.cgroup import CgroupGone, CgroupReader
+from hivemind_celery.cgroup import CgroupGone, CgroupPaths, CgroupReader
 from hivemind_celery.model import UsageSource as Source
 from hivemind_celery.model import UsageSummary
 from hivemind_celery.reward import measured_percentages
@@ -364,6 +364,7 @@ class UsageSampler:
                 gpu_memory_peak_bytes=self._peak_gpu_memory,
                 samples=self._reads,
                 source=self.source_name,
+                wall_seconds=self._last_at - self._started,
             )
             wall = self._last_at - self._started
         cpu_percent, memory_percent = measured_percentages(
@@ -377,11 +378,17 @@ def source_for(
     container_id: str | None = None,
     docker_client: Any = None,
     with_gpu: bool = False,
+    cgroup: CgroupPaths | None = None,
 ) -> UsageSource | None:
     """The cheapest source that can measure this task: its container's cgroup,
     else Docker's stats API (cgroup files not visible, e.g. a worker inside a
     container), else psutil for a bare process (the process runtime: its
-    cgroup is the worker's own, so it is not used); None if nothing can."""
+    cgroup is the worker's own, so it is not used); None if nothing can.
+    `cgroup`: the step's own cgroup (a runtime made it), read first: it
+    outlives the step's processes. A GPU task's container is read by its own
+    cgroup, whose process list names the GPU's users."""
+    if cgroup is not None and not (with_gpu and container_id is not None):
+        return CgroupSource(CgroupReader(cgroup), with_gpu=with_gpu)
     if container_id is not None:
         reader = CgroupReader.for_pid(pid) if pid > 0 else None
         if reader is not None:

@@ -123,6 +123,37 @@ def docker_parent(worker_id: str, task_id: str, role: str) -> str:
     return f"/{TOP}/{leaf_name(worker_id, task_id, role)}"
 
 
+def docker_parents_usable(cgroup_driver: str) -> bool:
+    """Whether steps can be given a `docker_parent`: dockerd's cgroupfs driver
+    (the systemd driver wants slice names) and the host's hierarchies visible
+    and writable from here, so the parent can be read and removed."""
+    if cgroup_driver != "cgroupfs":
+        return False
+    try:
+        v1, v2, _ = _mounts()
+    except OSError:
+        return False
+    roots = [m for m in (v1.get("cpuacct"), v1.get("memory")) if m is not None]
+    if len(roots) < 2:
+        roots = [v2] if v2 is not None else []
+    return bool(roots) and all(m.root == "/" and os.access(m.point, os.W_OK) for m in roots)
+
+
+def leftover_docker_parents(prefix: str, keep: set[str]) -> list[TaskCgroup]:
+    """Task cgroups left by dockerd runs whose name starts with `prefix` and is not in `keep`."""
+    try:
+        v1, v2, _ = _mounts()
+    except OSError:
+        return []
+    mount = v1.get("cpuacct") or v2
+    if mount is None or mount.root != "/":
+        return []
+    top = Path(mount.point) / TOP
+    names = [d.name for d in top.iterdir() if d.is_dir()] if top.is_dir() else []
+    found = [locate(f"/{TOP}/{name}") for name in names if name.startswith(prefix) and name not in keep]
+    return [cgroup for cgroup in found if cgroup is not None]
+
+
 def locate(parent: str) -> TaskCgroup | None:
     """The cgroup dockerd made for `cgroup_parent=parent`, as this process sees it;
     None where the host's cgroup hierarchies are not visible from here (their

@@ -45,6 +45,7 @@ from hivemind_celery.reward import RewardPolicy, compute_reward
 from hivemind_celery.runtime.base import Started
 from hivemind_celery.sampler import UsageSample, UsageSampler, UsageSource, source_for
 from hivemind_celery.settings import Settings
+from hivemind_celery.usage_totals import step_totals, whole_run
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class TaskUsageTracker:
                    container_id=started.container_id)
         source = None
         try:
-            source = source_for(started.pid, started.container_id, with_gpu=self.spec.wants_gpu)
+            source = source_for(started.pid, started.container_id, with_gpu=self.spec.wants_gpu,
+                                cgroup=started.cgroup)
         except Exception:  # noqa: BLE001 - the fallback on the sampler's thread tries again
             log.exception("locating the task's cgroup failed", extra={"task_id": self.spec.task_id})
         fallback = None
@@ -184,17 +186,22 @@ class TaskUsageTracker:
     def complete(self, outcome: TaskOutcome, policy: RewardPolicy | None = None) -> TaskOutcome:
         """The outcome with usage and reward filled in; signals sent, totals kept.
 
-        A task whose main step never started (rejected, refused) earns nothing
+        A task none of whose steps started (rejected, refused) earns nothing
         (reward None); one that ran earns by its measured use whatever its exit
-        status, since the contributor's machine did the work.
+        status, since the contributor's machine did the work. `usage` covers
+        the whole run over the outcome's duration (see usage_totals); the
+        runtime's exact per-step totals (outcome.setup_usage/main_usage, from
+        `outcome_from_result`) win over the sampler's readings.
         """
-        usage = self.stop()
+        spec, limit = self.spec, self.spec.memory_mb * MiB
+        main = step_totals(outcome.main_usage, self.stop(), spec.cpus, limit)
+        usage = whole_run(outcome.setup_usage, main, outcome.duration, spec.cpus, limit)
         reward: int | None = None
         if usage is not None and outcome.status is not TaskStatus.REJECTED:
             policy = policy or RewardPolicy.from_settings(self.settings)
             reward = compute_reward(outcome.duration, usage.cpu_percent, usage.memory_percent,
                                     usage.gpu_percent, policy)
-        outcome = outcome.model_copy(update={"usage": usage, "reward": reward})
+        outcome = outcome.model_copy(update={"usage": usage, "main_usage": main, "reward": reward})
         task_id = self.spec.task_id
         if reward is not None and usage is not None:
             self._send(signals.task_rewarded, task_id=task_id, reward=reward,

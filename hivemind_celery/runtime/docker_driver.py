@@ -33,8 +33,9 @@ import docker
 import requests
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from hivemind_celery.model import TaskStatus
-from hivemind_celery.runtime import reaper, volume_io
+from hivemind_celery import task_cgroup
+from hivemind_celery.model import TaskStatus, UsageSummary
+from hivemind_celery.runtime import reaper, step_usage, volume_io
 from hivemind_celery.runtime.archive import AccessDenied, WorkspaceCopy, bounded_copy, copy_dir
 from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
                                             safe_stop_check)
@@ -46,6 +47,9 @@ from hivemind_celery.runtime.docker_config import (
     volume_kwargs,
 )
 from hivemind_celery.runtime.disk_watch import DiskWatch, start_watch
+from hivemind_celery.runtime.docker_config import setup_proxied
+from hivemind_celery.runtime.setup_egress import ProxyReport, finish_proxy, start_proxy
+from hivemind_celery.runtime.setup_step import explain_failure
 from hivemind_celery.runtime.follow import Follower, Waiter
 from hivemind_celery.runtime.images import ensure_image, forget_image
 from hivemind_celery.runtime.logtail import LogTail
@@ -69,6 +73,7 @@ class StepEnd:
     stopped: bool = False
     vanished: bool = False  # the container was removed under us
     over_disk: str = ""  # why the task was killed for its disk use
+    wall_seconds: float = 0.0  # from the start to the container's exit
 
     @property
     def ok(self) -> bool:
@@ -80,7 +85,7 @@ def _deps_tar(ca_bundle: bytes | None) -> bytes:
     """Directories the set-up step writes (owned by the task user) and the CA bundle."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        for name in ("deps", "tmp"):
+        for name in ("deps", "tmp", "home", "proxy"):
             info = tarfile.TarInfo(name)
             info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, TASK_UID, TASK_GID
             tar.addfile(info)
@@ -102,6 +107,8 @@ class DockerRuntime:
         # settings (~0.3 ms a call, a dozen calls a task).
         self.client.api.trust_env = False
         self._host_cpus: float | None = None
+        self._cgroup_parents: bool | None = None  # decided on first use (see task_cgroup)
+        self._task_cgroups: dict[str, list[str]] = {}  # task id -> cgroup parents to remove
         # What runs with defer_cleanup left: task id -> (containers, volumes).
         self._left: dict[str, tuple[list, list]] = {}
 
@@ -110,7 +117,12 @@ class DockerRuntime:
         return reaper.kill_task(self.client, self.settings.worker_id, task_id)
 
     def reap(self, keep: set[str]) -> int:
-        return reaper.reap(self.client, self.settings.worker_id, keep)
+        removed = reaper.reap(self.client, self.settings.worker_id, keep)
+        worker = self.settings.worker_id
+        kept = {task_cgroup.leaf_name(worker, task, role) for task in keep for role in ("setup", "main")}
+        for cgroup in task_cgroup.leftover_docker_parents(task_cgroup.leaf_name(worker, "", ""), kept):
+            cgroup.remove()
+        return removed
 
     def cleanup(self, task_id: str) -> None:
         containers, volumes = self._left.pop(task_id, ([], []))
@@ -118,6 +130,10 @@ class DockerRuntime:
             reaper.remove_container(container, task_id)
         for volume in volumes:
             reaper.remove_volume(volume, task_id)
+        for parent in self._task_cgroups.pop(task_id, []):  # after the containers: they are its children
+            cgroup = task_cgroup.locate(parent)
+            if cgroup is not None:
+                cgroup.remove()
 
     def run(
         self,
@@ -185,27 +201,38 @@ class DockerRuntime:
 
     def _run_in(self, job, workspace, deps, watch, tail, on_start, stop_check, started_at, containers) -> JobResult:  # type: ignore[no-untyped-def]
         settings, task_id = self.settings, job.spec.task_id
+        measured: dict[str, UsageSummary | None] = {}
         if deps is not None:
             ca_bundle = _read_ca(settings.ca_bundle)
             setup = self._create(job, "setup", workspace.name, deps.name, ca_bundle is not None)
             containers.append(setup)
             self._put(setup, WORKSPACE, workspace, job.workspace_tar)
             self._put(setup, DEPS_MOUNT, deps, _deps_tar(ca_bundle))
+            proxy = None
+            if setup_proxied(job, settings):  # the set-up step's only way out (setup_egress)
+                proxy = start_proxy(self.client, job, settings, deps.name)
+                containers.append(proxy)
             tail.note("set-up: installing requirements.txt")
             end = self._run_step(setup, settings.setup_timeout, stop_check, tail, watch)
+            report = finish_proxy(proxy, task_id) if proxy is not None else ProxyReport()
+            measured["setup"] = self._measure(job, setup, end)
             if not end.ok:
-                return self._result(job, "setup", end, setup, started_at, tail, workspace)
+                result = self._result(job, "setup", end, setup, started_at, tail, workspace, measured)
+                if end.exit_code and not (end.over_disk or end.timed_out or end.stopped or end.vanished):
+                    result.reason = _setup_reason(result.reason, tail, settings, report)
+                return result
             tail.note("set-up done")
         if stop_check():
             end = StepEnd(stopped=True)
             return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail,
-                                workspace)
+                                workspace, measured)
         main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
         containers.append(main)
         if not job.setup_command:
             self._put(main, WORKSPACE, workspace, job.workspace_tar)
         end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id)
-        return self._result(job, "main", end, main, started_at, tail, workspace)
+        measured["main"] = self._measure(job, main, end)
+        return self._result(job, "main", end, main, started_at, tail, workspace, measured)
 
     def _put(self, container, mount: str, volume, tar: bytes) -> None:  # type: ignore[no-untyped-def]
         """Copy `tar` into the volume mounted at `mount` of a container not yet started."""
@@ -220,8 +247,33 @@ class DockerRuntime:
         container.put_archive(mount, tar)
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
-        kwargs = container_kwargs(job, self.settings, role, workspace, deps, self._cpus(), has_ca)
+        parent = None
+        if self._use_cgroup_parents():
+            parent = task_cgroup.docker_parent(self.settings.worker_id, job.spec.task_id, role)
+            self._task_cgroups.setdefault(job.spec.task_id, []).append(parent)
+        kwargs = container_kwargs(job, self.settings, role, workspace, deps, self._cpus(), has_ca, parent)
         return self.client.containers.create(**kwargs)
+
+    def _use_cgroup_parents(self) -> bool:
+        if self._cgroup_parents is None:
+            driver = str(self.client.info().get("CgroupDriver") or "")
+            self._cgroup_parents = task_cgroup.docker_parents_usable(driver)
+            if not self._cgroup_parents:
+                log.warning("task containers get no cgroup parent of their own (cgroup driver %r, or the "
+                            "host's cgroups are not writable from here): usage totals are the last reading "
+                            "before each container exits", driver)
+        return self._cgroup_parents
+
+    def _measure(self, job: Job, container, end: StepEnd) -> UsageSummary | None:  # type: ignore[no-untyped-def]
+        """The step's totals from its cgroup parent, which outlives the container's own cgroup."""
+        parent = (container.attrs.get("HostConfig") or {}).get("CgroupParent")
+        cgroup = task_cgroup.locate(parent) if parent else None
+        if cgroup is None:
+            return None
+        counters = task_cgroup.read_or_none(cgroup)
+        if counters is None:
+            return None
+        return step_usage.from_counters(counters, end.wall_seconds, job.spec.cpus, job.spec.memory_mb * 1024 * 1024)
 
     def _cpus(self) -> float:
         if self._host_cpus is None:
@@ -230,6 +282,7 @@ class DockerRuntime:
 
     def _run_step(self, container, timeout: float, stop_check, tail: LogTail,  # type: ignore[no-untyped-def]
                   watch: DiskWatch | None, on_start: OnStart | None = None, task_id: str = "") -> StepEnd:
+        began = time.monotonic()
         container.start()
         if on_start is not None:
             _announce(container, on_start, task_id)
@@ -255,6 +308,7 @@ class DockerRuntime:
         elif end.stopped or end.timed_out:
             self._stop(container)
             waiter.done.wait(self.settings.docker_timeout)
+        end.wall_seconds = time.monotonic() - began
         follower.finish()
         try:
             container.reload()
@@ -289,7 +343,7 @@ class DockerRuntime:
 
     # --- result -------------------------------------------------------------
     def _result(self, job: Job, role: str, end: StepEnd, container, started_at: datetime,  # type: ignore[no-untyped-def]
-                tail: LogTail, workspace=None) -> JobResult:
+                tail: LogTail, workspace=None, measured: dict | None = None) -> JobResult:
         status, reason = _status(job, role, end, self.settings)
         copy = None
         if container is not None and not end.vanished:
@@ -304,6 +358,7 @@ class DockerRuntime:
             workspace_tar=copy.tar if copy else None,
             stopped=end.stopped or end.vanished,
             workspace_notes=copy.skipped if copy else [],
+            step_usage={role: usage for role, usage in (measured or {}).items() if usage is not None},
         )
 
     def _copy_out(self, container, workspace, task_id: str) -> WorkspaceCopy | None:  # type: ignore[no-untyped-def]
@@ -346,9 +401,18 @@ def _announce(container, on_start: OnStart, task_id: str) -> None:  # type: igno
     try:
         container.reload()
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-        on_start(Started(task_id=task_id, container_id=container.id, pid=pid))
+        parent = (container.attrs.get("HostConfig") or {}).get("CgroupParent")
+        cgroup = task_cgroup.locate(parent) if parent else None
+        on_start(Started(task_id=task_id, container_id=container.id, pid=pid,
+                         cgroup=cgroup.paths if cgroup is not None else None))
     except Exception:  # a failing sampler must not stop the task
         log.exception("on_start callback failed", extra={"task_id": task_id})
+
+
+def _setup_reason(reason: str, tail: LogTail, settings: Settings, report: ProxyReport) -> str:
+    """pip's failure in one sentence naming the package or refused host."""
+    explained = explain_failure(tail.text(), settings, report.denied) or reason
+    return f"{explained} ({report.problem})" if report.problem else explained
 
 
 def _read_ca(path: str) -> bytes | None:
