@@ -6,8 +6,10 @@ APT_PACKAGES := docker.io docker-compose redis-server debootstrap busybox-static
 
 .PHONY: demo test deps sysdeps venv images offline-images compose-smoke bench reliability clean
 
+# hivemind demo starts dockerd itself when it is installed but not running (and stops
+# it after); DEMO_ARGS passes options, e.g. DEMO_ARGS=--exit-when-done.
 demo: deps
-	$(BIN)/hivemind demo
+	$(BIN)/hivemind demo $(DEMO_ARGS)
 
 test: deps
 	scripts/with-services.sh $(BIN)/pytest $(PYTEST_ARGS)
