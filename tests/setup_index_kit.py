@@ -6,8 +6,8 @@ records who called it ("elsewhere": any host the set-up step must not reach).
 Packages (all pure Python, built by hand as zips and tars):
 - `hmwheel` 1.0: a wheel; importing it prints HMWHEEL OK.
 - `hmsdist` 1.0: source only. Its in-tree build backend (no setuptools needed:
-  `requires = []`, `backend-path = ["."]`) writes a marker into /workspace
-  (or $HM_MARKER_DIR) and tries to reach "elsewhere" directly and through the
+  `requires = []`, `backend-path = ["."]`) writes a marker into `marker_dir`
+  (/workspace: it comes back in the result zip) and tries to reach "elsewhere" directly and through the
   proxy variables, recording what happened, then builds a wheel.
 - `hmfar` 1.0: a wheel whose index page links the file on "elsewhere", so
   pip itself is sent to another host.
@@ -34,7 +34,7 @@ def _probe(host, port):
         socket.create_connection((host, port), timeout=3).close(); out["direct"] = "connected"
     except OSError as exc:
         out["direct"] = f"refused: {exc}"
-    proxy = os.environ.get("HTTP_PROXY")
+    proxy = urllib.request.getproxies().get("http")  # the set-up step's own, if any
     if proxy:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
         try:
@@ -44,7 +44,7 @@ def _probe(host, port):
     return out
 
 def _marker():
-    where = os.environ.get("HM_MARKER_DIR") or "/workspace"
+    where = @MARKER_DIR@
     result = _probe(@HOST@, @PORT@)
     with open(os.path.join(where, "SDIST_BUILD_RAN.json"), "w") as handle:
         json.dump(result, handle)
@@ -87,13 +87,14 @@ def wheel(name: str, version: str, module_source: str) -> tuple[str, bytes]:
     return f"{name}-{version}-py3-none-any.whl", out.getvalue()
 
 
-def sdist(probe_host: str, probe_port: int) -> tuple[str, bytes]:
+def sdist(probe_host: str, probe_port: int, marker_dir: str) -> tuple[str, bytes]:
     """hmsdist-1.0.tar.gz, whose build writes a marker and probes the network."""
     root = "hmsdist-1.0"
     files = {
         f"{root}/PKG-INFO": b"Metadata-Version: 2.1\nName: hmsdist\nVersion: 1.0\n",
         f"{root}/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "hmbackend"\nbackend-path = ["."]\n',
-        f"{root}/hmbackend.py": BACKEND.replace("@HOST@", repr(probe_host)).replace("@PORT@", str(probe_port)).encode(),
+        f"{root}/hmbackend.py": BACKEND.replace("@HOST@", repr(probe_host)).replace("@PORT@", str(probe_port))
+        .replace("@MARKER_DIR@", repr(marker_dir)).encode(),
     }
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
@@ -149,11 +150,11 @@ class LocalIndex:
     """The operator's index (`index`) and a host the set-up step must not
     reach (`elsewhere`); `url(host)` is the index URL as seen from `host`."""
 
-    def __init__(self, probe_host: str = DOCKER_HOST) -> None:
+    def __init__(self, probe_host: str = DOCKER_HOST, marker_dir: str = "/workspace") -> None:
         self.elsewhere = Recorder()
         good_name, good = wheel("hmwheel", "1.0", "print('HMWHEEL OK')\n")
         far_name, far = wheel("hmfar", "1.0", "print('HMFAR OK')\n")
-        src_name, src = sdist(probe_host, self.elsewhere.port)
+        src_name, src = sdist(probe_host, self.elsewhere.port, marker_dir)
         self.elsewhere.files[f"/files/{far_name}"] = far
         files = {
             "/simple/": _page({p: f"/simple/{p}/" for p in ("hmwheel", "hmsdist", "hmfar")}),

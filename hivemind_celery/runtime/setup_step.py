@@ -27,6 +27,9 @@ RELAY_PORT = 3128  # the relay's port on the set-up container's loopback
 _NO_MATCH = re.compile(r"No matching distribution found for (\S+)")
 _VERSIONS = re.compile(r"Could not find a version that satisfies the requirement (\S+).*?\(from versions: ([^)]*)\)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# pip's words when it got no answer at all (no route, no proxy, DNS, TLS)
+_UNREACHABLE = re.compile(r"after connection broken by|Max retries exceeded|ProxyError|SSLError|"
+                          r"Failed to establish a new connection")
 
 
 def index_host_port(index_url: str) -> tuple[str, int]:
@@ -89,6 +92,9 @@ def explain_failure(log_text: str, settings: Settings, denied: list[str] = ()) -
                 f"may reach only the package index {index} and HIVEMIND_SETUP_ALLOWED_HOSTS)")
     versions = {name: listed.strip() for name, listed in _VERSIONS.findall(text)}
     names = list(dict.fromkeys(_NO_MATCH.findall(text)))
+    if _UNREACHABLE.search(text):
+        first = next(line.strip() for line in text.splitlines() if _UNREACHABLE.search(line))
+        return f"{STEP} failed: the package index {index} could not be reached (pip: {first[:300]})"
     if not names:
         return None
     name = names[-1]
