@@ -3,7 +3,9 @@
 It holds the task's workspace after the run plus four files of ours at the
 root: `execution_log.txt` (what happened, in words), `task_logs.txt` (the
 output tail), `execution_report.json` (the TaskOutcome as JSON plus
-`duration_seconds`) and, when the task was stopped, `task_stopped.txt`.
+`duration_seconds`: `usage` is the whole run over that duration, the reward's
+inputs; `setup_usage` and `main_usage` each step alone) and, when the task was
+stopped, `task_stopped.txt`.
 If the task wrote a file with one of those names at its workspace root, ours
 wins: the task's file is left out and the log says so.
 
@@ -90,6 +92,13 @@ def _execution_log(outcome: TaskOutcome, node: str, stopped: bool, notes: Sequen
         f"worker: {outcome.worker or '-'}",
         f"stopped by request: {'yes' if stopped else 'no'}",
     ]
+    # The reward's inputs, over the duration above; each step over its own time.
+    for label, usage in (("usage (whole run)", outcome.usage), ("set-up step", outcome.setup_usage),
+                         ("main step", outcome.main_usage)):
+        if usage is not None:
+            lines.append(f"{label}: {usage.cpu_seconds:.3f} CPU s, {usage.cpu_percent:.1f} % of the reserved "
+                         f"cores over {usage.wall_seconds:.3f} s, peak {usage.memory_peak_bytes} bytes "
+                         f"({usage.source})")
     if notes:
         lines.append(f"notes ({len(notes)}):")
         lines.extend(f"  {note}" for note in notes[:MAX_NOTES_LISTED])

@@ -151,3 +151,17 @@ def test_bounded_copy_of_a_truncated_stream_ends_in_a_valid_tar() -> None:
     with tarfile.open(fileobj=io.BytesIO(copy.tar)) as tar:
         assert [m.name for m in tar.getmembers()] == ["ok.txt"]
     assert any("unreadable archive" in note for note in copy.skipped)
+
+
+def test_set_up_and_main_step_usage_are_reported_separately() -> None:
+    setup = UsageSummary(cpu_seconds=1.25, cpu_percent=25.0, wall_seconds=5.0, memory_peak_bytes=10, source="cgroup")
+    main = UsageSummary(cpu_seconds=2.5, cpu_percent=50.0, wall_seconds=5.0, memory_peak_bytes=20, source="cgroup")
+    whole = UsageSummary(cpu_seconds=3.75, cpu_percent=30.0, wall_seconds=12.5, memory_peak_bytes=20, source="cgroup")
+    files = read_zip(build_result_zip(None, outcome(usage=whole, setup_usage=setup, main_usage=main), node="n"))
+    report = json.loads(files["execution_report.json"])
+    assert report["setup_usage"]["cpu_seconds"] == 1.25 and report["main_usage"]["cpu_seconds"] == 2.5
+    assert report["usage"]["wall_seconds"] == report["duration_seconds"] == 12.5
+    log = files["execution_log.txt"].decode()
+    assert "usage (whole run): 3.750 CPU s, 30.0 % of the reserved cores over 12.500 s" in log
+    assert "set-up step: 1.250 CPU s, 25.0 % of the reserved cores over 5.000 s" in log
+    assert "main step: 2.500 CPU s, 50.0 % of the reserved cores over 5.000 s" in log
