@@ -6,8 +6,9 @@ Decisions (each one is said out loud by the runner):
   before starting anything, saying what is missing and the command that fixes it.
 - Docker answers: the Docker runtime. Installed but not running, and we may
   (root or sudo): the demo starts dockerd (dockerd.py) and stops it at the end.
-- The task image missing: build it with scripts/build-images.sh (shipped in
-  the package too) when we may; else the process runtime, saying how to build it.
+- The task image missing: build it with build-images.sh (package data; the
+  checkout's scripts/build-images.sh links to it) when we may; else the
+  process runtime, saying how to build it.
 - Docker truly cannot run: the process runtime, with a warning that says the
   README's isolation promise does not hold for this run, and the fix.
 """
@@ -20,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hivemind_celery
 from hivemind_celery.demo import dockerd
 from hivemind_celery.demo.examples import missing_examples
 from hivemind_celery.demo.services import MissingTool, flower_installed, redis_server_binary
@@ -73,18 +73,16 @@ def image_present(host: dockerd.DockerHost, image: str) -> bool:
 
 
 def build_script() -> Path | None:
-    """build-images.sh: in the package (a wheel carries it), else the checkout's scripts/."""
-    package = Path(hivemind_celery.__file__).resolve().parent
-    for candidate in (package / "demo" / "build-images.sh", package.parent / "scripts" / "build-images.sh"):
-        if candidate.is_file():
-            return candidate
-    return None
+    """build-images.sh is package data (scripts/build-images.sh links to it), so an
+    installed demo can build images too."""
+    script = Path(__file__).resolve().parent / "build-images.sh"
+    return script if script.is_file() else None
 
 
 def build_problem(ask: bool = True) -> tuple[str, str] | None:
     """None when this machine can build the task image, else (what is missing, the fix)."""
     if build_script() is None:
-        return ("build-images.sh is in neither the package nor a checkout",
+        return ("build-images.sh is missing from the package (an incomplete install)",
                 "pip install --force-reinstall hivemind-celery")
     missing = [tool for tool in ("debootstrap", "busybox") if shutil.which(tool) is None]
     if missing:
