@@ -39,9 +39,15 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _V1_CONTROLLERS = ("cpuacct", "memory", "pids")
 
 
+def leaf_prefix(worker_id: str) -> str:
+    """What every step cgroup of this worker is named with first ("@" appears in no
+    sanitised worker id, so no other worker's names start the same)."""
+    return _SAFE.sub("-", worker_id)[:100] + "@"
+
+
 def leaf_name(worker_id: str, task_id: str, role: str) -> str:
-    """A cgroup directory name for one step of one task (no separators)."""
-    return _SAFE.sub("-", f"{worker_id}.{task_id}.{role}").strip("-.")[:200] or "task"
+    """A cgroup directory name for one step of one task (no path separators)."""
+    return leaf_prefix(worker_id) + _SAFE.sub("-", f"{task_id}.{role}")[:150]
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,10 @@ def create(name: str) -> TaskCgroup | None:
     if layout is None:
         return None
     paths, dirs = layout
+    leftover = find(name)  # an earlier attempt's (its runner died): its counts must not mix in
+    if leftover is not None:
+        leftover.kill_all()
+        leftover.remove()
     made: list[Path] = []
     try:
         for directory in dirs:

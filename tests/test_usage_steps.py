@@ -8,6 +8,7 @@ real processes and the real dockerd.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -145,3 +146,29 @@ def test_whole_run_is_both_steps_over_the_tasks_duration() -> None:
     assert whole_run(None, None, 10.0, 1.0, 100) is None
     only_setup = whole_run(setup, None, 10.0, 1.0, 800)
     assert only_setup is not None and only_setup.cpu_seconds == 3.0
+
+
+@needs_root
+def test_process_step_cgroup_left_by_an_earlier_attempt_is_cleared_first(tmp_path, redis_client) -> None:  # type: ignore[no-untyped-def]
+    runtime, settings = process_runtime(tmp_path)
+    allowance = max(measured_run(runtime, settings, redis_client, make_job(NOTHING)).usage.cpu_seconds
+                    for _ in range(3))
+    job = make_job(BURNERS["0.5 s"])
+    # What a runner that died mid-step leaves: the step's cgroup, CPU time in it, a process still inside.
+    leftover = task_cgroup.create(task_cgroup.leaf_name(settings.worker_id, job.spec.task_id, "main"))
+    assert leftover is not None
+    old = psutil.Popen(["python3", "-c", _BURN + "burn(0.3)\nimport time\ntime.sleep(60)\n"])
+    for path in leftover.procs_files:
+        Path(path).write_text(str(old.pid))
+    while old.cpu_times().user + old.cpu_times().system < 0.3:
+        time.sleep(0.05)
+    outcome = measured_run(runtime, settings, redis_client, job)
+    assert old.wait(10) == -9  # killed with the earlier attempt's cgroup
+    assert reference(outcome) <= outcome.usage.cpu_seconds <= reference(outcome) + allowance
+
+
+def test_step_cgroup_names_of_one_worker_never_match_another_workers() -> None:
+    assert task_cgroup.leaf_name("w", "t-1", "main").startswith(task_cgroup.leaf_prefix("w"))
+    assert not task_cgroup.leaf_name("w-1", "t-1", "main").startswith(task_cgroup.leaf_prefix("w"))
+    assert not task_cgroup.leaf_name("w", "1.t", "main").startswith(task_cgroup.leaf_prefix("w.1"))
+    assert "/" not in task_cgroup.leaf_name("a/../b", "t", "setup")

@@ -120,7 +120,7 @@ class DockerRuntime:
         removed = reaper.reap(self.client, self.settings.worker_id, keep)
         worker = self.settings.worker_id
         kept = {task_cgroup.leaf_name(worker, task, role) for task in keep for role in ("setup", "main")}
-        for cgroup in task_cgroup.leftover_docker_parents(task_cgroup.leaf_name(worker, "", ""), kept):
+        for cgroup in task_cgroup.leftover_docker_parents(task_cgroup.leaf_prefix(worker), kept):
             cgroup.remove()
         return removed
 
@@ -250,7 +250,13 @@ class DockerRuntime:
         parent = None
         if self._use_cgroup_parents():
             parent = task_cgroup.docker_parent(self.settings.worker_id, job.spec.task_id, role)
-            self._task_cgroups.setdefault(job.spec.task_id, []).append(parent)
+            earlier = task_cgroup.locate(parent)  # an earlier attempt's: its totals would mix in
+            if earlier is not None and not earlier.remove():
+                log.warning("an earlier attempt's cgroup is still busy; this step's totals are sampled",
+                            extra={"task_id": job.spec.task_id})
+                parent = None
+            else:
+                self._task_cgroups.setdefault(job.spec.task_id, []).append(parent)
         kwargs = container_kwargs(job, self.settings, role, workspace, deps, self._cpus(), has_ca, parent)
         return self.client.containers.create(**kwargs)
 
