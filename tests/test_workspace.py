@@ -231,7 +231,7 @@ def test_good_requirements_give_a_setup_step() -> None:
     manifest = inspect_zip(build_zip([("main.py", b""), ("requirements.txt", text.encode())]))
     assert manifest.requirements == ("requests>=2.31", "numpy[extra]==1.26.4 ; python_version >= '3.9'")
     command = setup_command(manifest)
-    assert command is not None and command[:4] == ["python3", "-m", "pip", "install"]
+    assert command is not None and command[:5] == ["python3", "-I", "-m", "pip", "install"] and "--isolated" in command
     assert command[-2:] == ["-r", "requirements.txt"]
 
 

@@ -56,7 +56,7 @@ def label_filters(worker_id: str, task_id: str | None = None) -> dict[str, list[
 
 def setup_proxied(job: Job, settings: Settings) -> bool:
     """Does the set-up step reach the network only through the set-up proxy?"""
-    return job.setup_network and settings.setup_egress == "index"
+    return setup_step.is_pip(job.setup_command) and job.setup_network and settings.setup_egress == "index"
 
 
 def _relay_url() -> str:
@@ -65,6 +65,8 @@ def _relay_url() -> str:
 
 def setup_argv(job: Job, settings: Settings, has_ca: bool) -> list[str]:
     """pip with the operator's options; behind the relay when proxied."""
+    if not setup_step.is_pip(job.setup_command):
+        return list(job.setup_command or [])
     proxy = _relay_url() if setup_proxied(job, settings) else None
     pip = [*(job.setup_command or []),
            *setup_step.pip_options(settings, DEPS_DIR, CA_FILE if has_ca else None, proxy)]
@@ -108,7 +110,10 @@ def container_kwargs(
         # The main step may read the installed packages but not change them.
         mounts.append(Mount(target=DEPS_MOUNT, source=deps_volume, type="volume", read_only=not setup))
     # A proxied set-up step has no network of its own: the proxy is its way out.
-    network = (job.setup_network and not setup_proxied(job, settings)) if setup else job.network
+    if setup:
+        network = setup_step.is_pip(job.setup_command) and job.setup_network and not setup_proxied(job, settings)
+    else:
+        network = job.network
     memory = f"{spec.memory_mb}m"
     kwargs: dict = {
         "image": job.image,

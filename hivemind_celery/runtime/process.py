@@ -252,6 +252,8 @@ def _setup_cert(settings: Settings) -> str | None:
 
 def _setup_argv(job: Job, task_dir: Path, settings: Settings) -> list[str]:
     """pip with the operator's options (no egress restriction here: see setup_step)."""
+    if not setup_step.is_pip(job.setup_command):
+        return list(job.setup_command or [])
     return [*(job.setup_command or []),
             *setup_step.pip_options(settings, str(task_dir / "deps"), _setup_cert(settings), None)]
 
@@ -340,9 +342,12 @@ def _step_usage(job: Job, cgroup: task_cgroup.TaskCgroup | None, rusage: resourc
                 log.warning("processes of the step outlived SIGKILL", extra={"task_id": job.spec.task_id})
             counters = task_cgroup.read_or_none(cgroup)
             if counters is not None:
+                peak = 0
                 if rusage is not None:  # the launcher's own figure can never exceed the kernel's
                     before_join = min(before_join, rusage.ru_utime + rusage.ru_stime)
-                return step_usage.from_counters(counters, wall, cpus, memory, before_join=before_join)
+                    peak = int(rusage.ru_maxrss) * 1024  # a floor where the cgroup keeps no memory counters
+                return step_usage.from_counters(counters, wall, cpus, memory, before_join=before_join,
+                                                memory_peak_floor=peak)
         finally:
             cgroup.remove()
     return step_usage.from_rusage(rusage, wall, cpus, memory) if rusage is not None else None

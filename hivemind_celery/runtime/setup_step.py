@@ -21,6 +21,7 @@ import urllib.parse
 
 from hivemind_celery.runtime.setup_proxy import host_port
 from hivemind_celery.settings import Settings
+from hivemind_celery.workspace import SETUP_COMMAND
 
 STEP = "set-up step (pip install -r requirements.txt)"
 RELAY_PORT = 3128  # the relay's port on the set-up container's loopback
@@ -43,6 +44,12 @@ def allowed_endpoints(settings: Settings) -> list[tuple[str, int]]:
     found = [index_host_port(settings.setup_index_url)]
     found += [host_port(item, 443) for item in settings.setup_allowed_hosts]
     return list(dict.fromkeys(found))
+
+
+def is_pip(setup_command: list[str] | None) -> bool:
+    """Is this the requirements install? Any other set-up command (only tests
+    build one) runs as given, with no network and none of pip's options."""
+    return list(setup_command or [])[:len(SETUP_COMMAND)] == SETUP_COMMAND
 
 
 def pip_options(settings: Settings, target: str, cert: str | None, proxy: str | None) -> list[str]:

@@ -77,7 +77,9 @@ def result_files(store, outcome: TaskOutcome) -> dict[str, bytes]:
 
 def hostile_config(index: LocalIndex) -> str:
     elsewhere = f"{DOCKER_HOST}:{index.elsewhere.port}"
-    return (f"[global]\nindex-url = http://{elsewhere}/simple\ntrusted-host = {DOCKER_HOST}\n"
+    # extra-index-url and find-links: the set-up step's own options set no such thing to override them.
+    return (f"[global]\nindex-url = http://{elsewhere}/simple\nextra-index-url = http://{elsewhere}/simple\n"
+            f"find-links = http://{elsewhere}/files/\ntrusted-host = {DOCKER_HOST}\n"
             "no-binary = :all:\n[install]\nindex-url = http://127.0.0.1:9/simple\n")
 
 
