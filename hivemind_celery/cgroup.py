@@ -221,7 +221,9 @@ class CgroupReader:
             cpu_seconds=stat.get("usage_usec", 0) / 1e6,
             cpu_user_seconds=stat.get("user_usec", 0) / 1e6,
             cpu_system_seconds=stat.get("system_usec", 0) / 1e6,
-            memory_bytes=int(_read(directory / "memory.current")),
+            # A cgroup whose parent has not enabled the memory controller (one
+            # made under a process's own) has CPU counters only.
+            memory_bytes=_int_or_max(_read_optional(directory / "memory.current")) or 0,
             memory_peak_bytes=_int_or_max(_read_optional(directory / "memory.peak")),
             pids=self._pids(),
             oom_kills=_keyed(events).get("oom_kill", 0) if events else 0,

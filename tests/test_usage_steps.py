@@ -172,3 +172,28 @@ def test_step_cgroup_names_of_one_worker_never_match_another_workers() -> None:
     assert not task_cgroup.leaf_name("w-1", "t-1", "main").startswith(task_cgroup.leaf_prefix("w"))
     assert not task_cgroup.leaf_name("w", "1.t", "main").startswith(task_cgroup.leaf_prefix("w.1"))
     assert "/" not in task_cgroup.leaf_name("a/../b", "t", "setup")
+
+
+@needs_root
+def test_process_runtime_on_cgroup_v2(tmp_path, redis_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Hiding this host's v1 mounts from task_cgroup stands in for a v2-only host;
+    the cgroup made and read is a real one, in the host's real cgroup2 hierarchy
+    (which has no controllers enabled: CPU counters only, as under a process's
+    own cgroup on a v2 host)."""
+    real_mounts = task_cgroup._mounts
+
+    def v2_only():  # type: ignore[no-untyped-def]
+        _, v2, mounts = real_mounts()
+        return {}, v2, [m for m in mounts if m.fstype == "cgroup2"]
+
+    monkeypatch.setattr(task_cgroup, "_mounts", v2_only)
+    if v2_only()[1] is None:
+        pytest.skip("this host has no cgroup2 mount")
+    runtime, settings = process_runtime(tmp_path)
+    allowance = max(measured_run(runtime, settings, redis_client, make_job(NOTHING)).usage.cpu_seconds
+                    for _ in range(3))
+    outcome = measured_run(runtime, settings, redis_client, make_job(BURNERS["forked workers"]))
+    usage = outcome.usage
+    assert usage is not None and usage.source == "cgroup"
+    assert reference(outcome) <= usage.cpu_seconds <= reference(outcome) + allowance
+    assert usage.memory_peak_bytes > 0  # from the reaped rusage: this cgroup keeps no memory counters

@@ -21,14 +21,17 @@ def _with_percentages(usage: UsageSummary, cpus: float, memory_limit_bytes: int)
 
 
 def from_counters(counters: CgroupCounters, wall_seconds: float, cpus: float,
-                  memory_limit_bytes: int, pids_peak: int = 0, before_join: float = 0.0) -> UsageSummary:
+                  memory_limit_bytes: int, pids_peak: int = 0, before_join: float = 0.0,
+                  memory_peak_floor: int = 0) -> UsageSummary:
     """`before_join`: CPU seconds the step's first process spent before it
-    entered the cgroup (charged elsewhere), counted as its own."""
+    entered the cgroup (charged elsewhere), counted as its own;
+    `memory_peak_floor`: a peak known otherwise (rusage), for a cgroup without
+    memory counters."""
     usage = UsageSummary(
         cpu_seconds=counters.cpu_seconds + before_join,
         cpu_user_seconds=counters.cpu_user_seconds + before_join,
         cpu_system_seconds=counters.cpu_system_seconds,
-        memory_peak_bytes=max(counters.memory_peak_bytes or 0, counters.memory_bytes),
+        memory_peak_bytes=max(counters.memory_peak_bytes or 0, counters.memory_bytes, memory_peak_floor),
         pids_peak=max(pids_peak, counters.pids or 0),
         oom_kills=counters.oom_kills,
         source="cgroup",
