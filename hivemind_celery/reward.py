@@ -12,7 +12,8 @@ configurable policy:
 Percentages are of what the task *reserved* (its cores, its memory limit), so
 utilization can never exceed 100 %: a task cannot earn more by claiming it
 used more than it was given. `measured_percentages` turns a UsageSummary into
-those percentages. Everything here is pure: no I/O, no clock, no environment,
+those percentages. All four inputs must cover one interval: the worker passes
+the task's duration and the whole run's usage over it (usage_totals). Everything here is pure: no I/O, no clock, no environment,
 except `RewardPolicy.from_settings`, which reads the site's settings.
 """
 
