@@ -19,7 +19,8 @@ def demo(
     ),
     stop: bool = typer.Option(False, "--stop", help="Stop a site left up by --keep-running, then exit."),
     runtime: str | None = typer.Option(
-        None, "--runtime", help="docker or process (default: docker when usable, else process with a warning)."
+        None, "--runtime", help="docker or process (default: docker, starting dockerd when it is installed but "
+        "not running; process, with a warning, only when Docker cannot run here)."
     ),
     task_timeout: float = typer.Option(
         20.0, "--task-timeout", min=1.0,
@@ -35,7 +36,8 @@ def demo(
     state_dir: Path = typer.Option(Path(".hivemind"), "--dir", help="Where the demo keeps data, logs and results."),
 ) -> None:
     """Run a whole HiveMind site here (Redis, Node Pool, bridge, Celery workers, Flower),
-    submit the bundled examples and show their outcomes. Ctrl-C stops everything."""
+    submit the bundled examples and show their outcomes. Starts dockerd if it is installed
+    but not running (and stops it after). Ctrl-C stops everything."""
     from hivemind_celery.demo.runner import DemoOptions, run_demo, stop_kept_site
 
     console = Console()
