@@ -28,9 +28,9 @@ RELAY_PORT = 3128  # the relay's port on the set-up container's loopback
 _NO_MATCH = re.compile(r"No matching distribution found for (\S+)")
 _VERSIONS = re.compile(r"Could not find a version that satisfies the requirement (\S+).*?\(from versions: ([^)]*)\)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# pip's words when it got no answer at all (no route, no proxy, DNS, TLS)
-_UNREACHABLE = re.compile(r"after connection broken by|Max retries exceeded|ProxyError|SSLError|"
-                          r"Failed to establish a new connection")
+# pip's words when a fetch failed for good (no route, no proxy, DNS, TLS), not a retry that then worked
+# (pip warns once per retry; the one with total=0 is the last).
+_UNREACHABLE = re.compile(r"Could not fetch URL|Max retries exceeded|Retrying \(Retry\(total=0,")
 
 
 def index_host_port(index_url: str) -> tuple[str, int]:
