@@ -81,7 +81,8 @@ def test_pip_install_then_demo_from_anywhere(fresh_install: Path, docker_client,
     assert "site-packages" in where, f"not an installed copy: {where}"
     work = tmp_path / "somewhere-else"
     work.mkdir()
-    done = subprocess.run([str(bin_dir / "hivemind"), "demo", "--exit-when-done", *QUICK], cwd=work,
+    # All the examples, as a newcomer runs it (requirements_task's set-up step reaches PyPI).
+    done = subprocess.run([str(bin_dir / "hivemind"), "demo", "--exit-when-done", "--max-wait", "400"], cwd=work,
                           env=clean_env(), capture_output=True, text=True, timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
@@ -90,7 +91,8 @@ def test_pip_install_then_demo_from_anywhere(fresh_install: Path, docker_client,
     assert summary["started_dockerd"] is False, out  # the machine's dockerd was up
     assert re.search(r"\(docker\s+runtime", out) and "NO ISOLATION" not in out, out
     outcomes = {row["example"]: row["outcome"] for row in summary["examples"]}
-    assert outcomes == {"cpu_task": "succeeded", "failing_task": "failed"}, out
+    assert outcomes == {"cpu_task": "succeeded", "requirements_task": "succeeded", "failing_task": "failed",
+                        "slow_task": "timed_out", "gpu_task": "succeeded" if summary["gpus"] else "skipped"}, out
     # The fresh venv has no Flower: the hint names the extra that brings it.
     assert re.search(r"pip\s+install\s+'hivemind-celery\[flower\]'", out), out
     # The live table's last frame: every column filled, the task's last output line kept
@@ -142,6 +144,23 @@ def test_demo_starts_a_stopped_dockerd_and_stops_it(checkout, docker_client, tmp
         assert not dockerd.bridge_exists(own.bridge)
         assert leftovers(tmp_path) == []
         docker_client.ping()  # the machine's own dockerd is untouched
+
+        # Left up with the site (--keep-running), it goes with `--stop`; its images stayed.
+        kept = subprocess.run(demo("--keep-running", "--no-flower", "--only", "failing_task"), cwd=work,
+                              env=env | {"DOCKER_HOST": host.url, "COLUMNS": "300"},
+                              capture_output=True, text=True, timeout=300)
+        out = kept.stdout + kept.stderr
+        assert kept.returncode == 0, out
+        assert f"starting it on {host.socket}" in out and "building it" not in out, out
+        assert dockerd.socket_state(host.socket) == "serving" and dockerd.bridge_exists(own.bridge), out
+        stopped = subprocess.run(demo("--stop"), cwd=work, env=env | {"DOCKER_HOST": host.url},
+                                 capture_output=True, text=True, timeout=200)
+        out = stopped.stdout + stopped.stderr
+        assert stopped.returncode == 0 and "stopping dockerd" in out, out
+        assert dockerd.socket_state(host.socket) != "serving"
+        assert not dockerd.bridge_exists(own.bridge)
+        assert leftovers(tmp_path) == []
+        docker_client.ping()
     finally:
         pid = daemon_pid(own.state / "dockerd.pid")
         if pid is not None and psutil.pid_exists(pid):
