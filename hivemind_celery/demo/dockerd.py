@@ -110,7 +110,7 @@ def root_prefix(ask: bool = True) -> tuple[list[str] | None, str]:
     if subprocess.run([sudo, "-n", "true"], capture_output=True).returncode == 0:
         return [sudo, "-n"], ""
     if ask and sys.stdin.isatty():
-        asked = subprocess.run([sudo, "-v", "-p", "[sudo] password for %u (to start dockerd): "])
+        asked = subprocess.run([sudo, "-v", "-p", "[sudo] password for %u (hivemind demo: dockerd, images): "])
         if asked.returncode == 0:
             return [sudo, "-n"], ""
     return None, "this user is not root and sudo did not allow it"
