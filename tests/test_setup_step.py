@@ -108,6 +108,8 @@ def test_failure_reasons_name_what_was_refused() -> None:
     reason = explain_failure("ERROR: HTTP error 403 while getting ...", settings, ["10.1.2.3:80"])
     assert "10.1.2.3:80" in reason and "may reach only the package index http://172.17.0.1:9999/simple" in reason
     assert explain_failure("ERROR: something pip never says\n", settings) is None
+    many = explain_failure("", settings, [f"h{n}.example:443" for n in range(40)])
+    assert "h0.example:443" in many and "and 35 more" in many and "h9.example" not in many  # bounded
 
 
 # --- the proxy and the relay, as real programs -------------------------------------------

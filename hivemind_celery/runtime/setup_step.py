@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Sequence
 
 from hivemind_celery.runtime.setup_proxy import host_port
 from hivemind_celery.settings import Settings
@@ -88,13 +89,16 @@ def setup_env(home: str, tmp: str, cert: str | None, proxy: str | None) -> dict[
     return env
 
 
-def explain_failure(log_text: str, settings: Settings, denied: list[str] = ()) -> str | None:  # type: ignore[assignment]
+def explain_failure(log_text: str, settings: Settings, denied: Sequence[str] = ()) -> str | None:
     """One sentence for a failed set-up step, naming what was missing or
     refused; None when pip's output says nothing we recognise."""
     text = _ANSI.sub("", log_text)
     index = settings.setup_index_url
     if denied:
-        hosts = ", ".join(sorted(set(denied)))
+        refused = sorted(set(denied))
+        hosts = ", ".join(name[:100] for name in refused[:5])
+        if len(refused) > 5:
+            hosts += f" and {len(refused) - 5} more"
         return (f"{STEP} failed: it tried to reach {hosts}, which this site does not allow (the set-up step "
                 f"may reach only the package index {index} and HIVEMIND_SETUP_ALLOWED_HOSTS)")
     versions = {name: listed.strip() for name, listed in _VERSIONS.findall(text)}
