@@ -108,8 +108,9 @@ def test_pip_variables_in_the_spec_env_are_ignored(tmp_path, index) -> None:
 def test_source_only_package_fails_with_a_reason_and_its_build_never_runs(tmp_path, index, markers) -> None:
     result = runtime(tmp_path, index).run(make_job({"requirements.txt": "hmsdist\n", "main.py": "print('MAIN RAN')\n"}))
     assert result.status is TaskStatus.FAILED
-    assert result.reason.startswith("set-up step (pip install -r requirements.txt) failed: 'hmsdist' has no wheel"), \
-        result.reason
+    assert result.reason.startswith("set-up step (pip install -r requirements.txt) failed: 'hmsdist' is published "
+                                    "only as source"), result.reason
+    assert "HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off" in result.reason
     assert "MAIN RAN" not in result.log_tail
     assert not (markers / MARKER).exists()
     assert MARKER not in names_in(result.workspace_tar)
@@ -123,3 +124,10 @@ def test_source_builds_when_the_operator_allows_them(tmp_path, index, markers) -
     probe = json.loads((markers / MARKER).read_text())  # the build code ran, as the operator allowed
     assert "direct" in probe  # and, this runtime restricting no egress, it could try the network
     (markers / MARKER).unlink()
+
+
+def test_a_package_the_index_does_not_have_is_named_as_missing(tmp_path, index) -> None:
+    result = runtime(tmp_path, index).run(make_job({"requirements.txt": "hm-not-there>=1\n", "main.py": ""}))
+    assert result.status is TaskStatus.FAILED
+    assert result.reason == ("set-up step (pip install -r requirements.txt) failed: 'hm-not-there>=1' is not on the "
+                             f"package index {index.url(LOOPBACK)}"), result.reason

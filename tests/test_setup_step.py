@@ -25,6 +25,7 @@ from hivemind_celery.runtime import setup_proxy
 from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.docker_config import (LABEL_ROLE, PROXY_SOCKET, WORKSPACE, container_kwargs,
                                                     proxy_kwargs)
+from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.setup_step import allowed_endpoints, explain_failure, pip_options, setup_env
 from hivemind_celery.settings import Settings
 from tests.conftest import make_zip
@@ -198,3 +199,20 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# --- what the index holds, asked by the worker ------------------------------------------
+def test_index_lookup_tells_wheels_sources_and_missing_projects_apart() -> None:
+    from tests.setup_index_kit import LocalIndex
+
+    index = LocalIndex("127.0.0.1")
+    try:
+        settings = Settings(setup_index_url=index.url("127.0.0.1"))
+        assert project_files(settings, "HMWheel==1.0").wheels == ("hmwheel-1.0-py3-none-any.whl",)
+        assert project_files(settings, "hmsdist").sources == ("hmsdist-1.0.tar.gz",)
+        missing = project_files(settings, "hm-not-there")
+        assert missing is not None and missing.wheels == missing.sources == ()
+        assert "/simple/hmwheel/" in index.index.hits  # the canonical name, not the requirement's spelling
+    finally:
+        index.close()
+    assert project_files(Settings(setup_index_url=f"http://127.0.0.1:{_free_port()}/simple"), "hmwheel") is None

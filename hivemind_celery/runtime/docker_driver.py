@@ -27,6 +27,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import docker
@@ -49,6 +50,7 @@ from hivemind_celery.runtime.docker_config import (
 from hivemind_celery.runtime.disk_watch import DiskWatch, start_watch
 from hivemind_celery.runtime.docker_config import setup_proxied
 from hivemind_celery.runtime.setup_egress import ProxyReport, finish_proxy, start_proxy
+from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.setup_step import explain_failure
 from hivemind_celery.runtime.follow import Follower, Waiter
 from hivemind_celery.runtime.images import ensure_image, forget_image
@@ -417,7 +419,7 @@ def _announce(container, on_start: OnStart, task_id: str) -> None:  # type: igno
 
 def _setup_reason(reason: str, tail: LogTail, settings: Settings, report: ProxyReport) -> str:
     """pip's failure in one sentence naming the package or refused host."""
-    explained = explain_failure(tail.text(), settings, report.denied) or reason
+    explained = explain_failure(tail.text(), settings, report.denied, partial(project_files, settings)) or reason
     return f"{explained} ({report.problem})" if report.problem else explained
 
 

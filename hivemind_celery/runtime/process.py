@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -46,6 +47,7 @@ from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, Sho
                                             safe_stop_check)
 from hivemind_celery.runtime import step_usage
 from hivemind_celery.runtime import setup_step
+from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.settings import Settings
 
@@ -140,7 +142,8 @@ class ProcessRuntime:
             copy = copy_dir(task_dir / "workspace", self.settings.result_max_bytes)
             status, reason = _status(job, role, end, self.settings)
             if role == "setup" and status is TaskStatus.FAILED and end.exit_code:
-                reason = setup_step.explain_failure(tail.text(), self.settings) or reason
+                reason = setup_step.explain_failure(tail.text(), self.settings,
+                                                    lookup=partial(project_files, self.settings)) or reason
             return JobResult(status, end.exit_code, started_at, _now(), tail.text(), reason,
                              copy.tar, end.stopped, copy.skipped,
                              step_usage={name: usage for name, usage in step_usage.items() if usage})
@@ -156,13 +159,20 @@ class ProcessRuntime:
         cgroup = task_cgroup.create(task_cgroup.leaf_name(self.settings.worker_id, job.spec.task_id, role))
         began = time.monotonic()
         note_in, note_out = os.pipe()
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _LAUNCHER, json.dumps(limits),
-             json.dumps(cgroup.procs_files if cgroup else []), str(note_out), *argv], pass_fds=(note_out,),
-            cwd=task_dir / "workspace", env=_env(job, role, task_dir, self.settings), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-        )
-        os.close(note_out)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _LAUNCHER, json.dumps(limits),
+                 json.dumps(cgroup.procs_files if cgroup else []), str(note_out), *argv], pass_fds=(note_out,),
+                cwd=task_dir / "workspace", env=_env(job, role, task_dir, self.settings), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+        except BaseException:
+            os.close(note_in)
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        finally:
+            os.close(note_out)
         _write_pid_file(task_dir, proc.pid)
         if on_start is not None:
             try:

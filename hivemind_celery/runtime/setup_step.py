@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from hivemind_celery.runtime.index_lookup import ProjectFiles
 from hivemind_celery.runtime.setup_proxy import host_port
 from hivemind_celery.settings import Settings
 from hivemind_celery.workspace import SETUP_COMMAND
@@ -89,9 +90,11 @@ def setup_env(home: str, tmp: str, cert: str | None, proxy: str | None) -> dict[
     return env
 
 
-def explain_failure(log_text: str, settings: Settings, denied: Sequence[str] = ()) -> str | None:
+def explain_failure(log_text: str, settings: Settings, denied: Sequence[str] = (),
+                    lookup: Callable[[str], ProjectFiles | None] | None = None) -> str | None:
     """One sentence for a failed set-up step, naming what was missing or
-    refused; None when pip's output says nothing we recognise."""
+    refused; None when pip's output says nothing we recognise. `lookup` asks
+    the index what it holds for a requirement (index_lookup.project_files)."""
     text = _ANSI.sub("", log_text)
     index = settings.setup_index_url
     if denied:
@@ -113,8 +116,19 @@ def explain_failure(log_text: str, settings: Settings, denied: Sequence[str] = (
     if listed and listed != "none":
         return (f"{STEP} failed: no version of {name!r} on the package index {index} matches the requirement "
                 f"(versions there: {listed})")
+    files = lookup(name) if lookup is not None else None
+    if files is not None and not (files.wheels or files.sources):
+        return f"{STEP} failed: {name!r} is not on the package index {index}"
     if settings.setup_allow_source_builds:
         return f"{STEP} failed: {name!r} was not found on the package index {index}"
+    if files is not None and not files.wheels:
+        return (f"{STEP} failed: {name!r} is published only as source on the package index {index} "
+                f"({', '.join(files.sources[:3])}), and this site installs wheels only "
+                "(HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off)")
+    if files is not None:
+        return (f"{STEP} failed: {name!r} has no wheel for this image's Python and platform on the package index "
+                f"{index} (its wheels there: {', '.join(files.wheels[:3])}); this site installs wheels only "
+                "(HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off)")
     return (f"{STEP} failed: {name!r} has no wheel for this image's Python and platform on the package index "
             f"{index}; this site installs wheels only (HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off), so a package "
             "published only as source cannot be installed (or it is not on that index at all)")

@@ -129,8 +129,9 @@ def test_source_only_package_fails_with_a_reason_and_its_build_never_runs(worker
                                                                           docker_client) -> None:
     outcome = run(celery_app, store, {"requirements.txt": "hmwheel\nhmsdist\n", "main.py": "print('MAIN RAN')\n"})
     assert outcome.status is TaskStatus.FAILED
-    assert outcome.reason.startswith("set-up step (pip install -r requirements.txt) failed: 'hmsdist' has no wheel "
-                                     "for this image's Python and platform"), outcome.reason
+    assert outcome.reason.startswith("set-up step (pip install -r requirements.txt) failed: 'hmsdist' is published "
+                                     f"only as source on the package index {index.url()} (hmsdist-1.0.tar.gz)"), \
+        outcome.reason
     assert "HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off" in outcome.reason
     assert "MAIN RAN" not in outcome.log_tail
     assert MARKER not in result_files(store, outcome)
