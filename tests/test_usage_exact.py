@@ -7,8 +7,9 @@ step's cgroup, merged by the usage tracker exactly as a Celery task does,
 with a sample interval far longer than the task so that no sample helps) must
 never be below it, and may exceed it by at most what running an interpreter
 that does nothing costs on the same runtime, measured here in the same test
-(the most of several such runs: start-up, exit and, in a container, runc and
-tini). Every burner runs 10 times in a row, each a separate run.
+(the most of ten such runs, one before each burner run: start-up, exit and,
+in a container, runc and tini). Every burner runs 10 times, each a separate
+run.
 
 The runtimes are driven directly, not through Celery (the tracker is the one
 `hivemind.run_task` uses, with its real Redis): on 2 shared cores thirty
@@ -33,7 +34,6 @@ from tests.conftest import PYTHON_IMAGE, make_zip
 
 PAYLOAD = "sha256:" + "0" * 64
 REPEATS = 10
-BASELINE_RUNS = 5
 # Longer than any task here: the sampler takes its first reading and no other.
 SAMPLE_INTERVAL = 600.0
 CPUS = 2.0  # every job's reservation
@@ -100,11 +100,16 @@ def reference(outcome: TaskOutcome) -> float:
 
 
 def check_exact(runtime, settings: Settings, redis_client, name: str) -> None:  # type: ignore[no-untyped-def]
-    baseline = [measured_run(runtime, settings, redis_client, make_job(NOTHING)) for _ in range(BASELINE_RUNS)]
-    allowance = max(o.usage.cpu_seconds for o in baseline if o.usage is not None)
-    assert allowance > 0  # an interpreter's start-up costs something; 0 would mean nothing was measured
+    # An empty run before each burner run, so that the allowance is measured
+    # under the same load as the burns (the cores are shared).
+    empty, burns = [], []
     for _ in range(REPEATS):
-        outcome = measured_run(runtime, settings, redis_client, make_job(BURNERS[name]))
+        empty.append(measured_run(runtime, settings, redis_client, make_job(NOTHING)))
+        burns.append(measured_run(runtime, settings, redis_client, make_job(BURNERS[name])))
+    assert all(o.usage is not None for o in empty)
+    allowance = max(o.usage.cpu_seconds for o in empty)  # type: ignore[union-attr]
+    assert allowance > 0  # an interpreter's start-up costs something; 0 would mean nothing was measured
+    for outcome in burns:
         burned = reference(outcome)
         usage = outcome.usage
         assert usage is not None and usage.source == "cgroup"
