@@ -3,7 +3,8 @@ per step, all through the docker SDK.
 
 Lifecycle: image check → workspace volume (and a deps volume when there is a
 requirements set-up step) → [set-up container: workspace and CA bundle copied
-in, start, stream logs, wait] → main container: (workspace copied in,) start,
+in, its proxy container started (setup_egress: its only way out), start,
+stream logs, wait, proxy removed] → main container: (workspace copied in,) start,
 on_start, stream logs, wait with the timeout polling should_stop → on timeout
 or stop: SIGTERM, stop_grace, SIGKILL → inspect (OOMKilled, ExitCode) →
 /workspace copied out, bounded → remove containers and volumes. Files are
