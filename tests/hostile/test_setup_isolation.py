@@ -168,3 +168,29 @@ def test_source_builds_when_the_operator_allows_them_and_their_code_still_cannot
     assert probe["direct"].startswith("refused"), probe  # no network in the set-up container
     assert probe["proxy"].startswith("refused") and "403" in probe["proxy"], probe  # the proxy knows only the index
     assert index.elsewhere.hits == []
+
+
+def test_the_proxy_works_when_files_go_through_the_docker_api(docker_client, index) -> None:
+    """A compose or non-root worker cannot write the volumes' host directories
+    and copies everything through the archive API (HIVEMIND_VOLUME_IO=api):
+    the set-up proxy's socket directory gets there too."""
+    from hivemind_celery import workspace
+    from hivemind_celery.runtime.base import Job
+    from hivemind_celery.runtime.docker_driver import DockerRuntime
+    from tests.conftest import PYTHON_IMAGE
+
+    runtime = DockerRuntime(Settings(worker_id=f"test-setup-api-{uuid.uuid4().hex[:6]}", volume_io="api",
+                                     setup_index_url=index.url(), setup_allowed_hosts=[], stop_grace=1),
+                            client=docker_client)
+    data = make_zip({"requirements.txt": "hmwheel\n", "main.py": "import hmwheel\n"})
+    manifest = workspace.inspect_zip(data)
+    spec = TaskSpec(task_id=f"s-{uuid.uuid4().hex[:10]}", payload="sha256:" + "0" * 64, memory_mb=256)
+    job = Job(spec=spec, image=PYTHON_IMAGE, command=workspace.entry_command(manifest),
+              workspace_tar=workspace.zip_to_tar(data, manifest), timeout=60,
+              setup_command=workspace.setup_command(manifest))
+    try:
+        result = runtime.run(job)
+    finally:
+        runtime.reap(set())
+    assert result.status is TaskStatus.SUCCEEDED, (result.reason, result.log_tail)
+    assert "HMWHEEL OK" in result.log_tail
