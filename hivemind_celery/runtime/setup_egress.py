@@ -31,7 +31,8 @@ class ProxyReport:
     problem: str = ""  # why the proxy itself was not serving, if it was not
 
 
-def start_proxy(client: docker.DockerClient, job: Job, settings: Settings, deps_volume: str):  # type: ignore[no-untyped-def]
+def start_proxy(client: docker.DockerClient, job: Job, settings: Settings,  # type: ignore[no-untyped-def]
+                deps_volume: str):
     """Create and start the proxy; the caller removes it (it is returned at once)."""
     container = client.containers.create(**proxy_kwargs(job, settings, deps_volume))
     container.start()
