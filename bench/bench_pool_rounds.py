@@ -187,8 +187,9 @@ def main() -> None:
     body = f"""\
 {TASKS} tasks of {TASK_SECONDS:g} s (`time.sleep` in `{PYTHON_IMAGE}`, one core each) uploaded
 together to a 2-slot site (`celery worker -c {SLOTS}` offering {SLOTS} CPUs, the bridge on its shipped
-timers: heartbeat 5 s, registration 30 s). Busy share = job time on the worker (from each task's
-execution report) / slot-time, between the first upload and the last task's dispatch.
+timers: heartbeat 5 s, registration 30 s). Busy share = the worker running the task (the runtime's start,
+container creation included, to its end: each task's execution report) / slot-time, between the
+first upload and the last task's dispatch (while tasks were pending).
 
 | pool | pending window | busy | busy share | ratio |
 |---|---|---|---|---|
