@@ -11,8 +11,10 @@ The registration carries the site's **total** capacity, the same figures every
 time: the deployed pool keeps its own `available_*` per node (less a task's
 request at dispatch, back at its result) and clamps them to each new
 registration, so registering what is free while tasks run would shrink the
-node for good. What is free now is said by ReportStatus (exactly "Idle" while
-another task fits) and by the node-level usage.
+node for good. For the same reason the figures never go down while the bridge
+runs (`never_less`): a worker restarting is not a smaller site. What is free now
+is said by ReportStatus (exactly "Idle" while another task fits) and by the
+node-level usage.
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ def advertised(cap: SiteCapacity, cpu_score_per_core: int, gpu_score_per_gpu: in
         gpu_memory_gb=max(0, int(cap.gpu_memory_mb_total)) // 1024,
         # One name per node in the protocol: the model the site has most of.
         gpu_name=max(cap.gpu_models, key=lambda name: cap.gpu_models[name]) if cap.gpu_models else "",
+    )
+
+
+def never_less(before: Advertised | None, now: Advertised) -> Advertised:
+    """The figures to register: field by field never below what this bridge
+    registered before. A worker restarting (or a moment with none live) must not
+    shrink the registration: the deployed pool would clamp its available_* down
+    and never give the room back. Status reports say when the room is not there."""
+    if before is None:
+        return now
+    return Advertised(
+        cpu_cores=max(before.cpu_cores, now.cpu_cores),
+        memory_gb=max(before.memory_gb, now.memory_gb),
+        cpu_score=max(before.cpu_score, now.cpu_score),
+        gpu_score=max(before.gpu_score, now.gpu_score),
+        gpu_memory_gb=max(before.gpu_memory_gb, now.gpu_memory_gb),
+        gpu_name=now.gpu_name or before.gpu_name,
     )
 
 

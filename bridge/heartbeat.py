@@ -3,7 +3,8 @@
 RegisterWorkerNode with the site's total capacity, the same figures every
 time (see capacity.py: the deployed pool keeps its own reservations and clamps
 them to each registration), every registration interval as a liveness
-refresh, and at once when the totals change (a worker came or went).
+refresh, and at once when the totals grow (a worker came); they never shrink
+while the bridge runs, and nothing is registered before a worker is live.
 ReportStatus every heartbeat interval with status exactly "Idle" while
 another task fits, and at once (`wake`) after a task was accepted (the
 deployed pool marks a node BUSY after every dispatch until its next Idle
@@ -25,7 +26,7 @@ from bridge import capacity
 from bridge.config import BridgeConfig
 from bridge.outbox import Outbox
 from bridge.retry import TRANSIENT, until_stopped
-from bridge.session import Session
+from bridge.session import NodePoolError, Session
 from hivemind_celery.settings import Settings
 from proto import nodepool_pb2 as pb
 
@@ -57,6 +58,7 @@ class Heartbeat:
         self._advertised: capacity.Advertised | None = None  # what the last registration said
         self.last_status: str | None = None
         self._usage_failure: str | None = None  # the last node-usage failure, logged once
+        self._waiting_logged = False  # said once that registration waits for a live worker
 
     @property
     def docker_status(self) -> str:
@@ -78,9 +80,14 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    def figures(self, cap: Any) -> capacity.Advertised:
+        """What to register now: the site's totals, never below the last registration."""
+        return capacity.never_less(self._advertised, capacity.advertised(
+            cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu))
+
     def register(self, cap: Any = None) -> None:
         cap = cap if cap is not None else self._registry.capacity()
-        ad = capacity.advertised(cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu)
+        ad = self.figures(cap)
         self._session.call(
             self._session.nodes.RegisterWorkerNode,
             pb.RegisterWorkerNodeRequest(
@@ -155,9 +162,11 @@ class Heartbeat:
     def beat(self) -> None:
         try:
             cap = self._registry.capacity()
+            if cap.workers == 0 and self._advertised is None:
+                self._report_unregistered(cap)
+                return
             # Totals only: allocations never change the registration.
-            changed = self._advertised != capacity.advertised(
-                cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu)
+            changed = self._advertised != self.figures(cap)
             if changed or time.monotonic() >= self._next_registration:
                 self.register(cap)
                 self._next_registration = time.monotonic() + self._settings.registration_interval
@@ -166,6 +175,19 @@ class Heartbeat:
             # The pool may have restarted and forgotten this node: register first next time.
             self._next_registration = 0.0
             raise
+
+    def _report_unregistered(self, cap: Any) -> None:
+        """No live worker and nothing registered yet (a bridge starting before its
+        workers): registering zeros would clamp the deployed pool's available_* to
+        nothing for good, so only the status goes, to a pool that knows this node.
+        A pool that does not know it yet hears from the site once a worker is live."""
+        try:
+            self.report(cap)
+        except NodePoolError as exc:
+            if not self._waiting_logged:
+                log.info("no live worker yet: registering once one is up (the pool says: %s)", exc,
+                         extra={"node_id": self._config.node_id})
+            self._waiting_logged = True
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -3,7 +3,8 @@ Real bridge, real Redis registry and result backend, a recording pool.
 
 - It registers the site's total capacity, the same figures while tasks run: the
   deployed pool keeps its own reservations and clamps them to every registration.
-  It re-registers at once when the totals change (a worker came or went).
+  It re-registers at once when the totals grow (a worker came), never shrinks them
+  (a worker going), and registers nothing before a worker is live.
 - It reports status right after accepting a task (the deployed pool marks a node
   BUSY after every dispatch) and right after a finished task freed room.
 - A refused node-level usage call never fails the beat; a wake cuts a retry wait.
@@ -53,6 +54,15 @@ def test_registration_keeps_the_totals_and_follows_workers(start_bridge: Callabl
     latest = wait_for(lambda: [r for r in pool.of("RegisterWorkerNode") if r.cpu_score == 600],
                       "a registration with the new worker's cores, before the interval")
     assert (latest[-1].cpu_cores, latest[-1].memory_gb) == (6, 12)
+
+    # A worker going (a restart, say) never shrinks the registration: the status says it.
+    count = len(pool.of("RegisterWorkerNode"))
+    registry.unregister("w1")
+    registry.unregister("w2")
+    wait_for(lambda: pool.of("ReportStatus")[-1].status == "No workers", "the status saying no worker is live")
+    beats = len(pool.of("ReportStatus"))
+    wait_for(lambda: len(pool.of("ReportStatus")) >= beats + 3, "three more heartbeats")
+    assert len(pool.of("RegisterWorkerNode")) == count
 
 
 def test_accepting_a_task_reports_status_at_once(start_bridge: Callable[..., Bridge], pool: RecordingPool,

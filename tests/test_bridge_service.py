@@ -279,6 +279,11 @@ def test_login_register_and_status_follow_the_registry(start_bridge: Callable[..
     wait_for(lambda: latest_status(pool) == "No workers", "status 'No workers' with no live worker")
     logins = pool.of("Login")
     assert [login.username for login in logins] == [node_id]
+    # Nothing registered before a worker is live: zeros would shrink the deployed pool's books for good.
+    assert pool.of("RegisterWorkerNode") == []
+
+    registry = add_worker(db, cpus=4, memory_mb=8192)
+    wait_for(lambda: latest_status(pool) == "Idle", "status exactly 'Idle' once a worker with room is live")
     registration = pool.of("RegisterWorkerNode")[0]
     assert (registration.node_id, registration.hostname, registration.port) == (node_id, "localhost", bridge.port)
     assert registration.docker_status == "enabled"
@@ -286,11 +291,7 @@ def test_login_register_and_status_follow_the_registry(start_bridge: Callable[..
     for name in ("RegisterWorkerNode", "ReportStatus"):
         assert all(md["authorization"].startswith("Bearer ey") for md in pool.metadata_of(name))
 
-    registry = add_worker(db, cpus=4, memory_mb=8192)
-    wait_for(lambda: latest_status(pool) == "Idle", "status exactly 'Idle' once a worker with room is live")
-    wait_for(lambda: pool.of("RegisterWorkerNode")[-1].cpu_cores == 4, "re-registration with the new capacity")
-    latest = pool.of("RegisterWorkerNode")[-1]
-    assert (latest.cpu_score, latest.memory_gb) == (400, 8)
+    assert (registration.cpu_cores, registration.cpu_score, registration.memory_gb) == (4, 400, 8)
 
     registry.allocate("someone-else", 3.5, 1024, ttl=600)  # leaves half a core
     wait_for(lambda: latest_status(pool) == "Full", "a busy status once less than a core is free")

@@ -127,6 +127,16 @@ def test_registration_carries_the_totals_whatever_is_allocated() -> None:
     assert capacity.advertised(idle, 100, 50) == ad
 
 
+def test_registered_figures_never_shrink() -> None:
+    two = capacity.advertised(Cap(cpus_total=2.0, cpus_free=2.0), 100, 100)
+    none_live = capacity.advertised(Cap(workers=0, cpus_total=0, cpus_free=0, memory_mb_total=0,
+                                        memory_mb_free=0), 100, 100)
+    assert capacity.never_less(None, none_live) == none_live
+    assert capacity.never_less(two, none_live) == two
+    grown = capacity.advertised(Cap(cpus_total=6.0, cpus_free=6.0, gpus_total=1, gpu_models={"A10": 1}), 100, 100)
+    assert capacity.never_less(two, grown) == grown
+
+
 def test_refusal_reasons_say_what_is_true() -> None:
     assert capacity.shortfall(Cap(), 1, 512, 1, 4096).startswith("no GPU on this site")
     assert capacity.shortfall(Cap(), 16, 512, 0, 0) == "larger than this site: CPUs 16 (this site has 8 in all)"
