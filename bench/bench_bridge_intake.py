@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from bridge.server import Bridge  # noqa: E402
-from hivemind_celery.model import TaskSpec  # noqa: E402
-from hivemind_celery.payloads import PayloadStore  # noqa: E402
-from hivemind_celery.registry import Registry, WorkerCapacity  # noqa: E402
-from hivemind_celery.settings import Settings  # noqa: E402
+from hivemind_celery.core.model import TaskSpec  # noqa: E402
+from hivemind_celery.payloads.store import PayloadStore  # noqa: E402
+from hivemind_celery.site.registry import Registry, WorkerCapacity  # noqa: E402
+from hivemind_celery.core.settings import Settings  # noqa: E402
 from proto import nodepool_pb2 as pb  # noqa: E402
 from proto import nodepool_pb2_grpc as pb_grpc  # noqa: E402
 from tests.conftest import make_zip  # noqa: E402

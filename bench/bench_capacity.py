@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from hivemind_celery import keys  # noqa: E402
-from hivemind_celery.registry import Registry, WorkerCapacity  # noqa: E402
+from hivemind_celery.core import keys  # noqa: E402
+from hivemind_celery.site.registry import Registry, WorkerCapacity  # noqa: E402
 
 WORKERS = int(os.environ.get("BENCH_WORKERS", "10000"))
 OURS_ROUNDS = int(os.environ.get("BENCH_CAPACITY_ROUNDS", "500"))

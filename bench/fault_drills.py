@@ -28,8 +28,8 @@ import redis  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
 from hivemind_celery.celery_app import create_app  # noqa: E402
-from hivemind_celery.registry import Registry  # noqa: E402
-from hivemind_celery.settings import Settings  # noqa: E402
+from hivemind_celery.site.registry import Registry  # noqa: E402
+from hivemind_celery.core.settings import Settings  # noqa: E402
 from tests import fault_drills as drills  # noqa: E402
 from tests.fault_kit import BUSYBOX_IMAGE, FAST, RedisServer, SecondDockerd, Site  # noqa: E402
 

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

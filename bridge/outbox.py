@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from hivemind_celery import keys
+from hivemind_celery.core import keys
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from bridge.relay import Relay
 from bridge.servicer import WorkerNodeServicer
 from bridge.session import MESSAGE_MARGIN, Session, open_channel
 from hivemind_celery.celery_app import create_app
-from hivemind_celery.payloads import PayloadStore
-from hivemind_celery.settings import Settings, get_settings
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.settings import Settings, get_settings
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -61,7 +61,7 @@ class Bridge:
         # with the workers; the outbox lives there too.
         self.redis = redis_client or redis.Redis.from_url(self.settings.payload_redis)
         if registry is None:
-            from hivemind_celery.registry import Registry
+            from hivemind_celery.site.registry import Registry
 
             registry = Registry(self.redis)
         self.registry = registry

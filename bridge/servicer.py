@@ -22,11 +22,11 @@ from celery import Celery
 from bridge import capacity, intake
 from bridge.intake import IntakeRefused
 from bridge.outbox import OwedTask, Outbox
-from hivemind_celery import keys
-from hivemind_celery.cancellation import request_stop
-from hivemind_celery.disk_gate import paused_reasons
-from hivemind_celery.payloads import PayloadError, PayloadStore
-from hivemind_celery.settings import Settings
+from hivemind_celery.core import keys
+from hivemind_celery.task.cancellation import request_stop
+from hivemind_celery.site.disk_gate import paused_reasons
+from hivemind_celery.payloads.store import PayloadError, PayloadStore
+from hivemind_celery.core.settings import Settings
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 

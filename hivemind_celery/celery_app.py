@@ -11,13 +11,13 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from hivemind_celery.settings import Settings, get_settings
+from hivemind_celery.core.settings import Settings, get_settings
 
-TASK_MODULES = ["hivemind_celery.tasks"]
+TASK_MODULES = ["hivemind_celery.task.celery_task"]
 # Modules that only connect signal handlers and bootsteps to the worker.
 WORKER_HOOK_MODULES = [
-    "hivemind_celery.worker_hooks", "hivemind_celery.registry_bootstep", "hivemind_celery.rescue_hooks",
-    "hivemind_celery.metrics",
+    "hivemind_celery.worker.reaper", "hivemind_celery.worker.registry", "hivemind_celery.worker.rescue",
+    "hivemind_celery.observability.metrics",
 ]
 
 

@@ -4,7 +4,7 @@ A result upload ends a task and pays for it in one transaction: the first
 upload wins, later ones are acknowledged and ignored, so a worker that sends
 twice (at-least-once delivery) is never paid twice.
 
-The pay is `hivemind_celery.reward.compute_reward` of figures the pool checks
+The pay is `hivemind_celery.core.reward.compute_reward` of figures the pool checks
 itself: the worker's `execution_report.json` is read, but its duration is
 capped by the pool's own RUNNING-to-result wall time and its percentages are
 clamped to 0..100. Without a readable report the pool uses the mean of the
@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 
-from hivemind_celery.reward import RewardPolicy, compute_reward
+from hivemind_celery.core.reward import RewardPolicy, compute_reward
 from nodepool.auth import Identity
 from nodepool.nodes import percent
 from nodepool.store import Store

@@ -1,1 +1,1 @@
-../hivemind_celery/demo/build-images.sh
+../hivemind/demo/build-images.sh

@@ -163,7 +163,7 @@ class WorkerProcess:
 def celery_app(redis_url: str):
     """A client-side Celery app bound to this module's Redis database."""
     from hivemind_celery.celery_app import create_app
-    from hivemind_celery.settings import Settings
+    from hivemind_celery.core.settings import Settings
 
     app = create_app(Settings(redis_url=redis_url))
     yield app

@@ -1,6 +1,6 @@
 """The whole chain as real processes, for the end-to-end tests: our Node Pool
 (`python -m nodepool`), the bridge (`python -m bridge`), the user CLI
-(`python -m hivemind_celery.cli`), with Celery worker subprocesses started by
+(`python -m hivemind.cli`), with Celery worker subprocesses started by
 conftest's `start_worker` on the same Redis. Everything talks gRPC on loopback.
 """
 
@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hivemind_celery.reward import RewardPolicy, compute_reward
+from hivemind_celery.core.reward import RewardPolicy, compute_reward
 from tests.conftest import ROOT, make_zip
 from tests.nodepool_kit import PASSWORD, wait_for
 from tests.test_nodepool_process import free_port, serving
@@ -123,7 +123,7 @@ class Site:
         wait_for(lambda: serving(f"127.0.0.1:{self.bridge_port}"), timeout=30, what="the bridge process serving")
 
     def cli(self, *args: str, user: str = OWNER, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "hivemind_celery.cli", *args], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "hivemind.cli", *args], cwd=ROOT,
                               env=self._cli_env(user), capture_output=True, text=True, timeout=timeout)
 
     def _cli_env(self, user: str) -> dict[str, str]:
@@ -131,7 +131,7 @@ class Site:
                           HIVEMIND_PASSWORD=PASSWORD, HIVEMIND_NODEPOOL_DB=str(self.db), COLUMNS="200")
 
     def cli_popen(self, *args: str, user: str = OWNER) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "hivemind_celery.cli", *args], cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "hivemind.cli", *args], cwd=ROOT,
                                 env=self._cli_env(user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def cli_ok(self, *args: str, user: str = OWNER, timeout: float = 120) -> str:

@@ -20,15 +20,15 @@ import pytest
 import redis
 
 from bridge.server import Bridge
-from hivemind_celery import keys
+from hivemind_celery.core import keys
 from hivemind_celery.celery_app import create_app
-from hivemind_celery.execution import rejected_outcome, store_result
-from hivemind_celery.idempotency import TaskGuard
-from hivemind_celery.model import TaskOutcome, TaskStatus
-from hivemind_celery.payloads import PayloadStore
-from hivemind_celery.registry import Registry
-from hivemind_celery.settings import Settings
-from hivemind_celery.streams import OutputStream
+from hivemind_celery.task.job import rejected_outcome, store_result
+from hivemind_celery.task.idempotency import TaskGuard
+from hivemind_celery.core.model import TaskOutcome, TaskStatus
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.site.registry import Registry
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.task.streams import OutputStream
 from tests.conftest import make_zip
 from tests.test_bridge_service import (
     RecordingPool,

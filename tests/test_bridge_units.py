@@ -22,8 +22,8 @@ from bridge.config import (
 from bridge.intake import IntakeRefused, check_task_id, check_zip, resources, task_spec
 from bridge.relay import usage_sample
 from bridge.session import token_expiry
-from hivemind_celery.settings import Settings
-from hivemind_celery.registry import SiteCapacity
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.site.registry import SiteCapacity
 from tests.conftest import make_zip
 
 

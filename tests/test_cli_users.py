@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hivemind_celery.cli import app
-from hivemind_celery.cli.task_cmds import new_output
+from hivemind.cli import app
+from hivemind.cli.task_cmds import new_output
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
 from tests.nodepool_kit import PASSWORD, Client, TestWorker, register_node, result_zip, start_pool, wait_for

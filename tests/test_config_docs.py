@@ -47,7 +47,7 @@ def test_every_settings_field_of_every_settings_class_is_documented():
     classes = gen.settings_classes()
     names = {f"{c.__module__}.{c.__name__}" for c in classes}
     # The two known classes must be found; any new one is picked up the same way.
-    assert {"hivemind_celery.settings.Settings", "nodepool.settings.NodePoolSettings"} <= names
+    assert {"hivemind_celery.core.settings.Settings", "nodepool.settings.NodePoolSettings"} <= names
     documented = documented_names()
     missing = [
         env for cls in classes for name, field in cls.model_fields.items()

@@ -53,7 +53,7 @@ def checkout(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
 
 
 def demo(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hivemind_celery.cli", "demo", *args]
+    return [sys.executable, "-m", "hivemind.cli", "demo", *args]
 
 
 def running(pid: int) -> bool:

@@ -114,7 +114,7 @@ def daemon_pid(pidfile: Path) -> int | None:
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(os.geteuid() != 0, reason="starting a dockerd of the test's own needs root")
 def test_demo_starts_a_stopped_dockerd_and_stops_it(checkout, docker_client, tmp_path):  # noqa: F811
-    from hivemind_celery.demo import dockerd
+    from hivemind.demo import dockerd
 
     repo, work, env = checkout
     sock_dir = Path(tempfile.mkdtemp(prefix="hm-dd-", dir="/tmp"))  # short: a socket path has 108 bytes
@@ -202,7 +202,7 @@ def test_no_docker_at_all_falls_back_and_says_isolation_is_off(checkout, tmp_pat
 @pytest.mark.timeout(120)
 def test_missing_examples_stop_the_demo_before_anything_starts(checkout):  # noqa: F811
     repo, work, env = checkout
-    (repo / "hivemind_celery" / "examples" / "cpu_task" / "main.py").unlink()
+    (repo / "hivemind" / "demo" / "examples" / "cpu_task" / "main.py").unlink()
     done = subprocess.run(demo("--exit-when-done", "--only", "cpu_task"), cwd=work, env=env,
                           capture_output=True, text=True, timeout=100)
     out = done.stdout + done.stderr

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hivemind_celery.demo import dockerd
-from hivemind_celery.demo.examples import EXAMPLES, Finished, examples_dir, missing_examples
-from hivemind_celery.demo.report import Tracked, progress_table
+from hivemind.demo import dockerd
+from hivemind.demo.catalog import EXAMPLES, Finished, examples_dir, missing_examples
+from hivemind.demo.report import Tracked, progress_table
 
 
 def test_docker_host_follows_docker_host():
@@ -74,7 +74,7 @@ def test_free_subnet_avoids_addresses_in_use():
 
 def test_the_examples_are_package_data():
     folder = examples_dir()
-    assert folder.parent.name == "hivemind_celery"
+    assert folder.parent.name == "demo" and folder.parent.parent.name == "hivemind"
     assert missing_examples([e.name for e in EXAMPLES]) is None
     assert "pip install --force-reinstall" in (missing_examples(["no_such_example"]) or "")
 

@@ -20,9 +20,9 @@ import zipfile
 import pytest
 
 from tests.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, ROOT, make_zip
-from hivemind_celery import workspace
-from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.resultzip import build_result_zip
+from hivemind_celery.payloads import workspace
+from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.payloads.resultzip import build_result_zip
 from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Job, Started
 from hivemind_celery.runtime.docker_config import (
@@ -35,7 +35,7 @@ from hivemind_celery.runtime.docker_config import (
 )
 from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.images import ImageNotAllowed, ImageUnavailable
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 WORKER = f"test-rt-{uuid.uuid4().hex[:8]}"
 PAYLOAD = "sha256:" + "0" * 64
@@ -250,7 +250,7 @@ def test_kill_from_another_process(runtime, docker_client) -> None:
     assert started.wait(30)
     killer = (
         "from hivemind_celery.runtime.docker_driver import DockerRuntime\n"
-        "from hivemind_celery.settings import Settings\n"
+        "from hivemind_celery.core.settings import Settings\n"
         f"print(DockerRuntime(Settings(worker_id={WORKER!r})).kill({job.spec.task_id!r}))\n"
     )
     done = subprocess.run([sys.executable, "-c", killer], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -1,4 +1,4 @@
-"""The whole chain, everything real: the user CLI (`python -m hivemind_celery.cli`)
+"""The whole chain, everything real: the user CLI (`python -m hivemind.cli`)
 → our Node Pool (`python -m nodepool`, SQLite) → the bridge (`python -m bridge`)
 → Redis → a `celery worker` subprocess → a hardened container on dockerd, and
 the output, usage and result back the same way, all over gRPC on loopback.
@@ -21,8 +21,8 @@ import grpc
 import pytest
 import redis
 
-from hivemind_celery import keys
-from hivemind_celery.registry import Registry, WorkerCapacity
+from hivemind_celery.core import keys
+from hivemind_celery.site.registry import Registry, WorkerCapacity
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 from tests.conftest import make_zip

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from hivemind_celery import keys
+from hivemind_celery.core import keys
 from tests.e2e_kit import OWNER, SITE, Site, expected_reward, fetch_result, start_site, submit, wait_status, write_zip
 from tests.nodepool_kit import wait_for
 

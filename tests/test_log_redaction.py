@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from hivemind_celery.logs import TextFormatter, redact
+from hivemind_celery.observability.logs import TextFormatter, redact
 
 
 def test_the_word_secret_in_a_sentence_masks_nothing() -> None:

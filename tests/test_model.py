@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from hivemind_celery.model import Queue, TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.model import Queue, TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.core.settings import Settings
 
 REF = "sha256:" + "a" * 64
 

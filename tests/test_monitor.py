@@ -12,11 +12,13 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
-from hivemind_celery import keys, monitor
-from hivemind_celery.health import check_disk, check_health, check_memory, check_redis
-from hivemind_celery.metrics import WorkerCollector, serve
-from hivemind_celery.settings import Settings
-from hivemind_celery.usage_tracking import record_totals
+from hivemind_celery.core import keys
+
+from hivemind_celery.usage import host
+from hivemind_celery.observability.health import check_disk, check_health, check_memory, check_redis
+from hivemind_celery.observability.metrics import WorkerCollector, serve
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.task.meter import record_totals
 
 REDIS_DB = 51  # this module's own database (see test_registry.py)
 
@@ -70,8 +72,8 @@ def test_health_report(redis_url: str) -> None:
 
 @pytest.mark.redis
 def test_health_cli_exit_codes(redis_url: str, monkeypatch) -> None:
-    from hivemind_celery.cli import app
-    from hivemind_celery.settings import get_settings
+    from hivemind.cli import app
+    from hivemind_celery.core.settings import get_settings
 
     monkeypatch.setenv("REDIS_URL", redis_url)
     get_settings.cache_clear()

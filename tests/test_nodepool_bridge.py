@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from bridge.server import Bridge
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 from nodepool import results
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb

@@ -37,7 +37,7 @@ def serving(address: str) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.mark.parametrize("command", [["-m", "nodepool"], ["-m", "hivemind_celery.cli", "nodepool"]],
+@pytest.mark.parametrize("command", [["-m", "nodepool"], ["-m", "hivemind.cli", "nodepool"]],
                          ids=["python -m nodepool", "hivemind nodepool"])
 def test_pool_process_serves_and_stops(tmp_path: Path, command: list[str]) -> None:
     db = tmp_path / "pool.db"

@@ -1,5 +1,5 @@
 """Results and the CPT ledger on a real Node Pool: first upload wins, the node's user is
-paid once with `hivemind_celery.reward`, from figures the pool caps itself."""
+paid once with `hivemind_celery.core.reward`, from figures the pool caps itself."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hivemind_celery.reward import compute_reward
+from hivemind_celery.core.reward import compute_reward
 from nodepool import accounts, results
 from nodepool.errors import Refused
 from nodepool.server import RunningPool

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from hivemind_celery.streams import OutputStream, read_output
+from hivemind_celery.task.streams import OutputStream, read_output
 from tests.nodepool_kit import wait_for
 
 pytestmark = pytest.mark.redis

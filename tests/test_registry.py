@@ -8,8 +8,8 @@ import time
 import pytest
 import redis
 
-from hivemind_celery import keys
-from hivemind_celery.registry import Registry, WorkerCapacity
+from hivemind_celery.core import keys
+from hivemind_celery.site.registry import Registry, WorkerCapacity
 
 pytestmark = pytest.mark.redis
 # A database of this module's own, fixed: the shared counter in conftest hands

@@ -10,8 +10,8 @@ import tarfile
 import zipfile
 from datetime import UTC, datetime, timedelta
 
-from hivemind_celery.model import TaskOutcome, TaskStatus, UsageSummary
-from hivemind_celery.resultzip import build_result_zip
+from hivemind_celery.core.model import TaskOutcome, TaskStatus, UsageSummary
+from hivemind_celery.payloads.resultzip import build_result_zip
 from hivemind_celery.runtime.archive import READ_FACTOR, bounded_copy
 
 

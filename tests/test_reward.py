@@ -9,15 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hivemind_celery.model import UsageSummary
-from hivemind_celery.reward import (
+from hivemind_celery.core.model import UsageSummary
+from hivemind_celery.core.reward import (
     DEFAULT_POLICY,
     RewardPolicy,
     compute_reward,
     measured_percentages,
     reward_for_usage,
 )
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 # Any float at all, including NaN, infinities and out-of-range values.
 any_float = st.floats(allow_nan=True, allow_infinity=True)

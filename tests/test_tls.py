@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from bridge.server import Bridge
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc

@@ -22,14 +22,14 @@ import uuid
 
 import pytest
 
-from hivemind_celery import workspace
-from hivemind_celery.execution import outcome_from_result
-from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.payloads import workspace
+from hivemind_celery.task.job import outcome_from_result
+from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.process import ProcessRuntime
-from hivemind_celery.settings import Settings
-from hivemind_celery.usage_tracking import TaskUsageTracker
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.task.meter import TaskUsageTracker
 from tests.conftest import PYTHON_IMAGE, make_zip
 
 PAYLOAD = "sha256:" + "0" * 64

@@ -1,7 +1,7 @@
 """Usage of a task running in a real `celery worker` subprocess, seen the way a
 user of the site sees it:
 
-- the custom signals (`hivemind_celery.signals`) reach a receiver connected
+- the custom signals (`hivemind_celery.observability.signals`) reach a receiver connected
   inside the worker (tests/usage_signal_receiver.py, loaded with
   `celery worker --include`), with their documented payloads;
 - `AsyncResult(task_id).info` shows live usage while the task runs;
@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads import PayloadStore
-from hivemind_celery.reward import RewardPolicy, compute_reward
-from hivemind_celery.settings import Settings
-from hivemind_celery.tasks import TASK_NAME
-from hivemind_celery.usage_tracking import RUNNING_STATE, USAGE_EVENT
+from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.reward import RewardPolicy, compute_reward
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.task.celery_task import TASK_NAME
+from hivemind_celery.task.meter import RUNNING_STATE, USAGE_EVENT
 from tests.conftest import make_zip
 from tests.usage_signal_receiver import signal_key
 

@@ -12,13 +12,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from hivemind_celery import keys, signals
-from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.registry import Registry
-from hivemind_celery.reward import RewardPolicy, compute_reward
+from hivemind_celery.core import keys
+
+from hivemind_celery.observability import signals
+from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.site.registry import Registry
+from hivemind_celery.core.reward import RewardPolicy, compute_reward
 from hivemind_celery.runtime.base import Started
-from hivemind_celery.settings import Settings
-from hivemind_celery.usage_tracking import USAGE_EVENT, TaskUsageTracker
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.task.meter import USAGE_EVENT, TaskUsageTracker
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 

@@ -21,7 +21,7 @@ import traceback
 import docker
 import pytest
 
-from hivemind_celery.model import TaskStatus
+from hivemind_celery.core.model import TaskStatus
 from hivemind_celery.runtime.archive import AccessDenied, copy_dir
 from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.docker_config import object_name

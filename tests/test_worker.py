@@ -15,10 +15,10 @@ import zipfile
 
 import pytest
 
-from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads import PayloadStore
-from hivemind_celery.settings import Settings
-from hivemind_celery.tasks import TASK_NAME
+from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.task.celery_task import TASK_NAME
 from tests.conftest import BUSYBOX_IMAGE, MISSING_IMAGE, ROOT, make_zip, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
@@ -71,7 +71,7 @@ def test_success_returns_output_files_and_report(cpu_worker, celery_app, store, 
     report = json.loads(files["execution_report.json"])
     assert report["status"] == "succeeded" and report["exit_code"] == 0
     # The output was streamed to Redis for the bridge while it ran.
-    from hivemind_celery.streams import read_output
+    from hivemind_celery.task.streams import read_output
 
     _, streamed = read_output(redis_client, spec.task_id)
     assert b"hello from the task" in streamed
@@ -196,7 +196,7 @@ def test_same_task_id_runs_once(cpu_worker, celery_app, store, redis_client):
     _, second = submit(celery_app, store, files, task_id=task_id)
     one, two = outcome_of(first), outcome_of(second)
     assert one.succeeded and one.log_tail == two.log_tail
-    from hivemind_celery import keys
+    from hivemind_celery.core import keys
 
     assert int(redis_client.get(keys.task_attempts(task_id))) == 1
 
@@ -218,7 +218,7 @@ def test_revoke_terminate_removes_container_within_5s(cpu_worker, celery_app, st
     assert not _containers_of(docker_client, spec.task_id), "container still there 5 s after revoke"
     # The main process recorded the task as cancelled with a result zip.
     guard_deadline = time.monotonic() + 20
-    from hivemind_celery.idempotency import TaskGuard
+    from hivemind_celery.task.idempotency import TaskGuard
 
     guard = TaskGuard(store._redis, spec.task_id)
     while guard.stored_outcome() is None and time.monotonic() < guard_deadline:
@@ -229,11 +229,11 @@ def test_revoke_terminate_removes_container_within_5s(cpu_worker, celery_app, st
 
 
 def test_stop_request_ends_cancelled_with_partial_result(cpu_worker, celery_app, store, redis_client):
-    from hivemind_celery.cancellation import request_stop
+    from hivemind_celery.task.cancellation import request_stop
 
     spec, result = submit(celery_app, store, {
         "main.py": "import time\nopen('partial.txt','w').write('half')\nprint('working', flush=True)\ntime.sleep(300)\n"})
-    from hivemind_celery.streams import read_output
+    from hivemind_celery.task.streams import read_output
 
     deadline = time.monotonic() + 60
     while b"working" not in read_output(redis_client, spec.task_id)[1] and time.monotonic() < deadline:
@@ -279,7 +279,7 @@ def test_hivemind_run_cli_prints_outcome_json(cpu_worker, redis_url, tmp_path):
     out_zip = tmp_path / "result.zip"
     env = worker_env(redis_url, "cli-client")
     proc = subprocess.run(
-        [sys.executable, "-m", "hivemind_celery.cli", "run", str(task_dir), "--json", "-o", str(out_zip)],
+        [sys.executable, "-m", "hivemind.cli", "run", str(task_dir), "--json", "-o", str(out_zip)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr

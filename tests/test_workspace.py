@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_celery.workspace import (
+from hivemind_celery.payloads.workspace import (
     ZipLimits,
     WorkspaceError,
     check_requirements,

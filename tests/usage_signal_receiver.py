@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from hivemind_celery.settings import get_settings
-from hivemind_celery.signals import ALL_SIGNALS
+from hivemind_celery.core.settings import get_settings
+from hivemind_celery.observability.signals import ALL_SIGNALS
 
 _clients: dict[int, redis.Redis] = {}
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from hivemind_celery.runtime.base import Job, JobResult, Runtime, RuntimeRefused, Started
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 __all__ = ["Job", "JobResult", "Runtime", "RuntimeRefused", "Started", "get_runtime"]
 

@@ -24,7 +24,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from hivemind_celery.workspace import path_problem
+from hivemind_celery.payloads.workspace import path_problem
 
 READ_FACTOR = 8
 # copy_dir holds one open directory per level: entries deeper than this are

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hivemind_celery.cgroup import CgroupPaths
-from hivemind_celery.model import TaskSpec, TaskStatus, UsageSummary
+from hivemind_celery.usage.cgroup import CgroupPaths
+from hivemind_celery.core.model import TaskSpec, TaskStatus, UsageSummary
 
 log = logging.getLogger(__name__)
 

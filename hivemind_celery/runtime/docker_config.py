@@ -16,7 +16,7 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from hivemind_celery.runtime import setup_proxy, setup_step
 from hivemind_celery.runtime.base import Job
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 LABEL_WORKER = "hivemind.worker"
 LABEL_TASK = "hivemind.task_id"

@@ -35,8 +35,8 @@ import docker
 import requests
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from hivemind_celery import task_cgroup
-from hivemind_celery.model import TaskStatus, UsageSummary
+from hivemind_celery.usage import task_cgroup
+from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.runtime import reaper, step_usage, volume_io
 from hivemind_celery.runtime.archive import AccessDenied, WorkspaceCopy, bounded_copy, copy_dir
 from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
@@ -56,8 +56,8 @@ from hivemind_celery.runtime.setup_step import explain_failure
 from hivemind_celery.runtime.follow import Follower, Waiter
 from hivemind_celery.runtime.images import ensure_image, forget_image
 from hivemind_celery.runtime.logtail import LogTail
-from hivemind_celery.settings import Settings
-from hivemind_celery.workspace import TASK_GID, TASK_UID
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.workspace import TASK_GID, TASK_UID
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 
 from hivemind_celery.runtime.base import RuntimeRefused
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import requests
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

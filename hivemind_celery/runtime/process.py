@@ -40,8 +40,8 @@ from pathlib import Path
 
 import psutil
 
-from hivemind_celery import task_cgroup
-from hivemind_celery.model import TaskStatus, UsageSummary
+from hivemind_celery.usage import task_cgroup
+from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.runtime.archive import copy_dir
 from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
                                             safe_stop_check)
@@ -49,7 +49,7 @@ from hivemind_celery.runtime import step_usage
 from hivemind_celery.runtime import setup_step
 from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.logtail import LogTail
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

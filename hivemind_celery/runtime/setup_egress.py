@@ -18,7 +18,7 @@ from docker.errors import APIError, NotFound
 from hivemind_celery.runtime import reaper
 from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.docker_config import proxy_kwargs
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 
 from hivemind_celery.runtime.index_lookup import ProjectFiles
 from hivemind_celery.runtime.setup_proxy import host_port
-from hivemind_celery.settings import Settings
-from hivemind_celery.workspace import SETUP_COMMAND
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.workspace import SETUP_COMMAND
 
 STEP = "set-up step (pip install -r requirements.txt)"
 RELAY_PORT = 3128  # the relay's port on the set-up container's loopback

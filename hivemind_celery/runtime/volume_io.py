@@ -25,7 +25,7 @@ import io
 import os
 import tarfile
 
-from hivemind_celery.settings import Settings
+from hivemind_celery.core.settings import Settings
 
 
 def host_dir(volume, settings: Settings, write: bool = False) -> str | None:  # type: ignore[no-untyped-def]

@@ -22,10 +22,10 @@ import zipfile
 
 import pytest
 
-from hivemind_celery.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads import PayloadStore
-from hivemind_celery.settings import Settings
-from hivemind_celery.tasks import TASK_NAME
+from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.task.celery_task import TASK_NAME
 from tests.conftest import docker_leftovers, make_zip
 from tests.setup_index_kit import DOCKER_HOST, LocalIndex
 
@@ -174,7 +174,7 @@ def test_the_proxy_works_when_files_go_through_the_docker_api(docker_client, ind
     """A compose or non-root worker cannot write the volumes' host directories
     and copies everything through the archive API (HIVEMIND_VOLUME_IO=api):
     the set-up proxy's socket directory gets there too."""
-    from hivemind_celery import workspace
+    from hivemind_celery.payloads import workspace
     from hivemind_celery.runtime.base import Job
     from hivemind_celery.runtime.docker_driver import DockerRuntime
     from tests.conftest import PYTHON_IMAGE

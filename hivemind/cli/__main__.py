@@ -1,0 +1,3 @@
+from hivemind.cli import main
+
+main()

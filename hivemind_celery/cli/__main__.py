@@ -1,3 +1,0 @@
-from hivemind_celery.cli import main
-
-main()

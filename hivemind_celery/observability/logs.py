@@ -1,0 +1,87 @@
+"""Logging set-up shared by the worker, the bridge and the Node Pool.
+
+With HIVEMIND_LOG_JSON=1 each record is one JSON object per line. The task
+id of the Celery task being run is added to every record made inside it, and
+anything that looks like a secret is masked before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+
+from hivemind_celery.core.settings import Settings
+
+# Record attributes that are not user `extra=` fields.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# A value is masked only where it is given: after `:` or `=` ("password=…",
+# "token: …", "authorization: Bearer …"), or after the word Bearer. The word
+# "secret" in a sentence ("missing x-hivemind-secret node_id=…") masks nothing.
+_SECRET = re.compile(
+    r"(?i)\b(password|passwd|token|secret|authorization)(\"?\s*[:=]\s*\"?)(bearer\s+)?([^\s\",}]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)(?!\[redacted\])([^\s\",}]+)")
+_JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
+
+
+def redact(text: str) -> str:
+    text = _JWT.sub("[redacted]", text)
+    text = _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}[redacted]", text)
+    return _BEARER.sub(lambda m: f"{m.group(1)}[redacted]", text)
+
+
+class TaskContextFilter(logging.Filter):
+    """Adds the running Celery task's id when the record has none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "task_id", None):
+            try:
+                from celery import current_task
+
+                if current_task and current_task.request.id:
+                    record.task_id = current_task.request.id
+            except Exception:  # noqa: BLE001 - logging must never fail
+                pass
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = redact(str(value)) if isinstance(value, str) else value
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_")
+        )
+        line = super().format(record)
+        return redact(f"{line} {extras}" if extras else line)
+
+
+def configure_logging(settings: Settings, level: str | int | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(TaskContextFilter())
+    if settings.log_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level or settings.log_level.upper())

@@ -1,0 +1,92 @@
+"""Run each task id at most once, even when Redis redelivers its message.
+
+Late acks mean a message can come back after a worker died, or be sent twice
+by the bridge. The first run takes a lock (refreshed while it runs, so a dead
+holder loses it within `lock_ttl`); a later delivery either returns the stored
+outcome or waits for the running one to store it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from hivemind_celery.core import keys
+from hivemind_celery.core.model import TaskOutcome
+
+OUTCOME_TTL = 7 * 24 * 3600
+
+
+class TaskGuard:
+    def __init__(self, client: redis.Redis, task_id: str, lock_ttl: int = 60) -> None:
+        self._redis = client
+        self.task_id = task_id
+        self.lock_ttl = lock_ttl
+        self._token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    # -- outcome ---------------------------------------------------------
+    def stored_outcome(self) -> TaskOutcome | None:
+        raw = self._redis.get(keys.task_outcome(self.task_id))
+        return TaskOutcome.model_validate_json(raw) if raw else None
+
+    def store_outcome(self, outcome: TaskOutcome) -> None:
+        self._redis.set(keys.task_outcome(self.task_id), outcome.model_dump_json(), ex=OUTCOME_TTL)
+
+    # -- attempts --------------------------------------------------------
+    def count_attempt(self) -> int:
+        key = keys.task_attempts(self.task_id)
+        pipe = self._redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, OUTCOME_TTL)
+        return int(pipe.execute()[0])
+
+    # -- lock --------------------------------------------------------------
+    def acquire(self) -> bool:
+        taken = self._redis.set(keys.task_lock(self.task_id), self._token, nx=True, ex=self.lock_ttl)
+        if taken:
+            self._refresher = threading.Thread(
+                target=self._refresh, name=f"lock-{self.task_id}", daemon=True
+            )
+            self._refresher.start()
+        return bool(taken)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=5)
+        # Delete only our own lock: compare-and-delete in one step.
+        self._redis.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+            1,
+            keys.task_lock(self.task_id),
+            self._token,
+        )
+
+    def wait_for_outcome(self, deadline: float, poll: float = 1.0) -> TaskOutcome | None:
+        """Wait until the run holding the lock stores its outcome, or the lock
+        goes (its holder died): then None, and the caller may run it."""
+        while time.monotonic() < deadline:
+            outcome = self.stored_outcome()
+            if outcome is not None:
+                return outcome
+            if not self._redis.exists(keys.task_lock(self.task_id)):
+                return self.stored_outcome()
+            time.sleep(poll)
+        return self.stored_outcome()
+
+    def _refresh(self) -> None:
+        script = (
+            "if redis.call('get', KEYS[1]) == ARGV[1] then "
+            "return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
+        )
+        while not self._stop.wait(self.lock_ttl / 3):
+            try:
+                self._redis.eval(script, 1, keys.task_lock(self.task_id), self._token, self.lock_ttl)
+            except redis.RedisError:
+                pass  # the next beat retries; a lost lock only allows a duplicate run
