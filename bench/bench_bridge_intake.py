@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from bridge.server import Bridge  # noqa: E402
-from hivemind_celery.core.model import TaskSpec  # noqa: E402
+from hivemind_celery.core.model import TASK_NAME, TaskSpec  # noqa: E402
+from hivemind_celery.core.settings import Settings  # noqa: E402
 from hivemind_celery.payloads.store import PayloadStore  # noqa: E402
 from hivemind_celery.site.registry import Registry, WorkerCapacity  # noqa: E402
-from hivemind_celery.core.settings import Settings  # noqa: E402
 from proto import nodepool_pb2 as pb  # noqa: E402
 from proto import nodepool_pb2_grpc as pb_grpc  # noqa: E402
 from tests.conftest import make_zip  # noqa: E402
@@ -46,7 +46,6 @@ from tests.test_bridge_service import PASSWORD, RecordingPool  # noqa: E402
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 WARMUP = 20
 DB = 63
-TASK_NAME = "hivemind.run_task"
 COMMAND = "scripts/with-services.sh .venv/bin/python bench/bench_bridge_intake.py"
 
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from hivemind_celery.usage.sampler import CgroupSource, DockerStatsSource, source_for  # noqa: E402
+from hivemind_celery.runtime.docker_stats import DockerStatsSource, source_for  # noqa: E402
+from hivemind_celery.usage.sampler import CgroupSource  # noqa: E402
 
 BUSYBOX_IMAGE = os.environ.get("HIVEMIND_BUSYBOX_IMAGE", "hivemind-busybox:latest")
 CGROUP_READS = int(os.environ.get("BENCH_CGROUP_READS", "2000"))

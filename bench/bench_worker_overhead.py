@@ -31,10 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from hivemind_celery.celery_app import create_app  # noqa: E402
-from hivemind_celery.core.model import TaskOutcome, TaskSpec  # noqa: E402
-from hivemind_celery.payloads.store import PayloadStore  # noqa: E402
+from hivemind_celery.core.model import (  # noqa: E402
+    TASK_NAME,  # noqa: E402
+    TaskOutcome,
+    TaskSpec,
+)
 from hivemind_celery.core.settings import Settings  # noqa: E402
-from hivemind_celery.task.celery_task import TASK_NAME  # noqa: E402
+from hivemind_celery.payloads.store import PayloadStore  # noqa: E402
 from tests.conftest import BUSYBOX_IMAGE, WorkerProcess, make_zip  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "20"))

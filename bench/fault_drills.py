@@ -28,8 +28,8 @@ import redis  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
 from hivemind_celery.celery_app import create_app  # noqa: E402
-from hivemind_celery.site.registry import Registry  # noqa: E402
 from hivemind_celery.core.settings import Settings  # noqa: E402
+from hivemind_celery.site.registry import Registry  # noqa: E402
 from tests import fault_drills as drills  # noqa: E402
 from tests.fault_kit import BUSYBOX_IMAGE, FAST, RedisServer, SecondDockerd, Site  # noqa: E402
 
@@ -178,7 +178,7 @@ def drill_disk(workdir: Path, url: str, rounds: int) -> None:
         paused = [float(run.notes["paused_after_s"]) for run in runs]  # type: ignore[arg-type]
         body = summary(runs) + "\n".join([
             "",
-            f"- a 32 MiB tmpfs as HIVEMIND_MONITOR_DISK_PATH, threshold 16 MiB, filled with 24 MiB",
+            "- a 32 MiB tmpfs as HIVEMIND_MONITOR_DISK_PATH, threshold 16 MiB, filled with 24 MiB",
             f"- ExecuteTask refused naming the full disk: **{refused} of {len(runs)}**; example: "
             f"`{runs[0].notes['refusal']}`",
             f"- task submitted meanwhile still PENDING (not failed) 6 s later: **{waiting} of {len(runs)}**",

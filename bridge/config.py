@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.settings import Settings
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -21,7 +22,7 @@ REFUSED_HOSTS = {"", "127.0.0.1", "0.0.0.0", "::", "::1"}
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
 
-class ConfigError(ValueError):
+class ConfigError(HivemindError, ValueError):
     """A bridge setting that cannot work; the message names the variable."""
 
 

@@ -32,10 +32,10 @@ from bridge.outbox import Outbox, OwedTask
 from bridge.retry import TRANSIENT, until_stopped
 from bridge.session import CALL_TIMEOUT, NodePoolError, Session
 from hivemind_celery.core import keys
-from hivemind_celery.task.idempotency import TaskGuard
 from hivemind_celery.core.model import TaskOutcome
-from hivemind_celery.payloads.store import PayloadMissing, PayloadStore
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.store import PayloadMissing, PayloadStore
+from hivemind_celery.task.idempotency import TaskGuard
 from hivemind_celery.task.streams import read_output
 from proto import nodepool_pb2 as pb
 

@@ -25,8 +25,9 @@ from bridge.relay import Relay
 from bridge.servicer import WorkerNodeServicer
 from bridge.session import MESSAGE_MARGIN, Session, open_channel
 from hivemind_celery.celery_app import create_app
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import Settings, get_settings
+from hivemind_celery.payloads.store import PayloadStore
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -59,7 +60,7 @@ class Bridge:
         self.config = BridgeConfig.from_settings(self.settings)
         # Payloads, output streams, usage and stop flags share the payload Redis
         # with the workers; the outbox lives there too.
-        self.redis = redis_client or redis.Redis.from_url(self.settings.payload_redis)
+        self.redis = redis_client or payload_redis(self.settings)
         if registry is None:
             from hivemind_celery.site.registry import Registry
 

@@ -21,18 +21,18 @@ from celery import Celery
 
 from bridge import capacity, intake
 from bridge.intake import IntakeRefused
-from bridge.outbox import OwedTask, Outbox
+from bridge.outbox import Outbox, OwedTask
 from hivemind_celery.core import keys
-from hivemind_celery.task.cancellation import request_stop
-from hivemind_celery.site.disk_gate import paused_reasons
-from hivemind_celery.payloads.store import PayloadError, PayloadStore
+from hivemind_celery.core.model import TASK_NAME
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.store import PayloadError, PayloadStore
+from hivemind_celery.site.disk_gate import paused_reasons
+from hivemind_celery.task.cancellation import request_stop
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "hivemind.run_task"
 INTAKE_LOCK_TTL = 120  # longer than any one ExecuteTask takes
 INTAKE_LOCK_WAIT = 60.0
 

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import jwt
 
+from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.settings import Settings
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
@@ -33,7 +34,7 @@ MESSAGE_MARGIN = 1024 * 1024
 ASSUMED_LIFETIME = 3600.0  # the deployed pool's default, for tokens without exp
 
 
-class NodePoolError(Exception):
+class NodePoolError(HivemindError):
     """The Node Pool answered, but refused (success=false)."""
 
 

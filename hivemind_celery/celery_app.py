@@ -8,17 +8,28 @@ same settings), and explicit cpu/gpu queues with no auto-created ones.
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
+from celery.worker.control import inspect_command
 from kombu import Exchange, Queue
 
+from hivemind_celery.core.model import TASK_NAME
 from hivemind_celery.core.settings import Settings, get_settings
+from hivemind_celery.task.celery_task import RunTask, run_task
+from hivemind_celery.worker import logs, metrics, reaper, registry, rescue, revoke
 
-TASK_MODULES = ["hivemind_celery.task.celery_task"]
-# Modules that only connect signal handlers and bootsteps to the worker.
-WORKER_HOOK_MODULES = [
-    "hivemind_celery.worker.reaper", "hivemind_celery.worker.registry", "hivemind_celery.worker.rescue",
-    "hivemind_celery.observability.metrics",
-]
+# Everything the worker's main process adds to Celery, in one place: the
+# bootsteps it starts, the signal hooks it connects, the inspect commands it
+# answers. Each lives in its own thin module under worker/.
+WORKER_STEPS = (reaper.PeriodicReaper, registry.RegistryStep, rescue.RescueStep, metrics.MetricsStep)
+WORKER_HOOKS = (
+    (signals.setup_logging, logs.setup_logging),
+    (signals.worker_init, reaper.reap_at_start),
+    (signals.worker_shutdown, reaper.reap_at_stop),
+    (signals.task_revoked, revoke.cleanup_revoked),
+    (signals.task_received, rescue.record_delivery),
+    (signals.task_postrun, rescue.forget_delivery),
+)
+WORKER_COMMANDS = (registry.capabilities,)
 
 
 def celery_config(settings: Settings) -> dict:
@@ -69,9 +80,21 @@ def celery_config(settings: Settings) -> dict:
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("hivemind_celery", include=TASK_MODULES + WORKER_HOOK_MODULES)
+    celery = Celery("hivemind_celery")
     celery.conf.update(celery_config(settings))
+    celery.task(name=TASK_NAME, bind=True, base=RunTask)(run_task)
+    for step in WORKER_STEPS:
+        celery.steps["worker"].add(step)
     return celery
 
 
+def connect_worker_hooks() -> None:
+    """Signals and inspect commands are process-wide in Celery: connect them once."""
+    for signal, hook in WORKER_HOOKS:
+        signal.connect(hook, weak=False)
+    for command in WORKER_COMMANDS:
+        inspect_command()(command)
+
+
+connect_worker_hooks()
 app = create_app()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from hivemind_celery.core.errors import HivemindError
 from nodepool.store import Store
 
 ALGORITHM = "HS256"
@@ -25,7 +26,7 @@ _SECRET_META_KEY = "token_secret"
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
 
-class AuthError(Exception):
+class AuthError(HivemindError):
     """A login or token that is refused; the message says why, without secrets."""
 
 

@@ -1,5 +1,8 @@
 """The one error type the pool's logic raises for a refused request."""
 
 
-class Refused(Exception):
+from hivemind_celery.core.errors import HivemindError
+
+
+class Refused(HivemindError):
     """A request the pool turns down; the message names what was wrong and goes back to the caller."""

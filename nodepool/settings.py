@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MiB = 1024 * 1024
+from hivemind_celery.core.units import MiB
 
 
 class NodePoolSettings(BaseSettings):

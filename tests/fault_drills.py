@@ -20,7 +20,14 @@ from celery.result import AsyncResult
 
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
-from tests.fault_kit import WORKER_SECRET, RedisServer, SecondDockerd, Site, task_zip, wait_until
+from tests.fault_kit import (
+    WORKER_SECRET,
+    RedisServer,
+    SecondDockerd,
+    Site,
+    task_zip,
+    wait_until,
+)
 
 
 @dataclass

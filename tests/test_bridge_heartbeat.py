@@ -21,8 +21,15 @@ import redis
 
 from bridge.server import Bridge
 from tests.test_bridge_relay import finish
-from tests.test_bridge_service import (RecordingPool, add_worker, db, execute, pool,  # noqa: F401 - fixtures
-                                       start_bridge, wait_for)
+from tests.test_bridge_service import (  # noqa: F401 - fixtures
+    RecordingPool,
+    add_worker,
+    db,
+    execute,
+    pool,
+    start_bridge,
+    wait_for,
+)
 
 pytestmark = pytest.mark.redis
 

@@ -2,7 +2,7 @@
 once, resumed by a restarted bridge, held while the pool is down.
 
 Most tests play the worker's side with the worker's own code on the real
-Redis (OutputStream, the usage key, execution.store_result for the result
+Redis (OutputStream, the usage key, task/result.store_result for the result
 zip, and Celery's result backend for the task state), so each relay case is
 exact and quick. The last test runs a real `celery worker` subprocess with
 Docker end to end through the bridge.
@@ -21,13 +21,13 @@ import redis
 
 from bridge.server import Bridge
 from hivemind_celery.core import keys
-from hivemind_celery.celery_app import create_app
-from hivemind_celery.task.job import rejected_outcome, store_result
-from hivemind_celery.task.idempotency import TaskGuard
 from hivemind_celery.core.model import TaskOutcome, TaskStatus
+from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.site.registry import Registry
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.task.idempotency import TaskGuard
+from hivemind_celery.task.outcomes import rejected_outcome
+from hivemind_celery.task.result import store_result
 from hivemind_celery.task.streams import OutputStream
 from tests.conftest import make_zip
 from tests.test_bridge_service import (
@@ -92,7 +92,7 @@ def write_output(db: redis.Redis, task_id: str, *chunks: bytes) -> None:
 def finish(db: redis.Redis, bridge: Bridge, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED,
            release: bool = True) -> TaskOutcome:
     """What a worker does at the end: store the result zip, give the task's room
-    back (TaskUsageTracker.complete; not when its Redis call failed), return the outcome."""
+    back (UsageMeter.complete, via the allocation observer; not when its Redis call failed), return the outcome."""
     outcome = rejected_outcome(task_id, "", "test-worker").model_copy(update={"status": status, "exit_code": 0})
     outcome = store_result(outcome, PayloadStore(db, bridge.settings), bridge.settings)
     if release:

@@ -26,8 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridge.server import Bridge
 from hivemind_celery.core import keys
-from hivemind_celery.site.registry import Registry, WorkerCapacity
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.site.registry import Registry, WorkerCapacity
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 from tests.conftest import make_zip

@@ -15,7 +15,15 @@ from hivemind.cli import app
 from hivemind.cli.task_cmds import new_output
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
-from tests.nodepool_kit import PASSWORD, Client, TestWorker, register_node, result_zip, start_pool, wait_for
+from tests.nodepool_kit import (
+    PASSWORD,
+    Client,
+    TestWorker,
+    register_node,
+    result_zip,
+    start_pool,
+    wait_for,
+)
 
 runner = CliRunner()
 

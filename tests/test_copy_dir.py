@@ -15,10 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_celery.runtime import volume_io
-from hivemind_celery.runtime.archive import MAX_DEPTH, _DirCopier, bounded_copy, copy_dir
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.workspace import TASK_UID, inspect_zip, zip_to_tar
+from hivemind_celery.runtime import volume_io
+from hivemind_celery.runtime.archive import (
+    MAX_DEPTH,
+    _DirCopier,
+    bounded_copy,
+    copy_dir,
+)
 from tests.conftest import make_zip
 
 

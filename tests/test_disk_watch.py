@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 
 from hivemind_celery.runtime import disk_watch
-from hivemind_celery.runtime.disk_watch import MAX_DEPTH, MiB, DiskUse, DiskWatch, measure, start_watch
+from hivemind_celery.runtime.disk_watch import (
+    MAX_DEPTH,
+    DiskUse,
+    DiskWatch,
+    MiB,
+    measure,
+    start_watch,
+)
 
 
 def write(path: Path, size: int) -> None:

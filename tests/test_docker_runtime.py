@@ -19,9 +19,9 @@ import zipfile
 
 import pytest
 
-from tests.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, ROOT, make_zip
-from hivemind_celery.payloads import workspace
 from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads import workspace
 from hivemind_celery.payloads.resultzip import build_result_zip
 from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Job, Started
@@ -35,7 +35,7 @@ from hivemind_celery.runtime.docker_config import (
 )
 from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.images import ImageNotAllowed, ImageUnavailable
-from hivemind_celery.core.settings import Settings
+from tests.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, ROOT, make_zip
 
 WORKER = f"test-rt-{uuid.uuid4().hex[:8]}"
 PAYLOAD = "sha256:" + "0" * 64

@@ -26,8 +26,20 @@ from hivemind_celery.site.registry import Registry, WorkerCapacity
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 from tests.conftest import make_zip
-from tests.e2e_kit import (BRIDGE_MAX_PAYLOAD_BYTES, OWNER, POOL_MAX_TASK_BYTES, POOL_POLICY, SITE, Site,
-                           expected_reward, fetch_result, start_site, submit, wait_status, write_zip)
+from tests.e2e_kit import (
+    BRIDGE_MAX_PAYLOAD_BYTES,
+    OWNER,
+    POOL_MAX_TASK_BYTES,
+    POOL_POLICY,
+    SITE,
+    Site,
+    expected_reward,
+    fetch_result,
+    start_site,
+    submit,
+    wait_status,
+    write_zip,
+)
 from tests.nodepool_kit import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]

@@ -15,7 +15,17 @@ import pytest
 import redis
 
 from hivemind_celery.core import keys
-from tests.e2e_kit import OWNER, SITE, Site, expected_reward, fetch_result, start_site, submit, wait_status, write_zip
+from tests.e2e_kit import (
+    OWNER,
+    SITE,
+    Site,
+    expected_reward,
+    fetch_result,
+    start_site,
+    submit,
+    wait_status,
+    write_zip,
+)
 from tests.nodepool_kit import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]

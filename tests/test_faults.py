@@ -22,8 +22,8 @@ import pytest
 import redis
 
 from hivemind_celery.celery_app import create_app
-from hivemind_celery.site.registry import Registry
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.site.registry import Registry
 from tests import fault_drills as drills
 from tests.fault_kit import BUSYBOX_IMAGE, RedisServer, SecondDockerd, Site
 

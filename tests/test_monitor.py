@@ -13,12 +13,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
 from hivemind_celery.core import keys
-
-from hivemind_celery.usage import host
-from hivemind_celery.observability.health import check_disk, check_health, check_memory, check_redis
-from hivemind_celery.observability.metrics import WorkerCollector, serve
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.task.meter import record_totals
+from hivemind_celery.observability.health import (
+    check_disk,
+    check_health,
+    check_memory,
+    check_redis,
+)
+from hivemind_celery.observability.metrics import WorkerCollector, serve
+from hivemind_celery.task.observers import record_totals
+from hivemind_celery.usage import host
 
 REDIS_DB = 51  # this module's own database (see test_registry.py)
 
@@ -31,7 +35,7 @@ def redis_url(redis_base: str) -> str:
 
 
 def test_snapshot_reads_the_host() -> None:
-    snap = monitor.snapshot("/")
+    snap = host.snapshot("/")
     assert snap.cpu_count == psutil.cpu_count()
     assert 0 < snap.memory_available_bytes <= snap.memory_total_bytes
     assert 0 < snap.disk_free_bytes <= snap.disk_total_bytes
@@ -44,7 +48,7 @@ def test_snapshot_reads_the_host() -> None:
 
 def test_snapshot_of_a_missing_path_names_it() -> None:
     with pytest.raises(FileNotFoundError):
-        monitor.snapshot("/no/such/path")
+        host.snapshot("/no/such/path")
 
 
 @pytest.mark.redis

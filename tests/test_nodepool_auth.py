@@ -13,7 +13,15 @@ import pytest
 from nodepool.auth import hash_password, verify_password
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
-from tests.nodepool_kit import PASSWORD, TEST_SECRET, Client, add_user, make_zip, result_zip, start_pool
+from tests.nodepool_kit import (
+    PASSWORD,
+    TEST_SECRET,
+    Client,
+    add_user,
+    make_zip,
+    result_zip,
+    start_pool,
+)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +183,8 @@ def test_balance_of_another_user_is_refused(client: Client) -> None:
 
 
 def test_generated_secret_persists_across_restarts(tmp_path) -> None:  # noqa: ANN001
-    from tests.nodepool_kit import pool_settings
     from nodepool.server import start
+    from tests.nodepool_kit import pool_settings
 
     first = start(pool_settings(tmp_path, secret=None))
     try:

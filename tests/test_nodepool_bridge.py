@@ -18,7 +18,16 @@ from hivemind_celery.core.settings import Settings
 from nodepool import results
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
-from tests.nodepool_kit import PASSWORD, Client, add_user, make_zip, new_task_id, start_pool, task_status, wait_for
+from tests.nodepool_kit import (
+    PASSWORD,
+    Client,
+    add_user,
+    make_zip,
+    new_task_id,
+    start_pool,
+    task_status,
+    wait_for,
+)
 from tests.test_bridge_relay import finish
 from tests.test_bridge_service import add_worker
 

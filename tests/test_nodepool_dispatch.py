@@ -16,7 +16,16 @@ from nodepool import tasks
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
 from tests.nodepool_kit import (
-    Client, TestWorker, add_user, make_zip, new_task_id, register_node, result_zip, start_pool, task_status, wait_for,
+    Client,
+    TestWorker,
+    add_user,
+    make_zip,
+    new_task_id,
+    register_node,
+    result_zip,
+    start_pool,
+    task_status,
+    wait_for,
 )
 
 

@@ -17,7 +17,16 @@ from nodepool.server import RunningPool
 from nodepool.tasks import check_zip
 from proto import nodepool_pb2 as pb
 from tests.nodepool_kit import (
-    Client, TestWorker, add_user, make_zip, new_task_id, register_node, result_zip, start_pool, task_status, wait_for,
+    Client,
+    TestWorker,
+    add_user,
+    make_zip,
+    new_task_id,
+    register_node,
+    result_zip,
+    start_pool,
+    task_status,
+    wait_for,
 )
 
 

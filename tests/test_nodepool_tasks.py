@@ -9,7 +9,14 @@ import pytest
 
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
-from tests.nodepool_kit import Client, add_user, make_zip, new_task_id, start_pool, task_status
+from tests.nodepool_kit import (
+    Client,
+    add_user,
+    make_zip,
+    new_task_id,
+    start_pool,
+    task_status,
+)
 
 MAX_TASK_BYTES = 4096
 

@@ -7,8 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from proto import nodepool_pb2 as pb
-from tests.nodepool_kit import (Client, TestWorker, add_user, make_zip, new_task_id, register_node, start_pool,
-                                wait_for)
+from tests.nodepool_kit import (
+    Client,
+    TestWorker,
+    add_user,
+    make_zip,
+    new_task_id,
+    register_node,
+    start_pool,
+    wait_for,
+)
 
 
 def test_upload_is_dispatched_without_waiting_for_the_interval(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from hivemind_celery.task.idempotency import TaskGuard
-from hivemind_celery.observability.logs import JsonFormatter, redact
 from hivemind_celery.core.model import TaskOutcome, TaskStatus
-from hivemind_celery.payloads.store import PayloadMissing, PayloadStore, PayloadTooLarge
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.observability.logs import JsonFormatter, redact
+from hivemind_celery.payloads.store import PayloadMissing, PayloadStore, PayloadTooLarge
+from hivemind_celery.task.idempotency import TaskGuard
 
 
 @pytest.mark.redis

@@ -14,12 +14,12 @@ import uuid
 import psutil
 import pytest
 
-from hivemind_celery.payloads import workspace
 from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads import workspace
 from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Job, Started
 from hivemind_celery.runtime.process import ProcessRuntime
-from hivemind_celery.core.settings import Settings
 from tests.conftest import make_zip
 
 PAYLOAD = "sha256:" + "0" * 64
@@ -123,8 +123,8 @@ def test_stop_request_and_kill_from_another_runtime(runtime, tmp_path) -> None: 
 
 @pytest.mark.redis
 def test_a_celery_worker_runs_tasks_with_it(start_worker, celery_app, redis_client, redis_url, tmp_path) -> None:  # noqa: ANN001
+    from hivemind_celery.core.model import TASK_NAME
     from hivemind_celery.payloads.store import PayloadStore
-    from hivemind_celery.task.celery_task import TASK_NAME
 
     worker = start_worker(HIVEMIND_RUNTIME="process", HIVEMIND_RUNTIME_DIR=str(tmp_path / "worker-rt"))
     store = PayloadStore(redis_client, Settings(redis_url=redis_url))

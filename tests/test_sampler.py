@@ -11,15 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from hivemind_celery.runtime.docker_stats import DockerStatsSource, source_for
 from hivemind_celery.usage import gpu
-from hivemind_celery.usage.cgroup import CgroupPaths, CgroupReader, find_cgroup, parse_mountinfo, parse_proc_cgroup
+from hivemind_celery.usage.cgroup import (
+    CgroupPaths,
+    CgroupReader,
+    find_cgroup,
+    parse_mountinfo,
+    parse_proc_cgroup,
+)
 from hivemind_celery.usage.sampler import (
     CgroupSource,
-    DockerStatsSource,
     ProcessSource,
     UsageSample,
     UsageSampler,
-    source_for,
 )
 
 MiB = 1024 * 1024
@@ -240,8 +245,8 @@ def test_no_source_at_all_publishes_nothing() -> None:
 def test_gpu_task_on_a_host_without_gpu_measures_cpu_and_zero_gpu(docker_client) -> None:
     # No GPU (and here no NVML package) on this machine: a task that asked for a GPU is
     # still measured, with GPU fields 0, and a worker serving the gpu queue offers no GPU.
-    from hivemind_celery.worker.registry import local_capacity
     from hivemind_celery.core.settings import Settings
+    from hivemind_celery.site.heartbeat import local_capacity
 
     offer = local_capacity(Settings(), "w", "w@host", ["gpu", "cpu"])
     assert (offer.gpus, offer.gpu_memory_mb, offer.gpu_names) == (0, 0, [])

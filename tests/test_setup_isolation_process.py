@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_celery.payloads import workspace
 from hivemind_celery.core.model import TaskSpec, TaskStatus
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads import workspace
 from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.process import ProcessRuntime
-from hivemind_celery.core.settings import Settings
 from tests.conftest import make_zip
 from tests.setup_index_kit import LocalIndex
 

@@ -19,15 +19,25 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hivemind_celery.payloads import workspace
 from hivemind_celery.core.model import TaskSpec
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads import workspace
 from hivemind_celery.runtime import setup_proxy
 from hivemind_celery.runtime.base import Job
-from hivemind_celery.runtime.docker_config import (LABEL_ROLE, PROXY_SOCKET, WORKSPACE, container_kwargs,
-                                                    proxy_kwargs)
+from hivemind_celery.runtime.docker_config import (
+    LABEL_ROLE,
+    PROXY_SOCKET,
+    WORKSPACE,
+    container_kwargs,
+    proxy_kwargs,
+)
 from hivemind_celery.runtime.index_lookup import project_files
-from hivemind_celery.runtime.setup_step import allowed_endpoints, explain_failure, pip_options, setup_env
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.runtime.setup_step import (
+    allowed_endpoints,
+    explain_failure,
+    pip_options,
+    setup_env,
+)
 from tests.conftest import make_zip
 from tests.setup_index_kit import Recorder
 

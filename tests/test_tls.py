@@ -17,7 +17,14 @@ from hivemind_celery.core.settings import Settings
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
-from tests.nodepool_kit import PASSWORD, add_user, make_zip, new_task_id, start_pool, wait_for
+from tests.nodepool_kit import (
+    PASSWORD,
+    add_user,
+    make_zip,
+    new_task_id,
+    start_pool,
+    wait_for,
+)
 from tests.test_bridge_service import add_worker, queued
 from tests.tls_kit import Pki, make_pki
 

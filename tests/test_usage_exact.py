@@ -22,14 +22,14 @@ import uuid
 
 import pytest
 
-from hivemind_celery.payloads import workspace
-from hivemind_celery.task.job import outcome_from_result
 from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads import workspace
 from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.process import ProcessRuntime
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.task.meter import TaskUsageTracker
+from hivemind_celery.task.meter import UsageMeter
+from hivemind_celery.task.outcomes import outcome_from_result
 from tests.conftest import PYTHON_IMAGE, make_zip
 
 PAYLOAD = "sha256:" + "0" * 64
@@ -83,7 +83,7 @@ def make_job(source: str, **spec: object) -> Job:
 
 def measured_run(runtime, settings: Settings, redis_client, job: Job) -> TaskOutcome:  # type: ignore[no-untyped-def]
     """One run as `hivemind.run_task` does it, minus Celery: runtime, tracker, outcome."""
-    tracker = TaskUsageTracker(None, job.spec, redis_client, settings)
+    tracker = UsageMeter(None, job.spec, redis_client, settings)
     try:
         result = runtime.run(job, on_start=tracker.on_start)
     finally:

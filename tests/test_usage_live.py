@@ -24,12 +24,11 @@ from typing import Any
 
 import pytest
 
-from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.reward import RewardPolicy, compute_reward
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.task.celery_task import TASK_NAME
-from hivemind_celery.task.meter import RUNNING_STATE, USAGE_EVENT
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.task.observers import RUNNING_STATE, USAGE_EVENT
 from tests.conftest import make_zip
 from tests.usage_signal_receiver import signal_key
 

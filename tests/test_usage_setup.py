@@ -16,15 +16,15 @@ import zipfile
 
 import pytest
 
-from hivemind_celery.payloads import workspace
-from hivemind_celery.task.job import outcome_from_result
 from hivemind_celery.core.model import TaskSpec, TaskStatus
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads import workspace
 from hivemind_celery.payloads.resultzip import EXECUTION_REPORT, build_result_zip
 from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.process import ProcessRuntime
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.task.meter import TaskUsageTracker
+from hivemind_celery.task.meter import UsageMeter
+from hivemind_celery.task.outcomes import outcome_from_result
 from tests.conftest import PYTHON_IMAGE, make_zip
 from tests.test_usage_exact import CPUS, reference
 
@@ -51,7 +51,7 @@ def setup_job() -> Job:
 
 def check_setup_accounting(runtime, settings: Settings, redis_client) -> None:  # type: ignore[no-untyped-def]
     job = setup_job()
-    tracker = TaskUsageTracker(None, job.spec, redis_client, settings)
+    tracker = UsageMeter(None, job.spec, redis_client, settings)
     try:
         result = runtime.run(job, on_start=tracker.on_start)
     finally:

@@ -15,14 +15,22 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hivemind_celery.usage import task_cgroup
 from hivemind_celery.core.model import UsageSummary
+from hivemind_celery.core.settings import Settings
 from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.process import ProcessRuntime
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.usage import task_cgroup
 from hivemind_celery.usage.totals import step_totals, whole_run
 from tests.conftest import PYTHON_IMAGE
-from tests.test_usage_exact import _BURN, _REPORT, BURNERS, NOTHING, make_job, measured_run, reference
+from tests.test_usage_exact import (
+    _BURN,
+    _REPORT,
+    BURNERS,
+    NOTHING,
+    make_job,
+    measured_run,
+    reference,
+)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making cgroups needs root")
 

@@ -13,14 +13,14 @@ import pytest
 import redis
 
 from hivemind_celery.core import keys
-
-from hivemind_celery.observability import signals
 from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.site.registry import Registry
 from hivemind_celery.core.reward import RewardPolicy, compute_reward
-from hivemind_celery.runtime.base import Started
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.task.meter import USAGE_EVENT, TaskUsageTracker
+from hivemind_celery.observability import signals
+from hivemind_celery.runtime.base import Started
+from hivemind_celery.site.registry import Registry
+from hivemind_celery.task.meter import UsageMeter
+from hivemind_celery.task.observers import USAGE_EVENT
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
@@ -95,7 +95,7 @@ def test_tracker_publishes_and_rewards(celery_app, redis_client, docker_client) 
         network_mode="none", nano_cpus=1_000_000_000, mem_limit="64m", labels={"hivemind.test": "tracking"})
     try:
         container.reload()
-        tracker = TaskUsageTracker(tracked, spec, redis_client, settings, docker_client)
+        tracker = UsageMeter(tracked, spec, redis_client, settings, docker_client)
         tracker.on_start(Started("track-1", container.id, int(container.attrs["State"]["Pid"])))
         # The main step holds its resources in the site registry while it runs (allocated
         # by the first sample, which the sampler's thread publishes just after on_start).
@@ -149,7 +149,7 @@ def test_task_that_never_started_earns_nothing(redis_client) -> None:
     spec = TaskSpec(task_id="never", payload=PAYLOAD)
     received = Received()
     try:
-        tracker = TaskUsageTracker(None, spec, redis_client, settings)
+        tracker = UsageMeter(None, spec, redis_client, settings)
         outcome = tracker.complete(TaskOutcome(task_id="never", status=TaskStatus.REJECTED, reason="bad zip"))
     finally:
         received.disconnect()
@@ -165,7 +165,7 @@ def test_container_gone_before_start_is_not_measured(redis_client) -> None:
     # the outcome says usage was not measured and the task earns the minimum for its use.
     settings = Settings(worker_id="track-worker-3", sample_interval=0.2)
     spec = TaskSpec(task_id="gone-1", payload=PAYLOAD)
-    tracker = TaskUsageTracker(None, spec, redis_client, settings)
+    tracker = UsageMeter(None, spec, redis_client, settings)
     tracker.on_start(Started("gone-1", "f" * 64, 0))
     now = datetime.now(timezone.utc)
     outcome = tracker.complete(TaskOutcome(task_id="gone-1", status=TaskStatus.SUCCEEDED, exit_code=0,

@@ -15,10 +15,9 @@ import zipfile
 
 import pytest
 
-from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.task.celery_task import TASK_NAME
+from hivemind_celery.payloads.store import PayloadStore
 from tests.conftest import BUSYBOX_IMAGE, MISSING_IMAGE, ROOT, make_zip, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]

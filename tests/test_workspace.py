@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from hivemind_celery.payloads.workspace import (
-    ZipLimits,
     WorkspaceError,
+    ZipLimits,
     check_requirements,
     entry_command,
     extract_to_dir,

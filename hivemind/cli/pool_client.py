@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import typer
 
+from hivemind_celery.core.errors import HivemindError
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -21,7 +22,7 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # above the pool's 100 MB zip limit
 RELOGIN_AFTER_S = 20 * 60  # well inside the pool's default 60-minute token lifetime
 
 
-class PoolError(Exception):
+class PoolError(HivemindError):
     """The pool refused or could not be reached; the message says which and why."""
 
 

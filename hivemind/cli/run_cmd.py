@@ -31,9 +31,8 @@ def run(
     from pydantic import ValidationError
 
     from hivemind_celery.celery_app import app
-    from hivemind_celery.core.model import TaskOutcome, TaskSpec
+    from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec
     from hivemind_celery.payloads.store import PayloadError, PayloadStore
-    from hivemind_celery.task.celery_task import TASK_NAME
 
     store = PayloadStore.from_settings()
     try:

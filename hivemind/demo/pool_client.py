@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from hivemind_celery.core.errors import HivemindError
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -15,7 +16,7 @@ FINAL_STATES = {"COMPLETED", "FAILED", "STOPPED"}
 MAX_MESSAGE = 110 * 1024 * 1024  # a 100 MB result zip and the rest of the message
 
 
-class PoolError(RuntimeError):
+class PoolError(HivemindError, RuntimeError):
     """The Node Pool said no; the message is its reason."""
 
 

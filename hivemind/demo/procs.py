@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hivemind_celery.core.errors import HivemindError
 
-class ChildFailed(RuntimeError):
+
+class ChildFailed(HivemindError, RuntimeError):
     """A child exited or never became ready; the message carries its log tail."""
 
 

@@ -23,8 +23,15 @@ from hivemind.demo.catalog import EXAMPLES, examples_dir, read_report, zip_folde
 from hivemind.demo.paths import Credentials, DemoPaths, read_json, write_private
 from hivemind.demo.pool_client import PoolClient, PoolError
 from hivemind.demo.preflight import FLOWER_FIX, Preflight, check, ensure_image
-from hivemind.demo.procs import ChildFailed, Supervisor, group_alive, pick_port, stop_group
+from hivemind.demo.procs import (
+    ChildFailed,
+    Supervisor,
+    group_alive,
+    pick_port,
+    stop_group,
+)
 from hivemind.demo.report import Tracked, notes, outcome_table, progress_table
+from hivemind_celery.core.errors import HivemindError
 
 DEFAULT_PORTS = {"redis": 6379, "nodepool": 50051, "bridge": 50053, "flower": 5555}
 DEMO_BALANCE = 1_000_000  # CPT the demo user starts with; it pays for its own tasks
@@ -57,7 +64,7 @@ class Site:
     dockerd_bridge: str = ""  # made for a dockerd the demo started on its own socket
 
 
-class Interrupted(Exception):
+class Interrupted(HivemindError):
     """SIGINT, SIGTERM or SIGHUP reached the demo."""
 
 

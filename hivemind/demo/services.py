@@ -21,11 +21,12 @@ from pathlib import Path
 
 from hivemind.demo.paths import DemoPaths, write_private
 from hivemind.demo.procs import Child, ChildFailed, Supervisor
+from hivemind_celery.core.errors import HivemindError
 
 PY = sys.executable
 
 
-class MissingTool(RuntimeError):
+class MissingTool(HivemindError, RuntimeError):
     """Something the demo needs is not installed; the message says how to get it."""
 
 
@@ -86,10 +87,10 @@ def start_redis(sup: Supervisor, paths: DemoPaths, port: int, password: str, env
     child = sup.start("redis", [binary, str(conf)], env, paths.redis, grace=10.0)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
 
-    import redis
+    from hivemind_celery.core.redis_client import redis_from_url
 
     def ping() -> bool:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+        return bool(redis_from_url(url, socket_connect_timeout=1).ping())
 
     wait_until(ping, child, 20.0, "answering PING")
     return url

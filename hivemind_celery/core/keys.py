@@ -119,3 +119,8 @@ def worker_deliveries(worker_id: str) -> str:
 def workers_with_deliveries() -> str:
     """Set of worker ids that have a deliveries hash (so rescue never scans keys)."""
     return f"{PREFIX}:workers:with-deliveries"
+
+
+def registry_reconcile_lock() -> str:
+    """Held by the one worker that rebuilds the registry's totals this round."""
+    return f"{PREFIX}:registry:reconcile"

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _PAYLOAD_REF = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The Celery task that runs a TaskSpec (the bridge and the CLI send it by name).
+TASK_NAME = "hivemind.run_task"
 
 
 class TaskStatus(StrEnum):

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-MiB = 1024 * 1024
+from hivemind_celery.core.units import MiB
 
 
 class Settings(BaseSettings):

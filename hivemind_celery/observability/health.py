@@ -14,9 +14,9 @@ from typing import Any
 import psutil
 import redis
 
+from hivemind_celery.core.redis_client import redis_from_url
 from hivemind_celery.core.settings import Settings
-
-MiB = 1024 * 1024
+from hivemind_celery.core.units import MiB
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def _redacted(url: str) -> str:
 
 def check_redis(url: str, timeout: float = 2.0) -> CheckResult:
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+        redis_from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
     except (redis.RedisError, ValueError) as exc:
         return CheckResult("redis", False, f"{_redacted(url)}: {exc}")
     return CheckResult("redis", True, f"{_redacted(url)} answers")

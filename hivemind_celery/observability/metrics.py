@@ -14,7 +14,7 @@ with psutil/NVML, the usage of the tasks now active in this worker, and the
 totals: per-task series exist exactly while the task runs, with nothing to
 remove, and counters survive pool children being replaced.
 
-Served by `MetricsStep` on HIVEMIND_METRICS_PORT (0: off).
+Served by the worker's `MetricsStep` (worker/metrics.py) on HIVEMIND_METRICS_PORT (0: off).
 """
 
 from __future__ import annotations
@@ -25,19 +25,18 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
-from celery import bootsteps
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hivemind_celery.core import keys
-
+from hivemind_celery.core.redis_client import payload_redis
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.core.units import MiB
 from hivemind_celery.usage import host
-from hivemind_celery.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
 
 
 def _active_task_ids() -> list[str]:
@@ -65,7 +64,7 @@ class WorkerCollector(Collector):
             log.warning("metrics: Redis not readable: %s", exc)
 
     def _host(self) -> Iterator[Metric]:
-        snap = monitor.snapshot(self.disk_path)
+        snap = host.snapshot(self.disk_path)
         for name, doc, value in (
             ("hivemind_host_cpu_percent", "Host CPU use since the previous scrape (%).", snap.cpu_percent),
             ("hivemind_host_load1", "Host 1-minute load average.", snap.load_average[0]),
@@ -134,46 +133,6 @@ class WorkerCollector(Collector):
 def serve(settings: Settings, client: redis.Redis | None = None, port: int | None = None) -> tuple[Any, Any]:
     """Start the HTTP server on its own registry; returns (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(client or redis.Redis.from_url(settings.payload_redis),
+    registry.register(WorkerCollector(client or payload_redis(settings),
                                       settings.worker_id, settings.monitor_disk_path))
     return start_http_server(settings.metrics_port if port is None else port, registry=registry)
-
-
-class MetricsStep(bootsteps.StartStopStep):
-    """Serves /metrics from the worker's main process while it runs."""
-
-    label = "HiveMind metrics"
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.server: Any = None
-
-    def start(self, parent: Any) -> None:
-        settings = get_settings()
-        if not settings.metrics_port:
-            return
-        try:
-            self.server, _ = serve(settings)
-        except OSError as exc:
-            # A taken port must not stop the worker from working.
-            log.error("metrics: cannot listen on port %d: %s", settings.metrics_port, exc)
-            return
-        log.info("metrics served on port %d", settings.metrics_port)
-
-    def stop(self, parent: Any) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def shutdown(self, parent: Any) -> None:
-        self.stop(parent)
-
-
-def _install() -> None:
-    from hivemind_celery.celery_app import app
-
-    app.steps["worker"].add(MetricsStep)
-
-
-_install()

@@ -8,12 +8,14 @@ import hashlib
 import redis
 
 from hivemind_celery.core import keys
+from hivemind_celery.core.errors import HivemindError
+from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import Settings, get_settings
 
 REF_PREFIX = "sha256:"
 
 
-class PayloadError(Exception):
+class PayloadError(HivemindError):
     """Base for payload store errors."""
 
 
@@ -42,7 +44,7 @@ class PayloadStore:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "PayloadStore":
         settings = settings or get_settings()
-        return cls(redis.Redis.from_url(settings.payload_redis), settings)
+        return cls(payload_redis(settings), settings)
 
     def put(self, data: bytes, client: redis.Redis | redis.client.Pipeline | None = None) -> str:
         """Store `data`; returns its reference. With `client` (a pipeline) the write is

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.settings import Settings
 
 TASK_UID = 1000
@@ -67,7 +68,7 @@ _UTF8_FLAG = 0x800
 _ENCRYPTED_FLAG = 0x1
 
 
-class WorkspaceError(ValueError):
+class WorkspaceError(HivemindError, ValueError):
     """A task zip (or requirements.txt) that breaks a rule; the message says which."""
 
 

@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
-from hivemind_celery.runtime.base import Job, JobResult, Runtime, RuntimeRefused, Started
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.runtime.base import (
+    Job,
+    JobResult,
+    Runtime,
+    RuntimeRefused,
+    Started,
+)
 
 __all__ = ["Job", "JobResult", "Runtime", "RuntimeRefused", "Started", "get_runtime"]
 

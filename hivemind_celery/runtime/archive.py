@@ -24,6 +24,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.payloads.workspace import path_problem
 
 READ_FACTOR = 8
@@ -128,7 +129,7 @@ def _refusal(name: str, member: tarfile.TarInfo, kept: int, max_bytes: int) -> s
     return why
 
 
-class AccessDenied(Exception):
+class AccessDenied(HivemindError):
     """copy_dir(denied_is_error=True) met something the worker may not read."""
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from hivemind_celery.usage.cgroup import CgroupPaths
+from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.model import TaskSpec, TaskStatus, UsageSummary
+from hivemind_celery.usage.cgroup import CgroupPaths
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class JobResult:
     step_usage: dict[str, UsageSummary] = field(default_factory=dict)
 
 
-class RuntimeRefused(Exception):
+class RuntimeRefused(HivemindError):
     """The runtime cannot start this job as asked (e.g. its image is missing
     and cannot be pulled); the message is the reason given to the submitter."""
 

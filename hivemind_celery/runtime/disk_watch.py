@@ -24,9 +24,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from hivemind_celery.core.units import MiB
+
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
 # Each level of the walk holds a file descriptor (and, before Python 3.13, a
 # stack frame); a tree deeper than this is refused rather than walked.
 MAX_DEPTH = 64

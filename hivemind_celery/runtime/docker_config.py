@@ -14,9 +14,9 @@ from pathlib import Path
 
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
+from hivemind_celery.core.settings import Settings
 from hivemind_celery.runtime import setup_proxy, setup_step
 from hivemind_celery.runtime.base import Job
-from hivemind_celery.core.settings import Settings
 
 LABEL_WORKER = "hivemind.worker"
 LABEL_TASK = "hivemind.task_id"

@@ -35,29 +35,42 @@ import docker
 import requests
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from hivemind_celery.usage import task_cgroup
 from hivemind_celery.core.model import TaskStatus, UsageSummary
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.workspace import TASK_GID, TASK_UID
 from hivemind_celery.runtime import reaper, step_usage, volume_io
-from hivemind_celery.runtime.archive import AccessDenied, WorkspaceCopy, bounded_copy, copy_dir
-from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
-                                            safe_stop_check)
+from hivemind_celery.runtime.archive import (
+    AccessDenied,
+    WorkspaceCopy,
+    bounded_copy,
+    copy_dir,
+)
+from hivemind_celery.runtime.base import (
+    Job,
+    JobResult,
+    OnOutput,
+    OnStart,
+    ShouldStop,
+    Started,
+    exit_reason,
+    safe_stop_check,
+)
+from hivemind_celery.runtime.disk_watch import DiskWatch, start_watch
 from hivemind_celery.runtime.docker_config import (
     DEPS_MOUNT,
     LABEL_TASK,
     WORKSPACE,
     container_kwargs,
+    setup_proxied,
     volume_kwargs,
 )
-from hivemind_celery.runtime.disk_watch import DiskWatch, start_watch
-from hivemind_celery.runtime.docker_config import setup_proxied
-from hivemind_celery.runtime.setup_egress import ProxyReport, finish_proxy, start_proxy
-from hivemind_celery.runtime.index_lookup import project_files
-from hivemind_celery.runtime.setup_step import explain_failure
 from hivemind_celery.runtime.follow import Follower, Waiter
 from hivemind_celery.runtime.images import ensure_image, forget_image
+from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.logtail import LogTail
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.workspace import TASK_GID, TASK_UID
+from hivemind_celery.runtime.setup_egress import ProxyReport, finish_proxy, start_proxy
+from hivemind_celery.runtime.setup_step import explain_failure
+from hivemind_celery.usage import task_cgroup
 
 log = logging.getLogger(__name__)
 

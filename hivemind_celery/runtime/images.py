@@ -8,8 +8,8 @@ import time
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 
-from hivemind_celery.runtime.base import RuntimeRefused
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.runtime.base import RuntimeRefused
 
 log = logging.getLogger(__name__)
 

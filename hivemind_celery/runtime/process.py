@@ -40,16 +40,24 @@ from pathlib import Path
 
 import psutil
 
-from hivemind_celery.usage import task_cgroup
 from hivemind_celery.core.model import TaskStatus, UsageSummary
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.core.units import MiB
+from hivemind_celery.runtime import setup_step, step_usage
 from hivemind_celery.runtime.archive import copy_dir
-from hivemind_celery.runtime.base import (Job, JobResult, OnOutput, OnStart, ShouldStop, Started, exit_reason,
-                                            safe_stop_check)
-from hivemind_celery.runtime import step_usage
-from hivemind_celery.runtime import setup_step
+from hivemind_celery.runtime.base import (
+    Job,
+    JobResult,
+    OnOutput,
+    OnStart,
+    ShouldStop,
+    Started,
+    exit_reason,
+    safe_stop_check,
+)
 from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.logtail import LogTail
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.usage import task_cgroup
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +251,7 @@ class _StepEnd:
 
 def _limits(job: Job, timeout: float, settings: Settings) -> dict[str, int]:
     limits = {
-        "RLIMIT_AS": job.spec.memory_mb * 1024 * 1024,
+        "RLIMIT_AS": job.spec.memory_mb * MiB,
         "RLIMIT_CPU": math.ceil(2 * timeout * max(job.spec.cpus, 1.0) + 60),
         "RLIMIT_FSIZE": max(settings.max_unpacked_bytes, settings.result_max_bytes),
         "RLIMIT_CORE": 0,
@@ -345,7 +353,7 @@ def _step_usage(job: Job, cgroup: task_cgroup.TaskCgroup | None, rusage: resourc
     """The step's totals once it ended: its cgroup's (whatever is still inside is
     killed first, so the counts are final) plus what the launcher spent before
     joining it, else the reaped process's rusage."""
-    cpus, memory = job.spec.cpus, job.spec.memory_mb * 1024 * 1024
+    cpus, memory = job.spec.cpus, job.spec.memory_mb * MiB
     if cgroup is not None:
         try:
             if not cgroup.kill_all():

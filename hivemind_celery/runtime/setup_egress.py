@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import docker
 from docker.errors import APIError, NotFound
 
+from hivemind_celery.core.settings import Settings
 from hivemind_celery.runtime import reaper
 from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.docker_config import proxy_kwargs
-from hivemind_celery.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import re
 import urllib.parse
 from collections.abc import Callable, Sequence
 
-from hivemind_celery.runtime.index_lookup import ProjectFiles
-from hivemind_celery.runtime.setup_proxy import host_port
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.workspace import SETUP_COMMAND
+from hivemind_celery.runtime.index_lookup import ProjectFiles
+from hivemind_celery.runtime.setup_proxy import host_port
 
 STEP = "set-up step (pip install -r requirements.txt)"
 RELAY_PORT = 3128  # the relay's port on the set-up container's loopback

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import resource
 
-from hivemind_celery.usage.cgroup import CgroupCounters
 from hivemind_celery.core.model import UsageSummary
 from hivemind_celery.core.reward import measured_percentages
+from hivemind_celery.usage.cgroup import CgroupCounters
 
 
 def _with_percentages(usage: UsageSummary, cpus: float, memory_limit_bytes: int) -> UsageSummary:

@@ -32,15 +32,32 @@ from typing import Any
 import redis
 
 from hivemind_celery.core import keys
+from hivemind_celery.core.units import as_text
 from hivemind_celery.site.registry_lua import (
     ALLOCATE as _ALLOCATE,
+)
+from hivemind_celery.site.registry_lua import (
     ALLOCATION_TEMPLATE as _ALLOCATION,
+)
+from hivemind_celery.site.registry_lua import (
     CAPACITY as _CAPACITY,
+)
+from hivemind_celery.site.registry_lua import (
     HEARTBEAT as _HEARTBEAT,
+)
+from hivemind_celery.site.registry_lua import (
     RECONCILE as _RECONCILE,
+)
+from hivemind_celery.site.registry_lua import (
     REGISTER as _REGISTER,
+)
+from hivemind_celery.site.registry_lua import (
     RELEASE as _RELEASE,
+)
+from hivemind_celery.site.registry_lua import (
     UNREGISTER as _UNREGISTER,
+)
+from hivemind_celery.site.registry_lua import (
     WORKER_INFO_TEMPLATE as _WORKER_INFO,
 )
 
@@ -120,11 +137,7 @@ def _check_id(name: str, value: str) -> None:
 
 def _pairs(flat: list[Any]) -> dict[str, int]:
     it = iter(flat)
-    return {_text(name): int(float(_text(value))) for name, value in zip(it, it)}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return {as_text(name): int(float(as_text(value))) for name, value in zip(it, it)}
 
 
 class Registry:
@@ -132,7 +145,7 @@ class Registry:
 
     `Registry(redis_client)` is all the bridge needs: `capacity()`,
     `can_fit()`, `allocate()`, `release()`. Workers use `register()`,
-    `heartbeat()` and `unregister()` (see registry_bootstep.py).
+    `heartbeat()` and `unregister()` (see site/heartbeat.py).
     """
 
     def __init__(self, client: redis.Redis, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
@@ -199,14 +212,14 @@ class Registry:
         members = self.client.zrange(keys.workers_by_deadline(), 0, -1, withscores=True)
         pipe = self.client.pipeline(transaction=False)
         for member, _ in members:
-            pipe.hgetall(keys.worker_info(_text(member)))
+            pipe.hgetall(keys.worker_info(as_text(member)))
         infos = []
         for (member, deadline), raw in zip(members, pipe.execute()):
             if not raw:
                 continue
-            data = {_text(k): _text(v) for k, v in raw.items()}
+            data = {as_text(k): as_text(v) for k, v in raw.items()}
             capacity = WorkerCapacity(
-                worker_id=_text(member), hostname=data.get("hostname", ""),
+                worker_id=as_text(member), hostname=data.get("hostname", ""),
                 cpus=int(data.get("cpus_milli", 0)) / 1000, memory_mb=int(data.get("memory_mb", 0)),
                 gpus=int(data.get("gpus", 0)), gpu_memory_mb=int(data.get("gpu_memory_mb", 0)),
                 gpu_names=json.loads(data.get("gpu_names", "[]")), queues=json.loads(data.get("queues", "[]")),

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from hivemind_celery.core import keys
+from hivemind_celery.core.units import as_text
 from hivemind_celery.site.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def forget(client: redis.Redis, worker_id: str, task_id: str) -> None:
 
 def forget_all_but(client: redis.Redis, worker_id: str, held: set[str]) -> None:
     key = keys.worker_deliveries(worker_id)
-    stale = [task_id for task_id in map(_text, client.hkeys(key)) if task_id not in held]
+    stale = [task_id for task_id in map(as_text, client.hkeys(key)) if task_id not in held]
     if stale:
         client.hdel(key, *stale)
 
@@ -54,7 +55,7 @@ def forget_all_but(client: redis.Redis, worker_id: str, held: set[str]) -> None:
 def dead_workers(registry: Registry, me: str) -> list[str]:
     """Workers with recorded deliveries that the registry counts as gone."""
     members = registry.client.smembers(keys.workers_with_deliveries())
-    names = sorted(_text(m) for m in members)
+    names = sorted(as_text(m) for m in members)
     return [name for name in names if name != me and not registry.is_live(name)]
 
 
@@ -69,19 +70,15 @@ def rescue_own(registry: Registry, connection: Any, me: str) -> int:
     return _hand_back(registry, connection, me)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _hand_back(registry: Registry, connection: Any, worker: str) -> int:
     key = keys.worker_deliveries(worker)
     deliveries = registry.client.hgetall(key)
     qos = connection.default_channel.qos
     for task_id, tag in deliveries.items():
         # A tag already acknowledged or restored is simply not found.
-        qos.restore_by_tag(_text(tag), leftmost=True)
+        qos.restore_by_tag(as_text(tag), leftmost=True)
         log.warning("handed the task of a dead worker back to its queue",
-                    extra={"task_id": _text(task_id), "node_id": worker})
+                    extra={"task_id": as_text(task_id), "node_id": worker})
     pipe = registry.client.pipeline()
     pipe.delete(key)
     pipe.srem(keys.workers_with_deliveries(), worker)

@@ -17,11 +17,12 @@ import logging
 import redis
 
 from hivemind_celery.core import keys
-from hivemind_celery.task.job import rejected_outcome, store_result
-from hivemind_celery.task.idempotency import OUTCOME_TTL, TaskGuard
-from hivemind_celery.core.model import TaskStatus
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import get_settings
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.task.idempotency import OUTCOME_TTL, TaskGuard
+from hivemind_celery.task.outcomes import cancelled_outcome
+from hivemind_celery.task.result import store_result
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,11 @@ def record_terminated(task_id: str) -> None:
     """Store a `cancelled` outcome for a task whose process was killed,
     unless it managed to store one itself."""
     settings = get_settings()
-    client = redis.Redis.from_url(settings.payload_redis)
+    client = payload_redis(settings)
     guard = TaskGuard(client, task_id)
     if guard.stored_outcome() is not None:
         return
-    outcome = rejected_outcome(task_id, "terminated by revoke", settings.worker_id)
-    outcome = outcome.model_copy(update={"status": TaskStatus.CANCELLED})
+    outcome = cancelled_outcome(task_id, "terminated by revoke", settings.worker_id)
     outcome = store_result(outcome, PayloadStore(client, settings), settings, stopped=True)
     guard.store_outcome(outcome)
     # The killed run never released its lock; nobody else holds it now.

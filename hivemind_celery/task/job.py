@@ -1,26 +1,23 @@
-"""From a validated TaskSpec to a Job, and from a JobResult to a stored
-outcome with its result zip. No Celery here: tasks.py is the glue."""
+"""From a validated TaskSpec to a Job the runtime can run, or TaskRejected
+saying why not. No Celery here."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
-from hivemind_celery.payloads import resultzip, workspace
-from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads.store import PayloadError, PayloadStore, PayloadTooLarge
-from hivemind_celery.runtime.base import Job, JobResult
+from hivemind_celery.core.errors import HivemindError
+from hivemind_celery.core.model import TaskSpec
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads import workspace
+from hivemind_celery.payloads.store import PayloadError, PayloadStore
+from hivemind_celery.runtime.base import Job
 
 log = logging.getLogger(__name__)
 
 
-class TaskRejected(Exception):
+class TaskRejected(HivemindError):
     """The task cannot run as asked; the message says why, for the submitter."""
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def prepare_job(spec: TaskSpec, store: PayloadStore, settings: Settings) -> Job:
@@ -64,60 +61,3 @@ def prepare_job(spec: TaskSpec, store: PayloadStore, settings: Settings) -> Job:
         pids=spec.pids or settings.pids_limit,
         labels={"hivemind.owner": spec.owner or ""},
     )
-
-
-def outcome_from_result(spec: TaskSpec, result: JobResult, worker: str) -> TaskOutcome:
-    return TaskOutcome(
-        task_id=spec.task_id,
-        status=result.status,
-        exit_code=result.exit_code,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-        reason=result.reason,
-        log_tail=result.log_tail,
-        worker=worker,
-        setup_usage=result.step_usage.get("setup"),
-        main_usage=result.step_usage.get("main"),
-    )
-
-
-def rejected_outcome(task_id: str, reason: str, worker: str) -> TaskOutcome:
-    now = utcnow()
-    return TaskOutcome(
-        task_id=task_id,
-        status=TaskStatus.REJECTED,
-        started_at=now,
-        finished_at=now,
-        reason=reason,
-        worker=worker,
-    )
-
-
-def store_result(
-    outcome: TaskOutcome,
-    store: PayloadStore,
-    settings: Settings,
-    workspace_tar: bytes | None = None,
-    stopped: bool = False,
-    notes: list[str] | None = None,
-) -> TaskOutcome:
-    """Pack the result zip, store it, and return the outcome pointing at it.
-
-    A workspace too large to store is dropped from the zip (the report says
-    so) rather than losing the whole result."""
-    limit = min(settings.result_max_bytes, settings.payload_max_bytes)
-    data = resultzip.build_result_zip(
-        workspace_tar, outcome, node=settings.worker_id, stopped=stopped, max_bytes=limit, notes=notes or ()
-    )
-    try:
-        ref = store.put(data)
-    except PayloadTooLarge:
-        log.warning("result zip too large; storing it without the workspace",
-                    extra={"task_id": outcome.task_id})
-        note = (outcome.reason + "; " if outcome.reason else "") + "workspace too large to return"
-        outcome = outcome.model_copy(update={"reason": note})
-        ref = store.put(
-            resultzip.build_result_zip(None, outcome, node=settings.worker_id, stopped=stopped,
-                                       max_bytes=limit, notes=notes or ())
-        )
-    return outcome.model_copy(update={"result_ref": ref})

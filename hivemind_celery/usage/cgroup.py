@@ -18,12 +18,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hivemind_celery.core.errors import HivemindError
+
 # cpuacct.stat counts in USER_HZ ticks.
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _GONE_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.ESRCH}
 
 
-class CgroupGone(Exception):
+class CgroupGone(HivemindError):
     """The cgroup (or the process it was found from) no longer exists."""
 
 

@@ -13,9 +13,10 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hivemind_celery.core.units import MiB, as_text
+
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
 _lock = threading.Lock()
 _nvml: Any = None
 _nvml_tried = False
@@ -52,10 +53,6 @@ def nvml() -> Any:
         return _nvml
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _optional(call: Any, *args: Any) -> Any:
     try:
         return call(*args)
@@ -73,8 +70,8 @@ def _nvml_gpus(lib: Any) -> list[GpuInfo]:
         power_mw = _optional(lib.nvmlDeviceGetPowerUsage, handle)
         gpus.append(GpuInfo(
             index=index,
-            name=_text(lib.nvmlDeviceGetName(handle)),
-            uuid=_text(lib.nvmlDeviceGetUUID(handle)),
+            name=as_text(lib.nvmlDeviceGetName(handle)),
+            uuid=as_text(lib.nvmlDeviceGetUUID(handle)),
             load_percent=float(util.gpu) if util is not None else 0.0,
             memory_used_mb=int(memory.used) // MiB,
             memory_total_mb=int(memory.total) // MiB,

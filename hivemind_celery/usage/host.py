@@ -14,10 +14,9 @@ from typing import Any
 
 import psutil
 
+from hivemind_celery.core.units import MiB
 from hivemind_celery.usage import gpu
 from hivemind_celery.usage.gpu import GpuInfo
-
-MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)

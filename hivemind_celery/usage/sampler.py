@@ -3,7 +3,7 @@
 A `UsageSampler` thread reads cumulative counters from a source: the
 container's cgroup (exact CPU seconds and the kernel's memory peak), Docker's
 stats API where the cgroup files are not visible (a worker in a container of
-its own), or psutil over the process tree (the process runtime). Every
+its own; runtime/docker_stats.py), or psutil over the process tree (the process runtime). Every
 `interval` it hands a `UsageSample` to a callback; `stop()` returns the
 `UsageSummary` for the outcome and the reward.
 
@@ -18,7 +18,6 @@ runtime) can call `finish()` before removing it for an exact last read.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +26,12 @@ from typing import Any, Protocol
 
 import psutil
 
-from hivemind_celery.usage import gpu
-from hivemind_celery.usage.cgroup import CgroupGone, CgroupPaths, CgroupReader
+from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.model import UsageSource as Source
 from hivemind_celery.core.model import UsageSummary
 from hivemind_celery.core.reward import measured_percentages
+from hivemind_celery.usage import gpu
+from hivemind_celery.usage.cgroup import CgroupGone, CgroupReader
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_READ_INTERVAL = 0.25
 
 
-class SourceGone(Exception):
+class SourceGone(HivemindError):
     """What was measured has ended; no further reads are possible."""
 
 
@@ -118,36 +118,6 @@ class CgroupSource:
             oom_kills=counters.oom_kills,
             gpu_percent=gpu_percent,
             gpu_memory_bytes=gpu_memory,
-        )
-
-
-class DockerStatsSource:
-    """Docker's stats API: about a second per read, so only a fallback."""
-
-    name: Source = "docker-stats"
-    cheap = False
-
-    def __init__(self, container: Any) -> None:
-        self.container = container
-
-    def read(self) -> Reading:
-        import docker.errors
-
-        try:
-            stats = self.container.stats(stream=False)
-        except docker.errors.NotFound as exc:
-            raise SourceGone(str(exc)) from exc
-        cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
-        memory = stats.get("memory_stats") or {}
-        if not cpu.get("total_usage") and not memory:
-            raise SourceGone("container is not running")  # Docker answers empty stats then
-        return Reading(
-            cpu_seconds=cpu.get("total_usage", 0) / 1e9,
-            cpu_user_seconds=cpu.get("usage_in_usermode", 0) / 1e9,
-            cpu_system_seconds=cpu.get("usage_in_kernelmode", 0) / 1e9,
-            memory_bytes=int(memory.get("usage", 0)),
-            memory_peak_bytes=int(memory.get("max_usage", 0)),  # v1 only
-            pids=int((stats.get("pids_stats") or {}).get("current", 0)),
         )
 
 
@@ -371,39 +341,3 @@ class UsageSampler:
             summary, self.cpus_reserved, self.memory_limit_bytes, wall
         )
         return summary.model_copy(update={"cpu_percent": cpu_percent, "memory_percent": memory_percent})
-
-
-def source_for(
-    pid: int,
-    container_id: str | None = None,
-    docker_client: Any = None,
-    with_gpu: bool = False,
-    cgroup: CgroupPaths | None = None,
-) -> UsageSource | None:
-    """The cheapest source that can measure this task: its container's cgroup,
-    else Docker's stats API (cgroup files not visible, e.g. a worker inside a
-    container), else psutil for a bare process (the process runtime: its
-    cgroup is the worker's own, so it is not used); None if nothing can.
-    `cgroup`: the step's own cgroup (a runtime made it), read first: it
-    outlives the step's processes. A GPU task's container is read by its own
-    cgroup, whose process list names the GPU's users."""
-    if cgroup is not None and not (with_gpu and container_id is not None):
-        return CgroupSource(CgroupReader(cgroup), with_gpu=with_gpu)
-    if container_id is not None:
-        reader = CgroupReader.for_pid(pid) if pid > 0 else None
-        if reader is not None:
-            return CgroupSource(reader, with_gpu=with_gpu)
-        if docker_client is None:
-            return None
-        import docker.errors
-
-        try:
-            return DockerStatsSource(docker_client.containers.get(container_id))
-        except docker.errors.NotFound:
-            return None
-    if pid > 0 and pid != os.getpid():
-        try:
-            return ProcessSource(pid)
-        except SourceGone:
-            return None
-    return None

@@ -29,8 +29,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hivemind_celery.usage.cgroup import (CgroupCounters, CgroupGone, CgroupPaths, CgroupReader, join_mount,
-                                    parse_mountinfo, parse_proc_cgroup)
+from hivemind_celery.usage.cgroup import (
+    CgroupCounters,
+    CgroupGone,
+    CgroupPaths,
+    CgroupReader,
+    join_mount,
+    parse_mountinfo,
+    parse_proc_cgroup,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,21 +1,19 @@
-"""What the worker's main process does around tasks: reap leftover
-containers at start, stop and on a timer, and clean up after revoke.
+"""Reaping leftover task containers from the worker's main process: at start,
+at stop and every minute.
 
 With prefork, `revoke(terminate=True)` and the hard time limit kill the pool
-child before its `finally` runs, so a task's container would outlive it.
-These handlers run in the main process, which survives both.
+child before its `finally` runs, so a task's container would outlive it. The
+main process survives both; celery_app connects these hooks and adds the step.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from typing import Any
 
-from celery import bootsteps, signals
+from celery import bootsteps
 from celery.worker import state as worker_state
 
-from hivemind_celery.celery_app import app
-from hivemind_celery.observability.logs import configure_logging
 from hivemind_celery.core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +21,7 @@ log = logging.getLogger(__name__)
 REAP_INTERVAL = 60.0
 
 
-def _runtime():
+def runtime() -> Any:
     # Imported lazily: the Docker client is only needed inside a worker.
     from hivemind_celery.runtime import get_runtime
 
@@ -36,7 +34,7 @@ def active_task_ids() -> set[str]:
 
 def reap(keep: set[str] | None = None) -> int:
     try:
-        removed = _runtime().reap(keep if keep is not None else set())
+        removed = runtime().reap(keep if keep is not None else set())
     except Exception:  # noqa: BLE001 - reaping is best effort; the next round retries
         log.exception("reaping leftover containers failed")
         return 0
@@ -45,43 +43,14 @@ def reap(keep: set[str] | None = None) -> int:
     return removed
 
 
-@signals.setup_logging.connect
-def _setup_logging(loglevel: str | int | None = None, **_: object) -> None:
-    settings = get_settings()
-    # HIVEMIND_LOG_LEVEL, when set, wins over celery's -l option.
-    configure_logging(settings, None if "log_level" in settings.model_fields_set else loglevel)
-
-
-@signals.worker_init.connect
-def _reap_at_start(**_: object) -> None:
-    # Nothing runs yet: everything labelled with this worker is a leftover.
+def reap_at_start(**_: object) -> None:
+    """worker_init: nothing runs yet, so everything labelled with this worker is a leftover."""
     reap(set())
 
 
-@signals.worker_shutdown.connect
-def _reap_at_stop(**_: object) -> None:
+def reap_at_stop(**_: object) -> None:
+    """worker_shutdown."""
     reap(set())
-
-
-@signals.task_revoked.connect
-def _cleanup_revoked(request=None, terminated: bool = False, **_: object) -> None:
-    if request is None or not terminated:
-        return
-    task_id = request.id
-    # Do not block the main loop on the Docker API.
-    threading.Thread(target=_kill_and_record, args=(task_id,), name=f"revoke-{task_id}",
-                     daemon=True).start()
-
-
-def _kill_and_record(task_id: str) -> None:
-    from hivemind_celery.task.cancellation import record_terminated
-
-    try:
-        killed = _runtime().kill(task_id)
-        log.info("revoked task: removed %d container(s)", killed, extra={"task_id": task_id})
-    except Exception:  # noqa: BLE001
-        log.exception("could not remove the revoked task's containers", extra={"task_id": task_id})
-    record_terminated(task_id)
 
 
 class PeriodicReaper(bootsteps.StartStopStep):
@@ -102,6 +71,3 @@ class PeriodicReaper(bootsteps.StartStopStep):
     def stop(self, worker) -> None:
         if self._timer_entry is not None:
             self._timer_entry.cancel()
-
-
-app.steps["worker"].add(PeriodicReaper)

@@ -2,7 +2,7 @@
 while the worker holds it (main process), and a timer in the main process hands the tasks
 of dead workers back to their queues. At start a worker also hands back what
 its own previous run left (same name, restarted after a crash): nothing of
-that run is running any more."""
+that run is running any more. celery_app connects the hooks and adds the step."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import logging
 from typing import Any
 
 import redis
-from celery import bootsteps, signals
+from celery import bootsteps
 from celery.worker import state as worker_state
 
-from hivemind_celery.site import rescue
-from hivemind_celery.celery_app import app
-from hivemind_celery.site.registry import Registry
+from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import get_settings
+from hivemind_celery.site import rescue
+from hivemind_celery.site.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,11 @@ log = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=1)
 def _registry() -> Registry:
     settings = get_settings()
-    return Registry(redis.Redis.from_url(settings.payload_redis),
+    return Registry(payload_redis(settings),
                     heartbeat_interval=settings.registry_heartbeat_interval)
 
 
-@signals.task_received.connect
-def _record_delivery(request: Any = None, **_: object) -> None:
+def record_delivery(request: Any = None, **_: object) -> None:
     # Main process, as the message arrives: the pool process never sees the
     # delivery tag. Reserved-but-not-started tasks are covered too.
     message = getattr(request, "message", None)
@@ -43,8 +42,7 @@ def _record_delivery(request: Any = None, **_: object) -> None:
         log.warning("could not record the task's delivery", exc_info=True, extra={"task_id": request.id})
 
 
-@signals.task_postrun.connect
-def _forget_delivery(task_id: str | None = None, task: Any = None, **_: object) -> None:
+def forget_delivery(task_id: str | None = None, task: Any = None, **_: object) -> None:
     hostname = getattr(getattr(task, "request", None), "hostname", None)
     if task_id is None or not hostname:
         return
@@ -91,5 +89,3 @@ class RescueStep(bootsteps.StartStopStep):
         if self._entry is not None:
             self._entry.cancel()
 
-
-app.steps["worker"].add(RescueStep)

@@ -19,7 +19,13 @@ from bridge.server import Bridge
 from proto import nodepool_pb2 as pb
 from tests.conftest import make_zip
 from tests.hostile.cases import BAD_TASK_IDS, HEADER_CASES, Case
-from tests.test_bridge_service import RecordingPool, add_worker, bridge_settings, execute, queued
+from tests.test_bridge_service import (
+    RecordingPool,
+    add_worker,
+    bridge_settings,
+    execute,
+    queued,
+)
 
 pytestmark = pytest.mark.redis
 

@@ -17,12 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hivemind_celery.task.cancellation import request_stop
-from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.task.cancellation import request_stop
 from hivemind_celery.task.streams import read_output
-from hivemind_celery.task.celery_task import TASK_NAME
 from tests.conftest import docker_leftovers, make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]

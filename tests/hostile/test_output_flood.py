@@ -13,11 +13,10 @@ import psutil
 import pytest
 
 from hivemind_celery.core import keys
-from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.task.streams import STREAM_MAX_BYTES
-from hivemind_celery.task.celery_task import TASK_NAME
 from tests.conftest import make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]

@@ -10,10 +10,9 @@ import uuid
 
 import pytest
 
-from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.task.celery_task import TASK_NAME
+from hivemind_celery.payloads.store import PayloadStore
 from tests.conftest import docker_leftovers, make_zip
 from tests.hostile.cases import BAD_TASK_IDS, SPEC_CASES, ZIP_CASES, Case
 

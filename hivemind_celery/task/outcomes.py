@@ -1,0 +1,50 @@
+"""The outcome constructors, each named for what it makes: from a runtime's
+JobResult, or at once for a task that never ran (rejected), whose runtime
+broke (failed) or that was stopped before or while it ran (cancelled)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.runtime.base import JobResult
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def outcome_from_result(spec: TaskSpec, result: JobResult, worker: str) -> TaskOutcome:
+    return TaskOutcome(
+        task_id=spec.task_id,
+        status=result.status,
+        exit_code=result.exit_code,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        reason=result.reason,
+        log_tail=result.log_tail,
+        worker=worker,
+        setup_usage=result.step_usage.get("setup"),
+        main_usage=result.step_usage.get("main"),
+    )
+
+
+def _ended_now(task_id: str, status: TaskStatus, reason: str, worker: str) -> TaskOutcome:
+    now = utcnow()
+    return TaskOutcome(task_id=task_id, status=status, started_at=now, finished_at=now, reason=reason,
+                       worker=worker)
+
+
+def rejected_outcome(task_id: str, reason: str, worker: str) -> TaskOutcome:
+    """The task cannot run as asked (bad spec, zip, limits, refused by the runtime)."""
+    return _ended_now(task_id, TaskStatus.REJECTED, reason, worker)
+
+
+def failed_outcome(task_id: str, reason: str, worker: str) -> TaskOutcome:
+    """The site broke, not the task (the runtime raised)."""
+    return _ended_now(task_id, TaskStatus.FAILED, reason, worker)
+
+
+def cancelled_outcome(task_id: str, reason: str, worker: str) -> TaskOutcome:
+    """Stopped before it started, or its process was killed by a revoke."""
+    return _ended_now(task_id, TaskStatus.CANCELLED, reason, worker)
