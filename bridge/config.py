@@ -34,7 +34,7 @@ class BridgeConfig:
     secret: str | None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "BridgeConfig":
+    def from_settings(cls, settings: Settings) -> BridgeConfig:
         if not settings.username:
             raise ConfigError("HIVEMIND_USERNAME is empty: the bridge logs in to the Node Pool as this user")
         if not settings.password.get_secret_value():

@@ -31,7 +31,7 @@ class OwedTask:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "OwedTask":
+    def from_json(cls, raw: bytes | str) -> OwedTask:
         data: dict[str, Any] = json.loads(raw)
         return cls(**data)
 

@@ -80,7 +80,7 @@ class Bridge:
         self._servicer: WorkerNodeServicer | None = None
         self._stopped = threading.Event()
 
-    def start(self) -> "Bridge":
+    def start(self) -> Bridge:
         self._server = self._serve()
         self._channel = open_channel(self.settings)
         self.session = Session(self.settings, self._channel)
@@ -156,7 +156,7 @@ class Bridge:
         """Block until stop() (from a signal handler or another thread)."""
         self._stopped.wait()
 
-    def __enter__(self) -> "Bridge":
+    def __enter__(self) -> Bridge:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

@@ -108,7 +108,7 @@ class Dispatcher:
             return 0
         left = {n.node_id: [n.memory_gb, n.cpu_score, n.gpu_score, n.gpu_memory_gb] for n in candidates}
         sent = 0
-        for task_id, request, size in tasks.pending(self._store):
+        for task_id, request, _size in tasks.pending(self._store):
             with self._lock:
                 if task_id in self._in_flight:
                     continue

@@ -181,7 +181,7 @@ def dispatchable(store: Store, fresh_s: float, refuse_loopback: bool, now: float
         """,
         (now - fresh_s, now),
     ).fetchall()
-    nodes = [Node(**{k: row[k] for k in row.keys() if k != "gpu_total"}, gpu_capable=bool(row["gpu_total"]))
+    nodes = [Node(**{k: row[k] for k in row.keys() if k != "gpu_total"}, gpu_capable=bool(row["gpu_total"]))  # noqa: SIM118 - a sqlite3.Row iterates its values
              for row in rows]
     if refuse_loopback:
         nodes = [n for n in nodes if n.hostname.strip() not in LOOPBACK_HOSTS]

@@ -97,7 +97,8 @@ def _final_state(report: dict | None, current: str) -> tuple[State, str]:
     return State.FAILED, f"{status or 'unknown status'}: {reason}" if reason else (status or "unknown status")
 
 
-def _assess(report: dict | None, wall_s: float, samples: tuple[int, float, float, float]) -> tuple[float, float, float, float, str]:
+def _assess(report: dict | None, wall_s: float,
+            samples: tuple[int, float, float, float]) -> tuple[float, float, float, float, str]:
     """(duration, cpu %, memory %, gpu %, source) the pool accepts for paying."""
     count, cpu_sum, mem_sum, gpu_sum = samples
     means = (cpu_sum / count, mem_sum / count, gpu_sum / count) if count else None

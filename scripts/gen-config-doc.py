@@ -112,7 +112,7 @@ def type_name(annotation: object) -> str:
         return type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(str(a) for a in typing.get_args(annotation))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, __import__("types").UnionType):
         inner = " \\| ".join(type_name(a) for a in args)
         return f"{inner} (optional)" if len(args) < len(typing.get_args(annotation)) else inner
     if origin is list:

@@ -115,7 +115,7 @@ class DeployedPoolDouble:
         self._thread = threading.Thread(target=self._rounds, name="double-dispatch", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> "DeployedPoolDouble":
+    def start(self) -> DeployedPoolDouble:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
                              options=[("grpc.max_receive_message_length", 200 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 200 * 1024 * 1024)])

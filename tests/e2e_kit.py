@@ -50,7 +50,7 @@ class Proc:
     log_path: Path
     proc: subprocess.Popen | None = None
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         with self.log_path.open("ab") as log_file:
             self.proc = subprocess.Popen([sys.executable, *self.args], cwd=ROOT, env=self.env,
                                          stdout=log_file, stderr=subprocess.STDOUT)

@@ -125,7 +125,8 @@ def dockerd_restarted(site: Site, dockerd: SecondDockerd) -> Drill:
     client = docker.DockerClient(base_url=dockerd.host, timeout=30)
     [victim] = site.submit(1, seconds=15, prefix="dr")
     wait_until(lambda: any(c.status == "running" for c in client.containers.list(
-        filters={"label": [f"hivemind.task_id={victim}"]}, ignore_removed=True)), 90, "the task's container on the second dockerd")
+        filters={"label": [f"hivemind.task_id={victim}"]}, ignore_removed=True)), 90,
+        "the task's container on the second dockerd")
     time.sleep(1)
     dockerd.stop()
     dockerd.start()

@@ -112,14 +112,14 @@ class TestWorker:
     _server: grpc.Server | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> "TestWorker":
+    def start(self) -> TestWorker:
         worker = self
 
         class Servicer(pb_grpc.WorkerNodeServiceServicer):
             def ExecuteTask(self, request, context):  # noqa: N802 - gRPC name
                 with worker._lock:
                     worker.executed.append(request)
-                    worker.metadata.append({k: v for k, v in context.invocation_metadata()})
+                    worker.metadata.append(dict(context.invocation_metadata()))
                 if worker.hold is not None:
                     worker.hold.wait(30)
                 return pb.ExecuteTaskResponse(success=worker.accept, message=worker.reason)

@@ -66,7 +66,7 @@ class RecordingPool:
         self._server: grpc.Server | None = None
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> "RecordingPool":
+    def start(self) -> RecordingPool:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8),
             options=[("grpc.max_receive_message_length", 200 * 1024 * 1024)],

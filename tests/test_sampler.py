@@ -182,7 +182,8 @@ def test_docker_stats_fallback_and_vanished_container(docker_client) -> None:
 
 
 def test_process_source_measures_a_process_tree() -> None:
-    code = "import subprocess,sys; subprocess.run([sys.executable,'-c','import time\\nt=time.process_time()\\nwhile time.process_time()-t<0.6: pass'])"
+    code = ("import subprocess,sys; subprocess.run([sys.executable,'-c',"
+            "'import time\\nt=time.process_time()\\nwhile time.process_time()-t<0.6: pass'])")
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         source = source_for(proc.pid)

@@ -7,7 +7,7 @@ import json
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import redis
@@ -111,7 +111,7 @@ def test_tracker_publishes_and_rewards(celery_app, redis_client, docker_client) 
         live = celery_app.AsyncResult("track-1")
         assert live.state == "RUNNING"
         assert live.info["usage"]["cpu_seconds"] > 0
-        started = datetime.now(timezone.utc) - timedelta(hours=1)
+        started = datetime.now(UTC) - timedelta(hours=1)
         outcome = TaskOutcome(task_id="track-1", status=TaskStatus.SUCCEEDED, exit_code=0,
                               started_at=started, finished_at=started + timedelta(hours=1))
         outcome = tracker.complete(outcome)
@@ -167,7 +167,7 @@ def test_container_gone_before_start_is_not_measured(redis_client) -> None:
     spec = TaskSpec(task_id="gone-1", payload=PAYLOAD)
     tracker = UsageMeter(None, spec, redis_client, settings)
     tracker.on_start(Started("gone-1", "f" * 64, 0))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     outcome = tracker.complete(TaskOutcome(task_id="gone-1", status=TaskStatus.SUCCEEDED, exit_code=0,
                                            started_at=now, finished_at=now))
     assert tracker.docker_client is None  # no Docker client was even made

@@ -45,7 +45,7 @@ class PoolClient:
         self.master = pb_grpc.MasterNodeServiceStub(self._channel)
 
     @classmethod
-    def from_settings(cls) -> "PoolClient":
+    def from_settings(cls) -> PoolClient:
         from hivemind_celery.core.settings import Settings
 
         settings = Settings()  # fresh, not cached: the environment is the configuration
@@ -54,7 +54,7 @@ class PoolClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "PoolClient":
+    def __enter__(self) -> PoolClient:
         return self
 
     def __exit__(self, *_: object) -> None:

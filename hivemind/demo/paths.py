@@ -16,7 +16,7 @@ class DemoPaths:
     root: Path
 
     @classmethod
-    def under(cls, base: Path) -> "DemoPaths":
+    def under(cls, base: Path) -> DemoPaths:
         paths = cls(base.resolve())
         for folder in (paths.root, paths.logs, paths.redis, paths.results):
             folder.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ class Credentials:
     redis_password: str
 
     @classmethod
-    def load_or_create(cls, path: Path) -> tuple["Credentials", bool]:
+    def load_or_create(cls, path: Path) -> tuple[Credentials, bool]:
         """(credentials, True when they were generated now)."""
         data = read_json(path)
         names = {f.name for f in fields(cls)}

@@ -49,7 +49,7 @@ class RewardPolicy(BaseModel):
     minimum: int = Field(1, ge=0, description="Every finished task earns at least this.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "RewardPolicy":
+    def _ordered(self) -> RewardPolicy:
         # Descending thresholds and ascending multipliers keep the reward
         # monotone: using more of what was reserved never pays less.
         if not self.high_threshold >= self.mid_threshold >= self.low_threshold:
@@ -59,7 +59,7 @@ class RewardPolicy(BaseModel):
         return self
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "RewardPolicy":
+    def from_settings(cls, settings: Settings | None = None) -> RewardPolicy:
         """The site's policy from HIVEMIND_REWARD_* settings."""
         if settings is None:
             from hivemind_celery.core.settings import get_settings

@@ -149,7 +149,9 @@ class Settings(BaseSettings):
     reward_base: float = Field(10.0, ge=0, description="CPT for one time unit at the standard multiplier.")
     reward_high_threshold: float = Field(80.0, ge=0, le=100, description="Utilization % above which the high multiplier applies.")
     reward_mid_threshold: float = Field(50.0, ge=0, le=100, description="Utilization % above which the mid multiplier applies.")
-    reward_low_threshold: float = Field(20.0, ge=0, le=100, description="Utilization % above which the standard multiplier applies.")
+    reward_low_threshold: float = Field(
+        20.0, ge=0, le=100, description="Utilization % above which the standard multiplier applies."
+    )
     reward_high_multiplier: float = Field(1.5, ge=0, description="Reward multiplier above the high threshold.")
     reward_mid_multiplier: float = Field(1.2, ge=0, description="Reward multiplier above the mid threshold.")
     reward_standard_multiplier: float = Field(1.0, ge=0, description="Reward multiplier above the low threshold.")
@@ -226,7 +228,7 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _visibility_above_limit(self) -> "Settings":
+    def _visibility_above_limit(self) -> Settings:
         if self.visibility_timeout <= self.hard_time_limit:
             raise ValueError(
                 f"HIVEMIND_VISIBILITY_TIMEOUT ({self.visibility_timeout:.0f}s) must exceed the hard "

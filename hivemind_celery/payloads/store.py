@@ -42,7 +42,7 @@ class PayloadStore:
         self.ttl = settings.payload_ttl
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "PayloadStore":
+    def from_settings(cls, settings: Settings | None = None) -> PayloadStore:
         settings = settings or get_settings()
         return cls(payload_redis(settings), settings)
 

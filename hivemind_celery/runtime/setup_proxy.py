@@ -87,7 +87,7 @@ class Proxy:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             writer.close()
             return
         lines = head.decode("latin-1").split("\r\n")
@@ -114,7 +114,7 @@ class Proxy:
             return
         try:
             upstream = await asyncio.wait_for(asyncio.open_connection(*where), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             await _answer(writer, "502 Bad Gateway", f"cannot reach {where[0]}:{where[1]}: {exc}")
             return
         if method == "CONNECT":

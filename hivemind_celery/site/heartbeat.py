@@ -57,7 +57,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registry-heartbeat", daemon=True)
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         self.registry.register(self.capacity)
         REGISTERED[self.capacity.worker_id] = self.capacity
         log.info("registered in the site registry: %g CPUs, %d MiB, %d GPUs, queues %s",

@@ -185,7 +185,7 @@ class CgroupReader:
         self.paths = paths
 
     @classmethod
-    def for_pid(cls, pid: int) -> "CgroupReader | None":
+    def for_pid(cls, pid: int) -> CgroupReader | None:
         paths = find_cgroup(pid)
         return cls(paths) if paths is not None else None
 

@@ -205,7 +205,7 @@ class UsageSampler:
     def source_name(self) -> Source:
         return self.source.name if self.source is not None else "none"
 
-    def start(self) -> "UsageSampler":
+    def start(self) -> UsageSampler:
         self._started = time.monotonic()
         self._published = None
         if self.source is not None and getattr(self.source, "cheap", False):

@@ -62,7 +62,7 @@ class PeakRss:
         while not self._stop.wait(0.2):
             self.peak = max(self.peak, self.now())
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 
