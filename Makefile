@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := docker.io docker-compose redis-server debootstrap busybox-static
 
-.PHONY: demo test deps sysdeps venv images offline-images compose-smoke bench reliability clean
+.PHONY: demo test lint deps sysdeps venv images offline-images compose-smoke bench reliability clean
 
 # hivemind demo starts dockerd itself when it is installed but not running (and stops
 # it after); DEMO_ARGS passes options, e.g. DEMO_ARGS=--exit-when-done.
@@ -13,6 +13,11 @@ demo: deps
 
 test: deps
 	scripts/with-services.sh $(BIN)/pytest $(PYTEST_ARGS)
+
+# ruff (style, imports, likely bugs) and mypy (types), both configured in pyproject.toml.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 deps: sysdeps venv
 

@@ -113,7 +113,7 @@ def allowed_networks(entries: list[str], pool_host: str) -> tuple[IpNetwork, ...
                 "give addresses or CIDRs, or * for any caller"
             ) from exc
         for info in infos:
-            networks.append(ipaddress.ip_network(info[4][0].split("%")[0]))
+            networks.append(ipaddress.ip_network(str(info[4][0]).split("%")[0]))
     return tuple(dict.fromkeys(networks))
 
 

@@ -289,7 +289,7 @@ class Relay:
         self._wake.set()
 
 
-def usage_sample(raw: bytes | str, gpu_memory_mb: int = 0) -> dict[str, float] | None:
+def usage_sample(raw: bytes | str, gpu_memory_mb: int = 0) -> dict[str, Any] | None:
     """The worker's latest usage sample JSON (sampler.UsageSample) -> TaskUsage
     percent fields. GPU memory comes in bytes: its share of what the task reserved."""
     try:

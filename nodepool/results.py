@@ -105,7 +105,7 @@ def _assess(report: dict | None, wall_s: float,
     if report is not None:
         claimed = report_duration(report)
         duration = min(claimed, wall_s) if claimed is not None else wall_s
-        usage = report.get("usage") if isinstance(report.get("usage"), dict) else {}
+        usage = report["usage"] if isinstance(report.get("usage"), dict) else {}
         figures = []
         for index, key in enumerate(("cpu_percent", "memory_percent", "gpu_percent")):
             value = _number(usage.get(key))

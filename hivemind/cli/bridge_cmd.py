@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 
@@ -18,7 +20,7 @@ def bridge(
     from bridge.__main__ import run
     from hivemind_celery.core.settings import Settings
 
-    overrides = {
+    overrides: dict[str, Any] = {
         "nodepool_address": nodepool,
         "username": username,
         "bridge_port": port,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -72,7 +73,7 @@ def nodepool(
 
     site = Settings()
     logs.configure(site.log_level, site.log_json)
-    overrides = {k: v for k, v in {"port": port, "db": db}.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in {"port": port, "db": db}.items() if v is not None}
     serve(NodePoolSettings(**overrides))
 
 

@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,9 @@ def _same_socket(a: Path, b: Path) -> bool:
     return a.name == b.name and os.path.realpath(a.parent) == os.path.realpath(b.parent)
 
 
-def docker_host(environ: dict[str, str] | None = None) -> DockerHost:
-    environ = os.environ if environ is None else environ
-    url = environ.get("DOCKER_HOST", "").strip() or f"unix://{DEFAULT_SOCKET}"
+def docker_host(environ: Mapping[str, str] | None = None) -> DockerHost:
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    url = env.get("DOCKER_HOST", "").strip() or f"unix://{DEFAULT_SOCKET}"
     if url.startswith("unix://"):
         return DockerHost(url, Path(url[len("unix://"):]))
     return DockerHost(url, None)

@@ -37,6 +37,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -292,7 +293,7 @@ def check_requirements(text: str) -> list[str]:
 class _Counted(io.RawIOBase):
     """Reads one zip entry, refusing more bytes than its header declared."""
 
-    def __init__(self, stream: io.BufferedIOBase, entry: ZipEntry) -> None:
+    def __init__(self, stream: IO[bytes], entry: ZipEntry) -> None:
         self._stream, self._entry, self._seen = stream, entry, 0
 
     def readable(self) -> bool:

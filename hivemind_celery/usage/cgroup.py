@@ -58,7 +58,7 @@ class CgroupPaths:
 
 
 @dataclass(frozen=True)
-class _Mount:
+class Mount:
     root: str
     point: str
     fstype: str
@@ -70,7 +70,7 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def parse_mountinfo(text: str) -> list[_Mount]:
+def parse_mountinfo(text: str) -> list[Mount]:
     mounts = []
     for line in text.splitlines():
         left, sep, right = line.partition(" - ")
@@ -80,7 +80,7 @@ def parse_mountinfo(text: str) -> list[_Mount]:
         if len(fields) < 5 or len(tail) < 3:
             continue
         options = frozenset(tail[2].split(","))
-        mounts.append(_Mount(_unescape(fields[3]), _unescape(fields[4]), tail[0], options))
+        mounts.append(Mount(_unescape(fields[3]), _unescape(fields[4]), tail[0], options))
     return mounts
 
 
@@ -102,7 +102,7 @@ def parse_proc_cgroup(text: str) -> tuple[dict[str, str], str | None]:
     return v1, unified
 
 
-def join_mount(mount: _Mount, path: str) -> Path:
+def join_mount(mount: Mount, path: str) -> Path:
     # The cgroup path is relative to the hierarchy's root; a mount may show
     # only a subtree of it (mount root not "/"), as inside a cgroup namespace.
     if mount.root != "/" and (path == mount.root or path.startswith(mount.root + "/")):

@@ -34,6 +34,7 @@ from hivemind_celery.usage.cgroup import (
     CgroupGone,
     CgroupPaths,
     CgroupReader,
+    Mount,
     join_mount,
     parse_mountinfo,
     parse_proc_cgroup,
@@ -109,10 +110,10 @@ class TaskCgroup:
         return removed
 
 
-def _mounts() -> tuple[dict[str, object], object | None, list]:
+def _mounts() -> tuple[dict[str, Mount], Mount | None, list[Mount]]:
     mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
-    v1 = {}
-    v2 = None
+    v1: dict[str, Mount] = {}
+    v2: Mount | None = None
     for mount in mounts:
         if mount.fstype == "cgroup":
             for controller in _V1_CONTROLLERS:
