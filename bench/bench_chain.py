@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from hivemind.cli.pool_client import PoolClient  # noqa: E402
+from hivemind.pool_client import PoolClient  # noqa: E402
 from hivemind_celery.celery_app import create_app  # noqa: E402
 from hivemind_celery.core.settings import Settings  # noqa: E402
 from nodepool import accounts  # noqa: E402

@@ -36,3 +36,9 @@ def read_task_zip(path: Path) -> bytes:
     if path.is_file():
         return path.read_bytes()
     raise typer.BadParameter(f"{path} is neither a zip file nor a directory")
+
+
+def fail(message: str) -> typer.Exit:
+    """Print an error to stderr and return the exit to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)

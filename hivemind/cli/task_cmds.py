@@ -1,6 +1,6 @@
 """The task owner's commands against a Node Pool: submit, status, logs, result, stop,
 balance, transfer. They log in with HIVEMIND_USERNAME / HIVEMIND_PASSWORD at
-HIVEMIND_NODEPOOL_ADDRESS (see pool_client.py)."""
+HIVEMIND_NODEPOOL_ADDRESS (see hivemind/pool_client.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from hivemind.cli.common import read_task_zip
-from hivemind.cli.pool_client import PoolClient, PoolError, fail
+from hivemind.cli.common import fail, read_task_zip
+from hivemind.pool_client import PoolClient, PoolError
 from proto import nodepool_pb2 as pb
 
 console = Console(stderr=True)

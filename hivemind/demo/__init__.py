@@ -9,8 +9,9 @@ The parts, one job each:
   what the demo does about what it lacks;
 - `dockerd.py`: which Docker daemon to use, starting it when it is installed but
   not running (and stopping it after);
-- `pool_client.py`: the Node Pool as a user sees it (login, upload, list, result);
-- `examples.py`: the bundled examples and their expected outcomes;
+- `catalog.py`: the bundled examples (package data in `examples/`) and their expected outcomes;
 - `report.py`: live progress and the outcome table (rich);
 - `runner.py`: the whole run, start to stop.
+
+It talks to the Node Pool through hivemind/pool_client.py, the same client as the CLI.
 """

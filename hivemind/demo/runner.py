@@ -21,7 +21,6 @@ from rich.panel import Panel
 from hivemind.demo import dockerd, services
 from hivemind.demo.catalog import EXAMPLES, examples_dir, read_report, zip_folder
 from hivemind.demo.paths import Credentials, DemoPaths, read_json, write_private
-from hivemind.demo.pool_client import PoolClient, PoolError
 from hivemind.demo.preflight import FLOWER_FIX, Preflight, check, ensure_image
 from hivemind.demo.procs import (
     ChildFailed,
@@ -31,6 +30,7 @@ from hivemind.demo.procs import (
     stop_group,
 )
 from hivemind.demo.report import Tracked, notes, outcome_table, progress_table
+from hivemind.pool_client import PoolClient, PoolError
 from hivemind_celery.core.errors import HivemindError
 
 DEFAULT_PORTS = {"redis": 6379, "nodepool": 50051, "bridge": 50053, "flower": 5555}
@@ -217,7 +217,7 @@ def write_env_file(paths: DemoPaths, site: Site, creds: Credentials) -> None:
 
 def stop_stale_tasks(client: PoolClient, console: Console) -> None:
     """Unfinished tasks of earlier demo runs would take the workers first."""
-    for state in client.tasks().values():
+    for state in client.states().values():
         if not state.final and state.task_id.startswith("demo-"):
             console.print(f"[dim]stopping {state.task_id} ({state.status}) left from an earlier run: "
                           f"{client.stop(state.task_id)}[/dim]")
@@ -258,7 +258,7 @@ def follow(client: PoolClient, rows: list[Tracked], sup: Supervisor, paths: Demo
                     if not row.done:
                         row.error = f"not finished after {max_wait:.0f}s (status {row.pool_status})"
                 break
-            states = client.tasks()
+            states = client.states()
             for row in rows:
                 if row.done or row.task_id not in states:
                     continue
