@@ -3,7 +3,7 @@
 Connect a receiver at import time in a module of your own and have the
 worker import it: `celery -A hivemind_celery worker --include mymodule`
 (Celery's own option; tests/usage_signal_receiver.py is such a module,
-tests/test_usage_live.py runs it in a real worker)::
+tests/task/test_usage_live.py runs it in a real worker)::
 
     from hivemind_celery.observability.signals import task_rewarded
 

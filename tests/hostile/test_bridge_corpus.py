@@ -1,6 +1,6 @@
 """The corpus through the bridge's ExecuteTask intake, over real gRPC on
 loopback, with a real Redis broker and the recording pool of
-tests/test_bridge_service.py as the Node Pool peer.
+tests/bridge/test_bridge_service.py as the Node Pool peer.
 
 Every hostile zip, resource request, task id and oversize message is refused
 with a message naming what was wrong; nothing reaches a queue, no capacity is
@@ -19,7 +19,7 @@ from bridge.server import Bridge
 from proto import nodepool_pb2 as pb
 from tests.conftest import make_zip
 from tests.hostile.cases import BAD_TASK_IDS, HEADER_CASES, Case
-from tests.test_bridge_service import (
+from tests.bridge.test_bridge_service import (
     RecordingPool,
     add_worker,
     bridge_settings,

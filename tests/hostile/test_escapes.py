@@ -1,7 +1,7 @@
 """Escape and abuse attempts with real containers through a real worker: each
 is contained, and the outcome says what happened.
 
-Already covered in tests/test_worker.py and not repeated here: the shell fork
+Already covered in tests/task/test_worker.py and not repeated here: the shell fork
 bomb (test_fork_bomb_is_contained), the memory hog reported oom_killed
 (test_memory_hog_is_oom_killed), and the basic sandbox probe — uid 1000,
 read-only /etc, no route to 1.1.1.1, only `lo` (test_sandbox_no_network_readonly_root_non_root).

@@ -2,7 +2,7 @@
 sent as `hivemind.run_task` to a real `celery worker` subprocess and must come
 back REJECTED with a reason naming what was wrong (and, where a task id was
 usable, with a result zip). After the whole corpus the same worker still runs a
-good task. (Some cases repeat tests/test_worker.py; here they are the catalogue.)"""
+good task. (Some cases repeat tests/task/test_worker.py; here they are the catalogue.)"""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from nodepool.store import Store
 from proto import nodepool_pb2 as pb
 from tests.nodepool_kit import PASSWORD, Client, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

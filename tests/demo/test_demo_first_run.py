@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 from tests.conftest import PYTHON_IMAGE, ROOT
-from tests.test_demo import checkout, demo, leftovers  # noqa: F401 - `checkout` is a fixture
+from tests.demo.test_demo import checkout, demo, leftovers  # noqa: F401 - `checkout` is a fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 

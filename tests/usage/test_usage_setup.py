@@ -26,7 +26,7 @@ from hivemind_celery.runtime.process import ProcessRuntime
 from hivemind_celery.task.meter import UsageMeter
 from hivemind_celery.task.outcomes import outcome_from_result
 from tests.conftest import PYTHON_IMAGE, make_zip
-from tests.test_usage_exact import CPUS, reference
+from tests.usage.test_usage_exact import CPUS, reference
 
 PAYLOAD = "sha256:" + "0" * 64
 MAIN = (

@@ -30,7 +30,7 @@ from hivemind_celery.task.outcomes import rejected_outcome
 from hivemind_celery.task.result import store_result
 from hivemind_celery.task.streams import OutputStream
 from tests.conftest import make_zip
-from tests.test_bridge_service import (
+from tests.bridge.test_bridge_service import (
     RecordingPool,
     add_worker,
     bridge_settings,

@@ -28,8 +28,8 @@ from tests.nodepool_kit import (
     task_status,
     wait_for,
 )
-from tests.test_bridge_relay import finish
-from tests.test_bridge_service import add_worker
+from tests.bridge.test_bridge_relay import finish
+from tests.bridge.test_bridge_service import add_worker
 
 pytestmark = pytest.mark.redis
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("hivemind_celery", "hivemind", "bridge", "nodepool", "proto")
 EDGES = ("hivemind", "bridge", "nodepool", "proto")
 # hivemind_celery's own layers, bottom first: a module may import its own layer

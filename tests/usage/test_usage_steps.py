@@ -22,7 +22,7 @@ from hivemind_celery.runtime.process import ProcessRuntime
 from hivemind_celery.usage import task_cgroup
 from hivemind_celery.usage.totals import step_totals, whole_run
 from tests.conftest import PYTHON_IMAGE
-from tests.test_usage_exact import (
+from tests.usage.test_usage_exact import (
     _BURN,
     _REPORT,
     BURNERS,

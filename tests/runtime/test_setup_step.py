@@ -4,7 +4,7 @@ real `python -I -c` processes, no Docker.
 
 What the set-up step does inside real containers and a real worker is in
 tests/hostile/test_setup_isolation.py; the process runtime's in
-tests/test_setup_isolation_process.py.
+tests/runtime/test_setup_isolation_process.py.
 """
 
 from __future__ import annotations

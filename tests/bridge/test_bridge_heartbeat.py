@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from bridge.server import Bridge
-from tests.test_bridge_relay import finish
-from tests.test_bridge_service import (  # noqa: F401 - fixtures
+from tests.bridge.test_bridge_relay import finish
+from tests.bridge.test_bridge_service import (  # noqa: F401 - fixtures
     RecordingPool,
     add_worker,
     db,

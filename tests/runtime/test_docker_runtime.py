@@ -109,7 +109,7 @@ def test_setup_step_gets_no_task_env_and_main_sees_deps() -> None:
     setup = container_kwargs(job, settings(), "setup", "ws", "deps", 2, has_ca=True)
     main = container_kwargs(job, settings(), "main", "ws", "deps", 2)
     assert "PIP_INDEX_URL" not in setup["environment"] and setup["environment"]["PIP_CERT"]
-    # the set-up step's way out is its proxy (tests/test_setup_step.py); the main step has none
+    # the set-up step's way out is its proxy (tests/runtime/test_setup_step.py); the main step has none
     assert setup["network_mode"] == "none" and main["network_mode"] == "none"
     assert main["environment"]["A"] == "1" and main["environment"]["PYTHONPATH"] == "/opt/hivemind/deps"
     assert [m["ReadOnly"] for m in main["mounts"]] == [False, True]  # deps read-only in main

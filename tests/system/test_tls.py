@@ -25,7 +25,7 @@ from tests.nodepool_kit import (
     start_pool,
     wait_for,
 )
-from tests.test_bridge_service import add_worker, queued
+from tests.bridge.test_bridge_service import add_worker, queued
 from tests.tls_kit import Pki, make_pki
 
 pytestmark = pytest.mark.redis
