@@ -20,8 +20,8 @@ from pathlib import Path
 
 from hivemind_celery.core.reward import RewardPolicy, compute_reward
 from tests.conftest import ROOT, make_zip
-from tests.nodepool_kit import PASSWORD, wait_for
 from tests.nodepool.test_nodepool_process import free_port, serving
+from tests.nodepool_kit import PASSWORD, wait_for
 
 OWNER = "owner"
 SITE = "site1"  # the bridge's worker account; its user name is its node id

@@ -29,7 +29,6 @@ from hivemind_celery.task.idempotency import TaskGuard
 from hivemind_celery.task.outcomes import rejected_outcome
 from hivemind_celery.task.result import store_result
 from hivemind_celery.task.streams import OutputStream
-from tests.conftest import make_zip
 from tests.bridge.test_bridge_service import (
     RecordingPool,
     add_worker,
@@ -38,6 +37,7 @@ from tests.bridge.test_bridge_service import (
     stop_task,
     wait_for,
 )
+from tests.conftest import make_zip
 
 pytestmark = pytest.mark.redis
 

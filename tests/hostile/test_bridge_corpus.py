@@ -17,8 +17,6 @@ import redis
 
 from bridge.server import Bridge
 from proto import nodepool_pb2 as pb
-from tests.conftest import make_zip
-from tests.hostile.cases import BAD_TASK_IDS, HEADER_CASES, Case
 from tests.bridge.test_bridge_service import (
     RecordingPool,
     add_worker,
@@ -26,6 +24,8 @@ from tests.bridge.test_bridge_service import (
     execute,
     queued,
 )
+from tests.conftest import make_zip
+from tests.hostile.cases import BAD_TASK_IDS, HEADER_CASES, Case
 
 pytestmark = pytest.mark.redis
 

@@ -18,6 +18,8 @@ from hivemind_celery.core.settings import Settings
 from nodepool import results
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
+from tests.bridge.test_bridge_relay import finish
+from tests.bridge.test_bridge_service import add_worker
 from tests.nodepool_kit import (
     PASSWORD,
     Client,
@@ -28,8 +30,6 @@ from tests.nodepool_kit import (
     task_status,
     wait_for,
 )
-from tests.bridge.test_bridge_relay import finish
-from tests.bridge.test_bridge_service import add_worker
 
 pytestmark = pytest.mark.redis
 
