@@ -18,6 +18,7 @@ import pytest
 
 from tests import pool_scenarios as scenarios
 from tests.e2e_kit import SITE
+from tests.nodepool_kit import wait_for
 from tests.pool_sites import CPU_SCORE, SLOTS, StandInSite
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -61,10 +62,8 @@ def test_ten_tasks_keep_both_slots_busy(site: StandInSite) -> None:
 def test_a_bridge_restart_keeps_capacity_right(site: StandInSite) -> None:
     scenarios.restart_keeps_capacity(site)
     node = site.double.node(SITE)
-    scenarios_done = lambda: site.double.node(SITE).available == node.total  # noqa: E731
-    from tests.nodepool_kit import wait_for
-
-    wait_for(scenarios_done, timeout=30, what=f"available_* back to the totals ({node.available} vs {node.total})")
+    wait_for(lambda: node.available == node.total, timeout=30,
+             what=f"available_* back to the totals ({node.available} vs {node.total})")
     with site.double.lock:
         registered = {(r.cpu_score, r.memory_gb, r.cpu_cores) for _, r in site.double.registrations}
     assert len(registered) == 1 and next(iter(registered))[0] == SLOTS * CPU_SCORE, registered

@@ -332,13 +332,17 @@ def test_pool_forgetting_the_token_means_login_again(start_bridge: Callable[...,
 
 
 # -- who may call ---------------------------------------------------------------------
-def test_unknown_caller_is_refused_but_health_answers(start_bridge: Callable[..., Bridge], db: redis.Redis) -> None:
+def test_unknown_caller_is_refused_but_health_answers(start_bridge: Callable[..., Bridge], db: redis.Redis,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     add_worker(db)
     bridge = start_bridge(bridge_allowed_callers="10.9.9.9")
     with pytest.raises(grpc.RpcError) as refused:
         execute(bridge, "t-unknown-caller")
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "not allowed" in refused.value.details()
+    # The deployed pool shows a refusal to nobody: the operator reads it in the bridge's log.
+    [line] = [r for r in caplog.records if r.name == "bridge.callers" and "ExecuteTask" in r.getMessage()]
+    assert line.levelname == "WARNING" and "127.0.0.1" in line.getMessage() and "127.0.0.1" in line.peer
     with pytest.raises(grpc.RpcError) as stop_refused:
         stop_task(bridge, "t-unknown-caller")
     assert stop_refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
