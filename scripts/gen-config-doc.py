@@ -67,8 +67,10 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
     "BENCH_ROUND": ("10", "bench/bench_chain.py", "Tasks per alternating round of the whole-chain benchmark."),
     "BENCH_KEYS_ROUNDS": ("10", "bench/bench_capacity.py", "`KEYS` scans the benchmark times."),
     "BENCH_TASK_SECONDS": ("10", "bench/bench_pool_rounds.py", "Seconds each task of the pool-rounds benchmark runs."),
-    "BENCH_ROUND_S": ("10", "bench/bench_pool_rounds.py", "Round length of the deployed-pool stand-in in the pool-rounds benchmark."),
-    "BENCH_DRY": ("(unset)", "bench/bench_pool_rounds.py", "1: a trial with other figures, printed and not written to docs/PERFORMANCE.md."),
+    "BENCH_ROUND_S": ("10", "bench/bench_pool_rounds.py",
+                      "Round length of the deployed-pool stand-in in the pool-rounds benchmark."),
+    "BENCH_DRY": ("(unset)", "bench/bench_pool_rounds.py",
+                  "1: a trial with other figures, printed and not written to docs/PERFORMANCE.md."),
     "DOCKER_HOST": ("unix:///var/run/docker.sock", "hivemind/demo/dockerd.py (and the Docker SDK everywhere)",
                     "The Docker daemon the workers use. `hivemind demo` starts dockerd there when it is "
                     "installed but not running (its own data and bridge for a socket other than the default)."),
