@@ -1,0 +1,1 @@
+"""Measuring a task: cgroup counters, NVML, the host, the sampler thread and per-step totals."""
