@@ -118,11 +118,19 @@ class SignalObserver(TaskObserver):
 
 
 class AllocationObserver(TaskObserver):
+    def __init__(self) -> None:
+        self._registry: Registry | None = None  # one per run (default_observers makes a new list per run)
+
+    def registry(self, run: TaskRun) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(run.client)
+        return self._registry
+
     def _hold(self, run: TaskRun) -> None:
         spec = run.spec
         ttl = max(ALLOCATION_TTL, run.settings.sample_interval * 10)
         try:
-            Registry(run.client).allocate(spec.task_id, spec.cpus, spec.memory_mb, spec.gpus, spec.gpu_memory_mb,
+            self.registry(run).allocate(spec.task_id, spec.cpus, spec.memory_mb, spec.gpus, spec.gpu_memory_mb,
                                           ttl=ttl)
         except redis.RedisError as exc:
             log.warning("could not hold the task's allocation: %s", exc, extra={"task_id": spec.task_id})
@@ -135,7 +143,7 @@ class AllocationObserver(TaskObserver):
 
     def on_finish(self, run: TaskRun, outcome: TaskOutcome) -> None:
         try:
-            Registry(run.client).release(run.task_id)
+            self.registry(run).release(run.task_id)
         except redis.RedisError:
             log.warning("could not release the task's allocation", extra={"task_id": run.task_id})
 
@@ -192,5 +200,6 @@ class TotalsObserver(TaskObserver):
 
 
 def default_observers() -> list[TaskObserver]:
+    """A fresh list for each run (observers may keep what they made for it)."""
     return [SignalObserver(), AllocationObserver(), UsageKeyObserver(), UsageEventObserver(),
             LiveStateObserver(), TotalsObserver()]
