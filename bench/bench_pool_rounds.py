@@ -22,7 +22,7 @@ is one the site had free with no job running in it):
 - (our pool) a job's end to the next dispatch (the room announced, the pool's
   wake and round).
 Needs dockerd, the task image and a Redis (HIVEMIND_TEST_REDIS); uses
-databases 57 and 58 and empties them.
+databases 53 and 54 and empties them.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from tests.pool_sites import SLOTS, OwnPoolSite, PoolSite, StandInSite, sleeper_
 TASKS = int(os.environ.get("BENCH_TASKS", "20"))
 TASK_SECONDS = float(os.environ.get("BENCH_TASK_SECONDS", "10"))
 ROUND_S = float(os.environ.get("BENCH_ROUND_S", "10"))
-DBS = {"standin": 57, "own": 58}
+DBS = {"standin": 53, "own": 54}
 STEP = 0.05
 COMMAND = "scripts/with-services.sh .venv/bin/python bench/bench_pool_rounds.py"
 
