@@ -61,10 +61,19 @@ class Follower(threading.Thread):
                         continue
                     self._forward(chunk)
             except Exception:  # noqa: BLE001 - the stream ends when the container goes
-                return
+                if self.cancel.is_set() or not self._still_running():
+                    return
+                rotated = True  # a read failed mid-run (dockerd slow under load): follow again from now
             if not rotated:
                 return
             self.skipped, since = True, time.time()
+
+    def _still_running(self) -> bool:
+        try:
+            self.container.reload()
+        except Exception:  # noqa: BLE001 - removed or daemon gone
+            return False
+        return bool(self.container.attrs.get("State", {}).get("Running"))
 
     def finish(self) -> None:
         """After the container ended: a follower still behind a flood is cut
@@ -76,6 +85,9 @@ class Follower(threading.Thread):
             return
         self.cancel.set()
         self.join(timeout=5)
+        self._add_last_lines()
+
+    def _add_last_lines(self) -> None:
         self.tail.note("output came faster than it could be read; some was skipped; the last lines follow")
         try:
             self.tail.add(self.container.logs(stdout=True, stderr=True, tail=LAST_LINES))
@@ -100,7 +112,11 @@ class Follower(threading.Thread):
             everything = self.container.logs(stdout=True, stderr=True)
         except Exception:  # noqa: BLE001 - the container may be gone already
             return
-        # Forward the rest only when the log lines up with what the stream gave.
+        # Forward the rest only when the log lines up with what the stream gave;
+        # when it does not (the log rotated meanwhile), the last lines at least.
         start = self.received - len(self.recent)
         if len(everything) > self.received and everything[start:self.received] == self.recent:
             self.tail.add(everything[self.received:])
+            return
+        self.skipped = True
+        self._add_last_lines()
