@@ -30,10 +30,11 @@ from tests.nodepool_kit import PASSWORD, Client, add_user, make_zip, start_pool
 
 WORKER_SECRET = "fault-drill-worker-secret"
 # Short limits so that a message held by a killed worker comes back quickly:
-# hard limit 20 + 5 + 10 = 35 s < visibility timeout 40 s (swept every 4 s).
+# hard limit 20 + 5 + 10 + 1 (frozen) = 36 s < visibility timeout 40 s (swept every 4 s).
 FAST = {
     "HIVEMIND_MAX_TIMEOUT": "20", "HIVEMIND_DEFAULT_TIMEOUT": "20", "HIVEMIND_IMAGE_PULL_TIMEOUT": "5",
     "HIVEMIND_TIME_LIMIT_MARGIN": "10", "HIVEMIND_VISIBILITY_TIMEOUT": "40", "HIVEMIND_TASK_LOCK_TTL": "6",
+    "HIVEMIND_MAX_FROZEN_SECONDS": "1",
     "HIVEMIND_REGISTRY_HEARTBEAT_INTERVAL": "1", "HIVEMIND_TASK_IMAGE": BUSYBOX_IMAGE,
 }
 

@@ -124,3 +124,60 @@ def workers_with_deliveries() -> str:
 def registry_reconcile_lock() -> str:
     """Held by the one worker that rebuilds the registry's totals this round."""
     return f"{PREFIX}:registry:reconcile"
+
+
+# --- the contributor's console (observability/series.py, site/activity.py, observability/logs.py)
+def task_series(task_id: str) -> str:
+    """List of a task's usage samples over its life (JSON points, capped)."""
+    return f"{PREFIX}:task:{task_id}:series"
+
+
+def task_info(task_id: str) -> str:
+    """JSON of what the console shows of a task (worker, cpus, memory, image)."""
+    return f"{PREFIX}:task:{task_id}:info"
+
+
+def host_series(worker_id: str) -> str:
+    """List of one worker host's snapshots (CPU, memory, disk, network, GPUs), capped."""
+    return f"{PREFIX}:host:{worker_id}:series"
+
+
+def host_series_index() -> str:
+    """Sorted set worker id -> time of its last host snapshot."""
+    return f"{PREFIX}:host:series"
+
+
+def site_running() -> str:
+    """Sorted set task id -> start time of the tasks running on the site."""
+    return f"{PREFIX}:site:running"
+
+
+def site_history() -> str:
+    """Sorted set task id -> end time of the tasks that ended lately (capped)."""
+    return f"{PREFIX}:site:history"
+
+
+def site_problems() -> str:
+    """List of the site processes' recent warnings and errors (JSON, newest first, capped)."""
+    return f"{PREFIX}:site:problems"
+
+
+def bridge_status() -> str:
+    """Hash the bridge keeps of its standing with the Node Pool (node_id, pool, status, last_beat, error)."""
+    return f"{PREFIX}:bridge:status"
+
+
+# --- the owner's preferences and the site's mode (site/prefs.py) ------------------
+def site_prefs() -> str:
+    """The owner's Preferences JSON (absent: the environment defaults)."""
+    return f"{PREFIX}:site:prefs"
+
+
+def site_mode() -> str:
+    """The SiteMode JSON the workers last decided (running/paused and why)."""
+    return f"{PREFIX}:site:mode"
+
+
+def site_frozen() -> str:
+    """Hash worker id -> how many of its tasks are frozen now (a pause)."""
+    return f"{PREFIX}:site:frozen"

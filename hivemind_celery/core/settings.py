@@ -178,6 +178,44 @@ class Settings(BaseSettings):
     health_min_disk_free_mb: int = Field(1024, ge=0, description="Health check fails below this much free disk (MiB).")
     health_min_memory_mb: int = Field(256, ge=0, description="Health check fails below this much available memory (MiB).")
 
+    # --- GPUs: which this host shares, and how many tasks each may hold (site/gpu_allocator.py) --
+    gpu_devices: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="GPU indices or UUIDs this host offers (comma list; empty: all NVML sees)."
+    )
+    gpu_share: int = Field(
+        1, ge=1, le=64, description="Tasks one GPU may hold at once; above 1, GPU memory requests are checked "
+        "against what the card's other tasks asked for."
+    )
+    gpu_lease_ttl: float = Field(
+        60.0, gt=0, description="Seconds a task's GPUs stay held after its worker last renewed them (a crashed "
+        "worker's GPUs come back after this)."
+    )
+    gpu_wait: float = Field(
+        600.0, ge=0, description="Seconds a GPU task waits for a free GPU on this host before it fails."
+    )
+
+    # --- the owner's preferences: defaults until someone sets them (core/prefs.py) --
+    prefs_run_mode: Literal["always", "when_idle", "never"] = Field(
+        "always", description="Run tasks always, only while the owner is not using the machine, or never."
+    )
+    prefs_suspend_above_cpu_percent: float | None = Field(
+        None, gt=0, le=100, description="Suspend tasks while non-task CPU use is above this % (unset: never)."
+    )
+    prefs_hours: str = Field("", description="Run only between these hours, HH:MM-HH:MM local time (may cross midnight; empty: any).")
+    prefs_cpu_share_percent: float = Field(100.0, ge=1, le=100, description="Share at most this % of the CPUs.")
+    prefs_memory_share_percent: float = Field(100.0, ge=1, le=100, description="Share at most this % of the memory.")
+    prefs_gpus: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="GPU indices or UUIDs to share (comma list; empty: all)."
+    )
+    prefs_keep_free_disk_gb: float = Field(0.0, ge=0, description="Keep at least this many GiB of disk free.")
+    prefs_check_interval: float = Field(
+        1.0, gt=0, le=1.5, description="Seconds between two evaluations of the preferences on each worker."
+    )
+    max_frozen_seconds: float = Field(
+        3600.0, gt=0,
+        description="A task frozen by a pause longer than this is stopped (it also lengthens Celery's hard time limit).",
+    )
+
     # --- bridge: this site's link to a HiveMind Node Pool (bridge/) -----------
     nodepool_address: str = Field("localhost:50051", description="host:port of the Node Pool's gRPC server.")
     username: str = Field("", description="The site's worker account on the Node Pool (its node id).")
@@ -211,7 +249,8 @@ class Settings(BaseSettings):
     )
     bridge_tls_key_file: str | None = Field(None, description="PEM private key of bridge_tls_cert_file.")
 
-    @field_validator("allowed_images", "bridge_allowed_callers", "setup_allowed_hosts", mode="before")
+    @field_validator("allowed_images", "bridge_allowed_callers", "setup_allowed_hosts", "prefs_gpus", "gpu_devices",
+                     mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -233,7 +272,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"HIVEMIND_VISIBILITY_TIMEOUT ({self.visibility_timeout:.0f}s) must exceed the hard "
                 f"time limit ({self.hard_time_limit:.0f}s = HIVEMIND_MAX_TIMEOUT + pull timeout + "
-                "HIVEMIND_TIME_LIMIT_MARGIN); "
+                "HIVEMIND_TIME_LIMIT_MARGIN + HIVEMIND_MAX_FROZEN_SECONDS); "
                 "otherwise Redis redelivers tasks that are still running"
             )
         return self
@@ -241,8 +280,9 @@ class Settings(BaseSettings):
     # --- derived ---------------------------------------------------------------
     @property
     def hard_time_limit(self) -> float:
-        """Celery's hard limit: the longest task plus set-up, pull and packing time."""
-        return self.max_timeout + self.image_pull_timeout + self.time_limit_margin
+        """Celery's hard limit: the longest task plus set-up, pull and packing time, plus
+        the longest a pause may freeze it (frozen time does not count against its timeout)."""
+        return self.max_timeout + self.image_pull_timeout + self.time_limit_margin + self.max_frozen_seconds
 
     @property
     def broker(self) -> str:

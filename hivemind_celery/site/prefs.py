@@ -1,0 +1,113 @@
+"""The site's preferences and mode in Redis, shared by every worker, the bridge,
+the CLI and the console.
+
+Preferences live under one key as JSON; until someone saves them, the
+environment's HIVEMIND_PREFS_* defaults apply. The mode is what the workers last
+decided from them (worker/prefs.py publishes it every second); readers that find
+none (no worker up yet) see the site running."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from hivemind_celery.core import keys
+from hivemind_celery.core.errors import HivemindError
+from hivemind_celery.core.prefs import RUNNING, Preferences, SiteMode
+from hivemind_celery.core.settings import Settings, get_settings
+
+# A published mode older than this is stale (every worker gone): readers see running
+# again rather than a pause nobody enforces.
+MODE_TTL_SECONDS = 10
+
+
+class PreferencesError(HivemindError, ValueError):
+    """Preferences that do not validate; the message names the field and why."""
+
+
+def defaults(settings: Settings) -> Preferences:
+    """The preferences the environment gives until someone saves others."""
+    return _validated({
+        "run_mode": settings.prefs_run_mode,
+        "suspend_above_cpu_percent": settings.prefs_suspend_above_cpu_percent,
+        "hours": settings.prefs_hours or None,
+        "cpu_share_percent": settings.prefs_cpu_share_percent,
+        "memory_share_percent": settings.prefs_memory_share_percent,
+        "gpus": settings.prefs_gpus or None,
+        "keep_free_disk_gb": settings.prefs_keep_free_disk_gb,
+    })
+
+
+def _validated(fields: dict[str, Any]) -> Preferences:
+    try:
+        return Preferences.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'preferences'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise PreferencesError(f"invalid preferences: {problems}") from None
+
+
+class PrefsStore:
+    def __init__(self, client: redis.Redis, settings: Settings | None = None) -> None:
+        self.client = client
+        self.settings = settings or get_settings()
+
+    # --- preferences -----------------------------------------------------------
+    def load(self) -> Preferences:
+        raw = self.client.get(keys.site_prefs())
+        if raw is None:
+            return defaults(self.settings)
+        try:
+            return Preferences.model_validate_json(raw)
+        except ValidationError:
+            # Written by an older version or by hand: the defaults, never a crash.
+            return defaults(self.settings)
+
+    def save(self, prefs: Preferences) -> None:
+        checked = _validated(prefs.model_dump())
+        self.client.set(keys.site_prefs(), checked.model_dump_json())
+
+    def update(self, **fields: Any) -> Preferences:
+        """Change the named fields (None clears an optional one); unknown names and
+        bad values raise PreferencesError and change nothing."""
+        current = self.load().model_dump()
+        current.update(fields)
+        updated = _validated(current)
+        self.save(updated)
+        return updated
+
+    def pause(self, for_seconds: float | None = None) -> Preferences:
+        """Pause until resumed, or for a while (`pause --for 2h`)."""
+        if for_seconds is None:
+            return self.update(run_mode="never", paused_until=None)
+        if for_seconds <= 0:
+            raise PreferencesError(f"pause for {for_seconds:g} s: the duration must be positive")
+        until = datetime.now(timezone.utc) + timedelta(seconds=for_seconds)
+        return self.update(paused_until=until)
+
+    def resume(self) -> Preferences:
+        """End an owner's pause; the hours and the owner-busy rules still apply."""
+        prefs = self.load()
+        run_mode = prefs.run_mode
+        if run_mode == "never":
+            run_mode = defaults(self.settings).run_mode
+            run_mode = "always" if run_mode == "never" else run_mode
+        return self.update(run_mode=run_mode, paused_until=None)
+
+    # --- the mode the workers decided ------------------------------------------
+    def publish_mode(self, mode: SiteMode) -> None:
+        self.client.set(keys.site_mode(), mode.model_dump_json(), ex=MODE_TTL_SECONDS)
+
+    def mode(self) -> SiteMode:
+        raw = self.client.get(keys.site_mode())
+        if raw is None:
+            return RUNNING
+        try:
+            return SiteMode.model_validate_json(raw)
+        except ValidationError:
+            return RUNNING
