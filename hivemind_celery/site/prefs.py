@@ -8,7 +8,7 @@ none (no worker up yet) see the site running."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -87,7 +87,7 @@ class PrefsStore:
             return self.update(run_mode="never", paused_until=None)
         if for_seconds <= 0:
             raise PreferencesError(f"pause for {for_seconds:g} s: the duration must be positive")
-        until = datetime.now(timezone.utc) + timedelta(seconds=for_seconds)
+        until = datetime.now(UTC) + timedelta(seconds=for_seconds)
         return self.update(paused_until=until)
 
     def resume(self) -> Preferences:
