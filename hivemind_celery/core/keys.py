@@ -110,6 +110,12 @@ def site_allocated() -> str:
     return f"{PREFIX}:site:allocated"
 
 
+def gpu_leases(host: str) -> str:
+    """Sorted set of one host's GPU leases: member "uuid|task id|MiB asked", score
+    the lease's deadline (Redis server time, seconds); site/gpu_allocator.py."""
+    return f"{PREFIX}:gpu:{host}:leases"
+
+
 # --- rescue of a dead worker's tasks (rescue.py) ---------------------------------
 def worker_deliveries(worker_id: str) -> str:
     """Hash task id -> broker delivery tag of the tasks one worker runs now."""
@@ -162,6 +168,11 @@ def site_problems() -> str:
     return f"{PREFIX}:site:problems"
 
 
+def site_earned() -> str:
+    """Hash of CPT the site earned: `total` and `day:<YYYY-MM-DD>` (UTC)."""
+    return f"{PREFIX}:site:earned"
+
+
 def bridge_status() -> str:
     """Hash the bridge keeps of its standing with the Node Pool (node_id, pool, status, last_beat, error)."""
     return f"{PREFIX}:bridge:status"
@@ -181,3 +192,9 @@ def site_mode() -> str:
 def site_frozen() -> str:
     """Hash worker id -> how many of its tasks are frozen now (a pause)."""
     return f"{PREFIX}:site:frozen"
+
+
+def worker_mode(worker_id: str) -> str:
+    """The SiteMode JSON one worker decided for its host; its running tasks poll it
+    to freeze or thaw (expires when the worker stops deciding)."""
+    return f"{PREFIX}:worker:{worker_id}:mode"

@@ -123,6 +123,15 @@ class UsageSummary(_Frozen):
     wall_seconds: float = Field(0.0, description="Length of the interval the totals and percentages cover.")
 
 
+class GpuUsed(_Frozen):
+    """One GPU a task held for its whole run (NVML's index and UUID)."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_total_mb: int = 0
+
+
 class TaskOutcome(_Frozen):
     """How a task ended. Returned by `hivemind.run_task` (as JSON) and written
     into the result zip as execution_report.json."""
@@ -141,6 +150,8 @@ class TaskOutcome(_Frozen):
     setup_usage: UsageSummary | None = Field(None, description="The set-up step alone (requirements.txt).")
     main_usage: UsageSummary | None = Field(None, description="The main step alone.")
     reward: int | None = Field(None, description="CPT credit earned, when computed.")
+    gpus: list[GpuUsed] = Field(
+        default_factory=list, description="The GPUs the task held (its GPU % and memory are in `usage`).")
 
     @property
     def duration(self) -> float:

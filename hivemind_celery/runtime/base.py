@@ -43,6 +43,7 @@ class Job:
     setup_network: bool = True  # may the set-up step reach the network?
     pids: int = 256
     labels: dict[str, str] = field(default_factory=dict)
+    gpu_devices: tuple[str, ...] = ()  # UUIDs of the GPUs the task holds (task/gpus.py)
 
 
 @dataclass
@@ -82,9 +83,11 @@ class Runtime(Protocol):
         on_start: OnStart | None = None,
         should_stop: ShouldStop | None = None,
         defer_cleanup: bool = False,
+        should_freeze: ShouldStop | None = None,
     ) -> JobResult:
         """Run the job to its end. With defer_cleanup, what the run leaves
-        (containers, volumes) stays until `cleanup(task_id)` or the next run."""
+        (containers, volumes) stays until `cleanup(task_id)` or the next run.
+        While should_freeze() is true the running step is frozen (runtime/freeze.py)."""
         ...
 
     def cleanup(self, task_id: str) -> None:

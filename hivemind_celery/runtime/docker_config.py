@@ -148,7 +148,10 @@ def container_kwargs(
     }
     if cgroup_parent:
         kwargs["cgroup_parent"] = cgroup_parent
-    if spec.wants_gpu:
+    if job.gpu_devices and not setup:
+        # The GPUs this task holds on the host, by UUID (NVML's order can differ from CUDA's).
+        kwargs["device_requests"] = [DeviceRequest(device_ids=list(job.gpu_devices), capabilities=[["gpu"]])]
+    elif spec.wants_gpu and not setup:
         kwargs["device_requests"] = [DeviceRequest(count=spec.gpus or 1, capabilities=[["gpu"]])]
     return kwargs
 

@@ -31,7 +31,7 @@ REGISTERED: dict[str, WorkerCapacity] = {}  # what this process registered (for 
 
 def local_capacity(settings: Settings, worker_id: str, hostname: str, queues: list[str]) -> WorkerCapacity:
     """This machine's offer: configured, or everything this process may use."""
-    gpus = gpu.list_gpus() if "gpu" in queues else []
+    gpus = gpu.offered_gpus(settings.gpu_devices) if "gpu" in queues else []  # HIVEMIND_GPU_DEVICES
     return WorkerCapacity(
         worker_id=worker_id,
         hostname=hostname,

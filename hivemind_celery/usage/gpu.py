@@ -13,6 +13,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hivemind_celery.core.settings import get_settings
 from hivemind_celery.core.units import MiB, as_text
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,28 @@ def list_gpus() -> list[GpuInfo]:
             log.exception("reading GPUs through NVML failed")
             return []
     return _gputil_gpus()
+
+
+def select(gpus: list[GpuInfo], devices: list[str]) -> list[GpuInfo]:
+    """The GPUs named in `devices` (NVML indices or UUIDs), in NVML's order;
+    all of them when `devices` is empty. A name that matches no GPU is logged
+    and skipped, so a card taken out never stops the worker."""
+    if not devices:
+        return list(gpus)
+    wanted = {str(d).strip() for d in devices if str(d).strip()}
+    chosen = [g for g in gpus if str(g.index) in wanted or g.uuid in wanted]
+    unknown = wanted - {str(g.index) for g in chosen} - {g.uuid for g in chosen}
+    if unknown:
+        log.warning("GPU devices not found by NVML (skipped): %s", ", ".join(sorted(unknown)))
+    return chosen
+
+
+def offered_gpus(devices: list[str] | None = None) -> list[GpuInfo]:
+    """The GPUs this host shares: what NVML sees, filtered by `devices`
+    (HIVEMIND_GPU_DEVICES when None; a preference passes its own list)."""
+    if devices is None:
+        devices = get_settings().gpu_devices
+    return select(list_gpus(), devices)
 
 
 def process_usage(pids: set[int]) -> tuple[float, int]:

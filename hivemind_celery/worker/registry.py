@@ -44,7 +44,7 @@ class RegistryStep(bootsteps.StartStopStep):
         registry = Registry(payload_redis(settings),
                             heartbeat_interval=settings.registry_heartbeat_interval)
         gate = DiskGate(registry, capacity, settings.monitor_disk_path, settings.health_min_disk_free_mb,
-                        consumers=_consumers(parent, queues))
+                        consumers=consumers_switch(parent, queues))
         try:
             self.heartbeat = Heartbeat(registry, capacity, settings.registry_heartbeat_interval,
                                        settings.registry_reconcile_interval, gate).start()
@@ -60,7 +60,7 @@ class RegistryStep(bootsteps.StartStopStep):
         self.stop(parent)
 
 
-def _consumers(parent: Any, queues: list[str]):  # type: ignore[no-untyped-def]
+def consumers_switch(parent: Any, queues: list[str]):  # type: ignore[no-untyped-def]
     """Start or stop this worker's consumers from any thread: a control message
     to itself, which the worker's own loop carries out."""
     def switch(on: bool) -> None:
@@ -82,4 +82,4 @@ def capabilities(state: Any) -> dict[str, Any]:
     if registered is None:
         queues = list(state.consumer.app.amqp.queues.consume_from or [])
         registered = local_capacity(get_settings(), hostname, socket.gethostname(), queues)
-    return {**registered.as_dict(), "gpus_detail": [g.as_dict() for g in gpu.list_gpus()]}
+    return {**registered.as_dict(), "gpus_detail": [g.as_dict() for g in gpu.offered_gpus(get_settings().gpu_devices)]}
