@@ -15,9 +15,10 @@ def run(settings: Settings) -> int:
     """Run a bridge in the foreground; 2 when the configuration cannot work."""
     from bridge.config import ConfigError
     from bridge.server import Bridge
-    from hivemind_celery.observability.logs import configure_logging
+    from hivemind_celery.observability.logs import attach_problem_log, configure_logging
 
     configure_logging(settings)
+    attach_problem_log(settings, "bridge")
     try:
         bridge = Bridge(settings)
     except ConfigError as exc:

@@ -15,12 +15,13 @@ from kombu import Exchange, Queue
 from hivemind_celery.core.model import TASK_NAME
 from hivemind_celery.core.settings import Settings, get_settings
 from hivemind_celery.task.celery_task import RunTask, run_task
-from hivemind_celery.worker import logs, metrics, reaper, registry, rescue, revoke
+from hivemind_celery.worker import host_series, logs, metrics, prefs, reaper, registry, rescue, revoke
 
 # Everything the worker's main process adds to Celery, in one place: the
 # bootsteps it starts, the signal hooks it connects, the inspect commands it
 # answers. Each lives in its own thin module under worker/.
-WORKER_STEPS = (reaper.PeriodicReaper, registry.RegistryStep, rescue.RescueStep, metrics.MetricsStep)
+WORKER_STEPS = (reaper.PeriodicReaper, registry.RegistryStep, rescue.RescueStep, metrics.MetricsStep,
+                host_series.HostSeriesStep, prefs.PrefsStep)
 WORKER_HOOKS = (
     (signals.setup_logging, logs.setup_logging),
     (signals.worker_init, reaper.reap_at_start),

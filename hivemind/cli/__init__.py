@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "hivemind.cli.task_cmds",
     "hivemind.cli.demo_cmd",
     "hivemind.cli.site_cmds",
+    "hivemind.cli.prefs_cmds",
+    "hivemind.cli.console_cmd",
 ]
 
 for _name in COMMAND_MODULES:

@@ -3,6 +3,10 @@
 With HIVEMIND_LOG_JSON=1 each record is one JSON object per line. The task
 id of the Celery task being run is added to every record made inside it, and
 anything that looks like a secret is masked before it is written.
+
+`ProblemLogHandler` also keeps the last warnings and errors of a site process
+in a capped Redis list (keys.site_problems) for the console's Problems page,
+masked the same way.
 """
 
 from __future__ import annotations
@@ -10,9 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import sys
+import threading
 from datetime import UTC, datetime
+from typing import Any
 
+from hivemind_celery.core import keys
+from hivemind_celery.core.redis_client import redis_from_url
 from hivemind_celery.core.settings import Settings
 
 # Record attributes that are not user `extra=` fields.
@@ -85,3 +94,61 @@ def configure_logging(settings: Settings, level: str | int | None = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or settings.log_level.upper())
+
+
+PROBLEMS_MAX = 500
+
+
+class ProblemLogHandler(logging.Handler):
+    """WARNING and above into the site's problem list (newest first, capped).
+    Never raises and never logs itself: a record made while it writes (redis-py's
+    own) is dropped, not written again."""
+
+    def __init__(self, client: Any, process: str, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.client = client
+        self.process = process
+        self.host = socket.gethostname()
+        self._busy = threading.local()
+        self.addFilter(TaskContextFilter())
+
+    def entry(self, record: logging.LogRecord) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "ts": record.created,
+            "level": record.levelname,
+            "logger": record.name,
+            "process": self.process,
+            "host": self.host,
+            "msg": redact(record.getMessage()),
+            "task_id": str(getattr(record, "task_id", "") or ""),
+            "node_id": str(getattr(record, "node_id", "") or ""),
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exc"] = redact(f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
+        return entry
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._busy, "on", False):
+            return
+        self._busy.on = True
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(keys.site_problems(), json.dumps(self.entry(record), default=str))
+            pipe.ltrim(keys.site_problems(), 0, PROBLEMS_MAX - 1)
+            pipe.execute()
+        except Exception:  # noqa: BLE001 - logging must never fail
+            pass
+        finally:
+            self._busy.on = False
+
+
+def attach_problem_log(settings: Settings, process: str) -> None:
+    """Add the problem list to the root logger (once per process)."""
+    root = logging.getLogger()
+    if any(isinstance(h, ProblemLogHandler) for h in root.handlers):
+        return
+    try:
+        client = redis_from_url(settings.payload_redis, socket_timeout=2, socket_connect_timeout=2)
+    except Exception:  # noqa: BLE001 - a bad URL shows elsewhere; logging goes on
+        return
+    root.addHandler(ProblemLogHandler(client, process))

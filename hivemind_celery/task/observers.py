@@ -23,7 +23,10 @@ The observers, in the order they are called:
 - `LiveStateObserver`: the result backend as state RUNNING with meta
   {"usage": sample}, so `AsyncResult(task_id).info["usage"]` shows live usage;
 - `TotalsObserver`: adds the finished task to this worker's totals in Redis
-  (`keys.worker_totals`), which the main process's Prometheus collector reads.
+  (`keys.worker_totals`), which the main process's Prometheus collector reads;
+- `ConsoleObserver`: what the contributor's console shows: the task in the
+  site's running list, then its history, and each sample in the task's
+  bounded time series (observability/series.py, site/activity.py).
 
 An observer's failure is logged and never breaks the task (`notify`).
 """
@@ -41,7 +44,9 @@ from hivemind_celery.core import keys
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.observability import signals
+from hivemind_celery.observability.series import SeriesStore
 from hivemind_celery.runtime.base import Started
+from hivemind_celery.site.activity import Activity
 from hivemind_celery.site.registry import Registry
 from hivemind_celery.usage.sampler import UsageSample
 
@@ -199,7 +204,37 @@ class TotalsObserver(TaskObserver):
             log.warning("could not record worker totals", extra={"task_id": run.task_id})
 
 
+# What a console chart plots of each sample (the rest stays in the usage key).
+SERIES_FIELDS = ("cpu_percent", "memory_bytes", "memory_percent", "gpu_percent", "gpu_memory_bytes", "cpu_seconds")
+
+
+class ConsoleObserver(TaskObserver):
+    def on_start(self, run: TaskRun, started: Started) -> None:
+        spec = run.spec
+        try:
+            Activity(run.client).started(run.task_id, {
+                "worker": run.settings.worker_id, "cpus": spec.cpus, "memory_mb": spec.memory_mb,
+                "gpus": spec.gpus, "image": spec.image or run.settings.task_image, "owner": spec.owner or "",
+                "timeout": spec.timeout or run.settings.default_timeout, "container_id": started.container_id or "",
+            })
+        except redis.RedisError:
+            log.warning("could not list the task as running", extra={"task_id": run.task_id})
+
+    def on_sample(self, run: TaskRun, sample: UsageSample) -> None:
+        point = {name: getattr(sample, name) for name in SERIES_FIELDS}
+        try:
+            SeriesStore(run.client).add_task_sample(run.task_id, point)
+        except redis.RedisError:
+            log.warning("could not add the sample to the task's series", extra={"task_id": run.task_id})
+
+    def on_finish(self, run: TaskRun, outcome: TaskOutcome) -> None:
+        try:
+            Activity(run.client).finished(run.task_id, outcome.reward or 0)
+        except redis.RedisError:
+            log.warning("could not move the task to the history", extra={"task_id": run.task_id})
+
+
 def default_observers() -> list[TaskObserver]:
     """A fresh list for each run (observers may keep what they made for it)."""
     return [SignalObserver(), AllocationObserver(), UsageKeyObserver(), UsageEventObserver(),
-            LiveStateObserver(), TotalsObserver()]
+            LiveStateObserver(), TotalsObserver(), ConsoleObserver()]
