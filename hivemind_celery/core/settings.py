@@ -194,6 +194,17 @@ class Settings(BaseSettings):
         600.0, ge=0, description="Seconds a GPU task waits for a free GPU on this host before it fails."
     )
 
+    # --- the contributor's console (hivemind console) ---------------------------
+    console_host: str = Field("127.0.0.1", description="Address `hivemind console` listens on; off loopback it "
+                              "needs HIVEMIND_CONSOLE_PASSWORD.")
+    console_port: int = Field(5001, gt=0, lt=65536, description="Port of `hivemind console`.")
+    console_password: SecretStr | None = Field(
+        None, description="Console login password; unset: one is generated at first start and kept in "
+        "HIVEMIND_CONSOLE_STATE_DIR/password (mode 0600)."
+    )
+    console_state_dir: str = Field("~/.hivemind/console", description="Where the console keeps its generated "
+                                   "password and session signing key (mode 0600).")
+
     # --- the owner's preferences: defaults until someone sets them (core/prefs.py) --
     prefs_run_mode: Literal["always", "when_idle", "never"] = Field(
         "always", description="Run tasks always, only while the owner is not using the machine, or never."
@@ -201,7 +212,9 @@ class Settings(BaseSettings):
     prefs_suspend_above_cpu_percent: float | None = Field(
         None, gt=0, le=100, description="Suspend tasks while non-task CPU use is above this % (unset: never)."
     )
-    prefs_hours: str = Field("", description="Run only between these hours, HH:MM-HH:MM local time (may cross midnight; empty: any).")
+    prefs_hours: str = Field(
+        "", description="Run only between these hours, HH:MM-HH:MM local time (may cross midnight; empty: any)."
+    )
     prefs_cpu_share_percent: float = Field(100.0, ge=1, le=100, description="Share at most this % of the CPUs.")
     prefs_memory_share_percent: float = Field(100.0, ge=1, le=100, description="Share at most this % of the memory.")
     prefs_gpus: Annotated[list[str], NoDecode] = Field(
