@@ -85,6 +85,12 @@ def node_status(cap: SiteCapacity, running: int) -> str:
     return "Full"
 
 
+def paused_status(reason: str, running: int) -> str:
+    """Not "Idle" while the owner's preferences pause the site (the pool sends nothing);
+    the registered totals stay as they were."""
+    return f"Paused ({running} tasks frozen): {reason}" if running else f"Paused: {reason}"
+
+
 def shortfall(cap: SiteCapacity, cpus: float, memory_mb: int, gpus: int, gpu_memory_mb: int) -> str:
     """Why a task that did not fit cannot be taken, truthfully: the site has no
     GPU at all, the task is larger than the whole site, or the site is full now."""

@@ -28,6 +28,7 @@ from bridge.outbox import Outbox
 from bridge.retry import TRANSIENT, until_stopped
 from bridge.session import NodePoolError, Session
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.site.prefs import PrefsStore
 from proto import nodepool_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,9 @@ class Heartbeat:
         cap = cap if cap is not None else self._registry.capacity()
         running = self._outbox.count()
         status = capacity.node_status(cap, running)
+        mode = self._site_mode()
+        if mode is not None and mode.paused:
+            status = capacity.paused_status(mode.reason, running)
         usage = capacity.site_usage(cap)
         self._session.call(
             self._session.nodes.ReportStatus,
@@ -132,6 +136,11 @@ class Heartbeat:
             log.info("status now %r", status, extra={"node_id": self._config.node_id})
         self.last_status = status
         return status
+
+    def _site_mode(self) -> Any:
+        """The mode the workers published (site/prefs.py); None without a Redis to read."""
+        client = getattr(self._registry, "client", None)
+        return PrefsStore(client, self._settings).mode() if client is not None else None
 
     def _node_usage(self, usage: capacity.SiteUsage) -> None:
         """Optional: a pool that refuses or fails it still got the status."""

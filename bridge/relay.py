@@ -36,6 +36,7 @@ from hivemind_celery.core.model import TaskOutcome
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadMissing, PayloadStore
 from hivemind_celery.task.idempotency import TaskGuard
+from hivemind_celery.task.outcomes import outcome_of
 from hivemind_celery.task.streams import read_output
 from proto import nodepool_pb2 as pb
 
@@ -220,15 +221,16 @@ class Relay:
         result = AsyncResult(task_id, app=self._celery)
         if not result.ready():
             return None
-        value = result.result
-        if result.successful() and isinstance(value, dict):
-            return TaskOutcome.model_validate(value)
+        # A succeeded task returns its outcome; any other raises TaskUnsuccessful carrying it.
+        outcome = outcome_of(result.result)
+        if outcome is not None:
+            return outcome
         # Revoked or killed: the worker's main process stores a cancelled
         # outcome (with a result zip) for it under the task's outcome key.
         stored = TaskGuard(self._redis, task_id).stored_outcome()
         if stored is not None:
             return stored
-        self._stuck(task_id, f"task ended {result.state} without an outcome ({value!r})")
+        self._stuck(task_id, f"task ended {result.state} without an outcome ({result.result!r})")
         return None
 
     def _stuck(self, task_id: str, reason: str) -> None:

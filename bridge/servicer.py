@@ -27,6 +27,7 @@ from hivemind_celery.core.model import TASK_NAME
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadError, PayloadStore
 from hivemind_celery.site.disk_gate import paused_reasons
+from hivemind_celery.site.prefs import PrefsStore
 from hivemind_celery.task.cancellation import request_stop
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
@@ -114,6 +115,9 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
                 _release(lock)
 
     def _accept(self, task_id: str, zip_bytes: bytes, res: intake.Resources, extra: dict[str, str]) -> str:
+        mode = PrefsStore(self._redis).mode()  # the owner's preferences pause the site
+        if mode.paused:
+            raise IntakeRefused(f"the site is paused: {mode.reason}")
         # Check and reserve in one step, so two intakes cannot both take the last room.
         if not self._registry.allocate(task_id, res.cpus, res.memory_mb, res.gpus, res.gpu_memory_mb,
                                        ttl=self._allocation_ttl, require_fit=True):

@@ -31,8 +31,9 @@ def run(
     from pydantic import ValidationError
 
     from hivemind_celery.celery_app import app
-    from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec
+    from hivemind_celery.core.model import TASK_NAME, TaskSpec
     from hivemind_celery.payloads.store import PayloadError, PayloadStore
+    from hivemind_celery.task.outcomes import celery_outcome
 
     store = PayloadStore.from_settings()
     try:
@@ -52,7 +53,7 @@ def run(
     result = app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
                            queue=spec.queue.value)
     with console.status(f"task {spec.task_id} on queue {spec.queue.value}…"):
-        outcome = TaskOutcome.model_validate(result.get(timeout=wait, propagate=True))
+        outcome = celery_outcome(result, wait)
     if output is not None and outcome.result_ref:
         output.write_bytes(store.get(outcome.result_ref))
     if as_json:

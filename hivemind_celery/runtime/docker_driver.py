@@ -65,6 +65,7 @@ from hivemind_celery.runtime.docker_config import (
     volume_kwargs,
 )
 from hivemind_celery.runtime.follow import Follower, Waiter
+from hivemind_celery.runtime.freeze import Freezer, frozen_reason
 from hivemind_celery.runtime.images import ensure_image, forget_image
 from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.logtail import LogTail
@@ -86,6 +87,7 @@ class StepEnd:
     exit_code: int | None = None
     oom_killed: bool = False
     timed_out: bool = False
+    frozen_too_long: bool = False  # a pause froze it past HIVEMIND_MAX_FROZEN_SECONDS
     stopped: bool = False
     vanished: bool = False  # the container was removed under us
     over_disk: str = ""  # why the task was killed for its disk use
@@ -94,7 +96,7 @@ class StepEnd:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not (self.timed_out or self.stopped or self.vanished or self.oom_killed
-                                            or self.over_disk)
+                                            or self.over_disk or self.frozen_too_long)
 
 
 def _deps_tar(ca_bundle: bytes | None) -> bytes:
@@ -127,6 +129,7 @@ class DockerRuntime:
         self._task_cgroups: dict[str, list[str]] = {}  # task id -> cgroup parents to remove
         # What runs with defer_cleanup left: task id -> (containers, volumes).
         self._left: dict[str, tuple[list, list]] = {}
+        self._should_freeze: ShouldStop | None = None  # the running job's (run() sets it)
 
     # --- Runtime protocol ---------------------------------------------------
     def kill(self, task_id: str) -> int:
@@ -158,8 +161,10 @@ class DockerRuntime:
         on_start: OnStart | None = None,
         should_stop: ShouldStop | None = None,
         defer_cleanup: bool = False,
+        should_freeze: ShouldStop | None = None,
     ) -> JobResult:
         task_id = job.spec.task_id
+        self._should_freeze = should_freeze
         for earlier in list(self._left):  # a caller that never cleaned up: do it now
             self.cleanup(earlier)
         ensure_image(self.client, self.settings, job.image, task_id)
@@ -186,7 +191,8 @@ class DockerRuntime:
         except APIError as exc:
             log.warning("docker refused the task: %s", exc, extra={"task_id": task_id})
             return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
-                             reason=f"docker refused the task: {exc.explanation or exc}")
+                             reason=f"docker refused the task: {exc.explanation or exc}"
+                             + _gpu_note(job, containers))
         except requests.exceptions.ConnectionError as exc:
             # dockerd stopped or restarted under the task (it kills its containers).
             log.warning("lost dockerd mid-task: %s", exc, extra={"task_id": task_id})
@@ -314,20 +320,26 @@ class DockerRuntime:
         waiter.start()
         end = StepEnd()
         deadline = time.monotonic() + timeout
+        freezer = Freezer(self._should_freeze, container.pause, container.unpause,
+                          self.settings.max_frozen_seconds, container.labels.get(LABEL_TASK, ""))
         while not waiter.done.wait(POLL_SECONDS):
             if stop_check():
                 end.stopped = True
                 break
-            if time.monotonic() >= deadline:
+            if freezer.poll():
+                end.frozen_too_long = True
+                break
+            if time.monotonic() >= deadline + freezer.frozen_seconds():  # frozen time does not count
                 end.timed_out = True
                 break
             if watch is not None and watch.exceeded:
                 end.over_disk = watch.exceeded
                 break
+        freezer.release()  # a frozen container neither stops nor ends
         if end.over_disk:  # no grace: it would go on filling the disk
             self._kill(container)
             waiter.done.wait(self.settings.docker_timeout)
-        elif end.stopped or end.timed_out:
+        elif end.stopped or end.timed_out or end.frozen_too_long:
             self._stop(container)
             waiter.done.wait(self.settings.docker_timeout)
         end.wall_seconds = time.monotonic() - began
@@ -378,7 +390,7 @@ class DockerRuntime:
             log_tail=tail.text(),
             reason=reason,
             workspace_tar=copy.tar if copy else None,
-            stopped=end.stopped or end.vanished,
+            stopped=end.stopped or end.vanished or end.frozen_too_long,
             workspace_notes=copy.skipped if copy else [],
             step_usage={role: usage for role, usage in (measured or {}).items() if usage is not None},
         )
@@ -405,6 +417,8 @@ def _status(job: Job, role: str, end: StepEnd, settings: Settings) -> tuple[Task
         return TaskStatus.CANCELLED, "stopped: the task's container was removed while it ran"
     if end.stopped:
         return TaskStatus.CANCELLED, "stopped by request"
+    if end.frozen_too_long:
+        return TaskStatus.CANCELLED, frozen_reason(settings.max_frozen_seconds)
     if end.over_disk:
         return TaskStatus.FAILED, f"{step} was killed: {end.over_disk}"
     if end.timed_out:
@@ -417,6 +431,24 @@ def _status(job: Job, role: str, end: StepEnd, settings: Settings) -> tuple[Task
     if end.exit_code == 137:
         return TaskStatus.FAILED, f"{step} was killed (SIGKILL, exit code 137)"
     return TaskStatus.FAILED, exit_reason(step, end.exit_code)
+
+
+def _gpu_note(job: Job, containers: list) -> str:
+    """For a GPU task, the GPUs Docker recorded on its container (read back
+    before removal): a host without NVIDIA's container runtime creates such a
+    container but cannot start it, and the reason should say which GPUs."""
+    if not job.gpu_devices:
+        return ""
+    recorded: list[str] = []
+    for container in containers:
+        try:
+            container.reload()
+        except (NotFound, APIError):
+            continue
+        for request in (container.attrs.get("HostConfig") or {}).get("DeviceRequests") or []:
+            recorded += request.get("DeviceIDs") or []
+    return (f" (a GPU task: the host's Docker could not give it GPUs {', '.join(job.gpu_devices)}; "
+            f"its container was created with DeviceIDs {recorded}; is NVIDIA's container toolkit installed?)")
 
 
 def _announce(container, on_start: OnStart, task_id: str) -> None:  # type: ignore[no-untyped-def]

@@ -55,6 +55,7 @@ from hivemind_celery.runtime.base import (
     exit_reason,
     safe_stop_check,
 )
+from hivemind_celery.runtime.freeze import Freezer, frozen_reason
 from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.usage import task_cgroup
@@ -95,6 +96,7 @@ class ProcessRuntime:
         self.settings = settings
         default = Path(tempfile.gettempdir()) / f"hivemind-{settings.worker_id}"
         self.root = Path(settings.runtime_dir) if settings.runtime_dir else default
+        self._should_freeze: ShouldStop | None = None  # the running job's (run() sets it)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         log.warning(
             "PROCESS RUNTIME: tasks run WITHOUT isolation, as this worker's user, with only "
@@ -124,8 +126,10 @@ class ProcessRuntime:
         on_start: OnStart | None = None,
         should_stop: ShouldStop | None = None,
         defer_cleanup: bool = False,  # nothing worth deferring: the task's directory goes at once
+        should_freeze: ShouldStop | None = None,
     ) -> JobResult:
         task_id = job.spec.task_id
+        self._should_freeze = should_freeze
         task_dir = self.root / task_id
         self._kill_dir(task_dir)  # leftovers of an earlier attempt
         for sub in ("workspace", "deps", "tmp", "home"):
@@ -153,7 +157,7 @@ class ProcessRuntime:
                 reason = setup_step.explain_failure(tail.text(), self.settings,
                                                     lookup=partial(project_files, self.settings)) or reason
             return JobResult(status, end.exit_code, started_at, _now(), tail.text(), reason,
-                             copy.tar, end.stopped, copy.skipped,
+                             copy.tar, end.stopped or end.frozen_too_long, copy.skipped,
                              step_usage={name: usage for name, usage in step_usage.items() if usage})
         finally:
             shutil.rmtree(task_dir, ignore_errors=True)
@@ -193,6 +197,10 @@ class ProcessRuntime:
         end = _StepEnd()
         deadline = time.monotonic() + timeout
         asked_to_stop = safe_stop_check(should_stop, job.spec.task_id)
+        # SIGSTOP/SIGCONT of the step's process group (its cgroup here has no freezer controller)
+        freezer = Freezer(self._should_freeze, partial(_killpg, proc.pid, signal.SIGSTOP),
+                          partial(_killpg, proc.pid, signal.SIGCONT), self.settings.max_frozen_seconds,
+                          job.spec.task_id)
         rusage = None
         while True:
             rusage = _wait4(proc, POLL_SECONDS)
@@ -201,10 +209,14 @@ class ProcessRuntime:
             if (task_dir / KILLED_MARK).exists() or asked_to_stop():
                 end.stopped = True
                 break
-            if time.monotonic() >= deadline:
+            if freezer.poll():
+                end.frozen_too_long = True
+                break
+            if time.monotonic() >= deadline + freezer.frozen_seconds():  # frozen time does not count
                 end.timed_out = True
                 break
-        if end.stopped or end.timed_out:
+        freezer.release()  # a stopped process group would not see SIGTERM until thawed
+        if end.stopped or end.timed_out or end.frozen_too_long:
             rusage = _terminate(proc, self.settings.stop_grace)
         _killpg(proc.pid, signal.SIGKILL)  # whatever it left running in its group
         end.usage = _step_usage(job, cgroup, rusage, time.monotonic() - began, _read_note(note_in))
@@ -242,11 +254,12 @@ class _StepEnd:
         self.exit_code: int | None = None
         self.timed_out = False
         self.stopped = False
+        self.frozen_too_long = False  # a pause froze it past HIVEMIND_MAX_FROZEN_SECONDS
         self.usage: UsageSummary | None = None
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not (self.timed_out or self.stopped)
+        return self.exit_code == 0 and not (self.timed_out or self.stopped or self.frozen_too_long)
 
 
 def _limits(job: Job, timeout: float, settings: Settings) -> dict[str, int]:
@@ -291,6 +304,8 @@ def _env(job: Job, role: str, task_dir: Path, settings: Settings) -> dict[str, s
                                                _setup_cert(settings), None)}
     env = {**base, **job.spec.env}
     env["PYTHONPATH"] = ":".join(p for p in (deps, job.spec.env.get("PYTHONPATH", "")) if p)
+    # Only the GPUs the task holds (none for a CPU task); after the task's own variables, which cannot widen it.
+    env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = ",".join(job.gpu_devices)
     return env
 
 
@@ -413,6 +428,8 @@ def _status(job: Job, role: str, end: _StepEnd, settings: Settings) -> tuple[Tas
     step = "set-up step (pip install -r requirements.txt)" if role == "setup" else "task"
     if end.stopped:
         return TaskStatus.CANCELLED, "stopped by request"
+    if end.frozen_too_long:
+        return TaskStatus.CANCELLED, frozen_reason(settings.max_frozen_seconds)
     if end.timed_out:
         limit = settings.setup_timeout if role == "setup" else job.timeout
         return TaskStatus.TIMED_OUT, f"{step} timed out after {limit:g} s"

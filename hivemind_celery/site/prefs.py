@@ -104,10 +104,25 @@ class PrefsStore:
         self.client.set(keys.site_mode(), mode.model_dump_json(), ex=MODE_TTL_SECONDS)
 
     def mode(self) -> SiteMode:
-        raw = self.client.get(keys.site_mode())
-        if raw is None:
-            return RUNNING
-        try:
-            return SiteMode.model_validate_json(raw)
-        except ValidationError:
-            return RUNNING
+        return _read_mode(self.client.get(keys.site_mode()))
+
+    def publish_worker_mode(self, worker_id: str, mode: SiteMode) -> None:
+        """One worker's decision for its host (its running tasks poll it) and the site's."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.worker_mode(worker_id), mode.model_dump_json(), ex=MODE_TTL_SECONDS)
+        pipe.set(keys.site_mode(), mode.model_dump_json(), ex=MODE_TTL_SECONDS)
+        pipe.execute()
+
+
+def worker_paused(client: redis.Redis, worker_id: str) -> bool:
+    """Should this worker's running tasks be frozen now? (polled by each task's run)"""
+    return _read_mode(client.get(keys.worker_mode(worker_id))).paused
+
+
+def _read_mode(raw: bytes | str | None) -> SiteMode:
+    if raw is None:
+        return RUNNING
+    try:
+        return SiteMode.model_validate_json(raw)
+    except ValidationError:
+        return RUNNING

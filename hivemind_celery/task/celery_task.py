@@ -2,7 +2,9 @@
 under that name, with `RunTask` as its base).
 
 It takes `TaskSpec.model_dump(mode="json")` and returns the TaskOutcome as
-JSON (Flower shows it on the task page). A task always ends with an outcome
+JSON when it succeeded; any other outcome is stored first (outcome key, result
+zip) and then raised as TaskUnsuccessful carrying the same JSON, so Celery,
+Flower and `celery events` show FAILURE (`outcomes.outcome_of` reads either). A task always ends with an outcome
 and a stored result zip, even when its input was bad: the Node Pool must get
 an answer for every task it handed over. The run itself is run.py.
 """
@@ -15,10 +17,10 @@ from typing import Any
 from celery import Task
 from pydantic import ValidationError
 
-from hivemind_celery.core.model import TaskSpec
+from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import get_settings
 from hivemind_celery.payloads.store import PayloadStore
-from hivemind_celery.task.outcomes import rejected_outcome
+from hivemind_celery.task.outcomes import TaskUnsuccessful, rejected_outcome
 from hivemind_celery.task.run import redis_client, run_guarded, runtime
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ class RunTask(Task):
     Celery calls after_return once the result is in the backend, so the
     submitter has the outcome without waiting for dockerd to remove them. A
     pool process killed before this leaves them to the worker's reaper."""
+
+    # An expected end, logged by Celery at INFO without a traceback.
+    throws = (TaskUnsuccessful,)
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
         if not task_id:
@@ -55,10 +60,15 @@ def run_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
         spec = TaskSpec.model_validate(spec_json)
     except ValidationError as exc:
         # The id may itself be what is invalid: never build keys from it.
-        outcome = rejected_outcome("invalid", spec_error(exc), settings.worker_id)
-        return outcome.model_dump(mode="json")
+        return _answer(rejected_outcome("invalid", spec_error(exc), settings.worker_id))
     if spec.task_id != task_id:
-        outcome = rejected_outcome(spec.task_id, "spec task_id differs from the Celery task id",
-                                   settings.worker_id)
-        return outcome.model_dump(mode="json")
-    return run_guarded(self, spec, store, settings).model_dump(mode="json")
+        return _answer(rejected_outcome(spec.task_id, "spec task_id differs from the Celery task id",
+                                        settings.worker_id))
+    return _answer(run_guarded(self, spec, store, settings))
+
+
+def _answer(outcome: TaskOutcome) -> dict[str, Any]:
+    data = outcome.model_dump(mode="json")
+    if outcome.status is not TaskStatus.SUCCEEDED:
+        raise TaskUnsuccessful(data)
+    return data

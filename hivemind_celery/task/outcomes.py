@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.runtime.base import JobResult
 
@@ -48,3 +49,41 @@ def failed_outcome(task_id: str, reason: str, worker: str) -> TaskOutcome:
 def cancelled_outcome(task_id: str, reason: str, worker: str) -> TaskOutcome:
     """Stopped before it started, or its process was killed by a revoke."""
     return _ended_now(task_id, TaskStatus.CANCELLED, reason, worker)
+
+
+class TaskUnsuccessful(HivemindError):
+    """Raised by the Celery task for every outcome but `succeeded`, once that outcome
+    and its result zip are stored: Celery then records the task as FAILURE and
+    sends `task-failed`, so Flower and `celery events` tell the truth. The outcome
+    JSON is the exception's one argument (kept by the result backend), so whoever
+    reads the Celery result still gets it (`outcome_of`)."""
+
+    def __init__(self, outcome: dict) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+    def __str__(self) -> str:
+        data = self.outcome if isinstance(self.outcome, dict) else {}
+        return f"{data.get('status', '?')}: {data.get('reason', '')}"
+
+
+def outcome_of(value: object) -> TaskOutcome | None:
+    """The TaskOutcome in a Celery result: the returned JSON of a succeeded task or
+    the TaskUnsuccessful of another (rebuilt by Celery as that class, or as a
+    stand-in of the same name in a process that never imported this module)."""
+    if isinstance(value, dict):
+        return TaskOutcome.model_validate(value)
+    if isinstance(value, BaseException) and type(value).__name__ == TaskUnsuccessful.__name__:
+        args = getattr(value, "args", ())
+        if args and isinstance(args[0], dict):
+            return TaskOutcome.model_validate(args[0])
+    return None
+
+
+def celery_outcome(result: object, timeout: float) -> TaskOutcome:
+    """Wait for a Celery AsyncResult and return its outcome, succeeded or not."""
+    value = result.get(timeout=timeout, propagate=False)  # type: ignore[attr-defined]
+    outcome = outcome_of(value)
+    if outcome is None:
+        raise ValueError(f"the task ended without an outcome: {value!r}")
+    return outcome

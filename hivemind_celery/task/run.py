@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from functools import lru_cache
@@ -24,6 +25,9 @@ from hivemind_celery.core.settings import Settings, get_settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Runtime, RuntimeRefused
+from hivemind_celery.site.gpu_allocator import GpuRefused
+from hivemind_celery.site.prefs import worker_paused
+from hivemind_celery.task.gpus import GpuHold
 from hivemind_celery.task.idempotency import TaskGuard
 from hivemind_celery.task.job import TaskRejected, prepare_job
 from hivemind_celery.task.meter import UsageMeter
@@ -89,6 +93,9 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
     def should_stop() -> bool:
         return bool(client.exists(keys.task_stop(spec.task_id)))
 
+    def should_freeze() -> bool:  # the worker's preferences step decides (worker/prefs.py)
+        return worker_paused(client, settings.worker_id)
+
     if should_stop():
         outcome = cancelled_outcome(spec.task_id, "stopped before it started", settings.worker_id)
         return store_result(outcome, store, settings, stopped=True)
@@ -98,22 +105,35 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
         log.warning("task rejected: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
 
+    # A GPU task's GPUs, held from before its first container to its end (task/gpus.py).
+    gpus = GpuHold(spec, client, settings)
+    try:
+        gpus.acquire(should_stop)
+    except GpuRefused as exc:
+        log.warning("task refused: %s", exc, extra={"task_id": spec.task_id})
+        return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
+    if spec.wants_gpu and not gpus.gpus:
+        outcome = cancelled_outcome(spec.task_id, "stopped while waiting for a GPU", settings.worker_id)
+        return store_result(outcome, store, settings, stopped=True)
+    job = dataclasses.replace(job, gpu_devices=gpus.uuids)
     output = OutputStream(client, spec.task_id)
     meter = UsageMeter(task, spec, client, settings)  # samples from on_start; reward in complete()
     try:
         result = runtime().run(job, on_output=output.write, on_start=meter.on_start, should_stop=should_stop,
-                               defer_cleanup=True)
+                               defer_cleanup=True, should_freeze=should_freeze)
     except RuntimeRefused as exc:
         log.warning("task refused by the runtime: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
     except Exception as exc:  # noqa: BLE001 - any runtime fault must still end in an outcome
         log.exception("runtime failed", extra={"task_id": spec.task_id})
         outcome = failed_outcome(spec.task_id, f"runtime error: {exc}", settings.worker_id)
-        return store_result(outcome, store, settings)
+        return store_result(outcome.model_copy(update={"gpus": gpus.used()}), store, settings)
     finally:
+        gpus.release()
         output.flush()
         meter.stop()
     outcome = meter.complete(outcome_from_result(spec, result, settings.worker_id))
+    outcome = outcome.model_copy(update={"gpus": gpus.used()})
     log.info("task finished: %s", outcome.status.value,
              extra={"task_id": spec.task_id, "status": outcome.status.value})
     return store_result(outcome, store, settings, result.workspace_tar, stopped=result.stopped,

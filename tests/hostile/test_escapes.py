@@ -21,6 +21,7 @@ from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskSta
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.task.cancellation import request_stop
+from hivemind_celery.task.outcomes import celery_outcome
 from hivemind_celery.task.streams import read_output
 from tests.conftest import docker_leftovers, make_zip
 
@@ -52,7 +53,7 @@ def run(celery_app, store, files: dict[str, str], timeout_s: float = 180, **spec
 
 
 def outcome_of(result, timeout: float = 180) -> TaskOutcome:
-    return TaskOutcome.model_validate(result.get(timeout=timeout))
+    return celery_outcome(result, timeout)
 
 
 def report(store, outcome: TaskOutcome, name: str = "probe.json") -> dict:

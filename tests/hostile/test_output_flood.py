@@ -16,6 +16,7 @@ from hivemind_celery.core import keys
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.task.outcomes import celery_outcome
 from hivemind_celery.task.streams import STREAM_MAX_BYTES
 from tests.conftest import make_zip
 
@@ -85,7 +86,7 @@ def test_gigabytes_of_stdout_stay_bounded(worker, celery_app, store, redis_clien
     baseline = PeakRss(worker.proc.pid).now()
     with PeakRss(worker.proc.pid) as rss:
         spec, result = run(celery_app, store, {"main.py": FLOOD}, timeout=600)
-        outcome = TaskOutcome.model_validate(result.get(timeout=900))
+        outcome = celery_outcome(result, 900)
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
     key = keys.task_output(spec.task_id)
     stream_bytes = redis_client.memory_usage(key, samples=0) or 0
@@ -115,7 +116,7 @@ print("text after binary", flush=True)
 
 def test_binary_output_comes_back_as_text(worker, celery_app, store) -> None:
     _, result = run(celery_app, store, {"main.py": BINARY})
-    outcome = TaskOutcome.model_validate(result.get(timeout=180))
+    outcome = celery_outcome(result, 180)
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
     assert "text after binary" in outcome.log_tail
     assert "\ufffd" in outcome.log_tail  # undecodable bytes replaced, not crashing the outcome

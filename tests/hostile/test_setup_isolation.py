@@ -25,6 +25,7 @@ import pytest
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.task.outcomes import celery_outcome
 from tests.conftest import docker_leftovers, make_zip
 from tests.setup_index_kit import DOCKER_HOST, LocalIndex
 
@@ -66,7 +67,7 @@ def run(celery_app, store, files: dict[str, str], queue: str = "cpu", **spec_fie
     spec = TaskSpec(task_id=f"s-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)), memory_mb=256,
                     **spec_fields)
     result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue=queue)
-    return TaskOutcome.model_validate(result.get(timeout=240))
+    return celery_outcome(result, 240)
 
 
 def result_files(store, outcome: TaskOutcome) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ import pytest
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.task.outcomes import celery_outcome
 from tests.conftest import docker_leftovers, make_zip
 from tests.hostile.cases import BAD_TASK_IDS, SPEC_CASES, ZIP_CASES, Case
 
@@ -40,7 +41,7 @@ def send(celery_app, spec_json: dict, task_id: str | None = None):
 
 
 def outcome_of(result, timeout: float = 180) -> TaskOutcome:
-    return TaskOutcome.model_validate(result.get(timeout=timeout))
+    return celery_outcome(result, timeout)
 
 
 @pytest.mark.parametrize("case", ZIP_CASES, ids=str)

@@ -20,6 +20,7 @@ from hivemind_celery.payloads import workspace
 from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Job, Started
 from hivemind_celery.runtime.process import ProcessRuntime
+from hivemind_celery.task.outcomes import celery_outcome
 from tests.conftest import make_zip
 
 PAYLOAD = "sha256:" + "0" * 64
@@ -131,7 +132,7 @@ def test_a_celery_worker_runs_tasks_with_it(start_worker, celery_app, redis_clie
     spec = TaskSpec(task_id=f"proc-{uuid.uuid4().hex[:10]}",
                     payload=store.put(make_zip({"main.py": "print('ran without docker')\n"})))
     result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="cpu")
-    outcome = TaskOutcome.model_validate(result.get(timeout=120))
+    outcome = celery_outcome(result, 120)
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
     assert "ran without docker" in outcome.log_tail
     assert "WITHOUT isolation" in worker.log_path.read_text()

@@ -18,6 +18,7 @@ import pytest
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.task.outcomes import celery_outcome
 from tests.conftest import BUSYBOX_IMAGE, MISSING_IMAGE, ROOT, make_zip, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
@@ -42,7 +43,7 @@ def submit(celery_app, store, files_or_zip, queue=None, **spec_fields):
 
 
 def outcome_of(result, timeout: float = 120) -> TaskOutcome:
-    return TaskOutcome.model_validate(result.get(timeout=timeout))
+    return celery_outcome(result, timeout)
 
 
 def result_files(store, outcome) -> dict[str, bytes]:
