@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from bridge import capacity
+from bridge import capacity, standing
 from bridge.config import BridgeConfig
 from bridge.outbox import Outbox
 from bridge.retry import TRANSIENT, until_stopped
@@ -135,6 +135,8 @@ class Heartbeat:
         if status != self.last_status:
             log.info("status now %r", status, extra={"node_id": self._config.node_id})
         self.last_status = status
+        standing.publish(getattr(self._registry, "client", None), self._config.node_id,
+                         self._settings.nodepool_address, status=status)
         return status
 
     def _site_mode(self) -> Any:
@@ -180,9 +182,11 @@ class Heartbeat:
                 self.register(cap)
                 self._next_registration = time.monotonic() + self._settings.registration_interval
             self.report(cap)
-        except Exception:
+        except Exception as exc:
             # The pool may have restarted and forgotten this node: register first next time.
             self._next_registration = 0.0
+            standing.publish(getattr(self._registry, "client", None), self._config.node_id,
+                             self._settings.nodepool_address, error=f"{type(exc).__name__}: {exc}")
             raise
 
     def _report_unregistered(self, cap: Any) -> None:
