@@ -75,6 +75,14 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
     "DOCKER_HOST": ("unix:///var/run/docker.sock", "hivemind/demo/dockerd.py (and the Docker SDK everywhere)",
                     "The Docker daemon the workers use. `hivemind demo` starts dockerd there when it is "
                     "installed but not running (its own data and bridge for a socket other than the default)."),
+    "CUDA_VISIBLE_DEVICES": ("(set by the worker)", "hivemind_celery/runtime/process.py, tests",
+                             "Set (with NVIDIA_VISIBLE_DEVICES) to the UUIDs of the GPUs a process-runtime task "
+                             "holds, empty for a CPU task; a task's own value is replaced."),
+    "NVIDIA_VISIBLE_DEVICES": ("(set by the worker)", "hivemind_celery/runtime/process.py, tests",
+                               "The same UUIDs as CUDA_VISIBLE_DEVICES."),
+    "NVML_STANDIN_GPUS": ("(unset)", "tests/usage/nvml_standin/pynvml.py",
+                          "Tests only: the GPUs (JSON list of name, uuid, memory_mb) the NVML stand-in reports "
+                          "where no GPU exists."),
 }
 
 # The system's own variables, read to pass them on, are not configuration.

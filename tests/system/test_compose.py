@@ -107,6 +107,19 @@ def test_only_the_gpu_worker_is_in_the_gpu_profile_and_reserves_nvidia_gpus(serv
     assert "deploy" not in services["worker-cpu"]
 
 
+@pytest.mark.docker
+def test_the_gpu_profile_passes_the_owners_choice_of_gpus(tmp_path):
+    env = {**REQUIRED, "HIVEMIND_GPU_DEVICES": "1,GPU-3333dddd", "HIVEMIND_GPU_SHARE": "2"}
+    clean = {k: v for k, v in os.environ.items() if k not in REQUIRED and not k.startswith("HIVEMIND_")}
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    done = subprocess.run([*compose_tool(), "--env-file", str(empty), "-f", str(COMPOSE_FILE), "--profile", "gpu",
+                           "config"], env={**clean, **env}, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    worker_env = yaml.safe_load(done.stdout)["services"]["worker-gpu"]["environment"]
+    assert (worker_env["HIVEMIND_GPU_DEVICES"], str(worker_env["HIVEMIND_GPU_SHARE"])) == ("1,GPU-3333dddd", "2")
+
+
 def test_flower_requires_basic_auth_from_the_environment(services):
     assert compose_variables()["FLOWER_BASIC_AUTH"].startswith(":?")
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")

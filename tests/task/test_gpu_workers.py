@@ -6,11 +6,13 @@ processes, the allocator's Lua, dockerd and the task processes."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
 import time
 import uuid
+import zipfile
 from collections import defaultdict
 
 import pytest
@@ -28,7 +30,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.docker]
 OFFERED = ["0", "1", UUIDS[3]]  # the owner keeps GPU 2 (by index and UUID both)
 HOLDER = ("import json, os, time\n"
           "start = time.time()\n"
-          "time.sleep(float(os.environ['HOLD']))\n"
+          "time.sleep(2.5)\n"
           "print('GPU_RUN ' + json.dumps({'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),\n"
           "                               'start': start, 'end': time.time()}))\n")
 
@@ -79,7 +81,7 @@ def test_two_workers_never_hand_one_gpu_to_two_tasks(process_workers, celery_app
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    results = [submit(celery_app, store, {"main.py": HOLDER}, env={"HOLD": "2.5"}) for _ in range(6)]
+    results = [submit(celery_app, store, {"main.py": HOLDER}) for _ in range(6)]
     outcomes = [outcome_of(r) for r in results]
     watching.set()
     watcher.join(5)
@@ -101,6 +103,10 @@ def test_two_workers_never_hand_one_gpu_to_two_tasks(process_workers, celery_app
     assert seen and max(seen.values()) == 1  # as recorded in Redis, too
     assert max(both_busy) == 3  # four pool processes, three GPUs: all three were held at once
     assert leases.leases() == []  # every GPU given back
+    with zipfile.ZipFile(io.BytesIO(store.get(outcomes[0].result_ref))) as archive:
+        report = json.loads(archive.read("execution_report.json"))
+    assert report["gpus"] == [g.model_dump(mode="json") for g in outcomes[0].gpus]
+    assert {"gpu_percent", "gpu_memory_peak_bytes"} <= set(report["usage"])
 
 
 def test_oversize_requests_are_refused_with_the_reason(process_workers, celery_app, store, leases) -> None:
