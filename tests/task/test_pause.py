@@ -1,0 +1,215 @@
+"""A pause, end to end: real `celery worker` subprocesses, real Redis, real dockerd.
+
+The owner's preferences (site/prefs.py) pause the site; each worker's
+preferences step (worker/prefs.py) publishes the mode within a second and its
+running task freezes (Docker: the container's cgroup freezer, read on the host;
+the process runtime: SIGSTOP of the task's process group), the bridge's
+heartbeat reports a status other than "Idle", and resume thaws it. Frozen time
+does not count against the task's timeout, and a task frozen past
+HIVEMIND_MAX_FROZEN_SECONDS is stopped with that reason. The schedule and the
+owner-busy rule pause and resume with no one touching the preferences.
+
+The bridge's heartbeat is given a recording session in place of the gRPC link
+to a Node Pool (the deployed pool cannot run here): it is the bridge's own
+report() code that builds the status.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from bridge.config import BridgeConfig
+from bridge.heartbeat import Heartbeat
+from bridge.outbox import Outbox
+from hivemind_celery.core.model import TASK_NAME, TaskSpec, TaskStatus
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.site.prefs import PrefsStore
+from hivemind_celery.site.registry import Registry
+from hivemind_celery.task.outcomes import celery_outcome
+from tests.conftest import make_zip
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
+
+# 24 ticks of 0.25 s: about 6 s of running time.
+TICKING = {"main.py": "import time\nfor i in range(24):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\n"
+                      "print('done', flush=True)\n"}
+
+
+def wait_for(check, what: str, limit: float = 60.0, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def prefs(redis_client) -> PrefsStore:
+    store = PrefsStore(redis_client, Settings())
+    store.client.delete("hm:site:prefs")
+    yield store
+    store.client.delete("hm:site:prefs")
+
+
+@pytest.fixture(scope="module")
+def store(redis_client, redis_url) -> PayloadStore:
+    return PayloadStore(redis_client, Settings(redis_url=redis_url))
+
+
+def submit(celery_app, store: PayloadStore, files: dict, timeout: float):
+    spec = TaskSpec(task_id=f"p-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)), timeout=timeout)
+    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
+                                      queue="cpu")
+
+
+def running_container(docker_client, task_id: str):
+    def find():
+        found = docker_client.containers.list(filters={"label": f"hivemind.task_id={task_id}", "status": "running"})
+        return found[0] if found else None
+    return wait_for(find, f"the container of {task_id} running", limit=120)
+
+
+def freezer_state(container) -> str:
+    """The cgroup v1 freezer state of the container, read on the host."""
+    container.reload()
+    parent = (container.attrs["HostConfig"].get("CgroupParent") or "/docker").strip("/")
+    return (Path("/sys/fs/cgroup/freezer") / parent / container.id / "freezer.state").read_text().strip()
+
+
+class RecordingSession:
+    """Stands in for the gRPC session to a Node Pool: keeps what the bridge sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.nodes = type("Nodes", (), {"ReportStatus": "ReportStatus"})()
+        self.workers = type("Workers", (), {"TaskUsage": "TaskUsage"})()
+
+    def call(self, method: str, request: Any, **_: Any) -> None:
+        self.sent.append((method, request))
+
+
+def bridge_status(redis_client) -> str:
+    settings = Settings(username="site-node", password="pw", nodepool_address="localhost:50051")
+    heartbeat = Heartbeat(settings, BridgeConfig.from_settings(settings), RecordingSession(),
+                          Registry(redis_client), Outbox(redis_client, "site-node"), port=50053)
+    return heartbeat.report()
+
+
+def test_pause_freezes_the_container_and_resume_finishes_with_its_timeout(
+        start_worker, celery_app, store, prefs, redis_client, docker_client) -> None:
+    worker = start_worker("cpu", concurrency=1)
+    # running time ~6 s + frozen >= 8 s is beyond the 10 s timeout: it succeeds only if frozen time does not count
+    spec, result = submit(celery_app, store, TICKING, timeout=10)
+    container = running_container(docker_client, spec.task_id)
+    wait_for(lambda: b"tick 2" in b"".join(f for _, e in redis_client.xrange(f"hm:task:{spec.task_id}:output")
+                                            for f in e.values()), "the task ticking")
+    assert bridge_status(redis_client) != "Paused"
+    prefs.pause()
+    wait_for(lambda: freezer_state(container) == "FROZEN", "the container's freezer FROZEN", limit=10)
+    container.reload()
+    assert container.attrs["State"]["Paused"] is True
+    assert prefs.mode().paused and "paused by the owner" in prefs.mode().reason
+    status = bridge_status(redis_client)
+    assert status.startswith("Paused") and status != "Idle"
+    frozen_at = time.monotonic()
+    time.sleep(8)  # hold the pause: the task's clock must not run meanwhile
+    assert freezer_state(container) == "FROZEN"
+    prefs.resume()
+    wait_for(lambda: freezer_state(container) == "THAWED", "the container thawed", limit=10)
+    outcome = celery_outcome(result, 120)
+    assert time.monotonic() - frozen_at >= 8
+    assert outcome.status is TaskStatus.SUCCEEDED, (outcome.reason, worker.log())
+    assert "done" in outcome.log_tail
+    # CPU-s are what the kernel measured: a sleeping ticker uses far less than its wall time
+    assert outcome.main_usage is not None and outcome.main_usage.cpu_seconds < outcome.duration / 2
+    assert "task frozen" in worker.log() and "task thawed" in worker.log()
+    worker.stop()  # each test has the queue to one worker of its own
+
+
+def test_frozen_past_the_limit_is_stopped_with_that_reason(
+        start_worker, celery_app, store, prefs, redis_client, docker_client) -> None:
+    worker = start_worker("cpu", concurrency=1, HIVEMIND_MAX_FROZEN_SECONDS="3")
+    spec, result = submit(celery_app, store, TICKING, timeout=60)
+    container = running_container(docker_client, spec.task_id)
+    prefs.pause()
+    wait_for(lambda: freezer_state(container) == "FROZEN", "the container frozen", limit=10)
+    outcome = celery_outcome(result, 60)
+    assert outcome.status is TaskStatus.CANCELLED
+    assert "HIVEMIND_MAX_FROZEN_SECONDS" in outcome.reason and "3 s" in outcome.reason
+    assert result.state == "FAILURE"  # not SUCCESS in Celery (and so in Flower)
+    prefs.resume()
+    worker.stop()
+
+
+def test_process_runtime_stops_the_process_group(start_worker, celery_app, store, prefs, tmp_path) -> None:
+    worker = start_worker("cpu", concurrency=1, HIVEMIND_RUNTIME="process", HIVEMIND_RUNTIME_DIR=str(tmp_path))
+    spec, result = submit(celery_app, store, TICKING, timeout=10)
+
+    def task_processes() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cwd", "cmdline"]):
+            cwd = proc.info["cwd"] or ""
+            if cwd.startswith(str(tmp_path / spec.task_id)) and "main.py" in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        return found
+
+    procs = wait_for(task_processes, "the task's process", limit=60)
+    time.sleep(0.5)
+    prefs.pause()
+    wait_for(lambda: all(p.status() == psutil.STATUS_STOPPED for p in procs), "the process stopped", limit=10)
+    time.sleep(8)
+    assert all(p.status() == psutil.STATUS_STOPPED for p in procs)
+    prefs.resume()
+    wait_for(lambda: all(p.status() != psutil.STATUS_STOPPED for p in procs if p.is_running()), "continued", limit=10)
+    outcome = celery_outcome(result, 60)
+    assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason  # ~6 s running + 8 s frozen, timeout 10 s
+    worker.stop()
+
+
+def test_the_schedule_pauses_and_resumes_on_its_own(start_worker, prefs) -> None:
+    """Hours that leave out exactly the next minute of the local clock: the worker
+    pauses when that minute starts and runs again when it ends, no one touching
+    the preferences (at most two minutes)."""
+    worker = start_worker("cpu", concurrency=1)
+    now = datetime.now().astimezone()
+    excluded = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    if (excluded - now).total_seconds() < 5:  # too close to the boundary to see "running" first
+        excluded += timedelta(minutes=1)
+    after = excluded + timedelta(minutes=1)
+    hours = f"{after:%H:%M}-{excluded:%H:%M}"
+    prefs.update(hours=hours)
+    wait_for(lambda: prefs.mode().state == "running" and prefs.client.exists("hm:site:mode"), "running first", 10)
+    paused = wait_for(lambda: prefs.mode().paused and prefs.mode(), "the schedule's pause", limit=140, every=0.2)
+    assert paused.reason == f"outside the hours {hours}"
+    wait_for(lambda: prefs.mode().state == "running", "the schedule's resume", limit=80, every=0.2)
+    worker.stop()
+
+
+def test_a_cpu_hog_outside_the_tasks_pauses_and_its_end_resumes(start_worker, prefs) -> None:
+    """Two busy loops (one per core) outside any task make the owner 'busy'."""
+    worker = start_worker("cpu", concurrency=1)
+    prefs.update(suspend_above_cpu_percent=80)
+    wait_for(lambda: prefs.client.exists("hm:site:mode"), "the mode published", 10)
+    cores = psutil.cpu_count() or 1
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        busy = wait_for(lambda: prefs.mode().paused and prefs.mode(), "the owner-busy pause", limit=30)
+        assert busy.reason.startswith("the owner is using the machine (CPU")
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    wait_for(lambda: prefs.mode().state == "running", "the resume once the hog ended", limit=120)
+    worker.stop()
