@@ -161,13 +161,19 @@ class GpuAllocator:
         pairs: list[Any] = []
         for g in offered:
             pairs += [g.uuid, g.memory_total_mb]
-        given = self._allocate(keys=[self._key],
-                               args=[task_id, gpus, int(memory_mb), self.share, float(ttl), *pairs])
-        if not given:
-            return None
         by_uuid = {g.uuid: g for g in offered}
-        uuids = [u.decode() if isinstance(u, bytes) else str(u) for u in given]
-        return [by_uuid[u] for u in uuids if u in by_uuid]
+        for _ in range(2):
+            given = self._allocate(keys=[self._key],
+                                   args=[task_id, gpus, int(memory_mb), self.share, float(ttl), *pairs])
+            if not given:
+                return None
+            uuids = [u.decode() if isinstance(u, bytes) else str(u) for u in given]
+            if all(u in by_uuid for u in uuids):
+                return [by_uuid[u] for u in uuids]
+            # An earlier run of this task (on a worker offering other GPUs) left
+            # leases this one may not use: give them back and choose again.
+            self.release(task_id)
+        return None
 
     def renew(self, task_id: str, ttl: float) -> int:
         """Push the task's leases `ttl` seconds out; how many it still holds."""

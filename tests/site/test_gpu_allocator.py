@@ -65,6 +65,14 @@ def test_a_task_asking_again_keeps_its_gpus(allocator: GpuAllocator) -> None:
     assert len(allocator.leases()) == 2
 
 
+def test_a_rerun_offered_other_gpus_drops_the_earlier_runs_leases(allocator: GpuAllocator) -> None:
+    offered = described()
+    assert allocator.allocate("t", offered[:1], 1, 0, ttl=60) is not None  # a worker offering GPU 0
+    again = allocator.allocate("t", offered[2:], 1, 0, ttl=60)  # its rerun, on one offering GPUs 2 and 3
+    assert again is not None and again[0].uuid == UUIDS[2]
+    assert [(lease.uuid, lease.task_id) for lease in allocator.leases()] == [(UUIDS[2], "t")]
+
+
 def test_hosts_do_not_share_gpus(redis_client: redis.Redis, allocator: GpuAllocator) -> None:
     other = GpuAllocator(redis_client, host="host-b")
     offered = described()[:1]
