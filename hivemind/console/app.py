@@ -198,8 +198,10 @@ def create_app(settings: Settings, client: redis.Redis, creds: Credentials) -> F
         try:
             view.prefs.update(**pages.preferences_from_form(form))
         except (PreferencesError, ValueError) as exc:
-            return render(request, "preferences.html", page="preferences", pages=pages.PAGES, notice="",
-                          error=str(exc), **pages.context(view, "preferences"))
+            context = {**pages.context(view, "preferences"), "error": str(exc)}
+            response = render(request, "preferences.html", page="preferences", pages=pages.PAGES, notice="", **context)
+            response.status_code = 400
+            return response
         return RedirectResponse("/preferences?notice=Preferences+saved", status_code=303)
 
     @app.post("/pause")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-WIDTH, HEIGHT, PAD = 560, 150, 28
+WIDTH, HEIGHT, PAD = 440, 170, 12
 COLOURS = ("#2f7de1", "#e8843a", "#3aa76d", "#b457c9")
 
 
@@ -33,7 +33,7 @@ def svg(title: str, lines: Sequence[Line], unit: str = "%", ymax: float | None =
     everything = [p for line in lines for p in line.points]
     head = f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}"'
     head += f' data-chart="{escape(chart_id)}">' if chart_id else ">"
-    parts = [head, f'<text class="chart-title" x="{PAD}" y="14">{escape(title)}</text>']
+    parts = [head, f'<text class="chart-title" x="{PAD}" y="18">{escape(title)}</text>']
     if not everything:
         parts.append(f'<text class="chart-empty" x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">'
                      'no samples yet</text></svg>')
@@ -42,7 +42,7 @@ def svg(title: str, lines: Sequence[Line], unit: str = "%", ymax: float | None =
     t1 = max(p[0] for p in everything)
     span = max(t1 - t0, 1.0)
     top = ymax if ymax is not None else max(max(p[1] for p in everything) * 1.15, 1e-9)
-    x0, x1, y0, y1 = PAD + 30, WIDTH - 8, HEIGHT - 20, 22
+    x0, x1, y0, y1 = PAD + 44, WIDTH - 10, HEIGHT - 22, 28
     for frac in (0.0, 0.5, 1.0):
         y = y0 - (y0 - y1) * frac
         parts.append(f'<line class="grid" x1="{x0}" x2="{x1}" y1="{y:.1f}" y2="{y:.1f}"/>')
@@ -57,7 +57,7 @@ def svg(title: str, lines: Sequence[Line], unit: str = "%", ymax: float | None =
                      f'fill="none" stroke="{colour}" stroke-width="1.8" points="{coords}"/>')
         if line.points:
             last = _fmt(line.points[-1][1], unit)
-            parts.append(f'<text class="legend" x="{x1 - 150 * (len(lines) - index - 1)}" y="14" text-anchor="end" '
+            parts.append(f'<text class="legend" x="{x1 - 120 * (len(lines) - index - 1)}" y="18" text-anchor="end" '
                          f'fill="{colour}">{escape(line.label)} {last}</text>')
     parts.append("</svg>")
     return "".join(parts)

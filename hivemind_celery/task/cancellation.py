@@ -20,6 +20,7 @@ from hivemind_celery.core import keys
 from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import get_settings
 from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.site.activity import Activity
 from hivemind_celery.task.idempotency import OUTCOME_TTL, TaskGuard
 from hivemind_celery.task.outcomes import cancelled_outcome
 from hivemind_celery.task.result import store_result
@@ -42,6 +43,10 @@ def record_terminated(task_id: str) -> None:
     outcome = cancelled_outcome(task_id, "terminated by revoke", settings.worker_id)
     outcome = store_result(outcome, PayloadStore(client, settings), settings, stopped=True)
     guard.store_outcome(outcome)
+    try:
+        Activity(client).finished(task_id)
+    except redis.RedisError:
+        log.warning("could not add the task to the site's history", extra={"task_id": task_id})
     # The killed run never released its lock; nobody else holds it now.
     client.delete(keys.task_lock(task_id))
     log.info("recorded the terminated task as cancelled", extra={"task_id": task_id})

@@ -25,8 +25,9 @@ The observers, in the order they are called:
 - `TotalsObserver`: adds the finished task to this worker's totals in Redis
   (`keys.worker_totals`), which the main process's Prometheus collector reads;
 - `ConsoleObserver`: what the contributor's console shows: the task in the
-  site's running list, then its history, and each sample in the task's
-  bounded time series (observability/series.py, site/activity.py).
+  site's running list and each sample in the task's bounded time series
+  (observability/series.py, site/activity.py); every stored outcome, this
+  run's or not, moves it to the history (run.note_ended).
 
 An observer's failure is logged and never breaks the task (`notify`).
 """
@@ -226,12 +227,6 @@ class ConsoleObserver(TaskObserver):
             SeriesStore(run.client).add_task_sample(run.task_id, point)
         except redis.RedisError:
             log.warning("could not add the sample to the task's series", extra={"task_id": run.task_id})
-
-    def on_finish(self, run: TaskRun, outcome: TaskOutcome) -> None:
-        try:
-            Activity(run.client).finished(run.task_id, outcome.reward or 0)
-        except redis.RedisError:
-            log.warning("could not move the task to the history", extra={"task_id": run.task_id})
 
 
 def default_observers() -> list[TaskObserver]:

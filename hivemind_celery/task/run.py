@@ -25,6 +25,7 @@ from hivemind_celery.core.settings import Settings, get_settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Runtime, RuntimeRefused
+from hivemind_celery.site.activity import Activity
 from hivemind_celery.site.gpu_allocator import GpuRefused
 from hivemind_celery.site.prefs import worker_paused
 from hivemind_celery.task.gpus import GpuHold
@@ -54,6 +55,14 @@ def runtime() -> Runtime:
     return get_runtime(get_settings())
 
 
+def note_ended(client: redis.Redis, outcome: TaskOutcome) -> None:
+    """The console's history and CPT earned (site/activity.py); never fails the task."""
+    try:
+        Activity(client).finished(outcome.task_id, outcome.reward or 0)
+    except redis.RedisError:
+        log.warning("could not add the task to the site's history", extra={"task_id": outcome.task_id})
+
+
 def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) -> TaskOutcome:
     guard = TaskGuard(redis_client(), spec.task_id, lock_ttl=max(3, int(settings.task_lock_ttl)))
     existing = guard.stored_outcome()
@@ -81,6 +90,7 @@ def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settin
         else:
             outcome = run_job(task, spec, store, settings)
         guard.store_outcome(outcome)
+        note_ended(redis_client(), outcome)
         return outcome
     finally:
         guard.release()
