@@ -157,22 +157,24 @@ def test_process_runtime_stops_the_process_group(start_worker, celery_app, store
     worker = start_worker("cpu", concurrency=1, HIVEMIND_RUNTIME="process", HIVEMIND_RUNTIME_DIR=str(tmp_path))
     spec, result = submit(celery_app, store, TICKING, timeout=10)
 
-    def task_processes() -> list[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter(["cwd", "cmdline"]):
-            cwd = proc.info["cwd"] or ""
-            if cwd.startswith(str(tmp_path / spec.task_id)) and "main.py" in " ".join(proc.info["cmdline"] or []):
-                found.append(proc)
-        return found
+    def task_states() -> list[str]:
+        """psutil states of the task's own processes (the launcher exec'd into `python main.py`)."""
+        states = []
+        for proc in psutil.process_iter(["cwd", "cmdline", "status"]):
+            cmdline = proc.info["cmdline"] or []
+            if ((proc.info["cwd"] or "").startswith(str(tmp_path / spec.task_id)) and cmdline
+                    and cmdline[-1] == "main.py" and "-c" not in cmdline):
+                states.append(proc.info["status"])
+        return states
 
-    procs = wait_for(task_processes, "the task's process", limit=60)
+    wait_for(task_states, "the task's process", limit=60)
     time.sleep(0.5)
     prefs.pause()
-    wait_for(lambda: all(p.status() == psutil.STATUS_STOPPED for p in procs), "the process stopped", limit=10)
+    wait_for(lambda: set(task_states()) == {psutil.STATUS_STOPPED}, "the process group stopped", limit=10)
     time.sleep(8)
-    assert all(p.status() == psutil.STATUS_STOPPED for p in procs)
+    assert set(task_states()) == {psutil.STATUS_STOPPED}
     prefs.resume()
-    wait_for(lambda: all(p.status() != psutil.STATUS_STOPPED for p in procs if p.is_running()), "continued", limit=10)
+    wait_for(lambda: psutil.STATUS_STOPPED not in task_states(), "the process group continued", limit=10)
     outcome = celery_outcome(result, 60)
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason  # ~6 s running + 8 s frozen, timeout 10 s
     worker.stop()
