@@ -39,5 +39,5 @@ RUN set -e; \
 
 USER hivemind
 WORKDIR /var/lib/hivemind
-EXPOSE 50051 50053 5555 9808
+EXPOSE 50051 50053 5555 5001 9808
 CMD ["hivemind", "--help"]

@@ -33,7 +33,7 @@ from hivemind.demo.report import Tracked, notes, outcome_table, progress_table
 from hivemind.pool_client import PoolClient, PoolError
 from hivemind_celery.core.errors import HivemindError
 
-DEFAULT_PORTS = {"redis": 6379, "nodepool": 50051, "bridge": 50053, "flower": 5555}
+DEFAULT_PORTS = {"redis": 6379, "nodepool": 50051, "bridge": 50053, "flower": 5555, "console": 5001}
 DEMO_BALANCE = 1_000_000  # CPT the demo user starts with; it pays for its own tasks
 
 
@@ -58,6 +58,7 @@ class Site:
     nodepool: str = ""
     bridge: str = ""
     flower: str = ""
+    console: str = ""
     runtime: str = ""
     worker_ids: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
@@ -112,7 +113,7 @@ def stop_leftover_site(paths: DemoPaths, console: Console) -> None:
     """Stop what a killed or --keep-running demo left running here."""
     saved = read_json(paths.site) or {}
     pids = saved.get("pids", {}) if isinstance(saved.get("pids"), dict) else {}
-    order = ["flower", "bridge", "worker-gpu", "worker-cpu", "nodepool", "redis", "dockerd"]
+    order = ["console", "flower", "bridge", "worker-gpu", "worker-cpu", "nodepool", "redis", "dockerd"]
     for name in sorted(pids, key=lambda n: order.index(n) if n in order else -1):
         pid = pids[name]
         if isinstance(pid, int) and pid > 1 and group_alive(pid):
@@ -201,6 +202,12 @@ def start_site(opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Pre
                       f"password {creds.flower_password})")
     elif opts.flower:
         console.print(f"[dim]Flower is not installed ({escape(FLOWER_FIX)}); skipping it[/dim]")
+    with console.status("starting the console…"):
+        site.console, console_password = services.start_console(
+            sup, port("console"), paths.root / "console", site.nodepool, creds.worker, creds.worker_password, env, root)
+    save_site(paths, site, sup)
+    console.print(f"[green]✓[/green] console on {site.console} (password {console_password}, kept in "
+                  f"{paths.root / 'console' / 'password'})")
     return site
 
 

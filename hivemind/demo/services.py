@@ -188,5 +188,28 @@ def start_flower(sup: Supervisor, port: int, user: str, password: str, env: dict
     return url
 
 
-__all__ = ["ChildFailed", "MissingTool", "start_bridge", "start_flower", "start_nodepool", "start_redis",
+def start_console(sup: Supervisor, port: int, state_dir: Path, nodepool: str, username: str, password: str,
+                  env: dict[str, str], cwd: Path) -> tuple[str, str]:
+    """`hivemind console` on 127.0.0.1 with its generated password (kept 0600 in
+    state_dir); the Node Pool account is the bridge's, for the balance.
+    Returns (url, password)."""
+    env = env | {
+        "HIVEMIND_CONSOLE_STATE_DIR": str(state_dir),
+        "HIVEMIND_NODEPOOL_ADDRESS": nodepool,
+        "HIVEMIND_USERNAME": username,
+        "HIVEMIND_PASSWORD": password,
+    }
+    child = sup.start("console", [PY, "-m", "hivemind.cli", "console", "--host", "127.0.0.1", "--port", str(port)],
+                      env, cwd, grace=5.0)
+    url = f"http://127.0.0.1:{port}/"
+
+    def answers() -> bool:
+        with urllib.request.urlopen(url + "login", timeout=1.0) as reply:
+            return bool(reply.status == 200)
+
+    wait_until(answers, child, 60.0, "answering HTTP")
+    return url, (state_dir / "password").read_text().strip()
+
+
+__all__ = ["ChildFailed", "MissingTool", "start_bridge", "start_console", "start_flower", "start_nodepool", "start_redis",
            "start_worker", "WorkerSpec", "flower_installed", "base_env", "redis_server_binary"]

@@ -17,10 +17,10 @@ from tests.conftest import ROOT, _missing
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-SERVICES = {"redis", "nodepool", "bridge", "worker-cpu", "worker-gpu", "flower"}
+SERVICES = {"redis", "nodepool", "bridge", "worker-cpu", "worker-gpu", "flower", "console"}
 WORKERS = {"worker-cpu": "cpu", "worker-gpu": "gpu"}
 REQUIRED = {"DOCKER_GID": "106", "HIVEMIND_USERNAME": "site1", "HIVEMIND_PASSWORD": "pw-for-the-test",
-            "FLOWER_BASIC_AUTH": "admin:pw-for-the-test"}
+            "FLOWER_BASIC_AUTH": "admin:pw-for-the-test", "HIVEMIND_CONSOLE_PASSWORD": "pw-for-the-test"}
 SOCKET = "/var/run/docker.sock"
 # Host paths a service may mount: only the workers, only these (see the compose file).
 WORKER_HOST_MOUNTS = {f"{SOCKET}:{SOCKET}", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
@@ -125,6 +125,13 @@ def test_flower_requires_basic_auth_from_the_environment(services):
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
 
 
+def test_the_console_requires_a_password_from_the_environment(services):
+    console = services["console"]
+    assert command_text(console).startswith("hivemind console --host 0.0.0.0")
+    assert compose_variables()["HIVEMIND_CONSOLE_PASSWORD"].startswith(":?")
+    assert console["environment"]["HIVEMIND_CONSOLE_PASSWORD"].startswith("${HIVEMIND_CONSOLE_PASSWORD:?")
+
+
 def test_published_ports_are_bound_to_loopback(services):
     ports = [p for s in services.values() for p in s.get("ports", [])]
     assert ports, "the Node Pool and Flower are published"
@@ -151,7 +158,7 @@ def test_every_service_has_a_healthcheck(services):
 def test_state_lives_in_named_volumes(compose, services):
     declared = set(compose["volumes"])
     used = {v.split(":", 1)[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith("/")}
-    assert used == declared == {"redis-data", "nodepool-data", "flower-data"}
+    assert used == declared == {"redis-data", "nodepool-data", "flower-data", "console-data"}
     assert "redis-data:/data" in services["redis"]["volumes"]
     assert any(v.startswith("nodepool-data:") for v in services["nodepool"]["volumes"])
 
