@@ -39,6 +39,10 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
                               "Debian release debootstrap installs into the images."),
     "HIVEMIND_DEBIAN_MIRROR": ("http://deb.debian.org/debian", "scripts/build-images.sh, "
                                "scripts/build-offline-images.sh", "Debian mirror debootstrap downloads from."),
+    "HIVEMIND_CHROMIUM": ("/usr/bin/chromium", "tests/console", "Chromium the console's browser tests drive "
+                          "(Debian's package; never `playwright install`)."),
+    "HIVEMIND_CONSOLE_SCREENSHOTS": ("tests/console/screenshots", "tests/console",
+                                     "Folder the console's browser tests save a screenshot of each page in."),
     "HIVEMIND_BUSYBOX_IMAGE": ("hivemind-busybox:latest", "scripts/build-images.sh, tests",
                                "Name of the tiny busybox image the tests use."),
     "HIVEMIND_BASE_IMAGE": ("hivemind-base-python:bookworm", "scripts/build-offline-images.sh",
