@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -154,7 +155,12 @@ def test_keep_running_then_stop(checkout, docker_client, tmp_path):
     out = kept.stdout + kept.stderr
     assert kept.returncode == 0, out
     site = json.loads((work / ".hivemind" / "demo-site.json").read_text())
-    assert set(site["pids"]) == {"redis", "nodepool", "bridge", "worker-cpu"}
+    assert set(site["pids"]) == {"redis", "nodepool", "bridge", "worker-cpu", "console"}
+    # The console is up, and the demo said where and with which password.
+    password = (work / ".hivemind" / "console" / "password").read_text().strip()
+    assert f"console on {site['console']} (password {password}" in out
+    with urllib.request.urlopen(site["console"] + "login", timeout=10) as reply:
+        assert reply.status == 200
     assert all(running(pid) for pid in site["pids"].values()), out
     stopped = subprocess.run(demo("--stop"), cwd=work, env=env, capture_output=True, text=True,
                              timeout=120)
