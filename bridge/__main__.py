@@ -18,7 +18,7 @@ def run(settings: Settings) -> int:
     from hivemind_celery.observability.logs import attach_problem_log, configure_logging
 
     configure_logging(settings)
-    attach_problem_log(settings, "bridge")
+    attach_problem_log(settings, "bridge", settings.username)
     try:
         bridge = Bridge(settings)
     except ConfigError as exc:

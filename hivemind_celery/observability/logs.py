@@ -104,10 +104,11 @@ class ProblemLogHandler(logging.Handler):
     Never raises and never logs itself: a record made while it writes (redis-py's
     own) is dropped, not written again."""
 
-    def __init__(self, client: Any, process: str, level: int = logging.WARNING) -> None:
+    def __init__(self, client: Any, process: str, node_id: str = "", level: int = logging.WARNING) -> None:
         super().__init__(level)
         self.client = client
         self.process = process
+        self.node_id = node_id  # the record's own node_id wins
         self.host = socket.gethostname()
         self._busy = threading.local()
         self.addFilter(TaskContextFilter())
@@ -121,7 +122,7 @@ class ProblemLogHandler(logging.Handler):
             "host": self.host,
             "msg": redact(record.getMessage()),
             "task_id": str(getattr(record, "task_id", "") or ""),
-            "node_id": str(getattr(record, "node_id", "") or ""),
+            "node_id": str(getattr(record, "node_id", "") or self.node_id),
         }
         if record.exc_info and record.exc_info[1] is not None:
             entry["exc"] = redact(f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
@@ -142,7 +143,7 @@ class ProblemLogHandler(logging.Handler):
             self._busy.on = False
 
 
-def attach_problem_log(settings: Settings, process: str) -> None:
+def attach_problem_log(settings: Settings, process: str, node_id: str = "") -> None:
     """Add the problem list to the root logger (once per process)."""
     root = logging.getLogger()
     if any(isinstance(h, ProblemLogHandler) for h in root.handlers):
@@ -151,4 +152,4 @@ def attach_problem_log(settings: Settings, process: str) -> None:
         client = redis_from_url(settings.payload_redis, socket_timeout=2, socket_connect_timeout=2)
     except Exception:  # noqa: BLE001 - a bad URL shows elsewhere; logging goes on
         return
-    root.addHandler(ProblemLogHandler(client, process))
+    root.addHandler(ProblemLogHandler(client, process, node_id))

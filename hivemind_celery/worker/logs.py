@@ -11,4 +11,4 @@ def setup_logging(loglevel: str | int | None = None, **_: object) -> None:
     settings = get_settings()
     # HIVEMIND_LOG_LEVEL, when set, wins over celery's -l option.
     configure_logging(settings, None if "log_level" in settings.model_fields_set else loglevel)
-    attach_problem_log(settings, "worker")
+    attach_problem_log(settings, "worker", settings.worker_id)
