@@ -66,6 +66,11 @@ class TaskUnsuccessful(HivemindError):
         data = self.outcome if isinstance(self.outcome, dict) else {}
         return f"{data.get('status', '?')}: {data.get('reason', '')}"
 
+    def __repr__(self) -> str:
+        # What Celery logs and Flower shows as the exception: the status and reason,
+        # not the whole outcome with the task's output tail.
+        return f"TaskUnsuccessful({str(self)!r})"
+
 
 def outcome_of(value: object) -> TaskOutcome | None:
     """The TaskOutcome in a Celery result: the returned JSON of a succeeded task or
