@@ -11,6 +11,8 @@ deployed pool marks a node BUSY after every dispatch until its next Idle
 report) and after a task ended. Node-level usage goes as TaskUsage with
 task_id "0" and the node id in its `token` field, where the deployed pool
 reads it; that call is optional and its failure never fails a beat.
+While the owner's preferences pause the site (site/prefs.py) the status is
+"Paused: <reason>", never "Idle", and the registration stays as it was.
 """
 
 from __future__ import annotations
