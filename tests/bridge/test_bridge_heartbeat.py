@@ -133,3 +133,20 @@ def test_stored_result_wakes_the_relay(start_bridge: Callable[..., Bridge], pool
     time.sleep(0.5)  # past the relay's first pass at start
     finish(db, bridge, "t-watch")
     wait_for(lambda: pool.of("TaskResultUpload", "t-watch"), "the result delivered on the stored state", limit=10)
+
+
+def test_the_bridge_keeps_its_standing_for_the_console(start_bridge: Callable[..., Bridge], pool: RecordingPool,
+                                                       db: redis.Redis) -> None:
+    """The console's Overview reads whether the site is joined from hm:bridge:status."""
+    from hivemind_celery.core import keys
+
+    db.delete(keys.bridge_status())
+    add_worker(db, cpus=4, memory_mb=8192)
+    bridge = start_bridge()
+    wait_for(lambda: pool.of("ReportStatus"), "the first heartbeat")
+    standing = wait_for(lambda: db.hgetall(keys.bridge_status()).get(b"status"), "the standing written")
+    assert standing.decode() in {report.status for report in pool.of("ReportStatus")}
+    stored = db.hgetall(keys.bridge_status())
+    assert stored[b"node_id"].decode() == bridge.config.node_id
+    assert stored[b"error"] == b""
+    assert time.time() - float(stored[b"last_beat"]) < 60
