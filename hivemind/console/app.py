@@ -8,6 +8,7 @@ their live part from /fragment/<page> every two seconds (static/console.js).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from hivemind_celery.site.prefs import PreferencesError
 HERE = Path(__file__).parent
 SESSION_COOKIE = "hivemind_console"
 SESSION_MAX_AGE = 7 * 24 * 3600
+WRONG_PASSWORD_DELAY_S = 1.0
 LIVE_PAGES = ("overview", "running", "machine", "problems")
 
 
@@ -115,6 +117,7 @@ def create_app(settings: Settings, client: redis.Redis, creds: Credentials) -> F
         if form is None:
             return forbidden()
         if not auth.password_matches(str(form.get("password", "")), creds.password):
+            await asyncio.sleep(WRONG_PASSWORD_DELAY_S)  # slows guessing; other requests go on
             return HTMLResponse(templates.get_template("login.html").render(
                 request=request, csrf_token=csrf(request), page="", error="Wrong password.",
                 hint=str(creds.password_file or "")), status_code=401)
