@@ -39,7 +39,7 @@ class Overview:
     pool_status: str
     pool_error: str
     last_beat: float | None
-    state: str  # Idle, Busy or Paused
+    state: str  # Idle, Busy, Paused or Offline (no worker up)
     why: str
     running: int
     workers: int
@@ -130,8 +130,10 @@ class SiteView:
             state, why = "Paused", mode.reason
         elif running:
             state, why = "Busy", f"{len(running)} task{'s' if len(running) != 1 else ''} running"
+        elif not deadlines:
+            state, why = "Offline", "no worker is up"
         else:
-            state, why = "Idle", "ready for work" if deadlines else "no worker is up"
+            state, why = "Idle", "ready for work"
         today, total = self.activity.earned()
         balance, note = self.balance.get()
         last_beat = float(bridge["last_beat"]) if bridge.get("last_beat") else None

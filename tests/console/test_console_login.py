@@ -34,7 +34,10 @@ def test_log_in_shows_the_overview(page, console) -> None:
     log_in(page)
     assert page.url == console.url + "/", page.url
     assert page.locator("h1").inner_text() == "Overview"
-    assert page.locator("#site-state .value").inner_text() in {"Idle", "Busy", "Paused"}
+    assert page.locator("#site-state .value").inner_text() in {"Idle", "Busy", "Paused", "Offline"}
+    page.set_viewport_size({"width": 420, "height": 860})  # a narrow window: the menu goes on top
+    screenshot(page, "overview-narrow")
+    assert page.locator("nav.sidebar").bounding_box()["width"] > 400
     cookie = next(c for c in page.context.cookies() if c["name"] == "hivemind_console")
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
 
