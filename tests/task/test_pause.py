@@ -88,6 +88,13 @@ def freezer_state(container) -> str:
     return (Path("/sys/fs/cgroup/freezer") / parent / container.id / "freezer.state").read_text().strip()
 
 
+def consumed(celery_app, worker) -> list[str] | None:
+    """The queues the worker consumes now (`celery inspect active_queues`)."""
+    replies = celery_app.control.inspect([worker.hostname], timeout=2).active_queues() or {}
+    queues = replies.get(worker.hostname)
+    return None if queues is None else sorted(q["name"] for q in queues)
+
+
 class RecordingSession:
     """Stands in for the gRPC session to a Node Pool: keeps what the bridge sends."""
 
@@ -145,11 +152,17 @@ def test_frozen_past_the_limit_is_stopped_with_that_reason(
     container = running_container(docker_client, spec.task_id)
     prefs.pause()
     wait_for(lambda: freezer_state(container) == "FROZEN", "the container frozen", limit=10)
+    _, waiting = submit(celery_app, store, {"main.py": "print('after the pause')"}, timeout=60)
     outcome = celery_outcome(result, 60)
     assert outcome.status is TaskStatus.CANCELLED
     assert "HIVEMIND_MAX_FROZEN_SECONDS" in outcome.reason and "3 s" in outcome.reason
     assert result.state == "FAILURE"  # not SUCCESS in Celery (and so in Flower)
+    # The worker takes nothing new while paused: it consumes no queue, the second task waits queued.
+    wait_for(lambda: consumed(celery_app, worker) == [], "the worker consuming no queue while paused", limit=20)
+    assert prefs.mode().paused and waiting.state == "PENDING"
     prefs.resume()
+    wait_for(lambda: consumed(celery_app, worker) == ["cpu"], "the worker consuming again", limit=20)
+    assert celery_outcome(waiting, 120).status is TaskStatus.SUCCEEDED
     worker.stop()
 
 
