@@ -235,7 +235,7 @@ class UsageSampler:
             self._publish()
         next_publish = time.monotonic() + self.interval
         while not self._done.wait(self.read_interval if self.source_name == "cgroup" else self.interval):
-            if not self._read():
+            if not self._read() or self._emptied():
                 return
             if time.monotonic() >= next_publish:
                 next_publish += self.interval
@@ -261,6 +261,12 @@ class UsageSampler:
             self._peak_gpu_memory = max(self._peak_gpu_memory, reading.gpu_memory_bytes)
             self._gpu_percent_sum += reading.gpu_percent
             return True
+
+    def _emptied(self) -> bool:
+        """Every process of the task has exited: a cgroup parent outlives them,
+        and its readings are no longer live usage (the last read still counts)."""
+        with self._lock:
+            return self._last is not None and self._last.pids == 0 and self._peak_pids > 0
 
     def _publish(self) -> None:
         sample = self.latest()
