@@ -184,14 +184,9 @@ def site_prefs() -> str:
     return f"{PREFIX}:site:prefs"
 
 
-def site_mode() -> str:
-    """The SiteMode JSON the workers last decided (running/paused and why)."""
-    return f"{PREFIX}:site:mode"
-
-
-def site_frozen() -> str:
-    """Hash worker id -> how many of its tasks are frozen now (a pause)."""
-    return f"{PREFIX}:site:frozen"
+def site_modes() -> str:
+    """Hash worker id -> the SiteMode JSON that worker last decided, with its time ("at")."""
+    return f"{PREFIX}:site:modes"
 
 
 def worker_mode(worker_id: str) -> str:

@@ -8,6 +8,8 @@ none (no worker up yet) see the site running."""
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +21,7 @@ from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.prefs import RUNNING, Preferences, SiteMode
 from hivemind_celery.core.settings import Settings, get_settings
 
-# A published mode older than this is stale (every worker gone): readers see running
+# A published mode older than this is stale (its worker gone): readers see running
 # again rather than a pause nobody enforces.
 MODE_TTL_SECONDS = 10
 
@@ -100,17 +102,41 @@ class PrefsStore:
         return self.update(run_mode=run_mode, paused_until=None)
 
     # --- the mode the workers decided ------------------------------------------
-    def publish_mode(self, mode: SiteMode) -> None:
-        self.client.set(keys.site_mode(), mode.model_dump_json(), ex=MODE_TTL_SECONDS)
+    # Each worker host publishes its own decision (its clock, its owner's use of it);
+    # the site is paused only while every host that decided lately is paused, so one
+    # busy owner's machine does not turn the whole site away.
+    def publish_mode(self, mode: SiteMode, worker_id: str = "site") -> None:
+        entry = json.dumps({**mode.model_dump(), "at": time.time()})
+        self.client.hset(keys.site_modes(), worker_id, entry)
 
     def mode(self) -> SiteMode:
-        return _read_mode(self.client.get(keys.site_mode()))
+        now = time.time()
+        fresh: list[SiteMode] = []
+        stale: list[bytes | str] = []
+        for field, raw in self.client.hgetall(keys.site_modes()).items():
+            try:
+                entry = json.loads(raw)
+                decided = SiteMode(state=entry["state"], reason=entry.get("reason", ""))
+                at = float(entry["at"])
+            except (ValueError, KeyError, TypeError, ValidationError):
+                stale.append(field)
+                continue
+            if now - at > MODE_TTL_SECONDS:
+                stale.append(field)
+            else:
+                fresh.append(decided)
+        if stale:
+            self.client.hdel(keys.site_modes(), *stale)
+        if fresh and all(decided.paused for decided in fresh):
+            return fresh[0]
+        return RUNNING
 
     def publish_worker_mode(self, worker_id: str, mode: SiteMode) -> None:
-        """One worker's decision for its host (its running tasks poll it) and the site's."""
+        """One worker's decision for its host: the key its running tasks poll, and its
+        entry in the site's modes."""
         pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.worker_mode(worker_id), mode.model_dump_json(), ex=MODE_TTL_SECONDS)
-        pipe.set(keys.site_mode(), mode.model_dump_json(), ex=MODE_TTL_SECONDS)
+        pipe.hset(keys.site_modes(), worker_id, json.dumps({**mode.model_dump(), "at": time.time()}))
         pipe.execute()
 
 

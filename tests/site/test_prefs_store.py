@@ -60,6 +60,17 @@ def test_mode_is_running_until_published(store, redis_client) -> None:
     assert capacity.paused_status(store.mode().reason, 1) != capacity.IDLE
 
 
+def test_site_is_paused_only_while_every_host_is(store, redis_client) -> None:
+    store.publish_worker_mode("w1", SiteMode(state="paused", reason="the owner is using the machine (CPU 90 % > 50 %)"))
+    store.publish_worker_mode("w2", SiteMode(state="running"))
+    assert store.mode().state == "running"  # w2 still takes work
+    store.publish_worker_mode("w2", SiteMode(state="paused", reason="outside the hours 22:00-07:00"))
+    assert store.mode().paused
+    # a host that stopped deciding (its worker gone) no longer counts
+    redis_client.hset("hm:site:modes", "w2", '{"state": "running", "reason": "", "at": 0}')
+    assert store.mode().paused and redis_client.hkeys("hm:site:modes") == [b"w1"]
+
+
 def test_gate_pauses_switches_consumers_and_scales_capacity(store, redis_client) -> None:
     registry = Registry(redis_client)
     switched: list[bool] = []

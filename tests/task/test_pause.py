@@ -205,7 +205,7 @@ def test_the_schedule_pauses_and_resumes_on_its_own(start_worker, prefs) -> None
     after = excluded + timedelta(minutes=1)
     hours = f"{after:%H:%M}-{excluded:%H:%M}"
     prefs.update(hours=hours)
-    wait_for(lambda: prefs.mode().state == "running" and prefs.client.exists("hm:site:mode"), "running first", 10)
+    wait_for(lambda: prefs.mode().state == "running" and prefs.client.hlen("hm:site:modes"), "running first", 10)
     paused = wait_for(lambda: prefs.mode().paused and prefs.mode(), "the schedule's pause", limit=140, every=0.2)
     assert paused.reason == f"outside the hours {hours}"
     wait_for(lambda: prefs.mode().state == "running", "the schedule's resume", limit=80, every=0.2)
@@ -216,7 +216,7 @@ def test_a_cpu_hog_outside_the_tasks_pauses_and_its_end_resumes(start_worker, pr
     """Two busy loops (one per core) outside any task make the owner 'busy'."""
     worker = start_worker("cpu", concurrency=1)
     prefs.update(suspend_above_cpu_percent=80)
-    wait_for(lambda: prefs.client.exists("hm:site:mode"), "the mode published", 10)
+    wait_for(lambda: prefs.client.hlen("hm:site:modes"), "the mode published", 10)
     cores = psutil.cpu_count() or 1
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
     try:
