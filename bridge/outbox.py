@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from hivemind_celery.core import keys
+from hivemind_celery.core.units import as_text
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,10 @@ class Outbox:
 
     def cursor(self, task_id: str) -> str:
         raw = self._redis.hget(self._cursor, task_id)
-        return raw.decode() if raw else "0-0"
+        return as_text(raw) if raw else "0-0"
 
     def cursors(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self._redis.hgetall(self._cursor).items()}
+        return {as_text(k): as_text(v) for k, v in self._redis.hgetall(self._cursor).items()}
 
     def advance(self, task_id: str, stream_id: str) -> None:
         self._redis.hset(self._cursor, task_id, stream_id)

@@ -69,7 +69,7 @@ class Relay:
         self._registry = registry
         self._payloads = payloads
         self._outbox = outbox
-        self._last_usage: dict[str, bytes] = {}
+        self._last_usage: dict[str, bytes | str] = {}
         self._undeliverable: set[str] = set()
         self._refusals: dict[str, int] = {}
         self._freed: set[str] = set()  # finished tasks whose room was announced

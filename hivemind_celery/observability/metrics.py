@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from hivemind_celery.core import keys
 from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.core.units import MiB
+from hivemind_celery.core.units import MiB, as_text
 from hivemind_celery.usage import host
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class WorkerCollector(Collector):
         yield from (cpu, cpu_s, mem, mem_pct, running)
 
     def _totals(self) -> Iterator[Metric]:
-        totals = {k.decode(): v.decode() for k, v in self.client.hgetall(keys.worker_totals(self.worker_id)).items()}
+        totals = {as_text(k): as_text(v) for k, v in self.client.hgetall(keys.worker_totals(self.worker_id)).items()}
         tasks = CounterMetricFamily("hivemind_tasks", "Tasks this worker finished, by status.", labels=["status"])
         for name, value in sorted(totals.items()):
             if name.startswith("tasks:"):

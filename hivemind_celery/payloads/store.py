@@ -4,6 +4,7 @@ carry a short reference instead of up to 100 MB of bytes."""
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 import redis
 
@@ -61,7 +62,7 @@ class PayloadStore:
         data = self._redis.get(keys.payload(self._digest(ref)))
         if data is None:
             raise PayloadMissing(f"payload {ref} is not in the store (expired or never stored)")
-        return data
+        return cast(bytes, data)
 
     def delete(self, ref: str) -> None:
         self._redis.delete(keys.payload(self._digest(ref)))

@@ -21,6 +21,7 @@ from dataclasses import replace
 import redis
 
 from hivemind_celery.core import keys
+from hivemind_celery.core.units import as_text
 from hivemind_celery.observability.health import check_disk
 from hivemind_celery.site.registry import Registry, WorkerCapacity
 
@@ -31,7 +32,7 @@ Consumers = Callable[[bool], None]  # True: consume the worker's queues; False: 
 
 def paused_reasons(client: redis.Redis) -> dict[str, str]:
     """worker id -> why it takes no tasks now."""
-    return {k.decode(): v.decode() for k, v in client.hgetall(keys.site_paused()).items()}
+    return {as_text(k): as_text(v) for k, v in client.hgetall(keys.site_paused()).items()}
 
 
 class DiskGate:

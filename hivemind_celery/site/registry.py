@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -209,7 +209,8 @@ class Registry:
     def workers(self) -> list[WorkerInfo]:
         """Every live worker, for display. O(N): not for hot paths."""
         self._call("capacity")  # reap the expired first
-        members = self.client.zrange(keys.workers_by_deadline(), 0, -1, withscores=True)
+        members = cast(list[tuple[bytes, float]],
+                       self.client.zrange(keys.workers_by_deadline(), 0, -1, withscores=True))
         pipe = self.client.pipeline(transaction=False)
         for member, _ in members:
             pipe.hgetall(keys.worker_info(as_text(member)))

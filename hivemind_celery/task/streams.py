@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import cast
 
 import redis
 
 from hivemind_celery.core import keys
+from hivemind_celery.core.units import as_text
 
 # What Redis keeps of one task's output: entries are at most FLUSH_BYTES and
 # trimmed exactly, so a flood of gigabytes holds at most STREAM_MAX_BYTES (the
@@ -92,6 +94,5 @@ def read_output(
     entries = client.xrange(keys.task_output(task_id), min=f"({after}", count=count)
     if not entries:
         return after, b""
-    data = b"".join(fields.get(b"data", b"") for _, fields in entries)
-    last = entries[-1][0]
-    return (last.decode() if isinstance(last, bytes) else last), data
+    data = b"".join(cast(bytes, (fields or {}).get(b"data", b"")) for _, fields in entries)
+    return as_text(entries[-1][0]), data
