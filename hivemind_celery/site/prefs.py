@@ -139,6 +139,13 @@ class PrefsStore:
         pipe.hset(keys.site_modes(), worker_id, json.dumps({**mode.model_dump(), "at": time.time()}))
         pipe.execute()
 
+    def forget_worker(self, worker_id: str) -> None:
+        """The worker stops: its decision no longer speaks for the site."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(keys.worker_mode(worker_id))
+        pipe.hdel(keys.site_modes(), worker_id)
+        pipe.execute()
+
 
 def worker_paused(client: redis.Redis, worker_id: str) -> bool:
     """Should this worker's running tasks be frozen now? (polled by each task's run)"""

@@ -66,6 +66,12 @@ class PrefsStep(bootsteps.StartStopStep):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self.gate is not None:
+            try:
+                self.gate.store.forget_worker(self.gate.mode_id)
+            except Exception:  # noqa: BLE001 - Redis gone: the entry goes stale by itself
+                log.warning("could not withdraw this worker's mode", exc_info=True)
+            self.gate = None
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
