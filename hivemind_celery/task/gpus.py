@@ -15,12 +15,22 @@ import redis
 from hivemind_celery.core.model import GpuUsed, TaskSpec
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.site.gpu_allocator import GpuAllocator, GpuRefused, gpus_wanted
+from hivemind_celery.site.prefs import PrefsStore
 from hivemind_celery.usage import gpu
 from hivemind_celery.usage.gpu import GpuInfo
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+
+
+def offered_now(client: redis.Redis, settings: Settings) -> list[GpuInfo]:
+    """What the operator shares (HIVEMIND_GPU_DEVICES), narrowed to the owner's
+    choice (the `gpus` preference) when there is one; read per task, so a
+    changed choice applies to the next task at once."""
+    shared = gpu.offered_gpus(settings.gpu_devices)
+    chosen = PrefsStore(client, settings).load().gpus
+    return gpu.select(shared, chosen) if chosen else shared
 
 
 class NoFreeGpu(GpuRefused):
@@ -35,7 +45,7 @@ class GpuHold:
         self.spec = spec
         self.settings = settings
         self.allocator = GpuAllocator(client, share=settings.gpu_share)
-        self._offered = offered or (lambda: gpu.offered_gpus(settings.gpu_devices))
+        self._offered = offered or (lambda: offered_now(client, settings))
         self.gpus: list[GpuInfo] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

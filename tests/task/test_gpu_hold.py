@@ -13,9 +13,10 @@ import redis
 from hivemind_celery.core.model import TaskSpec
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.site.gpu_allocator import GpuAllocator
-from hivemind_celery.task.gpus import GpuHold, NoFreeGpu
+from hivemind_celery.site.prefs import PrefsStore
+from hivemind_celery.task.gpus import GpuHold, NoFreeGpu, offered_now
 from hivemind_celery.usage.gpu import GpuInfo
-from tests.usage.gpu_standin import FOUR_GPUS
+from tests.usage.gpu_standin import FOUR_GPUS, UUIDS, standin_gpus
 
 pytestmark = pytest.mark.redis
 T4 = [GpuInfo(index=3, name=FOUR_GPUS[3]["name"], uuid=FOUR_GPUS[3]["uuid"], load_percent=0.0, memory_used_mb=0,
@@ -65,3 +66,21 @@ def test_the_lease_is_renewed_while_the_task_runs(client) -> None:
     running.release()
     assert other is None
     assert GpuAllocator(client).leases() == []
+
+
+def test_the_owners_gpu_choice_narrows_what_the_operator_shares(client) -> None:
+    """The `gpus` preference (console, `hivemind prefs set gpus=...`) applies to the
+    next task at once, inside what HIVEMIND_GPU_DEVICES shares. The four GPUs are
+    the NVML stand-in's (tests/usage/gpu_standin.py): no GPU can exist here."""
+    settings = Settings(gpu_devices=["0", "1", UUIDS[2]])
+    with standin_gpus():
+        assert [g.index for g in offered_now(client, settings)] == [0, 1, 2]
+        PrefsStore(client, settings).update(gpus=[UUIDS[1], "3"])  # GPU 3 is not the operator's to lend
+        assert [g.uuid for g in offered_now(client, settings)] == [UUIDS[1]]
+        spec = TaskSpec(task_id=f"h-{uuid.uuid4().hex[:8]}", payload="sha256:" + "0" * 64, gpus=1)
+        held = GpuHold(spec, client, settings)
+        held.acquire(lambda: False)
+        assert held.uuids == (UUIDS[1],)
+        held.release()
+        PrefsStore(client, settings).update(gpus=None)
+        assert [g.index for g in offered_now(client, settings)] == [0, 1, 2]
