@@ -87,7 +87,9 @@ def docker_leftovers(docker_client, label: str, timeout: float = 10.0) -> tuple[
     filters = {"label": label}
     deadline = time.monotonic() + timeout
     while True:
-        found = (docker_client.containers.list(all=True, filters=filters),
+        # sparse: no inspect per container, which fails with 404 for one removed
+        # between the list and the inspect (the very removal being waited for).
+        found = (docker_client.containers.list(all=True, filters=filters, sparse=True),
                  docker_client.volumes.list(filters=filters))
         if found == ([], []) or time.monotonic() >= deadline:
             return found
