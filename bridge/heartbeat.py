@@ -24,13 +24,14 @@ from typing import Any
 
 import grpc
 
-from bridge import capacity, standing
+from bridge import capacity
 from bridge.config import BridgeConfig
 from bridge.outbox import Outbox
 from bridge.retry import TRANSIENT, until_stopped
 from bridge.session import NodePoolError, Session
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.site.prefs import PrefsStore
+from hivemind_celery.site.standing import publish_standing
 from proto import nodepool_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class Heartbeat:
         if status != self.last_status:
             log.info("status now %r", status, extra={"node_id": self._config.node_id})
         self.last_status = status
-        standing.publish(getattr(self._registry, "client", None), self._config.node_id,
+        publish_standing(getattr(self._registry, "client", None), self._config.node_id,
                          self._settings.nodepool_address, status=status)
         return status
 
@@ -187,7 +188,7 @@ class Heartbeat:
         except Exception as exc:
             # The pool may have restarted and forgotten this node: register first next time.
             self._next_registration = 0.0
-            standing.publish(getattr(self._registry, "client", None), self._config.node_id,
+            publish_standing(getattr(self._registry, "client", None), self._config.node_id,
                              self._settings.nodepool_address, error=f"{type(exc).__name__}: {exc}")
             raise
 

@@ -6,7 +6,7 @@ anything that looks like a secret is masked before it is written.
 
 `ProblemLogHandler` also keeps the last warnings and errors of a site process
 in a capped Redis list (keys.site_problems) for the console's Problems page,
-masked the same way.
+masked the same way; `recent_problems` reads it back.
 """
 
 from __future__ import annotations
@@ -141,6 +141,20 @@ class ProblemLogHandler(logging.Handler):
             pass
         finally:
             self._busy.on = False
+
+
+def recent_problems(client: Any, limit: int = 200, level: str = "") -> list[dict[str, Any]]:
+    """The site's latest problems, newest first (of one level, e.g. "ERROR", when
+    given); a damaged entry is skipped."""
+    entries = []
+    for raw in client.lrange(keys.site_problems(), 0, limit - 1):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and (not level or entry.get("level") == level):
+            entries.append(entry)
+    return entries
 
 
 def attach_problem_log(settings: Settings, process: str, node_id: str = "") -> None:

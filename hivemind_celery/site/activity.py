@@ -2,7 +2,9 @@
 
 `hm:site:running` maps task id -> start time and `hm:site:history` maps task
 id -> end time (capped at HISTORY_MAX); `hm:task:<id>:info` keeps what the
-console shows of the task (worker, cpus, memory, image). The outcome itself
+console shows of the task (worker, cpus, memory, image), and `usage(task_id)`
+reads a running task's latest sample (written by task/observers.py's
+UsageKeyObserver). The outcome itself
 stays where the task guard keeps it (keys.task_outcome). A worker that dies
 leaves an entry in `running`: `running()` drops those whose task lock is gone.
 """
@@ -55,6 +57,15 @@ class Activity:
 
     def info(self, task_id: str) -> dict[str, Any]:
         raw = self.client.get(keys.task_info(task_id))
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:
+            value = {}
+        return value if isinstance(value, dict) else {}
+
+    def usage(self, task_id: str) -> dict[str, Any]:
+        """The running task's latest usage sample; {} when none (not sampled yet, or ended)."""
+        raw = self.client.get(keys.task_usage(task_id))
         try:
             value = json.loads(raw) if raw else {}
         except ValueError:

@@ -97,6 +97,15 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class Liveness:
+    """How many workers are live, and the latest heartbeat among them (Redis
+    server time; None with no worker live)."""
+
+    workers: int
+    last_heartbeat: float | None
+
+
+@dataclass(frozen=True)
 class SiteCapacity:
     """Totals over live workers, and what allocations leave free."""
 
@@ -205,6 +214,17 @@ class Registry:
         """Is this worker registered and heartbeating? O(log N)."""
         self._call("capacity")  # reap the expired first
         return self.client.zscore(keys.workers_by_deadline(), worker_id) is not None
+
+    def liveness(self) -> Liveness:
+        """How many workers are live and when the freshest beat: O(log N), three round trips.
+        The freshest is the worker whose deadline lies furthest out."""
+        self._call("capacity")  # reap the expired first
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(keys.workers_by_deadline())
+        pipe.zrevrange(keys.workers_by_deadline(), 0, 0)
+        count, newest = pipe.execute()
+        beat = self.client.hget(keys.worker_info(as_text(newest[0])), "last_heartbeat") if newest else None
+        return Liveness(int(count), float(as_text(beat)) if beat else None)
 
     def workers(self) -> list[WorkerInfo]:
         """Every live worker, for display. O(N): not for hot paths."""

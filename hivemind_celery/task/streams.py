@@ -96,3 +96,10 @@ def read_output(
         return after, b""
     data = b"".join(cast(bytes, (fields or {}).get(b"data", b"")) for _, fields in entries)
     return as_text(entries[-1][0]), data
+
+
+def output_tail(client: redis.Redis, task_id: str, max_bytes: int = 4000, entries: int = 8) -> str:
+    """The end of the task's output as text: its last `entries` chunks, at most `max_bytes`."""
+    found = client.xrevrange(keys.task_output(task_id), count=entries) or []
+    data = b"".join(cast(bytes, (fields or {}).get(b"data", b"")) for _, fields in reversed(found))
+    return data[-max_bytes:].decode(errors="replace")
