@@ -23,7 +23,7 @@ from hivemind.console.deps import ConsoleState, Refused
 from hivemind.console.render import make_templates
 from hivemind.console.routes import api, auth, pages, prefs, tasks
 from hivemind.console.site_view import SiteView
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.core import Settings
 
 SESSION_COOKIE = "hivemind_console"
 SESSION_MAX_AGE = 7 * 24 * 3600

@@ -16,8 +16,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from hivemind_celery.core.errors import HivemindError
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.core import HivemindError, Settings
 
 PASSWORD_FILE = "password"
 KEY_FILE = "session-key"

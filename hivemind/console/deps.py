@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from hivemind.console import auth
 from hivemind.console.auth import Credentials
 from hivemind.console.site_view import SiteView
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.core import Settings
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
-from starlette.responses import HTMLResponse
 
 from hivemind.console import auth
 

@@ -6,9 +6,8 @@ import logging
 
 from hivemind.console.app import create_app
 from hivemind.console.auth import Credentials, credentials
-from hivemind_celery.core.redis_client import payload_redis
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.observability.logs import attach_problem_log
+from hivemind_celery.core import Settings, payload_redis
+from hivemind_celery.observability import attach_problem_log
 
 log = logging.getLogger("hivemind.console")
 

@@ -1,11 +1,11 @@
-"""What the console reads of the site, in Redis: the mode, the tasks, their
-series and outcomes, the host series, the problems, CPT, and the bridge's
-standing with the Node Pool. Plain reads; no page writes through here except
-stop, pause/resume and preferences."""
+"""What the console shows of the site, asked of the packages that keep it: the
+registry (live workers), activity (running and ended tasks, CPT), the task
+guard (outcomes), the series, the problems, the prefs (mode) and the bridge's
+standing with the Node Pool. The console knows no Redis key. No page writes
+through here except stop, pause/resume and preferences."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,22 +13,13 @@ from typing import Any
 
 import redis
 
-from hivemind_celery.core import keys
-from hivemind_celery.core.model import TaskOutcome
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.observability.series import SeriesStore
-from hivemind_celery.site.activity import Activity
-from hivemind_celery.site.prefs import PrefsStore
-from hivemind_celery.task.cancellation import request_stop
-from hivemind_celery.task.idempotency import TaskGuard
-from hivemind_celery.task.streams import read_output
+from hivemind_celery.core import Settings, TaskOutcome
+from hivemind_celery.observability import SeriesStore, recent_problems
+from hivemind_celery.site import Activity, PrefsStore, Registry, read_standing
+from hivemind_celery.task import TaskGuard, output_tail, request_stop
 
 OUTPUT_TAIL_BYTES = 4000
 BALANCE_EVERY_S = 30.0
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -111,58 +102,44 @@ class SiteView:
         self.client = client
         self.settings = settings
         self.activity = Activity(client)
+        self.registry = Registry(client, heartbeat_interval=settings.registry_heartbeat_interval)
         self.series = SeriesStore(client)
         self.prefs = PrefsStore(client, settings)
         self.balance = Balance(settings)
 
     # -- overview ----------------------------------------------------------------
     def overview(self) -> Overview:
-        bridge = {_text(k): _text(v) for k, v in self.client.hgetall(keys.bridge_status()).items()}
+        standing = read_standing(self.client)
         running = self.activity.running()
-        deadlines: Any = self.client.zrange(keys.workers_by_deadline(), 0, -1, withscores=True)
-        beat_interval = self.settings.registry_heartbeat_interval
-        worker_beat = None
-        if deadlines:
-            # The registry keeps deadlines (last beat + 3 intervals) in Redis server time.
-            worker_beat = max(score for _, score in deadlines) - 3 * beat_interval
+        workers = self.registry.liveness()
         mode = self.prefs.mode()
         if mode.paused:
             state, why = "Paused", mode.reason
         elif running:
             state, why = "Busy", f"{len(running)} task{'s' if len(running) != 1 else ''} running"
-        elif not deadlines:
+        elif not workers.workers:
             state, why = "Offline", "no worker is up"
         else:
             state, why = "Idle", "ready for work"
         today, total = self.activity.earned()
         balance, note = self.balance.get()
-        last_beat = float(bridge["last_beat"]) if bridge.get("last_beat") else None
-        joined = bool(last_beat) and time.time() - (last_beat or 0) < 3 * max(self.settings.heartbeat_interval, 5) \
-            and not bridge.get("error")
         return Overview(
-            joined=joined, node_id=bridge.get("node_id") or self.settings.username or "",
-            pool=bridge.get("pool") or self.settings.nodepool_address, pool_status=bridge.get("status", ""),
-            pool_error=bridge.get("error", ""), last_beat=last_beat, state=state, why=why,
-            running=len(running), workers=len(deadlines), worker_beat=worker_beat,
+            joined=standing is not None and standing.joined(self.settings.heartbeat_interval),
+            node_id=(standing.node_id if standing else "") or self.settings.username or "",
+            pool=(standing.pool if standing else "") or self.settings.nodepool_address,
+            pool_status=standing.status if standing else "", pool_error=standing.error if standing else "",
+            last_beat=standing.last_beat if standing else None, state=state, why=why,
+            running=len(running), workers=workers.workers, worker_beat=workers.last_heartbeat,
             cpt_today=today, cpt_total=total, balance=balance, balance_note=note)
 
     # -- tasks -------------------------------------------------------------------
     def running(self) -> list[RunningTask]:
-        tasks = []
-        for task_id, started in self.activity.running():
-            raw = self.client.get(keys.task_usage(task_id))
-            try:
-                usage = json.loads(raw) if raw else {}
-            except ValueError:
-                usage = {}
-            tasks.append(RunningTask(task_id, started, self.activity.info(task_id), usage,
-                                     self.series.task(task_id), self.output_tail(task_id)))
-        return tasks
+        return [RunningTask(task_id, started, self.activity.info(task_id), self.activity.usage(task_id),
+                            self.series.task(task_id), self.output_tail(task_id))
+                for task_id, started in self.activity.running()]
 
     def output_tail(self, task_id: str) -> str:
-        entries: Any = self.client.xrevrange(keys.task_output(task_id), count=8)
-        data = b"".join(fields.get(b"data", b"") for _, fields in reversed(entries))
-        return data[-OUTPUT_TAIL_BYTES:].decode(errors="replace")
+        return output_tail(self.client, task_id, max_bytes=OUTPUT_TAIL_BYTES)
 
     def history(self, outcome: str = "", limit: int = 100) -> list[HistoryRow]:
         rows = []
@@ -189,15 +166,4 @@ class SiteView:
         return self.series.host(worker_id)
 
     def problems(self, limit: int = 200, level: str = "") -> list[dict[str, Any]]:
-        entries = []
-        for raw in self.client.lrange(keys.site_problems(), 0, limit - 1):
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and (not level or entry.get("level") == level):
-                entries.append(entry)
-        return entries
-
-    def read_output(self, task_id: str, after: str) -> tuple[str, bytes]:
-        return read_output(self.client, task_id, after=after)
+        return recent_problems(self.client, limit, level)

@@ -5,13 +5,16 @@ standard library (no redirect followed, so each status and Location shows).
 What a visitor without a session gets (pages: 303 to /login; the JSON API,
 live fragments and stop: 401), what a POST without the session's CSRF token
 gets (403, before anything changes), and the login and logout round trip with
-its cookie. The browser tests (test_console_login.py, test_console_tasks.py)
+its cookie; and what the pages say from what the site's packages hold (the
+live workers by the registry's rule, the bridge's standing, a running task's
+usage and output, the problems). The browser tests (test_console_login.py, test_console_tasks.py)
 drive the same pages through chromium."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import re
 import time
 import urllib.parse
@@ -19,6 +22,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from hivemind_celery.core import keys
+from hivemind_celery.core.model import TaskSpec
+from hivemind_celery.core.settings import Settings
+from hivemind_celery.observability.logs import ProblemLogHandler
+from hivemind_celery.site.activity import Activity
+from hivemind_celery.site.registry import Registry, WorkerCapacity
+from hivemind_celery.site.standing import publish_standing
+from hivemind_celery.task.observers import TaskRun, UsageKeyObserver
+from hivemind_celery.task.streams import OutputStream
+from hivemind_celery.usage.sampler import UsageSample
 from tests.console.console_kit import PASSWORD, Console, console  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.redis]
@@ -208,3 +221,78 @@ def test_logout_ends_the_session(owner: Visitor) -> None:
     assert (reply.status, reply.location) == (303, "/login")
     assert owner.get("/").location == "/login"
     assert owner.get("/api/overview").status == 401
+
+
+# --- what the pages say, from what the site's packages hold (the console reads no key itself)
+def overview(visitor: Visitor) -> dict:
+    reply = visitor.get("/api/overview")
+    assert reply.status == 200
+    return json.loads(reply.body)
+
+
+def test_the_overview_counts_live_workers_by_the_registrys_rule(owner: Visitor, redis_client) -> None:
+    redis_client.flushdb()
+    registry = Registry(redis_client)
+    assert (overview(owner)["state"], overview(owner)["workers"], overview(owner)["worker_beat"]) == (
+        "Offline", 0, None)
+    registry.register(WorkerCapacity(worker_id="w-steady", hostname="h", cpus=2, memory_mb=512))
+    registry.register(WorkerCapacity(worker_id="w-dying", hostname="h", cpus=2, memory_mb=512), ttl=0.3)
+    seen = overview(owner)
+    assert (seen["state"], seen["workers"]) == ("Idle", 2)
+    time.sleep(0.5)  # w-dying misses its deadline; nobody unregisters it
+    seen = overview(owner)
+    assert (seen["state"], seen["workers"]) == ("Idle", 1)
+    assert seen["worker_beat"] == pytest.approx(registry.workers()[0].last_heartbeat)
+    registry.unregister("w-steady")
+    assert overview(owner)["state"] == "Offline"
+
+
+def test_the_overview_shows_the_bridges_standing(owner: Visitor, redis_client) -> None:
+    redis_client.flushdb()
+    assert overview(owner)["joined"] is False
+    publish_standing(redis_client, "node-77", "pool.test:50051", status="Idle")
+    seen = overview(owner)
+    assert (seen["joined"], seen["node_id"], seen["pool"], seen["pool_status"], seen["pool_error"]) == (
+        True, "node-77", "pool.test:50051", "Idle", "")
+    assert seen["last_beat"] == pytest.approx(time.time(), abs=30)
+    publish_standing(redis_client, "node-77", "pool.test:50051", error="UNAVAILABLE: no route")
+    seen = overview(owner)
+    assert seen["joined"] is False and seen["pool_error"] == "UNAVAILABLE: no route"
+    assert b"UNAVAILABLE: no route" in owner.get("/fragment/overview").body
+
+
+def test_a_running_task_shows_its_usage_and_output_tail(owner: Visitor, redis_client, redis_url) -> None:
+    redis_client.flushdb()
+    task_id = "t-shown"
+    Activity(redis_client).started(task_id, {"worker": "w-1", "cpus": 1.0, "memory_mb": 256})
+    redis_client.set(keys.task_lock(task_id), b"holder", ex=60)  # as the running worker holds it
+    run = TaskRun(spec=TaskSpec(task_id=task_id, payload="sha256:" + "0" * 64), client=redis_client,
+                  settings=Settings(redis_url=redis_url))
+    UsageKeyObserver().on_sample(run, UsageSample(
+        task_id=task_id, timestamp=time.time(), elapsed_s=1.0, cpu_seconds=1.5, cpu_user_seconds=1.5,
+        cpu_system_seconds=0.0, cpu_percent=42.0, memory_bytes=3 << 20, memory_peak_bytes=3 << 20,
+        memory_percent=1.0, pids=1, oom_kills=0, gpu_percent=0.0, gpu_memory_bytes=0, source="cgroup"))
+    stream = OutputStream(redis_client, task_id)
+    stream.write(b"tick 7\n")
+    stream.flush()
+    body = owner.get("/fragment/running").body.decode()
+    assert f'id="task-{task_id}"' in body
+    assert "CPU <b>42 %</b>" in body and "Memory <b>3.0 MiB</b>" in body
+    assert "tick 7" in body
+    redis_client.delete(keys.task_lock(task_id))  # its run ended without a word: it drops out
+    assert f'id="task-{task_id}"' not in owner.get("/fragment/running").body.decode()
+
+
+def test_the_problems_page_lists_the_logged_problems(owner: Visitor, redis_client) -> None:
+    redis_client.flushdb()
+    assert b"All quiet." in owner.get("/fragment/problems").body
+    logger = logging.getLogger("hivemind.test.console_problems")
+    handler = ProblemLogHandler(redis_client, "worker", node_id="node-5")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("the disk is nearly full", extra={"task_id": "t-disk"})
+    finally:
+        logger.removeHandler(handler)
+    body = owner.get("/fragment/problems").body.decode()
+    assert "the disk is nearly full" in body and "t-disk" in body and "node-5" in body

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from hivemind.console import pages
 from hivemind.console.deps import ApiSession, ConsoleState, PageSession, Refused, State
 from hivemind.console.render import render
-from hivemind_celery.core.model import TaskStatus
+from hivemind_celery.core import TaskStatus
 
 LIVE_PAGES = ("overview", "running", "machine", "problems")
 

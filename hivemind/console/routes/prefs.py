@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 from hivemind.console import pages
 from hivemind.console.deps import CheckedForm, State, page_session
 from hivemind.console.render import render
-from hivemind_celery.site.prefs import PreferencesError
+from hivemind_celery.site import PreferencesError
 
 router = APIRouter(dependencies=[Depends(page_session)])
 

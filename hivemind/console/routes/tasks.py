@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from hivemind.console.deps import ApiSession, CheckedForm, PageSession, State
-from hivemind_celery.payloads.store import PayloadError, PayloadStore
+from hivemind_celery.payloads import PayloadError, PayloadStore
 
 router = APIRouter()
 
