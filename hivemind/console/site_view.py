@@ -111,25 +111,24 @@ class SiteView:
     def overview(self) -> Overview:
         standing = read_standing(self.client)
         running = self.activity.running()
-        workers = self.registry.liveness()
+        live = self.registry.liveness()
         mode = self.prefs.mode()
         if mode.paused:
             state, why = "Paused", mode.reason
         elif running:
             state, why = "Busy", f"{len(running)} task{'s' if len(running) != 1 else ''} running"
-        elif not workers.workers:
+        elif not live.workers:
             state, why = "Offline", "no worker is up"
         else:
             state, why = "Idle", "ready for work"
         today, total = self.activity.earned()
         balance, note = self.balance.get()
         return Overview(
-            joined=standing is not None and standing.joined(self.settings.heartbeat_interval),
-            node_id=(standing.node_id if standing else "") or self.settings.username or "",
-            pool=(standing.pool if standing else "") or self.settings.nodepool_address,
-            pool_status=standing.status if standing else "", pool_error=standing.error if standing else "",
-            last_beat=standing.last_beat if standing else None, state=state, why=why,
-            running=len(running), workers=workers.workers, worker_beat=workers.last_heartbeat,
+            joined=standing.joined(self.settings.heartbeat_interval),
+            node_id=standing.node_id or self.settings.username or "",
+            pool=standing.pool or self.settings.nodepool_address, pool_status=standing.status,
+            pool_error=standing.error, last_beat=standing.last_beat, state=state, why=why,
+            running=len(running), workers=live.workers, worker_beat=live.last_heartbeat,
             cpt_today=today, cpt_total=total, balance=balance, balance_note=note)
 
     # -- tasks -------------------------------------------------------------------

@@ -61,11 +61,9 @@ def publish_standing(client: Any, node_id: str, pool: str, status: str | None = 
         log.debug("standing not stored: %s", exc)
 
 
-def read_standing(client: redis.Redis) -> Standing | None:
-    """The bridge's last standing; None when no bridge published one lately."""
+def read_standing(client: redis.Redis) -> Standing:
+    """The bridge's last standing; all empty (never joined) when no bridge published one lately."""
     stored = {as_text(k): as_text(v) for k, v in client.hgetall(keys.bridge_status()).items()}
-    if not stored:
-        return None
     try:
         last_beat: float | None = float(stored["last_beat"]) if stored.get("last_beat") else None
     except ValueError:

@@ -20,15 +20,17 @@ def client(redis_client):
     return redis_client
 
 
-def test_nothing_published_reads_as_none(client) -> None:
-    assert read_standing(client) is None
+def test_nothing_published_reads_as_never_joined(client) -> None:
+    standing = read_standing(client)
+    assert (standing.node_id, standing.pool, standing.status, standing.error, standing.last_beat) == (
+        "", "", "", "", None)
+    assert not standing.joined(heartbeat_interval=5.0)
 
 
 def test_a_reported_status_reads_back_joined(client) -> None:
     before = time.time()
     publish_standing(client, "node-1", "pool.example:50051", status="Idle")
     standing = read_standing(client)
-    assert standing is not None
     assert (standing.node_id, standing.pool, standing.status, standing.error) == (
         "node-1", "pool.example:50051", "Idle", "")
     assert standing.last_beat is not None and before - 1 <= standing.last_beat <= time.time() + 1
@@ -40,19 +42,19 @@ def test_a_failure_keeps_the_last_beat_but_is_not_joined_until_the_next_good_one
     publish_standing(client, "node-1", "pool:1", status="Idle")
     publish_standing(client, "node-1", "pool:1", error="UNAVAILABLE: connect failed token=abc123")
     failed = read_standing(client)
-    assert failed is not None and failed.last_beat is not None and failed.status == "Idle"
+    assert failed.last_beat is not None and failed.status == "Idle"
     assert failed.error.startswith("UNAVAILABLE") and "abc123" not in failed.error, "the secret is masked"
     assert not failed.joined(heartbeat_interval=5.0)
     publish_standing(client, "node-1", "pool:1", status="Busy")
     again = read_standing(client)
-    assert again is not None and again.error == "" and again.status == "Busy"
+    assert again.error == "" and again.status == "Busy"
     assert again.joined(heartbeat_interval=5.0)
 
 
 def test_joined_lapses_after_three_beats_of_silence(client) -> None:
     publish_standing(client, "node-1", "pool:1", status="Idle")
     standing = read_standing(client)
-    assert standing is not None and standing.last_beat is not None
+    assert standing.last_beat is not None
     beat = standing.last_beat
     assert standing.joined(heartbeat_interval=10.0, now=beat + 29.0)
     assert not standing.joined(heartbeat_interval=10.0, now=beat + 31.0)
@@ -63,10 +65,10 @@ def test_joined_lapses_after_three_beats_of_silence(client) -> None:
 
 def test_no_redis_to_publish_to_is_not_an_error(client) -> None:
     publish_standing(None, "node-1", "pool:1", status="Idle")
-    assert read_standing(client) is None
+    assert read_standing(client).last_beat is None
 
 
 def test_a_damaged_beat_time_reads_as_never(client) -> None:
     client.hset(keys.bridge_status(), mapping={"node_id": "n", "pool": "p", "last_beat": "soon"})
     standing = read_standing(client)
-    assert standing is not None and standing.last_beat is None and not standing.joined(5.0)
+    assert standing.node_id == "n" and standing.last_beat is None and not standing.joined(5.0)
