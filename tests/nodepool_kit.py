@@ -10,8 +10,9 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def pool_settings(tmp_path: Path, **overrides: object) -> NodePoolSettings:
 
 def start_pool(tmp_path: Path, **overrides: object) -> RunningPool:
     return start(pool_settings(tmp_path, **overrides))
+
+
+@contextmanager
+def serving_pool(tmp_path: Path, users: dict[str, int], **overrides: object) -> Iterator[RunningPool]:
+    """A started pool holding `users` (name: balance, all with PASSWORD), stopped on exit."""
+    running = start_pool(tmp_path, **overrides)
+    try:
+        for name, balance in users.items():
+            add_user(running, name, balance=balance)
+        yield running
+    finally:
+        running.stop()
 
 
 def make_zip(files: dict[str, str | bytes] | None = None) -> bytes:
