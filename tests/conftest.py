@@ -3,6 +3,9 @@
 Without Redis or Docker the tests that need them skip, naming the reason;
 with HIVEMIND_REQUIRE_SERVICES=1 (set by `make test` and CI) they fail
 instead, so a green run always means they ran.
+
+Only fixtures live here (each test package's conftest.py adds its own); what tests
+import (paths, images, zips, the worker subprocess) is in tests/services_kit.py.
 """
 
 from __future__ import annotations
@@ -13,25 +16,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-# Until every test package imports these from tests.services_kit (one commit per package).
-from tests.services_kit import (  # noqa: F401
-    BUSYBOX_IMAGE,
-    MISSING_IMAGE,
-    PYTHON_IMAGE,
-    REDIS_BASE,
-    REQUIRE,
-    ROOT,
-    WorkerProcess,
-    docker_leftovers,
-    make_zip,
-    missing,
-    worker_env,
-)
+from tests.services_kit import BUSYBOX_IMAGE, PYTHON_IMAGE, REDIS_BASE, REQUIRE, WorkerProcess, missing
 
 # DB 0 is left for people; each test module that asks gets its own DB (the
 # test Redis runs with --databases 64), so modules never see each other's keys.
 _db_numbers = itertools.count(16)
-_missing = missing
 
 
 @pytest.fixture(scope="session")
