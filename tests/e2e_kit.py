@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hivemind_celery.core.reward import RewardPolicy, compute_reward
-from tests.conftest import ROOT, make_zip
-from tests.nodepool.test_nodepool_process import free_port, serving
-from tests.nodepool_kit import PASSWORD, wait_for
+from tests.nodepool_kit import PASSWORD, free_port, serving, wait_for
+from tests.services_kit import ROOT, make_zip
 
 OWNER = "owner"
 SITE = "site1"  # the bridge's worker account; its user name is its node id

@@ -25,8 +25,8 @@ import psutil
 
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
-from tests.conftest import BUSYBOX_IMAGE, ROOT, WorkerProcess, worker_env
 from tests.nodepool_kit import PASSWORD, Client, add_user, make_zip, start_pool
+from tests.services_kit import BUSYBOX_IMAGE, ROOT, WorkerProcess, worker_env
 
 WORKER_SECRET = "fault-drill-worker-secret"
 # Short limits so that a message held by a killed worker comes back quickly:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nodepool import accounts
 from nodepool.server import RunningPool, start
@@ -37,6 +40,18 @@ def pool_settings(tmp_path: Path, **overrides: object) -> NodePoolSettings:
 
 def start_pool(tmp_path: Path, **overrides: object) -> RunningPool:
     return start(pool_settings(tmp_path, **overrides))
+
+
+@contextmanager
+def serving_pool(tmp_path: Path, users: dict[str, int], **overrides: object) -> Iterator[RunningPool]:
+    """A started pool holding `users` (name: balance, all with PASSWORD), stopped on exit."""
+    running = start_pool(tmp_path, **overrides)
+    try:
+        for name, balance in users.items():
+            add_user(running, name, balance=balance)
+        yield running
+    finally:
+        running.stop()
 
 
 def make_zip(files: dict[str, str | bytes] | None = None) -> bytes:
@@ -68,6 +83,21 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str =
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 class Client:

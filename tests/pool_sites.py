@@ -21,11 +21,10 @@ from datetime import datetime
 from pathlib import Path
 
 from proto import nodepool_pb2 as pb
-from tests.conftest import make_zip
 from tests.deployed_pool_double import DeployedPoolDouble
 from tests.e2e_kit import BRIDGE_TEST_INTERVALS, OWNER, SITE, Proc, Site, _clean_env
-from tests.nodepool.test_nodepool_process import free_port, serving
-from tests.nodepool_kit import PASSWORD, Client, wait_for
+from tests.nodepool_kit import PASSWORD, Client, free_port, serving, wait_for
+from tests.services_kit import make_zip
 
 SLOTS = 2
 CPU_SCORE = 100  # one core a task: a 2-core site has two slots

@@ -20,16 +20,7 @@ import pytest
 import redis
 
 from bridge.server import Bridge
-from tests.bridge.test_bridge_relay import finish
-from tests.bridge.test_bridge_service import (  # noqa: F401 - fixtures
-    RecordingPool,
-    add_worker,
-    db,
-    execute,
-    pool,
-    start_bridge,
-    wait_for,
-)
+from tests.bridge_kit import RecordingPool, add_worker, execute, finish, wait_for
 
 pytestmark = pytest.mark.redis
 

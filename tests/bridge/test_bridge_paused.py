@@ -8,8 +8,7 @@ worker's own code (Registry, PrefsStore)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -17,7 +16,7 @@ import redis
 from bridge.server import Bridge
 from hivemind_celery.core.prefs import RUNNING, SiteMode
 from hivemind_celery.site.prefs import PrefsStore
-from tests.bridge.test_bridge_service import RecordingPool, add_worker, bridge_settings, execute, wait_for
+from tests.bridge_kit import RecordingPool, add_worker, execute, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -27,35 +26,6 @@ PAUSED_DB = 63
 @pytest.fixture(scope="module")
 def redis_url(redis_base: str) -> str:
     return f"{redis_base}/{PAUSED_DB}"
-
-
-@pytest.fixture
-def db(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def pool() -> Iterator[RecordingPool]:
-    recording = RecordingPool().start()
-    yield recording
-    recording.stop()
-
-
-@pytest.fixture
-def start_bridge(redis_url: str, pool: RecordingPool, db: redis.Redis) -> Iterator[Callable[..., Bridge]]:
-    started: list[Bridge] = []
-
-    def start(**values: Any) -> Bridge:
-        bridge = Bridge(bridge_settings(redis_url, pool, **values)).start()
-        started.append(bridge)
-        return bridge
-
-    yield start
-    for bridge in started:
-        bridge.stop(grace=0)
 
 
 def test_paused_site_reports_paused_refuses_work_and_keeps_its_registration(

@@ -16,7 +16,7 @@ import redis
 from bridge.server import Bridge
 from hivemind_celery.core.settings import Settings
 from proto import nodepool_pb2 as pb
-from tests.bridge.test_bridge_service import add_worker
+from tests.bridge_kit import add_worker
 from tests.deployed_pool_double import DeployedPoolDouble
 from tests.nodepool_kit import PASSWORD, Client, make_zip, wait_for
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,23 +21,14 @@ import redis
 
 from bridge.server import Bridge
 from hivemind_celery.core import keys
-from hivemind_celery.core.model import TaskOutcome, TaskStatus
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.core.model import TaskStatus
 from hivemind_celery.payloads.store import PayloadStore
-from hivemind_celery.site.registry import Registry
 from hivemind_celery.task.idempotency import TaskGuard
 from hivemind_celery.task.outcomes import rejected_outcome
 from hivemind_celery.task.result import store_result
 from hivemind_celery.task.streams import OutputStream
-from tests.bridge.test_bridge_service import (
-    RecordingPool,
-    add_worker,
-    bridge_settings,
-    execute,
-    stop_task,
-    wait_for,
-)
-from tests.conftest import make_zip
+from tests.bridge_kit import RecordingPool, add_worker, bridge_settings, execute, finish, stop_task, wait_for
+from tests.services_kit import make_zip
 
 pytestmark = pytest.mark.redis
 
@@ -53,52 +44,11 @@ def redis_url(redis_base: str) -> str:
     return f"{redis_base}/{BRIDGE_DB}"
 
 
-@pytest.fixture
-def db(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def pool() -> Iterator[RecordingPool]:
-    recording = RecordingPool().start()
-    yield recording
-    recording.stop()
-
-
-@pytest.fixture
-def start_bridge(redis_url: str, pool: RecordingPool, db: redis.Redis) -> Iterator[Callable[..., Bridge]]:
-    started: list[Bridge] = []
-
-    def start(settings: Settings | None = None, **values: Any) -> Bridge:
-        bridge = Bridge(settings or bridge_settings(redis_url, pool, **values)).start()
-        started.append(bridge)
-        return bridge
-
-    yield start
-    for bridge in started:
-        bridge.stop(grace=0)
-
-
 def write_output(db: redis.Redis, task_id: str, *chunks: bytes) -> None:
     stream = OutputStream(db, task_id)
     for chunk in chunks:
         stream.write(chunk)
         stream.flush()
-
-
-def finish(db: redis.Redis, bridge: Bridge, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED,
-           release: bool = True) -> TaskOutcome:
-    """What a worker does at the end: store the result zip, give the task's room
-    back (UsageMeter.complete, via the allocation observer; not when its Redis call failed), return the outcome."""
-    outcome = rejected_outcome(task_id, "", "test-worker").model_copy(update={"status": status, "exit_code": 0})
-    outcome = store_result(outcome, PayloadStore(db, bridge.settings), bridge.settings)
-    if release:
-        Registry(db).release(task_id)
-    bridge.celery.backend.store_result(task_id, outcome.model_dump(mode="json"), "SUCCESS")
-    return outcome
 
 
 def report_of(zip_bytes: bytes) -> dict[str, Any]:

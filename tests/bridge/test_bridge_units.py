@@ -24,7 +24,7 @@ from bridge.relay import usage_sample
 from bridge.session import token_expiry
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.site.registry import SiteCapacity
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 
 
 def settings(**values: object) -> Settings:

@@ -3,7 +3,8 @@ loopback port) and a real browser driving it: Debian's chromium through
 Playwright for Python (never `playwright install`; it would download one).
 
 Screenshots of each page go to tests/console/screenshots/ (git-ignored), or
-to HIVEMIND_CONSOLE_SCREENSHOTS when set, and are kept after the run.
+to HIVEMIND_CONSOLE_SCREENSHOTS when set, and are kept after the run. The
+fixtures built on these live in tests/console/conftest.py.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import ROOT
+from tests.services_kit import ROOT
 
 CHROMIUM = os.environ.get("HIVEMIND_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("HIVEMIND_CONSOLE_SCREENSHOTS", ROOT / "tests" / "console" / "screenshots"))
@@ -80,32 +78,6 @@ def stop_console(console: Console) -> None:
         except subprocess.TimeoutExpired:
             console.proc.kill()
             console.proc.wait(5)
-
-
-@pytest.fixture(scope="module")
-def console(redis_url: str, tmp_path_factory) -> Iterator[Console]:
-    served = start_console(redis_url, tmp_path_factory.mktemp("console"), HIVEMIND_CONSOLE_PASSWORD=PASSWORD)
-    yield served
-    stop_console(served)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install chromium")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (dev extra)")
-    with playwright_api.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, console: Console) -> Iterator:
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=console.url)
-    tab = context.new_page()
-    yield tab
-    context.close()
 
 
 def log_in(page, password: str = PASSWORD) -> None:

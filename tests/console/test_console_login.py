@@ -11,18 +11,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.console.console_kit import (  # noqa: F401 - fixtures
-    PASSWORD,
-    browser,
-    console,
-    console_env,
-    log_in,
-    page,
-    screenshot,
-    start_console,
-    stop_console,
-)
+from tests.console.console_kit import console_env, log_in, screenshot, start_console, stop_console
+from tests.services_kit import ROOT
 
 pytestmark = [pytest.mark.redis]
 

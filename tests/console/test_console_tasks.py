@@ -30,8 +30,8 @@ from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskSta
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.site.prefs import PrefsStore
-from tests.conftest import make_zip
-from tests.console.console_kit import browser, console, log_in, page, screenshot  # noqa: F401 - fixtures
+from tests.console.console_kit import log_in, screenshot
+from tests.services_kit import make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import pytest
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tests.conftest import ROOT
+from tests.services_kit import ROOT
 
 DOC = ROOT / "docs" / "configuration.md"
 COMPOSE = ROOT / "docker-compose.yml"

@@ -9,11 +9,8 @@ whose working folder is inside the test's folders, no container of its worker.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import zipfile
@@ -22,39 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import PYTHON_IMAGE, ROOT
+from tests.demo.demo_kit import demo, leftovers
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
-
-
-def copy_checkout(dest: Path) -> Path:
-    """The files a fresh clone would have (tracked, plus new files not ignored)."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return dest
-
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
-    repo = copy_checkout(tmp_path / "repo")
-    work = tmp_path / "work"
-    work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVEMIND_") and k != "REDIS_URL"}
-    env.update(PYTHONPATH=str(repo), HIVEMIND_TASK_IMAGE=PYTHON_IMAGE, COLUMNS="120")
-    where = subprocess.run([sys.executable, "-c", "import hivemind_celery; print(hivemind_celery.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True, check=True).stdout
-    assert where.startswith(str(repo)), f"the copy is not the code under test: {where}"
-    return repo, work, env
-
-
-def demo(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hivemind.cli", "demo", *args]
 
 
 def running(pid: int) -> bool:
@@ -62,16 +29,6 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def leftovers(tmp: Path) -> list[str]:
-    """Processes running from inside the test's folders (every demo child's cwd is)."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cwd", "cmdline"]):
-        cwd = proc.info.get("cwd") or ""
-        if cwd.startswith(str(tmp)):
-            found.append(f"{proc.info['pid']}: {' '.join(proc.info.get('cmdline') or [])}")
-    return found
 
 
 def demo_containers(docker_client, work: Path) -> list[str]:

@@ -29,8 +29,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import PYTHON_IMAGE, ROOT
-from tests.demo.test_demo import checkout, demo, leftovers  # noqa: F401 - `checkout` is a fixture
+from tests.demo.demo_kit import demo, leftovers
+from tests.services_kit import PYTHON_IMAGE, ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
@@ -113,7 +113,7 @@ def daemon_pid(pidfile: Path) -> int | None:
 
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(os.geteuid() != 0, reason="starting a dockerd of the test's own needs root")
-def test_demo_starts_a_stopped_dockerd_and_stops_it(checkout, docker_client, tmp_path):  # noqa: F811
+def test_demo_starts_a_stopped_dockerd_and_stops_it(checkout, docker_client, tmp_path):
     from hivemind.demo import dockerd
 
     repo, work, env = checkout
@@ -172,7 +172,7 @@ def test_demo_starts_a_stopped_dockerd_and_stops_it(checkout, docker_client, tmp
 
 
 @pytest.mark.timeout(300)
-def test_no_docker_at_all_falls_back_and_says_isolation_is_off(checkout, tmp_path):  # noqa: F811
+def test_no_docker_at_all_falls_back_and_says_isolation_is_off(checkout, tmp_path):
     """No dockerd on PATH and nobody on the socket: the process runtime, saying so loudly."""
     repo, work, env = checkout
     bare_path = tmp_path / "bin"
@@ -200,7 +200,7 @@ def test_no_docker_at_all_falls_back_and_says_isolation_is_off(checkout, tmp_pat
 
 
 @pytest.mark.timeout(120)
-def test_missing_examples_stop_the_demo_before_anything_starts(checkout):  # noqa: F811
+def test_missing_examples_stop_the_demo_before_anything_starts(checkout):
     repo, work, env = checkout
     (repo / "hivemind" / "demo" / "examples" / "cpu_task" / "main.py").unlink()
     done = subprocess.run(demo("--exit-when-done", "--only", "cpu_task"), cwd=work, env=env,

@@ -1,6 +1,6 @@
 """The corpus through the bridge's ExecuteTask intake, over real gRPC on
 loopback, with a real Redis broker and the recording pool of
-tests/bridge/test_bridge_service.py as the Node Pool peer.
+tests/bridge_kit.py as the Node Pool peer.
 
 Every hostile zip, resource request, task id and oversize message is refused
 with a message naming what was wrong; nothing reaches a queue, no capacity is
@@ -17,15 +17,9 @@ import redis
 
 from bridge.server import Bridge
 from proto import nodepool_pb2 as pb
-from tests.bridge.test_bridge_service import (
-    RecordingPool,
-    add_worker,
-    bridge_settings,
-    execute,
-    queued,
-)
-from tests.conftest import make_zip
+from tests.bridge_kit import RecordingPool, add_worker, bridge_settings, execute, queued
 from tests.hostile.cases import BAD_TASK_IDS, HEADER_CASES, Case
+from tests.services_kit import make_zip
 
 pytestmark = pytest.mark.redis
 

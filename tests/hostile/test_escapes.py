@@ -18,12 +18,10 @@ import psutil
 import pytest
 
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.task.cancellation import request_stop
 from hivemind_celery.task.outcomes import celery_outcome
 from hivemind_celery.task.streams import read_output
-from tests.conftest import docker_leftovers, make_zip
+from tests.services_kit import docker_leftovers, make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
@@ -32,11 +30,6 @@ RESULT_CAP = 16 * 1024 * 1024
 STOP_GRACE = 2
 WORKSPACE_CAP_MB = 64
 WORKSPACE_MAX_FILES = 2000
-
-
-@pytest.fixture(scope="module")
-def store(redis_client, redis_url):
-    return PayloadStore(redis_client, Settings(redis_url=redis_url))
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,16 @@ import psutil
 import pytest
 
 from hivemind_celery.core import keys
-from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.core.model import TASK_NAME, TaskSpec, TaskStatus
 from hivemind_celery.task.outcomes import celery_outcome
 from hivemind_celery.task.streams import STREAM_MAX_BYTES
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 MiB = 1024 * 1024
 FLOOD_MIB = 2048
 TAIL = 64 * 1024  # the worker's default HIVEMIND_LOG_TAIL_BYTES
-
-
-@pytest.fixture(scope="module")
-def store(redis_client, redis_url):
-    return PayloadStore(redis_client, Settings(redis_url=redis_url))
 
 
 @pytest.fixture(scope="module")

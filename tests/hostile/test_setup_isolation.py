@@ -24,9 +24,8 @@ import pytest
 
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.task.outcomes import celery_outcome
-from tests.conftest import docker_leftovers, make_zip
+from tests.services_kit import docker_leftovers, make_zip
 from tests.setup_index_kit import DOCKER_HOST, LocalIndex
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
@@ -41,11 +40,6 @@ def index():
     served = LocalIndex(DOCKER_HOST)
     yield served
     served.close()
-
-
-@pytest.fixture(scope="module")
-def store(redis_client, redis_url):
-    return PayloadStore(redis_client, Settings(redis_url=redis_url))
 
 
 def _index_env(index: LocalIndex, **extra: str) -> dict[str, str]:
@@ -177,7 +171,7 @@ def test_the_proxy_works_when_files_go_through_the_docker_api(docker_client, ind
     from hivemind_celery.payloads import workspace
     from hivemind_celery.runtime.base import Job
     from hivemind_celery.runtime.docker_driver import DockerRuntime
-    from tests.conftest import PYTHON_IMAGE
+    from tests.services_kit import PYTHON_IMAGE
 
     runtime = DockerRuntime(Settings(worker_id=f"test-setup-api-{uuid.uuid4().hex[:6]}", volume_io="api",
                                      setup_index_url=index.url(), setup_allowed_hosts=[], stop_grace=1),

@@ -11,18 +11,12 @@ import uuid
 import pytest
 
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.task.outcomes import celery_outcome
-from tests.conftest import docker_leftovers, make_zip
 from tests.hostile.cases import BAD_TASK_IDS, SPEC_CASES, ZIP_CASES, Case
+from tests.services_kit import docker_leftovers, make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def store(redis_client, redis_url):
-    return PayloadStore(redis_client, Settings(redis_url=redis_url))
 
 
 @pytest.fixture(scope="module")

@@ -11,23 +11,13 @@ from nodepool import accounts
 from nodepool.errors import Refused
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
-from tests.nodepool_kit import Client, add_user, start_pool
+from tests.nodepool_kit import Client, serving_pool
 
 
 @pytest.fixture()
 def pool(tmp_path) -> Iterator[RunningPool]:  # noqa: ANN001
-    running = start_pool(tmp_path)
-    add_user(running, "alice", balance=100)
-    add_user(running, "bob", balance=5)
-    yield running
-    running.stop()
-
-
-@pytest.fixture()
-def client(pool: RunningPool) -> Iterator[Client]:
-    c = Client(pool.address)
-    yield c
-    c.close()
+    with serving_pool(tmp_path, {"alice": 100, "bob": 5}) as running:
+        yield running
 
 
 def balance(client: Client, token: str) -> int:

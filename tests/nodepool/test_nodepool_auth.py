@@ -20,24 +20,14 @@ from tests.nodepool_kit import (
     add_user,
     make_zip,
     result_zip,
-    start_pool,
+    serving_pool,
 )
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
-    running = start_pool(tmp_path_factory.mktemp("auth"))
-    add_user(running, "alice", balance=50)
-    add_user(running, "bob")
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(pool: RunningPool) -> Iterator[Client]:
-    c = Client(pool.address)
-    yield c
-    c.close()
+    with serving_pool(tmp_path_factory.mktemp("auth"), {"alice": 50, "bob": 0}) as running:
+        yield running
 
 
 def _claims(pool: RunningPool, username: str, exp_offset: float) -> dict:

@@ -18,15 +18,13 @@ from hivemind_celery.core.settings import Settings
 from nodepool import results
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
-from tests.bridge.test_bridge_relay import finish
-from tests.bridge.test_bridge_service import add_worker
+from tests.bridge_kit import add_worker, finish
 from tests.nodepool_kit import (
     PASSWORD,
     Client,
-    add_user,
     make_zip,
     new_task_id,
-    start_pool,
+    serving_pool,
     task_status,
     wait_for,
 )
@@ -49,11 +47,8 @@ def db(redis_base: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture()
 def pool(tmp_path: Path) -> Iterator[RunningPool]:
-    running = start_pool(tmp_path, worker_secret=WORKER_SECRET)
-    add_user(running, "owner", balance=100)
-    add_user(running, "site1")
-    yield running
-    running.stop()
+    with serving_pool(tmp_path, {"owner": 100, "site1": 0}, worker_secret=WORKER_SECRET) as running:
+        yield running
 
 
 @pytest.fixture()

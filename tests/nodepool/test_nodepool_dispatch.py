@@ -23,6 +23,7 @@ from tests.nodepool_kit import (
     new_task_id,
     register_node,
     result_zip,
+    serving_pool,
     start_pool,
     task_status,
     wait_for,
@@ -31,18 +32,9 @@ from tests.nodepool_kit import (
 
 @pytest.fixture()
 def pool(tmp_path) -> Iterator[RunningPool]:  # noqa: ANN001
-    running = start_pool(tmp_path, worker_secret="shared-worker-secret")
-    for name in ("owner", "cpu1", "cpu2", "gpu1", "big1"):
-        add_user(running, name, balance=100)
-    yield running
-    running.stop()
-
-
-@pytest.fixture()
-def client(pool: RunningPool) -> Iterator[Client]:
-    c = Client(pool.address)
-    yield c
-    c.close()
+    users = dict.fromkeys(("owner", "cpu1", "cpu2", "gpu1", "big1"), 100)
+    with serving_pool(tmp_path, users, worker_secret="shared-worker-secret") as running:
+        yield running
 
 
 @pytest.fixture()

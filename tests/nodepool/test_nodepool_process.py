@@ -5,36 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nodepool import accounts
 from nodepool.store import Store
 from proto import nodepool_pb2 as pb
-from tests.nodepool_kit import PASSWORD, Client, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
+from tests.nodepool_kit import PASSWORD, Client, free_port, serving, wait_for
+from tests.services_kit import ROOT
 
 
 @pytest.mark.parametrize("command", [["-m", "nodepool"], ["-m", "hivemind.cli", "nodepool"]],

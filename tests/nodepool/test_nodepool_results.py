@@ -19,12 +19,11 @@ from proto import nodepool_pb2 as pb
 from tests.nodepool_kit import (
     Client,
     TestWorker,
-    add_user,
     make_zip,
     new_task_id,
     register_node,
     result_zip,
-    start_pool,
+    serving_pool,
     task_status,
     wait_for,
 )
@@ -32,19 +31,8 @@ from tests.nodepool_kit import (
 
 @pytest.fixture()
 def pool(tmp_path) -> Iterator[RunningPool]:  # noqa: ANN001
-    running = start_pool(tmp_path)
-    add_user(running, "owner", balance=1000)
-    add_user(running, "node1")
-    add_user(running, "node2")
-    yield running
-    running.stop()
-
-
-@pytest.fixture()
-def client(pool: RunningPool) -> Iterator[Client]:
-    c = Client(pool.address)
-    yield c
-    c.close()
+    with serving_pool(tmp_path, {"owner": 1000, "node1": 0, "node2": 0}) as running:
+        yield running
 
 
 @pytest.fixture()

@@ -11,10 +11,9 @@ from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
 from tests.nodepool_kit import (
     Client,
-    add_user,
     make_zip,
     new_task_id,
-    start_pool,
+    serving_pool,
     task_status,
 )
 
@@ -24,19 +23,9 @@ MAX_TASK_BYTES = 4096
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
     # Dispatch effectively off: these tests look at tasks while they are PENDING.
-    running = start_pool(tmp_path_factory.mktemp("tasks"), max_task_bytes=MAX_TASK_BYTES, max_result_bytes=MAX_TASK_BYTES,
-                         dispatch_interval_s=3600)
-    add_user(running, "alice")
-    add_user(running, "bob")
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(pool: RunningPool) -> Iterator[Client]:
-    c = Client(pool.address)
-    yield c
-    c.close()
+    with serving_pool(tmp_path_factory.mktemp("tasks"), {"alice": 0, "bob": 0}, max_task_bytes=MAX_TASK_BYTES,
+                      max_result_bytes=MAX_TASK_BYTES, dispatch_interval_s=3600) as running:
+        yield running
 
 
 def upload(client: Client, token: str, task_id: str, data: bytes, **request: int | str) -> pb.UploadTaskResponse:

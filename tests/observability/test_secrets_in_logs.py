@@ -20,9 +20,8 @@ import pytest
 from nodepool import accounts
 from nodepool.store import Store
 from proto import nodepool_pb2 as pb
-from tests.conftest import ROOT
-from tests.nodepool.test_nodepool_process import free_port, serving
-from tests.nodepool_kit import Client, make_zip, task_status, wait_for
+from tests.nodepool_kit import Client, free_port, make_zip, serving, task_status, wait_for
+from tests.services_kit import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 

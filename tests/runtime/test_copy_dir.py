@@ -24,7 +24,7 @@ from hivemind_celery.runtime.archive import (
     bounded_copy,
     copy_dir,
 )
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 
 
 def members(tar: bytes) -> dict[str, tarfile.TarInfo]:

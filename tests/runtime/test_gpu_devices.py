@@ -21,7 +21,7 @@ from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.docker_config import LABEL_TASK, container_kwargs, label_filters
 from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.process import ProcessRuntime
-from tests.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, make_zip
+from tests.services_kit import BUSYBOX_IMAGE, PYTHON_IMAGE, make_zip
 from tests.usage.gpu_standin import UUIDS
 
 WORKER = f"test-gpu-{uuid.uuid4().hex[:8]}"

@@ -14,14 +14,14 @@ import uuid
 import psutil
 import pytest
 
-from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.core.model import TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads import workspace
 from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Job, Started
 from hivemind_celery.runtime.process import ProcessRuntime
 from hivemind_celery.task.outcomes import celery_outcome
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 
 PAYLOAD = "sha256:" + "0" * 64
 

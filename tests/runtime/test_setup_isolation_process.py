@@ -23,7 +23,7 @@ from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads import workspace
 from hivemind_celery.runtime.base import Job
 from hivemind_celery.runtime.process import ProcessRuntime
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 from tests.setup_index_kit import LocalIndex
 
 LOOPBACK = "127.0.0.1"

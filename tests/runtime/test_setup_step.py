@@ -38,7 +38,7 @@ from hivemind_celery.runtime.setup_step import (
     pip_options,
     setup_env,
 )
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 from tests.setup_index_kit import Recorder
 
 PROXY_SOURCE = Path(setup_proxy.__file__).read_text()

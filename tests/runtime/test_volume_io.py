@@ -25,7 +25,7 @@ from hivemind_celery.core.model import TaskStatus
 from hivemind_celery.runtime.archive import AccessDenied, copy_dir
 from hivemind_celery.runtime.docker_config import object_name
 from hivemind_celery.runtime.docker_driver import DockerRuntime
-from tests.runtime.test_docker_runtime import WORKER, leftovers, make_job, settings, tar_files
+from tests.runtime.docker_kit import WORKER, leftovers, make_job, settings, tar_files
 
 # What a stranger's task leaves in /workspace for the worker to copy out.
 HOSTILE_LEFTOVERS = """

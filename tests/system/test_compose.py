@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import ROOT, _missing
+from tests.services_kit import ROOT, missing
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -57,7 +57,7 @@ def command_text(service: dict) -> str:
 def compose_tool() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    _missing("docker-compose is not installed (apt-get install docker-compose)")
+    missing("docker-compose is not installed (apt-get install docker-compose)")
     raise AssertionError("unreachable")
 
 

@@ -25,7 +25,6 @@ from hivemind_celery.core import keys
 from hivemind_celery.site.registry import Registry, WorkerCapacity
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
-from tests.conftest import make_zip
 from tests.e2e_kit import (
     BRIDGE_MAX_PAYLOAD_BYTES,
     OWNER,
@@ -41,6 +40,7 @@ from tests.e2e_kit import (
     write_zip,
 )
 from tests.nodepool_kit import wait_for
+from tests.services_kit import make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 

@@ -17,7 +17,7 @@ from hivemind_celery.core.settings import Settings
 from nodepool.server import RunningPool
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
-from tests.bridge.test_bridge_service import add_worker, queued
+from tests.bridge_kit import add_worker, queued
 from tests.nodepool_kit import (
     PASSWORD,
     add_user,

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -27,8 +25,9 @@ from bridge.server import Bridge
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskStatus
 from hivemind_celery.task.idempotency import TaskGuard
 from hivemind_celery.task.outcomes import TaskUnsuccessful, outcome_of
-from tests.bridge.test_bridge_service import RecordingPool, bridge_settings, execute, wait_for
-from tests.conftest import ROOT, make_zip, worker_env
+from tests.bridge_kit import RecordingPool, bridge_settings, execute, wait_for
+from tests.nodepool_kit import free_port
+from tests.services_kit import ROOT, make_zip, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
@@ -55,12 +54,6 @@ def bridge(redis_url: str, pool: RecordingPool) -> Iterator[Bridge]:
     started = Bridge(bridge_settings(redis_url, pool)).start()
     yield started
     started.stop(grace=0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

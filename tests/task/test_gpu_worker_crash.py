@@ -13,25 +13,13 @@ import psutil
 import pytest
 
 from hivemind_celery.core.model import TASK_NAME, TaskSpec, TaskStatus
-from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
-from hivemind_celery.site.gpu_allocator import GpuAllocator
 from hivemind_celery.task.outcomes import celery_outcome
 from hivemind_celery.usage.gpu import GpuInfo
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 from tests.usage.gpu_standin import FOUR_GPUS, UUIDS, worker_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module")
-def store(redis_client, redis_url) -> PayloadStore:
-    return PayloadStore(redis_client, Settings(redis_url=redis_url))
-
-
-@pytest.fixture(scope="module")
-def leases(redis_client) -> GpuAllocator:
-    return GpuAllocator(redis_client)  # this host's, as the workers see it
 
 
 def submit(celery_app, store: PayloadStore, files: dict[str, str], **fields: object):

@@ -18,11 +18,9 @@ from collections import defaultdict
 import pytest
 
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
-from hivemind_celery.site.gpu_allocator import GpuAllocator
 from hivemind_celery.task.outcomes import celery_outcome
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 from tests.usage.gpu_standin import UUIDS, worker_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
@@ -33,16 +31,6 @@ HOLDER = ("import json, os, time\n"
           "time.sleep(2.5)\n"
           "print('GPU_RUN ' + json.dumps({'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),\n"
           "                               'start': start, 'end': time.time()}))\n")
-
-
-@pytest.fixture(scope="module")
-def store(redis_client, redis_url) -> PayloadStore:
-    return PayloadStore(redis_client, Settings(redis_url=redis_url))
-
-
-@pytest.fixture(scope="module")
-def leases(redis_client) -> GpuAllocator:
-    return GpuAllocator(redis_client)  # this host's, as the workers see it
 
 
 @pytest.fixture(scope="module")

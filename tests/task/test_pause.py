@@ -36,7 +36,7 @@ from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.site.prefs import PrefsStore
 from hivemind_celery.site.registry import Registry
 from hivemind_celery.task.outcomes import celery_outcome
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
@@ -61,11 +61,6 @@ def prefs(redis_client) -> PrefsStore:
     store.client.delete("hm:site:prefs")
     yield store
     store.client.delete("hm:site:prefs")
-
-
-@pytest.fixture(scope="module")
-def store(redis_client, redis_url) -> PayloadStore:
-    return PayloadStore(redis_client, Settings(redis_url=redis_url))
 
 
 def submit(celery_app, store: PayloadStore, files: dict, timeout: float):

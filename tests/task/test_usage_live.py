@@ -29,7 +29,7 @@ from hivemind_celery.core.reward import RewardPolicy, compute_reward
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.task.observers import RUNNING_STATE, USAGE_EVENT
-from tests.conftest import make_zip
+from tests.services_kit import make_zip
 from tests.usage_signal_receiver import signal_key
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]

@@ -16,17 +16,10 @@ import zipfile
 import pytest
 
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.task.outcomes import celery_outcome
-from tests.conftest import BUSYBOX_IMAGE, MISSING_IMAGE, ROOT, make_zip, worker_env
+from tests.services_kit import BUSYBOX_IMAGE, MISSING_IMAGE, ROOT, make_zip, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def store(redis_client, redis_url):
-    return PayloadStore(redis_client, Settings(redis_url=redis_url))
 
 
 @pytest.fixture(scope="module")

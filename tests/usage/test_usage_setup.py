@@ -25,8 +25,8 @@ from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.process import ProcessRuntime
 from hivemind_celery.task.meter import UsageMeter
 from hivemind_celery.task.outcomes import outcome_from_result
-from tests.conftest import PYTHON_IMAGE, make_zip
-from tests.usage.test_usage_exact import CPUS, reference
+from tests.services_kit import PYTHON_IMAGE, make_zip
+from tests.usage.burn_kit import CPUS, reference
 
 PAYLOAD = "sha256:" + "0" * 64
 MAIN = (

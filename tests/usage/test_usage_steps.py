@@ -21,16 +21,8 @@ from hivemind_celery.runtime.docker_driver import DockerRuntime
 from hivemind_celery.runtime.process import ProcessRuntime
 from hivemind_celery.usage import task_cgroup
 from hivemind_celery.usage.totals import step_totals, whole_run
-from tests.conftest import PYTHON_IMAGE
-from tests.usage.test_usage_exact import (
-    _BURN,
-    _REPORT,
-    BURNERS,
-    NOTHING,
-    make_job,
-    measured_run,
-    reference,
-)
+from tests.services_kit import PYTHON_IMAGE
+from tests.usage.burn_kit import BURN, BURNERS, NOTHING, REPORT, make_job, measured_run, reference
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making cgroups needs root")
 
@@ -107,7 +99,7 @@ def test_docker_step_parents_are_removed_and_reaped(docker_client, redis_client)
     settings = Settings(worker_id=f"steps-docker-{uuid.uuid4().hex[:6]}", task_image=PYTHON_IMAGE,
                         sample_interval=600, stop_grace=1)
     runtime = DockerRuntime(settings, client=docker_client)
-    job = make_job(_BURN + "burn(0.2)\n" + _REPORT)
+    job = make_job(BURN + "burn(0.2)\n" + REPORT)
     parent = task_cgroup.docker_parent(settings.worker_id, job.spec.task_id, "main")
     result = runtime.run(job, defer_cleanup=True)  # leaves the container and its parent cgroup
     assert result.step_usage["main"].source == "cgroup"
@@ -165,7 +157,7 @@ def test_process_step_cgroup_left_by_an_earlier_attempt_is_cleared_first(tmp_pat
     # What a runner that died mid-step leaves: the step's cgroup, CPU time in it, a process still inside.
     leftover = task_cgroup.create(task_cgroup.leaf_name(settings.worker_id, job.spec.task_id, "main"))
     assert leftover is not None
-    old = psutil.Popen(["python3", "-c", _BURN + "burn(0.3)\nimport time\ntime.sleep(60)\n"])
+    old = psutil.Popen(["python3", "-c", BURN + "burn(0.3)\nimport time\ntime.sleep(60)\n"])
     for path in leftover.procs_files:
         Path(path).write_text(str(old.pid))
     while old.cpu_times().user + old.cpu_times().system < 0.3:
