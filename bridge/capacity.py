@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hivemind_celery.site.registry import SiteCapacity
+from hivemind_celery.site import SiteCapacity
 
 IDLE = "Idle"  # the only status the deployed pool dispatches to; exact spelling
 MIN_FREE_CPUS = 1.0

@@ -29,8 +29,8 @@ from bridge.config import BridgeConfig
 from bridge.outbox import Outbox
 from bridge.retry import TRANSIENT, until_stopped
 from bridge.session import NodePoolError, Session
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.site.prefs import PrefsStore
+from hivemind_celery.core import Settings
+from hivemind_celery.site import PrefsStore
 from proto import nodepool_pb2 as pb
 
 log = logging.getLogger(__name__)

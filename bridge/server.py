@@ -24,10 +24,9 @@ from bridge.outbox import Outbox
 from bridge.relay import Relay
 from bridge.servicer import WorkerNodeServicer
 from bridge.session import MESSAGE_MARGIN, Session, open_channel
-from hivemind_celery.celery_app import create_app
-from hivemind_celery.core.redis_client import payload_redis
-from hivemind_celery.core.settings import Settings, get_settings
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.client import create_client
+from hivemind_celery.core import Settings, get_settings, payload_redis
+from hivemind_celery.payloads import PayloadStore
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -62,12 +61,12 @@ class Bridge:
         # with the workers; the outbox lives there too.
         self.redis = redis_client or payload_redis(self.settings)
         if registry is None:
-            from hivemind_celery.site.registry import Registry
+            from hivemind_celery.site import Registry
 
             registry = Registry(self.redis)
         self.registry = registry
         self._own_celery = celery is None
-        self.celery = celery or create_app(self.settings)
+        self.celery = celery or create_client(self.settings)
         self.payloads = PayloadStore(self.redis, self.settings)
         self.outbox = Outbox(self.redis, self.config.node_id)
         self.port = 0

@@ -22,13 +22,11 @@ from celery import Celery
 from bridge import capacity, intake
 from bridge.intake import IntakeRefused
 from bridge.outbox import Outbox, OwedTask
-from hivemind_celery.core import keys
-from hivemind_celery.core.model import TASK_NAME
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.store import PayloadError, PayloadStore
-from hivemind_celery.site.disk_gate import paused_reasons
-from hivemind_celery.site.prefs import PrefsStore
-from hivemind_celery.task.cancellation import request_stop
+from hivemind_celery.client import send_run_task
+from hivemind_celery.core import Settings, keys
+from hivemind_celery.payloads import PayloadError, PayloadStore
+from hivemind_celery.site import PrefsStore, paused_reasons
+from hivemind_celery.task import request_stop
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -136,8 +134,7 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
                                       memory_mb=res.memory_mb, gpus=res.gpus, gpu_memory_mb=res.gpu_memory_mb,
                                       accepted_at=time.time()), client=pipe)
             pipe.execute()
-            self._celery.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=task_id,
-                                   queue=spec.queue.value)
+            send_run_task(self._celery, spec)
         except Exception:
             self._outbox.remove(task_id)
             self._registry.release(task_id)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from hivemind_celery.core import keys
-from hivemind_celery.observability.logs import redact
+from hivemind_celery.observability import redact
 
 log = logging.getLogger(__name__)
 
