@@ -25,14 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from celery import Celery
 from celery.result import AsyncResult
 
-from bridge.outbox import Outbox, OwedTask
+from bridge.outbox import OwedTask
+from bridge.parts import BridgeParts
 from bridge.retry import TRANSIENT, until_stopped
 from bridge.session import CALL_TIMEOUT, NodePoolError, Session
-from hivemind_celery.core import Settings, TaskOutcome, keys
-from hivemind_celery.payloads import PayloadMissing, PayloadStore
+from hivemind_celery.core import TaskOutcome, keys
+from hivemind_celery.payloads import PayloadMissing
 from hivemind_celery.task import finished_outcome, read_output
 from proto import nodepool_pb2 as pb
 
@@ -48,23 +48,14 @@ MAX_RESULT_REFUSALS = 5
 
 
 class Relay:
-    def __init__(
-        self,
-        settings: Settings,
-        session: Session,
-        client: redis.Redis,
-        celery: Celery,
-        registry: Any,
-        payloads: PayloadStore,
-        outbox: Outbox,
-    ) -> None:
-        self._settings = settings
+    def __init__(self, parts: BridgeParts, session: Session) -> None:
+        self._settings = parts.settings
         self._session = session
-        self._redis = client
-        self._celery = celery
-        self._registry = registry
-        self._payloads = payloads
-        self._outbox = outbox
+        self._redis = parts.redis
+        self._celery = parts.celery
+        self._registry = parts.registry
+        self._payloads = parts.payloads
+        self._outbox = parts.outbox
         self._last_usage: dict[str, bytes | str] = {}
         self._undeliverable: set[str] = set()
         self._refusals: dict[str, int] = {}
