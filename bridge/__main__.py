@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 
-from hivemind_celery.core.settings import Settings, get_settings
+from hivemind_celery.core import Settings, get_settings
 
 log = logging.getLogger("bridge")
 
@@ -15,7 +15,7 @@ def run(settings: Settings) -> int:
     """Run a bridge in the foreground; 2 when the configuration cannot work."""
     from bridge.config import ConfigError
     from bridge.server import Bridge
-    from hivemind_celery.observability.logs import attach_problem_log, configure_logging
+    from hivemind_celery.observability import attach_problem_log, configure_logging
 
     configure_logging(settings)
     attach_problem_log(settings, "bridge", settings.username)

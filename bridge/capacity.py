@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hivemind_celery.site.registry import SiteCapacity
+from bridge.parts import SiteCapacityView
 
 IDLE = "Idle"  # the only status the deployed pool dispatches to; exact spelling
 MIN_FREE_CPUS = 1.0
@@ -38,7 +38,7 @@ class Advertised:
     gpu_name: str
 
 
-def advertised(cap: SiteCapacity, cpu_score_per_core: int, gpu_score_per_gpu: int) -> Advertised:
+def advertised(cap: SiteCapacityView, cpu_score_per_core: int, gpu_score_per_gpu: int) -> Advertised:
     """What RegisterWorkerNode says: the live workers' totals, whatever runs."""
     return Advertised(
         cpu_cores=int(cap.cpus_total),
@@ -68,12 +68,12 @@ def never_less(before: Advertised | None, now: Advertised) -> Advertised:
     )
 
 
-def can_take_more(cap: SiteCapacity) -> bool:
+def can_take_more(cap: SiteCapacityView) -> bool:
     """Room for one more smallest task on a live worker."""
     return cap.workers > 0 and cap.cpus_free >= MIN_FREE_CPUS and cap.memory_mb_free >= MIN_FREE_MEMORY_MB
 
 
-def node_status(cap: SiteCapacity, running: int) -> str:
+def node_status(cap: SiteCapacityView, running: int) -> str:
     """Exactly "Idle" only while another task fits; anything else keeps the pool
     from dispatching. "Running" also buys a longer silence allowance."""
     if can_take_more(cap):
@@ -91,7 +91,7 @@ def paused_status(reason: str, running: int) -> str:
     return f"Paused ({running} tasks frozen): {reason}" if running else f"Paused: {reason}"
 
 
-def shortfall(cap: SiteCapacity, cpus: float, memory_mb: int, gpus: int, gpu_memory_mb: int) -> str:
+def shortfall(cap: SiteCapacityView, cpus: float, memory_mb: int, gpus: int, gpu_memory_mb: int) -> str:
     """Why a task that did not fit cannot be taken, truthfully: the site has no
     GPU at all, the task is larger than the whole site, or the site is full now."""
     if cap.workers == 0:
@@ -127,7 +127,7 @@ class SiteUsage:
     gpu_memory: float
 
 
-def site_usage(cap: SiteCapacity) -> SiteUsage:
+def site_usage(cap: SiteCapacityView) -> SiteUsage:
     return SiteUsage(
         cpu=percent(cap.cpus_total - cap.cpus_free, cap.cpus_total),
         memory=percent(cap.memory_mb_total - cap.memory_mb_free, cap.memory_mb_total),

@@ -12,8 +12,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from hivemind_celery.core.errors import HivemindError
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.core import HivemindError, Settings
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -20,18 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import grpc
 
 from bridge import capacity
-from bridge.config import BridgeConfig
-from bridge.outbox import Outbox
+from bridge.parts import BridgeParts, SiteCapacityView
 from bridge.retry import TRANSIENT, until_stopped
 from bridge.session import NodePoolError, Session
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.site.prefs import PrefsStore
-from hivemind_celery.site.standing import publish_standing
+from hivemind_celery.site import PrefsStore, publish_standing
 from proto import nodepool_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -40,20 +36,13 @@ NODE_USAGE_TASK_ID = "0"
 
 
 class Heartbeat:
-    def __init__(
-        self,
-        settings: Settings,
-        config: BridgeConfig,
-        session: Session,
-        registry: Any,
-        outbox: Outbox,
-        port: int,
-    ) -> None:
-        self._settings = settings
-        self._config = config
+    def __init__(self, parts: BridgeParts, session: Session, port: int) -> None:
+        self._settings = parts.settings
+        self._config = parts.config
         self._session = session
-        self._registry = registry
-        self._outbox = outbox
+        self._registry = parts.registry
+        self._redis = parts.redis
+        self._outbox = parts.outbox
         self._port = port
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -84,12 +73,12 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def figures(self, cap: Any) -> capacity.Advertised:
+    def figures(self, cap: SiteCapacityView) -> capacity.Advertised:
         """What to register now: the site's totals, never below the last registration."""
         return capacity.never_less(self._advertised, capacity.advertised(
             cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu))
 
-    def register(self, cap: Any = None) -> None:
+    def register(self, cap: SiteCapacityView | None = None) -> None:
         cap = cap if cap is not None else self._registry.capacity()
         ad = self.figures(cap)
         self._session.call(
@@ -113,12 +102,12 @@ class Heartbeat:
                  self._config.advertise_host, self._port, ad.cpu_cores, ad.cpu_score, ad.gpu_score,
                  extra={"node_id": self._config.node_id})
 
-    def report(self, cap: Any = None) -> str:
+    def report(self, cap: SiteCapacityView | None = None) -> str:
         cap = cap if cap is not None else self._registry.capacity()
         running = self._outbox.count()
         status = capacity.node_status(cap, running)
-        mode = self._site_mode()
-        if mode is not None and mode.paused:
+        mode = PrefsStore(self._redis, self._settings).mode()  # what the workers published (site/prefs.py)
+        if mode.paused:
             status = capacity.paused_status(mode.reason, running)
         usage = capacity.site_usage(cap)
         self._session.call(
@@ -138,14 +127,8 @@ class Heartbeat:
         if status != self.last_status:
             log.info("status now %r", status, extra={"node_id": self._config.node_id})
         self.last_status = status
-        publish_standing(getattr(self._registry, "client", None), self._config.node_id,
-                         self._settings.nodepool_address, status=status)
+        publish_standing(self._redis, self._config.node_id, self._settings.nodepool_address, status=status)
         return status
-
-    def _site_mode(self) -> Any:
-        """The mode the workers published (site/prefs.py); None without a Redis to read."""
-        client = getattr(self._registry, "client", None)
-        return PrefsStore(client, self._settings).mode() if client is not None else None
 
     def _node_usage(self, usage: capacity.SiteUsage) -> None:
         """Optional: a pool that refuses or fails it still got the status."""
@@ -188,11 +171,11 @@ class Heartbeat:
         except Exception as exc:
             # The pool may have restarted and forgotten this node: register first next time.
             self._next_registration = 0.0
-            publish_standing(getattr(self._registry, "client", None), self._config.node_id,
-                             self._settings.nodepool_address, error=f"{type(exc).__name__}: {exc}")
+            publish_standing(self._redis, self._config.node_id, self._settings.nodepool_address,
+                             error=f"{type(exc).__name__}: {exc}")
             raise
 
-    def _report_unregistered(self, cap: Any) -> None:
+    def _report_unregistered(self, cap: SiteCapacityView) -> None:
         """No live worker and nothing registered yet (a bridge starting before its
         workers): registering zeros would clamp the deployed pool's available_* to
         nothing for good, so only the status goes, to a pool that knows this node.

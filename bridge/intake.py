@@ -22,15 +22,8 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from hivemind_celery.core.errors import HivemindError
-from hivemind_celery.core.model import TASK_ID_PATTERN, TaskSpec
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.workspace import (
-    WorkspaceError,
-    ZipLimits,
-    entry_command,
-    inspect_zip,
-)
+from hivemind_celery.core import TASK_ID_PATTERN, HivemindError, Settings, TaskSpec
+from hivemind_celery.payloads import WorkspaceError, ZipLimits, entry_command, inspect_zip
 
 DEFAULT_MEMORY_MB = 512
 MAX_GPUS = 64  # TaskSpec's bound

@@ -14,8 +14,7 @@ from typing import Any
 
 import redis
 
-from hivemind_celery.core import keys
-from hivemind_celery.core.units import as_text
+from hivemind_celery.core import as_text, keys
 
 
 @dataclass(frozen=True)

@@ -25,19 +25,15 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from celery import Celery
 from celery.result import AsyncResult
 
-from bridge.outbox import Outbox, OwedTask
+from bridge.outbox import OwedTask
+from bridge.parts import BridgeParts
 from bridge.retry import TRANSIENT, until_stopped
 from bridge.session import CALL_TIMEOUT, NodePoolError, Session
-from hivemind_celery.core import keys
-from hivemind_celery.core.model import TaskOutcome
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.store import PayloadMissing, PayloadStore
-from hivemind_celery.task.idempotency import TaskGuard
-from hivemind_celery.task.outcomes import outcome_of
-from hivemind_celery.task.streams import read_output
+from hivemind_celery.core import TaskOutcome, keys
+from hivemind_celery.payloads import PayloadMissing
+from hivemind_celery.task import finished_outcome, read_output
 from proto import nodepool_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -52,23 +48,14 @@ MAX_RESULT_REFUSALS = 5
 
 
 class Relay:
-    def __init__(
-        self,
-        settings: Settings,
-        session: Session,
-        client: redis.Redis,
-        celery: Celery,
-        registry: Any,
-        payloads: PayloadStore,
-        outbox: Outbox,
-    ) -> None:
-        self._settings = settings
+    def __init__(self, parts: BridgeParts, session: Session) -> None:
+        self._settings = parts.settings
         self._session = session
-        self._redis = client
-        self._celery = celery
-        self._registry = registry
-        self._payloads = payloads
-        self._outbox = outbox
+        self._redis = parts.redis
+        self._celery = parts.celery
+        self._registry = parts.registry
+        self._payloads = parts.payloads
+        self._outbox = parts.outbox
         self._last_usage: dict[str, bytes | str] = {}
         self._undeliverable: set[str] = set()
         self._refusals: dict[str, int] = {}
@@ -221,15 +208,10 @@ class Relay:
         result = AsyncResult(task_id, app=self._celery)
         if not result.ready():
             return None
-        # A succeeded task returns its outcome; any other raises TaskUnsuccessful carrying it.
-        outcome = outcome_of(result.result)
+        # Returned or raised by the task, or stored for it when it was revoked or killed.
+        outcome = finished_outcome(self._redis, task_id, result.result)
         if outcome is not None:
             return outcome
-        # Revoked or killed: the worker's main process stores a cancelled
-        # outcome (with a result zip) for it under the task's outcome key.
-        stored = TaskGuard(self._redis, task_id).stored_outcome()
-        if stored is not None:
-            return stored
         self._stuck(task_id, f"task ended {result.state} without an outcome ({result.result!r})")
         return None
 

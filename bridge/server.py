@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent import futures
-from typing import Any
 
 import grpc
 import redis
@@ -21,13 +20,14 @@ from bridge.callers import CallerGuard
 from bridge.config import BridgeConfig
 from bridge.heartbeat import Heartbeat
 from bridge.outbox import Outbox
+from bridge.parts import BridgeParts, SiteRegistry
 from bridge.relay import Relay
 from bridge.servicer import WorkerNodeServicer
 from bridge.session import MESSAGE_MARGIN, Session, open_channel
-from hivemind_celery.celery_app import create_app
-from hivemind_celery.core.redis_client import payload_redis
-from hivemind_celery.core.settings import Settings, get_settings
-from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.client import create_client
+from hivemind_celery.core import Settings, get_settings, payload_redis
+from hivemind_celery.payloads import PayloadStore
+from hivemind_celery.site import Registry
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -52,7 +52,7 @@ class Bridge:
         self,
         settings: Settings | None = None,
         *,
-        registry: Any = None,
+        registry: SiteRegistry | None = None,
         celery: Celery | None = None,
         redis_client: redis.Redis | None = None,
     ) -> None:
@@ -61,15 +61,13 @@ class Bridge:
         # Payloads, output streams, usage and stop flags share the payload Redis
         # with the workers; the outbox lives there too.
         self.redis = redis_client or payload_redis(self.settings)
-        if registry is None:
-            from hivemind_celery.site.registry import Registry
-
-            registry = Registry(self.redis)
-        self.registry = registry
+        self.registry: SiteRegistry = registry if registry is not None else Registry(self.redis)
         self._own_celery = celery is None
-        self.celery = celery or create_app(self.settings)
+        self.celery = celery or create_client(self.settings)
         self.payloads = PayloadStore(self.redis, self.settings)
         self.outbox = Outbox(self.redis, self.config.node_id)
+        self.parts = BridgeParts(settings=self.settings, config=self.config, redis=self.redis, celery=self.celery,
+                                 registry=self.registry, payloads=self.payloads, outbox=self.outbox)
         self.port = 0
         self._server: grpc.Server | None = None
         self._channel: grpc.Channel | None = None
@@ -84,9 +82,8 @@ class Bridge:
         self._server = self._serve()
         self._channel = open_channel(self.settings)
         self.session = Session(self.settings, self._channel)
-        self.heartbeat = Heartbeat(self.settings, self.config, self.session, self.registry, self.outbox, self.port)
-        self.relay = Relay(self.settings, self.session, self.redis, self.celery, self.registry, self.payloads,
-                           self.outbox)
+        self.heartbeat = Heartbeat(self.parts, self.session, self.port)
+        self.relay = Relay(self.parts, self.session)
         self.relay.on_freed = self.heartbeat.wake
         assert self._servicer is not None
         self._servicer.on_accepted = self.heartbeat.wake
@@ -106,8 +103,7 @@ class Bridge:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
             maximum_concurrent_rpcs=MAX_CONCURRENT_INTAKES * 4,
         )
-        servicer = WorkerNodeServicer(self.settings, self.config.node_id, self.redis, self.celery, self.registry,
-                                      self.payloads, self.outbox)
+        servicer = WorkerNodeServicer(self.parts)
         self._servicer = servicer
         pb_grpc.add_WorkerNodeServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

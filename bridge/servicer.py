@@ -17,18 +17,16 @@ from typing import Any
 
 import grpc
 import redis
-from celery import Celery
 
 from bridge import capacity, intake
 from bridge.intake import IntakeRefused
-from bridge.outbox import Outbox, OwedTask
+from bridge.outbox import OwedTask
+from bridge.parts import BridgeParts
+from hivemind_celery.client import send_run_task
 from hivemind_celery.core import keys
-from hivemind_celery.core.model import TASK_NAME
-from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.store import PayloadError, PayloadStore
-from hivemind_celery.site.disk_gate import paused_reasons
-from hivemind_celery.site.prefs import PrefsStore
-from hivemind_celery.task.cancellation import request_stop
+from hivemind_celery.payloads import PayloadError
+from hivemind_celery.site import PrefsStore, paused_reasons
+from hivemind_celery.task import request_stop
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -39,25 +37,16 @@ INTAKE_LOCK_WAIT = 60.0
 
 
 class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
-    def __init__(
-        self,
-        settings: Settings,
-        node_id: str,
-        client: redis.Redis,
-        celery: Celery,
-        registry: Any,
-        payloads: PayloadStore,
-        outbox: Outbox,
-    ) -> None:
-        self._settings = settings
-        self._node_id = node_id
-        self._redis = client
-        self._celery = celery
-        self._registry = registry
-        self._payloads = payloads
-        self._outbox = outbox
+    def __init__(self, parts: BridgeParts) -> None:
+        self._settings = parts.settings
+        self._node_id = parts.node_id
+        self._redis = parts.redis
+        self._celery = parts.celery
+        self._registry = parts.registry
+        self._payloads = parts.payloads
+        self._outbox = parts.outbox
         # Reservations outlive the longest task; the relay releases them sooner.
-        self._allocation_ttl = int(settings.hard_time_limit + 3600)
+        self._allocation_ttl = int(parts.settings.hard_time_limit + 3600)
         # Called once a new task's acceptance has been answered (the heartbeat's
         # wake): the deployed pool marks a node BUSY after every dispatch and
         # dispatches to it again only after its next Idle report.
@@ -136,8 +125,7 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
                                       memory_mb=res.memory_mb, gpus=res.gpus, gpu_memory_mb=res.gpu_memory_mb,
                                       accepted_at=time.time()), client=pipe)
             pipe.execute()
-            self._celery.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=task_id,
-                                   queue=spec.queue.value)
+            send_run_task(self._celery, spec)
         except Exception:
             self._outbox.remove(task_id)
             self._registry.release(task_id)

@@ -21,8 +21,7 @@ from typing import Any
 import grpc
 import jwt
 
-from hivemind_celery.core.errors import HivemindError
-from hivemind_celery.core.settings import Settings
+from hivemind_celery.core import HivemindError, Settings
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 

@@ -19,8 +19,7 @@ from typing import Any
 
 import grpc
 
-from hivemind_celery.core.errors import HivemindError
-from hivemind_celery.core.units import MiB
+from hivemind_celery.core import HivemindError, MiB
 from proto import nodepool_pb2 as pb
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -66,7 +65,7 @@ class PoolClient:
 
     @classmethod
     def from_settings(cls) -> PoolClient:
-        from hivemind_celery.core.settings import Settings
+        from hivemind_celery.core import Settings
 
         settings = Settings()  # fresh, not cached: the environment is the configuration
         return cls(settings.nodepool_address, settings.username, settings.password.get_secret_value())

@@ -1,8 +1,9 @@
 """HiveMind worker site on Celery.
 
-`celery -A hivemind_celery worker -Q cpu` finds `app` here. The app is built
-lazily so that plain-data users (the bridge, the Node Pool, the reward) do not
-configure Celery just by importing the task model.
+`celery -A hivemind_celery worker -Q cpu` finds `app` (or `celery`) here: the
+worker app of celery_app.py, built on first access, so that importing a package
+(the task model, the registry) builds no app and connects no worker hook. A
+process that only sends tasks or reads results uses `hivemind_celery.client`.
 """
 
 from __future__ import annotations

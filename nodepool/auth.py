@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from hivemind_celery.core.errors import HivemindError
+from hivemind_celery.core import HivemindError
 from nodepool.store import Store
 
 ALGORITHM = "HS256"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from hivemind_celery.core.reward import RewardPolicy
+from hivemind_celery.core import RewardPolicy
 from nodepool.auth import AuthError, Identity, TokenAuthority
 from nodepool.dispatcher import Dispatcher
 from nodepool.settings import NodePoolSettings

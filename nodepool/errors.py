@@ -1,7 +1,7 @@
 """The one error type the pool's logic raises for a refused request."""
 
 
-from hivemind_celery.core.errors import HivemindError
+from hivemind_celery.core import HivemindError
 
 
 class Refused(HivemindError):

@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 
-from hivemind_celery.core.reward import RewardPolicy, compute_reward
+from hivemind_celery.core import RewardPolicy, compute_reward
 from nodepool.auth import Identity
 from nodepool.nodes import percent
 from nodepool.store import Store

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hivemind_celery.core.reward import RewardPolicy
+from hivemind_celery.core import RewardPolicy
 from nodepool.auth import TokenAuthority, token_secret
 from nodepool.context import Pool
 from nodepool.dispatcher import Dispatcher

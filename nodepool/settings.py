@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hivemind_celery.core.units import MiB
+from hivemind_celery.core import MiB
 
 
 class NodePoolSettings(BaseSettings):

@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hivemind_celery.core.model import TASK_ID_PATTERN
+from hivemind_celery.core import TASK_ID_PATTERN
 from nodepool.auth import Identity
 from nodepool.errors import Refused
 from nodepool.nodes import percent

@@ -18,7 +18,7 @@ def bridge(
     """Run the bridge in the foreground. The password comes from HIVEMIND_PASSWORD only,
     so it never shows in the process list."""
     from bridge.__main__ import run
-    from hivemind_celery.core.settings import Settings
+    from hivemind_celery.core import Settings
 
     overrides: dict[str, Any] = {
         "nodepool_address": nodepool,

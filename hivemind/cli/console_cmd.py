@@ -14,8 +14,8 @@ def console(
     """Serve the web console: what this site runs, its charts and history, and your preferences."""
     from hivemind.console.auth import ConsoleConfigError, credentials
     from hivemind.console.serve import serve
-    from hivemind_celery.core.settings import get_settings
-    from hivemind_celery.observability.logs import configure_logging
+    from hivemind_celery.core import get_settings
+    from hivemind_celery.observability import configure_logging
 
     settings = get_settings()
     host = host or settings.console_host

@@ -66,7 +66,7 @@ def nodepool(
     db: Path | None = typer.Option(None, "--db", help="SQLite database (default: HIVEMIND_NODEPOOL_DB)."),
 ) -> None:
     """Serve this project's Node Pool until interrupted."""
-    from hivemind_celery.core.settings import Settings
+    from hivemind_celery.core import Settings
     from nodepool import logs
     from nodepool.server import serve
     from nodepool.settings import NodePoolSettings

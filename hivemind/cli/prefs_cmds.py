@@ -49,9 +49,8 @@ def parse_assignments(pairs: list[str]) -> dict[str, Any]:
 
 
 def _store():  # type: ignore[no-untyped-def]
-    from hivemind_celery.core.redis_client import payload_redis
-    from hivemind_celery.core.settings import get_settings
-    from hivemind_celery.site.prefs import PrefsStore
+    from hivemind_celery.core import get_settings, payload_redis
+    from hivemind_celery.site import PrefsStore
 
     settings = get_settings()
     return PrefsStore(payload_redis(settings), settings)
@@ -90,7 +89,7 @@ def set_(pairs: list[str] = typer.Argument(..., help="KEY=VALUE ..., e.g. hours=
     """Change preferences (an empty value clears an optional rule: hours=)."""
     import redis
 
-    from hivemind_celery.site.prefs import PreferencesError
+    from hivemind_celery.site import PreferencesError
 
     try:
         store = _store()
@@ -108,7 +107,7 @@ def pause(
     """Freeze the site's running tasks and take no new ones."""
     import redis
 
-    from hivemind_celery.site.prefs import PreferencesError
+    from hivemind_celery.site import PreferencesError
 
     try:
         seconds = parse_duration(for_) if for_ is not None else None

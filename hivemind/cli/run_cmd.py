@@ -30,10 +30,10 @@ def run(
     # Imported here so that `hivemind --help` does not need Redis or Celery.
     from pydantic import ValidationError
 
-    from hivemind_celery.celery_app import app
-    from hivemind_celery.core.model import TASK_NAME, TaskSpec
-    from hivemind_celery.payloads.store import PayloadError, PayloadStore
-    from hivemind_celery.task.outcomes import celery_outcome
+    from hivemind_celery.client import create_client, send_run_task
+    from hivemind_celery.core import TaskSpec
+    from hivemind_celery.payloads import PayloadError, PayloadStore
+    from hivemind_celery.task import celery_outcome
 
     store = PayloadStore.from_settings()
     try:
@@ -50,10 +50,13 @@ def run(
         )
     except (PayloadError, ValidationError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    result = app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                           queue=spec.queue.value)
-    with console.status(f"task {spec.task_id} on queue {spec.queue.value}…"):
-        outcome = celery_outcome(result, wait)
+    celery = create_client()
+    try:
+        result = send_run_task(celery, spec)
+        with console.status(f"task {spec.task_id} on queue {spec.queue.value}…"):
+            outcome = celery_outcome(result, wait)
+    finally:
+        celery.close()
     if output is not None and outcome.result_ref:
         output.write_bytes(store.get(outcome.result_ref))
     if as_json:

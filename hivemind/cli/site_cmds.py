@@ -16,9 +16,8 @@ def workers(
     """List the live workers of the site and its total and free capacity."""
     import redis
 
-    from hivemind_celery.core.redis_client import payload_redis
-    from hivemind_celery.core.settings import get_settings
-    from hivemind_celery.site.registry import Registry
+    from hivemind_celery.core import get_settings, payload_redis
+    from hivemind_celery.site import Registry
 
     settings = get_settings()
     registry = Registry(payload_redis(settings))
@@ -59,8 +58,8 @@ def health(
                                        help="Check dockerd (default: when the runtime is docker)."),
 ) -> None:
     """Check Redis, Docker, disk and memory; exit 1 when anything fails."""
-    from hivemind_celery.core.settings import get_settings
-    from hivemind_celery.observability.health import check_health
+    from hivemind_celery.core import get_settings
+    from hivemind_celery.observability import check_health
 
     report = check_health(get_settings(), docker=docker)
     if as_json:

@@ -107,7 +107,7 @@ def build_image(host: dockerd.DockerHost, image: str, log_path: Path, ask: bool 
 
 
 def detect_gpus() -> list[str]:
-    from hivemind_celery.usage.gpu import list_gpus
+    from hivemind_celery.usage import list_gpus
 
     try:
         return [gpu.name for gpu in list_gpus()]

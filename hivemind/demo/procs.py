@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hivemind_celery.core.errors import HivemindError
+from hivemind_celery.core import HivemindError
 
 
 class ChildFailed(HivemindError, RuntimeError):

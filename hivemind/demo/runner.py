@@ -31,7 +31,7 @@ from hivemind.demo.procs import (
 )
 from hivemind.demo.report import Tracked, notes, outcome_table, progress_table
 from hivemind.pool_client import PoolClient, PoolError
-from hivemind_celery.core.errors import HivemindError
+from hivemind_celery.core import HivemindError
 
 DEFAULT_PORTS = {"redis": 6379, "nodepool": 50051, "bridge": 50053, "flower": 5555, "console": 5001}
 DEMO_BALANCE = 1_000_000  # CPT the demo user starts with; it pays for its own tasks
@@ -170,15 +170,15 @@ def start_site(opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Pre
     save_site(paths, site, sup)
     console.print(f"[green]✓[/green] bridge on {site.bridge}, node {creds.worker!r}")
 
-    from hivemind_celery.celery_app import create_app
-    from hivemind_celery.core.settings import Settings
+    from hivemind_celery.client import create_client
+    from hivemind_celery.core import Settings
 
     worker_env = env | {
         "HIVEMIND_RUNTIME": pre.runtime,
         "HIVEMIND_TASK_IMAGE": pre.task_image,
         "HIVEMIND_DEFAULT_TIMEOUT": str(opts.task_timeout),
     }
-    app = create_app(Settings(redis_url=site.redis_url))
+    app = create_client(Settings(redis_url=site.redis_url))
     # Unique per state folder: two demos on one host must not reap each other's containers.
     host = f"{socket.gethostname().split('.')[0]}-{hashlib.sha1(str(paths.root).encode()).hexdigest()[:6]}"
     queues = ["cpu"] + (["gpu"] if pre.gpus else [])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hivemind.demo.paths import DemoPaths, write_private
 from hivemind.demo.procs import Child, ChildFailed, Supervisor
-from hivemind_celery.core.errors import HivemindError
+from hivemind_celery.core import HivemindError
 
 PY = sys.executable
 
@@ -87,7 +87,7 @@ def start_redis(sup: Supervisor, paths: DemoPaths, port: int, password: str, env
     child = sup.start("redis", [binary, str(conf)], env, paths.redis, grace=10.0)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
 
-    from hivemind_celery.core.redis_client import redis_from_url
+    from hivemind_celery.core import redis_from_url
 
     def ping() -> bool:
         return bool(redis_from_url(url, socket_connect_timeout=1).ping())

@@ -5,7 +5,8 @@ When HIVEMIND_MONITOR_DISK_PATH has less than HIVEMIND_HEALTH_MIN_DISK_FREE_MB
 free, the worker
 - registers with zero capacity, so the bridge counts nothing free on it,
   reports the site busy (not "Idle") and refuses ExecuteTask;
-- records why under `keys.site_paused()`, so the refusal names the reason;
+- records why under `keys.site_paused()`, so the refusal names the reason
+  (read back by `registry.paused_reasons`);
 - stops consuming its queues (a `cancel_consumer` control message to itself),
   so messages already queued wait for a worker with room.
 When space is back it registers its full capacity and consumes again. Tasks
@@ -18,21 +19,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-import redis
-
 from hivemind_celery.core import keys
-from hivemind_celery.core.units import as_text
 from hivemind_celery.observability.health import check_disk
 from hivemind_celery.site.registry import Registry, WorkerCapacity
 
 log = logging.getLogger(__name__)
 
 Consumers = Callable[[bool], None]  # True: consume the worker's queues; False: stop
-
-
-def paused_reasons(client: redis.Redis) -> dict[str, str]:
-    """worker id -> why it takes no tasks now."""
-    return {as_text(k): as_text(v) for k, v in client.hgetall(keys.site_paused()).items()}
 
 
 class DiskGate:

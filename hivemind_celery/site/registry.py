@@ -149,6 +149,11 @@ def _pairs(flat: list[Any]) -> dict[str, int]:
     return {as_text(name): int(float(as_text(value))) for name, value in zip(it, it)}
 
 
+def paused_reasons(client: redis.Redis) -> dict[str, str]:
+    """worker id -> why it takes no tasks now (its disk gate says, site/disk_gate.py)."""
+    return {as_text(k): as_text(v) for k, v in client.hgetall(keys.site_paused()).items()}
+
+
 class Registry:
     """Worker capacity and task allocations of one site.
 

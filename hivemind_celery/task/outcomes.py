@@ -1,14 +1,24 @@
 """The outcome constructors, each named for what it makes: from a runtime's
 JobResult, or at once for a task that never ran (rejected), whose runtime
-broke (failed) or that was stopped before or while it ran (cancelled)."""
+broke (failed) or that was stopped before or while it ran (cancelled). And
+reading one back from a Celery result (outcome_of, finished_outcome).
+
+A process that only reads outcomes (the bridge) imports this module without
+the runtime: JobResult is needed for type checking only."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import redis
 
 from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
-from hivemind_celery.runtime.base import JobResult
+from hivemind_celery.task.idempotency import TaskGuard
+
+if TYPE_CHECKING:
+    from hivemind_celery.runtime.base import JobResult
 
 
 def utcnow() -> datetime:
@@ -83,6 +93,16 @@ def outcome_of(value: object) -> TaskOutcome | None:
         if args and isinstance(args[0], dict):
             return TaskOutcome.model_validate(args[0])
     return None
+
+
+def finished_outcome(client: redis.Redis, task_id: str, value: object) -> TaskOutcome | None:
+    """The outcome of a task Celery reports ready, `value` being its result: the
+    outcome it returned or raised; for one revoked or killed, the cancelled outcome
+    the worker's main process stored for it under its outcome key; else None."""
+    outcome = outcome_of(value)
+    if outcome is not None:
+        return outcome
+    return TaskGuard(client, task_id).stored_outcome()
 
 
 def celery_outcome(result: object, timeout: float) -> TaskOutcome:

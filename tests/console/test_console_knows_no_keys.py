@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hivemind_celery.core import keys
-from tests.conftest import ROOT
+from tests.services_kit import ROOT
 
 CONSOLE = ROOT / "hivemind" / "console"
 KEY_PREFIX = keys.PREFIX + ":"

@@ -32,7 +32,7 @@ from hivemind_celery.site.standing import publish_standing
 from hivemind_celery.task.observers import TaskRun, UsageKeyObserver
 from hivemind_celery.task.streams import OutputStream
 from hivemind_celery.usage.sampler import UsageSample
-from tests.console.console_kit import PASSWORD, Console, console  # noqa: F401 - fixtures
+from tests.console.console_kit import PASSWORD, Console
 
 pytestmark = [pytest.mark.redis]
 

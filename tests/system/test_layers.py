@@ -2,7 +2,9 @@
 
 Every import in every module (function-level and TYPE_CHECKING ones included)
 is found with `ast`, so an import hidden inside a function cannot make a
-circle between packages unseen. Pure reading of the tree: nothing is imported.
+circle between packages unseen. An edge takes from a hivemind_celery package
+only what its face (`__init__.py`, its `__all__`) offers. Pure reading of the
+tree: nothing is imported.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("hivemind_celery", "hivemind", "bridge", "nodepool", "proto")
 EDGES = ("hivemind", "bridge", "nodepool", "proto")
 # hivemind_celery's own layers, bottom first: a module may import its own layer
-# or one below it. "app" is celery_app.py and the package's __init__.py.
-WORKER_LAYERS = ("core", "usage", "observability", "payloads", "runtime", "site", "task", "worker", "app")
+# or one below it. "client" is client.py (the Celery client: configuration and the
+# task's name); "app" is celery_app.py (the worker app) and the package's __init__.py.
+WORKER_LAYERS = ("core", "client", "usage", "observability", "payloads", "runtime", "site", "task", "worker",
+                 "app")
 # What each edge may import of ours (besides itself and third-party code).
 EDGE_MAY_IMPORT = {
     "proto": set(),
@@ -94,6 +98,40 @@ def all_imports() -> list[tuple[str, str, int]]:
 IMPORTS = all_imports()
 
 
+def face_of(package: str) -> set[str]:
+    """The names a hivemind_celery package's __init__.py lists in `__all__` (read, not imported)."""
+    init = ROOT / "hivemind_celery" / package / "__init__.py"
+    for node in ast.parse(init.read_text(), str(init)).body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+WORKER_PACKAGES = sorted(p.parent.name for p in (ROOT / "hivemind_celery").glob("*/__init__.py"))
+FACES = {package: face_of(package) for package in WORKER_PACKAGES}
+
+
+def reaches_inside(node: ast.stmt) -> Iterator[str]:
+    """What an import statement takes from inside a hivemind_celery package: a module
+    below a package's face, or a name the face does not offer."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            parts = alias.name.split(".")
+            if parts[0] == "hivemind_celery" and len(parts) > 2:
+                yield alias.name
+    elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+        parts = node.module.split(".")
+        if parts[0] != "hivemind_celery" or len(parts) < 2:
+            return
+        if len(parts) > 2:
+            yield node.module
+        elif parts[1] in FACES:
+            for alias in node.names:
+                if alias.name not in FACES[parts[1]]:
+                    yield f"{node.module}.{alias.name} (not in its face's __all__)"
+
+
 def worker_layer(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1 or parts[1] == "celery_app":
@@ -120,6 +158,34 @@ def test_each_edge_imports_only_what_is_below_it(edge: str) -> None:
     bad = [f"{src}:{line} imports {dst}" for src, dst, line in IMPORTS
            if src.split(".")[0] == edge and not any(dst == a or dst.startswith(a + ".") for a in allowed)]
     assert bad == []
+
+
+def test_every_package_has_a_face() -> None:
+    assert {"core", "site", "task", "payloads"} <= set(WORKER_PACKAGES)
+    bare = [package for package, names in FACES.items() if not names]
+    assert bare == [], "each hivemind_celery package lists what it offers in its __init__.py's __all__"
+
+
+@pytest.mark.parametrize("edge", sorted(EDGE_MAY_IMPORT))
+def test_edges_import_only_package_faces(edge: str) -> None:
+    """`from hivemind_celery.task import read_output` is fine; `hivemind_celery.task.streams` is not."""
+    bad = []
+    for name, path in MODULES.items():
+        if name.split(".")[0] != edge:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                bad += [f"{name}:{node.lineno} imports {inside}" for inside in reaches_inside(node)]
+    assert bad == []
+
+
+def test_the_face_check_sees_an_inside_import() -> None:
+    inside = ast.parse("from hivemind_celery.task.outcomes import outcome_of").body[0]
+    face = ast.parse("from hivemind_celery.task import outcome_of").body[0]
+    unlisted = ast.parse("from hivemind_celery.task import utcnow").body[0]
+    assert list(reaches_inside(inside)) == ["hivemind_celery.task.outcomes"]
+    assert list(reaches_inside(face)) == []
+    assert list(reaches_inside(unlisted)) == ["hivemind_celery.task.utcnow (not in its face's __all__)"]
 
 
 def test_worker_layers_point_down() -> None:

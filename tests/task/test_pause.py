@@ -27,14 +27,12 @@ from typing import Any
 import psutil
 import pytest
 
-from bridge.config import BridgeConfig
 from bridge.heartbeat import Heartbeat
-from bridge.outbox import Outbox
+from bridge.server import Bridge
 from hivemind_celery.core.model import TASK_NAME, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.site.prefs import PrefsStore
-from hivemind_celery.site.registry import Registry
 from hivemind_celery.task.outcomes import celery_outcome
 from tests.services_kit import make_zip
 
@@ -104,9 +102,11 @@ class RecordingSession:
 
 def bridge_status(redis_client) -> str:
     settings = Settings(username="site-node", password="pw", nodepool_address="localhost:50051")
-    heartbeat = Heartbeat(settings, BridgeConfig.from_settings(settings), RecordingSession(),
-                          Registry(redis_client), Outbox(redis_client, "site-node"), port=50053)
-    return heartbeat.report()
+    bridge = Bridge(settings, redis_client=redis_client)  # not started: its heartbeat reports once, by hand
+    try:
+        return Heartbeat(bridge.parts, RecordingSession(), port=50053).report()
+    finally:
+        bridge.celery.close()
 
 
 def test_pause_freezes_the_container_and_resume_finishes_with_its_timeout(
