@@ -15,17 +15,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("hivemind_celery", "hivemind", "bridge", "nodepool", "proto")
-EDGES = ("hivemind", "bridge", "nodepool", "proto")
+PACKAGES = ("hivemind_celery", "hivemind", "bridge", "nodepool", "proto", "vpn")
+EDGES = ("hivemind", "bridge", "nodepool", "proto", "vpn")
 # hivemind_celery's own layers, bottom first: a module may import its own layer
 # or one below it. "app" is celery_app.py and the package's __init__.py.
 WORKER_LAYERS = ("core", "usage", "observability", "payloads", "runtime", "site", "task", "worker", "app")
 # What each edge may import of ours (besides itself and third-party code).
 EDGE_MAY_IMPORT = {
     "proto": set(),
-    "nodepool": {"proto", "hivemind_celery.core"},
-    "bridge": {"proto", "hivemind_celery"},
-    "hivemind": {"proto", "hivemind_celery", "bridge", "nodepool"},
+    # the WireGuard tunnel, shared by the bridge, the CLI and our Node Pool (the hub)
+    "vpn": {"hivemind_celery.core"},
+    "nodepool": {"proto", "hivemind_celery.core", "vpn"},
+    "bridge": {"proto", "hivemind_celery", "vpn"},
+    "hivemind": {"proto", "hivemind_celery", "bridge", "nodepool", "vpn"},
 }
 NO_CELERY_NO_DOCKER = ("celery", "kombu", "billiard", "docker")
 DATA_DIRS = ("hivemind/demo/examples",)  # task code for the demo, not the project's
