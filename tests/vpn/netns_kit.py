@@ -72,6 +72,9 @@ class HomeInternet:
             for ns in self.names:
                 sh("ip", "netns", "add", ns)
                 self.in_ns(ns, "ip", "link", "set", "lo", "up")
+                # IPv6 link-local addresses settle at once (no DAD), so a snapshot taken right after
+                # `open()` is not overtaken by them a second later.
+                self.in_ns(ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0")
             sh("ip", "link", "add", "wan0", "netns", self.pool, "type", "veth", "peer", "name", "wan1",
                "netns", self.router)
             sh("ip", "link", "add", "lan0", "netns", self.router, "type", "veth", "peer", "name", "lan1",
