@@ -77,6 +77,12 @@ class Heartbeat:
         """Beat now (the relay calls this after a task's room was freed)."""
         self._wake.set()
 
+    def readdress(self, config: BridgeConfig) -> None:
+        """The bridge's address changed (its tunnel came back with another): register it now."""
+        self._config = config
+        self._next_registration = 0.0
+        self.wake()
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()

@@ -24,6 +24,7 @@ from bridge.outbox import Outbox
 from bridge.relay import Relay
 from bridge.servicer import WorkerNodeServicer
 from bridge.session import MESSAGE_MARGIN, Session, open_channel
+from bridge.tunnel import LOOPBACK, BridgeTunnel, start_tunnel
 from hivemind_celery.celery_app import create_app
 from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import Settings, get_settings
@@ -79,8 +80,11 @@ class Bridge:
         self.relay: Relay | None = None
         self._servicer: WorkerNodeServicer | None = None
         self._stopped = threading.Event()
+        self.tunnel: BridgeTunnel | None = None  # HIVEMIND_TUNNEL: serving on a WireGuard tunnel
 
     def start(self) -> Bridge:
+        if self.settings.tunnel:
+            self.tunnel = start_tunnel(self)
         self._server = self._serve()
         self._channel = open_channel(self.settings)
         self.session = Session(self.settings, self._channel)
@@ -92,6 +96,9 @@ class Bridge:
         self._servicer.on_accepted = self.heartbeat.wake
         self.relay.start()
         self.heartbeat.start()
+        if self.tunnel is not None:
+            self.tunnel.on_address_change = self._readdress
+            self.tunnel.start()
         log.info("bridge serving on port %d (%s) for Node Pool %s, advertised as %s", self.port,
                  "TLS" if self.settings.bridge_tls_cert_file else "plaintext",
                  self.settings.nodepool_address, self.config.advertise_host,
@@ -128,7 +135,10 @@ class Bridge:
             return server.add_secure_port(address, credentials)
 
         try:
-            return add(f"{bind}:{port}")
+            bound = add(f"{bind}:{port}")
+            if self.tunnel is not None:  # on the tunnel: its address, and loopback for the site itself
+                add(f"{LOOPBACK}:{bound}")
+            return bound
         except RuntimeError:
             if bind != "[::]":
                 raise
@@ -146,11 +156,27 @@ class Bridge:
         for part in (self.heartbeat, self.relay):
             if part is not None:
                 part.stop()
+        if self.tunnel is not None:
+            self.tunnel.stop()
         if self._channel is not None:
             self._channel.close()
         if self._own_celery:
             self.celery.close()
         log.info("bridge stopped", extra={"node_id": self.config.node_id})
+
+    def _readdress(self, address: str) -> None:
+        """The tunnel came back with another address: serve and register there."""
+        assert self.tunnel is not None and self.heartbeat is not None
+        self.settings = self.tunnel.bridge_settings(self.settings).model_copy(update={"bridge_port": self.port})
+        self.config = BridgeConfig.from_settings(self.settings)
+        old = self._server
+        self._server = self._serve()
+        if old is not None:
+            old.stop(5)
+        assert self._servicer is not None
+        self._servicer.on_accepted = self.heartbeat.wake
+        self.heartbeat.readdress(self.config)
+        log.info("bridge now serves on %s:%d", address, self.port, extra={"node_id": self.config.node_id})
 
     def wait(self) -> None:
         """Block until stop() (from a signal handler or another thread)."""
