@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import PYTHON_IMAGE
 from tests.nodepool_kit import wait_for
 from tests.vpn.netns_kit import VOLUNTEER_LAN, HomeInternet, require_netns_tools
 from tests.vpn.site_kit import TunnelSite
@@ -17,7 +16,9 @@ from vpn.keys import public_key_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-TASK = {"main.py": "import os\nprint('hello over the tunnel', flush=True)\n"
+# A second and a half of CPU, so the usage sampler sees it run.
+TASK = {"main.py": "import time\nprint('hello over the tunnel', flush=True)\nstart = time.time()\n"
+                   "while time.time() - start < 1.5:\n    pass\n"
                    "open('/workspace/answer.txt', 'w').write(str(6 * 7))\n"}
 
 
@@ -29,6 +30,20 @@ def net(docker_client) -> Iterator[HomeInternet]:
         yield internet
     finally:
         internet.close()
+
+
+def check_result(site: TunnelSite, task_id: str) -> dict:
+    """The task ran in Docker on the site; its output, usage and result zip reached the pool."""
+    with site.result(task_id) as result:
+        names = set(result.namelist())
+        assert {"main.py", "answer.txt", "execution_report.json", "task_logs.txt"} <= names, names
+        assert result.read("answer.txt") == b"42"
+        assert "hello over the tunnel" in result.read("task_logs.txt").decode()
+        report = json.loads(result.read("execution_report.json"))
+    assert report["task_id"] == task_id and report["status"] == "succeeded" and report["exit_code"] == 0
+    assert report["usage"]["samples"] > 0
+    assert "hello over the tunnel" in site.cli("logs", task_id).stdout
+    return report
 
 
 def start_site(net: HomeInternet, tmp_path, tunnel: bool) -> TunnelSite:
@@ -63,16 +78,7 @@ def test_over_the_tunnel_a_task_runs_in_docker_and_comes_back(net, tmp_path) -> 
 
         task_id = site.submit(TASK)
         assert site.wait_status(task_id, {"COMPLETED", "FAILED"}) == "COMPLETED", dict(site.task(task_id))
-        with site.result(task_id) as result:
-            names = set(result.namelist())
-            assert "answer.txt" in names or any(n.endswith("answer.txt") for n in names), names
-            answer = next(n for n in names if n.endswith("answer.txt"))
-            assert result.read(answer) == b"42"
-            report = json.loads(result.read("execution_report.json"))
-        assert "hello over the tunnel" in json.dumps(report) or "hello over the tunnel" in site.cli(
-            "status", task_id).stdout + site.cli("logs", task_id).stdout
-        assert report["usage"]["cpu_percent"] >= 0 and report["duration_seconds"] > 0
-        assert PYTHON_IMAGE in site.worker.log() or "docker" in site.worker.log().lower()
+        check_result(site, task_id)
 
         # A restart of the site reuses its kept config: same address, no second join.
         site.bridge.stop()
@@ -82,5 +88,29 @@ def test_over_the_tunnel_a_task_runs_in_docker_and_comes_back(net, tmp_path) -> 
         assert tuple(again) == tuple(peer)
         second = site.submit(TASK)
         assert site.wait_status(second, {"COMPLETED", "FAILED"}) == "COMPLETED"
+    finally:
+        site.stop()
+
+
+def test_the_tunnel_torn_down_mid_task_comes_back_and_the_result_arrives_once(net, tmp_path) -> None:
+    site = start_site(net, tmp_path, tunnel=True)
+    try:
+        site.wait_registered("10.88.0.2")
+        task_id = site.submit({"main.py": "import time\nprint('hello over the tunnel', flush=True)\n"
+                                          "time.sleep(8)\nopen('/workspace/answer.txt', 'w').write('42')\n"})
+        site.wait_status(task_id, {"RUNNING"})
+        # The tunnel dies under the running task (as when wireguard-go is killed or the link removed).
+        net.in_ns(net.volunteer, "ip", "link", "delete", "dev", site.interface)
+        wait_for(lambda: "tunnel back up" in site.bridge.log(), timeout=60, what="the bridge bringing the tunnel back")
+        assert site.wait_status(task_id, {"COMPLETED", "FAILED"}) == "COMPLETED", dict(site.task(task_id))
+        check_result(site, task_id)
+        row = site.task(task_id)
+        assert row["attempts"] == 1 and row["result_at"] is not None
+        # Once: one result accepted by the pool for this task.
+        stored = [r for r in site.pool.records()
+                  if r.get("task_id") == task_id and r.get("message", "").startswith("result stored")]
+        assert len(stored) == 1, stored
+        assert site.row("SELECT COUNT(*) AS n FROM ledger WHERE task_id = ?", task_id)["n"] == 1
+        assert net.in_ns(net.volunteer, "ip", "link", "show", "dev", site.interface).returncode == 0
     finally:
         site.stop()
