@@ -81,7 +81,10 @@ class NsProc:
 
 
 class TunnelSite:
-    def __init__(self, net: HomeInternet, tmp: Path, *, tunnel: bool, check_interval: float = 1.0) -> None:
+    def __init__(self, net: HomeInternet, tmp: Path, *, tunnel: bool, check_interval: float = 1.0,
+                 deployed_join_url: str | None = None) -> None:
+        """deployed_join_url: join the (stand-in) deployed network there instead of our pool's hub,
+        whose VPN is then off."""
         self.net, self.tmp = net, tmp
         self.db = tmp / "pool.db"
         self.state_dir = tmp / "tunnel-state"
@@ -93,7 +96,7 @@ class TunnelSite:
         self.pool = NsProc(net.pool, [sys.executable, "-m", "nodepool"], clean_env(
             HIVEMIND_NODEPOOL_DB=str(self.db), HIVEMIND_NODEPOOL_PORT=str(POOL_PORT),
             HIVEMIND_NODEPOOL_HOST="0.0.0.0", HIVEMIND_NODEPOOL_DISPATCH_INTERVAL_S="0.2",
-            HIVEMIND_NODEPOOL_NODE_BACKOFF_S="1", HIVEMIND_NODEPOOL_VPN="1",
+            HIVEMIND_NODEPOOL_NODE_BACKOFF_S="1", HIVEMIND_NODEPOOL_VPN="0" if deployed_join_url else "1",
             HIVEMIND_NODEPOOL_VPN_ENDPOINT=f"{POOL_WAN}:{HUB_PORT}", HIVEMIND_NODEPOOL_VPN_INTERFACE=self.hub_interface,
             HIVEMIND_NODEPOOL_VPN_USERSPACE="userspace", HIVEMIND_NODEPOOL_VPN_API_PORT=str(JOIN_PORT),
             HIVEMIND_NODEPOOL_VPN_NETWORK="10.88.0.0/24",
@@ -107,8 +110,8 @@ class TunnelSite:
             HIVEMIND_ALLOWED_IMAGES=BUSYBOX_IMAGE, HIVEMIND_IMAGE_PULL_TIMEOUT="10", HIVEMIND_LOG_JSON="0",
             HIVEMIND_CAPACITY_CPUS="1", HIVEMIND_SAMPLE_INTERVAL="0.5"), tmp / "worker.log")
         tunnel_env = dict(
-            HIVEMIND_TUNNEL="1", HIVEMIND_TUNNEL_JOIN_MODE="own",
-            HIVEMIND_TUNNEL_JOIN_URL=f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join",
+            HIVEMIND_TUNNEL="1", HIVEMIND_TUNNEL_JOIN_MODE="deployed" if deployed_join_url else "own",
+            HIVEMIND_TUNNEL_JOIN_URL=deployed_join_url or f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join",
             HIVEMIND_TUNNEL_STATE_DIR=str(self.state_dir), HIVEMIND_TUNNEL_INTERFACE=self.interface,
             HIVEMIND_TUNNEL_CHECK_INTERVAL=str(check_interval),
         ) if tunnel else {}

@@ -5,16 +5,23 @@ Real processes throughout: pool, bridge, Celery worker, Redis, Docker, wireguard
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.nodepool_kit import wait_for
 from tests.vpn.netns_kit import VOLUNTEER_LAN, HomeInternet, require_netns_tools
-from tests.vpn.site_kit import TunnelSite
+from tests.vpn.site_kit import BRIDGE_PORT, TunnelSite
 from vpn.keys import public_key_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+DIAL_TCP = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)"
+EXECUTE = ("import sys, grpc; from proto import nodepool_pb2 as pb, nodepool_pb2_grpc as g\n"
+           "stub = g.WorkerNodeServiceStub(grpc.insecure_channel(sys.argv[1]))\n"
+           "try:\n    stub.ExecuteTask(pb.ExecuteTaskRequest(task_id='intruder'), timeout=10); print('ACCEPTED')\n"
+           "except grpc.RpcError as e:\n    print(e.code().name)\n")
 
 # A second and a half of CPU, so the usage sampler sees it run.
 TASK = {"main.py": "import time\nprint('hello over the tunnel', flush=True)\nstart = time.time()\n"
@@ -76,6 +83,13 @@ def test_over_the_tunnel_a_task_runs_in_docker_and_comes_back(net, tmp_path) -> 
         kept = b"".join(p.read_bytes() for p in tmp_path.glob("pool.db*"))
         assert private.encode() not in kept
 
+        # It listens on the tunnel address and loopback only, and takes ExecuteTask from the pool's
+        # tunnel address only: not from its own LAN, not from loopback.
+        lan = net.in_ns(net.router, sys.executable, "-c", DIAL_TCP, "192.168.77.2", str(BRIDGE_PORT), check=False)
+        assert lan.returncode != 0 and "refused" in lan.stderr.lower()
+        local = net.in_ns(net.volunteer, sys.executable, "-c", EXECUTE, f"127.0.0.1:{BRIDGE_PORT}", check=False)
+        assert local.stdout.strip() == "PERMISSION_DENIED", local.stderr
+
         task_id = site.submit(TASK)
         assert site.wait_status(task_id, {"COMPLETED", "FAILED"}) == "COMPLETED", dict(site.task(task_id))
         check_result(site, task_id)
@@ -114,3 +128,39 @@ def test_the_tunnel_torn_down_mid_task_comes_back_and_the_result_arrives_once(ne
         assert net.in_ns(net.volunteer, "ip", "link", "show", "dev", site.interface).returncode == 0
     finally:
         site.stop()
+
+
+def test_against_a_stand_in_of_the_deployed_network_the_same_round_trip(net, tmp_path) -> None:
+    """The join endpoint and WireGuard hub are STAND-INS for the deployed network's, written
+    from REACHABILITY.md (tests/vpn/deployed_join_standin.py): its answer asks for all
+    traffic and DNS; neither is applied. Our Node Pool plays the pool's gRPC side."""
+    import subprocess
+
+    from tests.vpn.hub_kit import HUB_PORT, Hub
+    from tests.vpn.netns_kit import POOL_WAN
+
+    hub = Hub(net).up()
+    standin = subprocess.Popen(
+        ["ip", "netns", "exec", net.pool, sys.executable, "-m", "tests.vpn.deployed_join_standin", "--port", "8099",
+         "--hub", hub.link.name, "--server-key", hub.keys.public_key, "--endpoint", f"{POOL_WAN}:{HUB_PORT}",
+         "--network", "10.77.0.0/24", "--allowed-ips", "0.0.0.0/0, ::/0"], stdout=subprocess.PIPE, text=True)
+    before = net.snapshot(net.volunteer)
+    site = None
+    try:
+        assert standin.stdout is not None and standin.stdout.readline().strip() == "ready"
+        site = TunnelSite(net, tmp_path, tunnel=True, deployed_join_url=f"http://{POOL_WAN}:8099/api/vpn/join").start()
+        site.wait_registered("10.77.0.2")
+        assert "generated this site's private key" in site.bridge.log()
+        routes, rules, resolv = net.snapshot(net.volunteer)
+        assert (rules, resolv) == before[1:]
+        assert [r for r in routes.splitlines() if "default" in r] == [r for r in before[0].splitlines() if "default" in r]
+        task_id = site.submit(TASK)
+        assert site.wait_status(task_id, {"COMPLETED", "FAILED"}) == "COMPLETED", dict(site.task(task_id))
+        check_result(site, task_id)
+    finally:
+        if site is not None:
+            site.stop()
+        standin.kill()
+        standin.wait()
+        hub.down()
+    assert net.snapshot(net.volunteer) == before  # the bridge took its tunnel down when it stopped
