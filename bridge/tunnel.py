@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import CollectorRegistry, start_http_server
+
+from hivemind_celery.core import keys
 from hivemind_celery.core.settings import Settings
 from vpn.errors import JoinError, TunnelError
+from vpn.metrics import TunnelCollector
 from vpn.tunnel import Tunnel, TunnelStatus
 
 log = logging.getLogger(__name__)
@@ -28,15 +33,33 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 
 
+def publish(client: Any, status: TunnelStatus | None, state: str) -> None:
+    """The tunnel's state in the bridge's standing hash, for the console's Overview.
+    Writing it never fails a check."""
+    if client is None:
+        return
+    handshake_at = ""
+    if status is not None and status.handshake_age is not None:
+        handshake_at = f"{time.time() - status.handshake_age:.3f}"
+    fields = {"tunnel": state, "tunnel_address": (status.address if status else None) or "",
+              "tunnel_network": (status.network if status else None) or "", "tunnel_handshake_at": handshake_at}
+    try:
+        client.hset(keys.bridge_status(), mapping=fields)
+    except Exception as exc:  # noqa: BLE001 - the console's view must never fail the tunnel
+        log.debug("tunnel standing not stored: %s", exc)
+
+
 class BridgeTunnel:
-    def __init__(self, settings: Settings, token: Callable[[], str]) -> None:
+    def __init__(self, settings: Settings, token: Callable[[], str], redis_client: Any = None) -> None:
         self.settings = settings
+        self.redis = redis_client
         self.tunnel = Tunnel(settings, token=token)
         self.status: TunnelStatus | None = None
         self.on_address_change: Callable[[str], None] | None = None
         self.recoveries = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._metrics: Any = None  # the metrics HTTP server, when served
 
     # -- at start ---------------------------------------------------------------------
     def bring_up(self) -> TunnelStatus:
@@ -46,6 +69,8 @@ class BridgeTunnel:
             log.info("tunnel %s left from an earlier run: bringing it up afresh", self.tunnel.link.name)
             self.tunnel.down()
         self.status = self.tunnel.up()
+        publish(self.redis, self.status, "up")
+        self._serve_metrics()
         log.info("tunnel up: address %s in %s, pool at %s", self.status.address, self.status.network,
                  self.status.pool_address or self.status.endpoint, extra={"node_id": self.settings.username})
         return self.status
@@ -55,8 +80,11 @@ class BridgeTunnel:
         callers limited to the pool's tunnel address unless the operator chose otherwise."""
         assert self.status is not None and self.status.address is not None
         callers = settings.bridge_allowed_callers or [self.status.pool_address or str(self.status.network)]
-        return settings.model_copy(update={"advertise_host": self.status.address, "bridge_bind": self.status.address,
-                                           "bridge_allowed_callers": callers})
+        update = {"advertise_host": self.status.address, "bridge_bind": self.status.address,
+                  "bridge_allowed_callers": callers}
+        if settings.tunnel_nodepool_address:
+            update["nodepool_address"] = settings.tunnel_nodepool_address
+        return settings.model_copy(update=update)
 
     # -- while running ------------------------------------------------------------------
     def start(self) -> None:
@@ -68,6 +96,18 @@ class BridgeTunnel:
         if self._thread is not None:
             self._thread.join(30)
         self.tunnel.down()
+        publish(self.redis, None, "down")
+        if self._metrics is not None:
+            self._metrics.shutdown()
+
+    def _serve_metrics(self) -> None:
+        """hivemind_tunnel_* on HIVEMIND_TUNNEL_METRICS_PORT (0: off), read at scrape time."""
+        port = self.settings.tunnel_metrics_port
+        if not port or self._metrics is not None:
+            return
+        registry = CollectorRegistry()
+        registry.register(TunnelCollector(self.tunnel.status))
+        self._metrics, _ = start_http_server(port, addr=LOOPBACK, registry=registry)
 
     def check(self) -> None:
         """One look at the tunnel; brings a dead one back."""
@@ -75,7 +115,9 @@ class BridgeTunnel:
         age = status.handshake_age
         if status.up and age is not None and age <= self.settings.tunnel_max_handshake_age:
             self.status = status
+            publish(self.redis, status, "up")
             return
+        publish(self.redis, status, "recovering")
         log.warning("tunnel %s is dead (%s); bringing it back", status.interface,
                     "interface gone" if not status.up else f"latest handshake {age if age is None else round(age)}s",
                     extra={"node_id": self.settings.username})
@@ -95,6 +137,7 @@ class BridgeTunnel:
             self.tunnel.store.forget()
             status = self.tunnel.up()
         self.status = status
+        publish(self.redis, status, "up")
         self.recoveries += 1
         log.info("tunnel back up: address %s", status.address, extra={"node_id": self.settings.username})
         if status.address != before and status.address and self.on_address_change is not None:
@@ -122,7 +165,7 @@ def start_tunnel(bridge: Any) -> BridgeTunnel:
         finally:
             channel.close()
 
-    keeper = BridgeTunnel(bridge.settings, token)
+    keeper = BridgeTunnel(bridge.settings, token, bridge.redis)
     keeper.bring_up()
     bridge.settings = keeper.bridge_settings(bridge.settings)
     bridge.config = BridgeConfig.from_settings(bridge.settings)

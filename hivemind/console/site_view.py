@@ -48,6 +48,10 @@ class Overview:
     cpt_total: int
     balance: int | None
     balance_note: str
+    tunnel: str = ""  # up, recovering or down; empty: the site uses no tunnel
+    tunnel_address: str = ""
+    tunnel_network: str = ""
+    tunnel_handshake_at: float | None = None
 
 
 @dataclass
@@ -144,7 +148,10 @@ class SiteView:
             pool=bridge.get("pool") or self.settings.nodepool_address, pool_status=bridge.get("status", ""),
             pool_error=bridge.get("error", ""), last_beat=last_beat, state=state, why=why,
             running=len(running), workers=len(deadlines), worker_beat=worker_beat,
-            cpt_today=today, cpt_total=total, balance=balance, balance_note=note)
+            cpt_today=today, cpt_total=total, balance=balance, balance_note=note,
+            tunnel=bridge.get("tunnel", ""), tunnel_address=bridge.get("tunnel_address", ""),
+            tunnel_network=bridge.get("tunnel_network", ""),
+            tunnel_handshake_at=float(bridge["tunnel_handshake_at"]) if bridge.get("tunnel_handshake_at") else None)
 
     # -- tasks -------------------------------------------------------------------
     def running(self) -> list[RunningTask]:

@@ -293,6 +293,15 @@ class Settings(BaseSettings):
         180.0, gt=0, description="A tunnel whose latest handshake is older than this is dead and brought back up."
     )
     tunnel_check_interval: float = Field(10.0, gt=0, description="Seconds between two checks of the tunnel.")
+    tunnel_nodepool_address: str = Field(
+        "", description="host:port of the Node Pool's gRPC server inside the tunnel (e.g. 10.88.0.1:50051): when "
+        "set, the bridge talks to the pool through the tunnel once it is up (the join's login still goes to "
+        "HIVEMIND_NODEPOOL_ADDRESS); empty: the bridge reaches the pool as without a tunnel."
+    )
+    tunnel_metrics_port: int = Field(
+        0, ge=0, lt=65536, description="Port on 127.0.0.1 where the bridge serves the tunnel's Prometheus metrics "
+        "(hivemind_tunnel_*; 0: off)."
+    )
 
     @field_validator("allowed_images", "bridge_allowed_callers", "setup_allowed_hosts", "prefs_gpus", "gpu_devices",
                      mode="before")

@@ -38,6 +38,7 @@ JOIN_PORT = 8088
 BRIDGE_PORT = 50053
 REDIS_PORT = 6390
 HUB_PORT = 51820
+METRICS_PORT = 9877  # the bridge's tunnel metrics, on the volunteer namespace's loopback
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -82,7 +83,7 @@ class NsProc:
 
 class TunnelSite:
     def __init__(self, net: HomeInternet, tmp: Path, *, tunnel: bool, check_interval: float = 1.0,
-                 deployed_join_url: str | None = None) -> None:
+                 deployed_join_url: str | None = None, bridge_env: dict[str, str] | None = None) -> None:
         """deployed_join_url: join the (stand-in) deployed network there instead of our pool's hub,
         whose VPN is then off."""
         self.net, self.tmp = net, tmp
@@ -113,13 +114,13 @@ class TunnelSite:
             HIVEMIND_TUNNEL="1", HIVEMIND_TUNNEL_JOIN_MODE="deployed" if deployed_join_url else "own",
             HIVEMIND_TUNNEL_JOIN_URL=deployed_join_url or f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join",
             HIVEMIND_TUNNEL_STATE_DIR=str(self.state_dir), HIVEMIND_TUNNEL_INTERFACE=self.interface,
-            HIVEMIND_TUNNEL_CHECK_INTERVAL=str(check_interval),
+            HIVEMIND_TUNNEL_CHECK_INTERVAL=str(check_interval), HIVEMIND_TUNNEL_METRICS_PORT=str(METRICS_PORT),
         ) if tunnel else {}
         self.bridge = NsProc(net.volunteer, [sys.executable, "-m", "bridge"], clean_env(
             REDIS_URL=self.redis_url, HIVEMIND_NODEPOOL_ADDRESS=f"{POOL_WAN}:{POOL_PORT}",
             HIVEMIND_USERNAME=SITE, HIVEMIND_PASSWORD=PASSWORD, HIVEMIND_BRIDGE_PORT=str(BRIDGE_PORT),
             HIVEMIND_HEARTBEAT_INTERVAL="0.3", HIVEMIND_REGISTRATION_INTERVAL="0.5", HIVEMIND_RELAY_INTERVAL="0.2",
-            **tunnel_env), tmp / "bridge.log")
+            **tunnel_env, **(bridge_env or {})), tmp / "bridge.log")
 
     # -- life -----------------------------------------------------------------------------
     def start(self) -> TunnelSite:
@@ -133,7 +134,8 @@ class TunnelSite:
         wait_for(lambda: self.net.in_ns(self.net.volunteer, "redis-cli", "-p", str(REDIS_PORT), "ping",
                                         check=False).stdout.strip() == "PONG", timeout=20, what="the site's Redis")
         self.pool.start()
-        wait_for(lambda: "Node Pool serving" in self.pool.log(), timeout=60, what="the Node Pool serving")
+        wait_for(lambda: "Node Pool serving" in self.pool.log(), timeout=120,
+                 what=f"the Node Pool serving (log tail: {self.pool.log()[-1500:]!r})")
         self.worker.start()
         wait_for(lambda: " ready." in self.worker.log(), timeout=90, what="the Celery worker ready")
         self.bridge.start()
@@ -164,7 +166,7 @@ class TunnelSite:
         return subprocess.run(["ip", "netns", "exec", self.net.pool, sys.executable, "-m", "hivemind.cli", *args],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
-    def submit(self, files: dict[str, str]) -> str:
+    def submit(self, files: dict[str, str | bytes]) -> str:
         path = self.tmp / f"task-{uuid.uuid4().hex[:8]}.zip"
         path.write_bytes(make_zip(files))
         task_id = f"vpn-{uuid.uuid4().hex[:12]}"
@@ -182,6 +184,17 @@ class TunnelSite:
         done = self.cli("result", task_id, "-o", str(target))
         assert done.returncode == 0, done.stderr
         return zipfile.ZipFile(io.BytesIO(target.read_bytes()))
+
+    def standing(self) -> dict[str, str]:
+        """The bridge's standing hash in the site's Redis (what the console's Overview shows)."""
+        out = self.net.in_ns(self.net.volunteer, "redis-cli", "-p", str(REDIS_PORT), "--raw", "hgetall",
+                             "hm:bridge:status").stdout.splitlines()
+        return dict(zip(out[::2], out[1::2]))
+
+    def metrics(self) -> str:
+        return self.net.in_ns(self.net.volunteer, sys.executable, "-c", "import urllib.request, sys; "
+                              f"sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', "
+                              "timeout=5).read().decode())").stdout
 
     def wait_registered(self, hostname: str, timeout: float = 90) -> None:
         def registered() -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.nodepool_kit import wait_for
 from tests.vpn.netns_kit import VOLUNTEER_LAN, HomeInternet, require_netns_tools
-from tests.vpn.site_kit import BRIDGE_PORT, TunnelSite
+from tests.vpn.site_kit import BRIDGE_PORT, POOL_PORT, TunnelSite
 from vpn.keys import public_key_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -90,6 +90,13 @@ def test_over_the_tunnel_a_task_runs_in_docker_and_comes_back(net, tmp_path) -> 
         local = net.in_ns(net.volunteer, sys.executable, "-c", EXECUTE, f"127.0.0.1:{BRIDGE_PORT}", check=False)
         assert local.stdout.strip() == "PERMISSION_DENIED", local.stderr
 
+        # The console's Overview reads the tunnel's state from the bridge's standing; Prometheus too.
+        standing = site.standing()
+        assert standing["tunnel"] == "up" and standing["tunnel_address"] == "10.88.0.2", standing
+        assert standing["tunnel_network"] == "10.88.0.0/24" and float(standing["tunnel_handshake_at"]) > 0
+        metrics = site.metrics()
+        assert "hivemind_tunnel_up 1.0" in metrics and "hivemind_tunnel_handshake_age_seconds" in metrics
+
         task_id = site.submit(TASK)
         assert site.wait_status(task_id, {"COMPLETED", "FAILED"}) == "COMPLETED", dict(site.task(task_id))
         check_result(site, task_id)
@@ -107,7 +114,9 @@ def test_over_the_tunnel_a_task_runs_in_docker_and_comes_back(net, tmp_path) -> 
 
 
 def test_the_tunnel_torn_down_mid_task_comes_back_and_the_result_arrives_once(net, tmp_path) -> None:
-    site = start_site(net, tmp_path, tunnel=True)
+    # The site talks to the pool inside the tunnel too: while it is down, the result waits.
+    site = TunnelSite(net, tmp_path, tunnel=True,
+                      bridge_env={"HIVEMIND_TUNNEL_NODEPOOL_ADDRESS": f"10.88.0.1:{POOL_PORT}"}).start()
     try:
         site.wait_registered("10.88.0.2")
         task_id = site.submit({"main.py": "import time\nprint('hello over the tunnel', flush=True)\n"
