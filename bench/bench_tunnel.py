@@ -97,6 +97,7 @@ def main() -> None:
     # Random, so the zip does not shrink it: the transfer is really 5 MB.
     payload = os.urandom(TASK_ZIP_MB * 1024 * 1024)
     results: dict[str, list[tuple[float, float]]] = {"tunnel": [], "direct": []}
+    per_round: list[str] = []
     order = ["tunnel", "direct"]
     for round_number in range(ROUNDS):
         for path in order if round_number % 2 == 0 else list(reversed(order)):
@@ -108,7 +109,11 @@ def main() -> None:
                     results[path] += run_path(path, net, Path(tmp), payload)
             finally:
                 net.close()
-            print(f"round {round_number + 1} {path}: {results[path][-TASKS:]}", flush=True)
+            latest = results[path][-TASKS:]
+            per_round.append(f"round {round_number + 1} {path}: dispatch "
+                             f"{statistics.median(f[0] for f in latest) * 1000:.0f} ms, result "
+                             f"{statistics.median(f[1] for f in latest) * 1000:.0f} ms")
+            print(per_round[-1], flush=True)
 
     def median(path: str, index: int) -> float:
         return statistics.median(f[index] for f in results[path])
@@ -132,6 +137,8 @@ uploads to the pool's public address. Tunnel: the site joined the pool's WireGua
 
 Both include work that is the same on either path (the pool's dispatch round, Celery and
 container start; packing the result zip): the ratios understate the path's own cost.
+Medians of each round (the machine is shared: compare a path's rounds to see the drift):
+{chr(10).join("- " + line for line in per_round)}
 """
     write_section("tunnel", "WireGuard tunnel vs direct path (dispatch latency, 50 MB result)",
                   "sudo scripts/with-services.sh .venv/bin/python bench/bench_tunnel.py", body)

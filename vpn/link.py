@@ -123,7 +123,8 @@ class WireGuardLink:
             address = ipaddress.ip_interface(f"{config.address.ip}/{network.prefixlen}")
             self.tools.ip("address", "add", str(address), "dev", self.name)
             for extra in config.addresses[1:]:
-                self.tools.ip("address", "add", str(extra), "dev", self.name)
+                # Another address would bring its own connected route: only the VPN network is routed.
+                log.warning("tunnel %s: extra Address %s ignored (only %s is routed)", self.name, extra, network)
             if config.mtu:
                 self.tools.ip("link", "set", "dev", self.name, "mtu", str(config.mtu))
             self.tools.ip("link", "set", "dev", self.name, "up")

@@ -46,6 +46,11 @@ class TunnelStore:
 
     def _ensure_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        owner = self.dir.stat().st_uid
+        if owner != os.geteuid():
+            # Another user could replace the config or read the keys there.
+            raise TunnelConfigError(f"tunnel state directory {self.dir} belongs to uid {owner}, not this user "
+                                    f"(uid {os.geteuid()}): keep the tunnel's keys in a directory of its own")
         os.chmod(self.dir, 0o700)
 
     def _write(self, name: str, text: str) -> None:

@@ -120,3 +120,14 @@ def test_store_keeps_files_0600_and_reads_them_back(tmp_path) -> None:
     assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
     store.forget()
     assert not store.exists() and store.key_pair() == pair
+
+
+def test_a_state_directory_of_another_user_is_refused(tmp_path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+    os.chown(other, 65534, 65534)
+    with pytest.raises(TunnelConfigError, match="belongs to uid 65534"):
+        TunnelStore(other).key_pair()
+    assert list(other.iterdir()) == []

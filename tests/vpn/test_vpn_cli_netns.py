@@ -122,3 +122,32 @@ def test_a_join_url_that_does_not_answer_changes_nothing(internet, tmp_path) -> 
     assert "did not answer" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "t" / "tunnel.conf").exists()
     assert net.snapshot(net.volunteer) == before
+
+
+def test_without_cap_net_admin_one_clear_error_names_it_and_nothing_changes(internet, tmp_path) -> None:
+    """`hivemind vpn up` as an unprivileged user (uid 65534, no capabilities): the join is
+    kept (it changed nothing on the network), the interface is refused with the capability named."""
+    import shutil
+    import tempfile
+
+    net, _hub = internet
+    state = Path(tempfile.mkdtemp(prefix="hm-vpn-nobody-"))  # pytest's tmp_path is root's only
+    os.chown(state, 65534, 65534)
+    try:
+        unprivileged_up(net, state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def unprivileged_up(net: HomeInternet, state: Path) -> None:
+    before = net.snapshot(net.volunteer)
+    env = {**os.environ, "HIVEMIND_TUNNEL": "1", "HIVEMIND_TUNNEL_JOIN_MODE": "deployed",
+           "HIVEMIND_TUNNEL_JOIN_URL": f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join", "HOME": str(state),
+           "HIVEMIND_TUNNEL_STATE_DIR": str(state), "HIVEMIND_TUNNEL_INTERFACE": f"hmvpn{net.tag}"}
+    done = subprocess.run(["ip", "netns", "exec", net.volunteer, "setpriv", "--reuid=65534", "--regid=65534",
+                           "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m",
+                           "hivemind.cli", "vpn", "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "CAP_NET_ADMIN" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert net.snapshot(net.volunteer) == before
+    assert net.in_ns(net.volunteer, "ip", "link", "show", "dev", f"hmvpn{net.tag}", check=False).returncode != 0
