@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := docker.io docker-compose redis-server debootstrap busybox-static
+APT_PACKAGES := docker.io docker-compose redis-server debootstrap busybox-static wireguard-go wireguard-tools iptables iproute2
 
 .PHONY: demo test lint deps sysdeps venv images offline-images compose-smoke bench reliability clean
 
@@ -23,7 +23,7 @@ deps: sysdeps venv
 
 # System packages, only when something is missing (needs root or sudo).
 sysdeps:
-	@missing=""; for cmd in dockerd docker-compose redis-server debootstrap busybox; do \
+	@missing=""; for cmd in dockerd docker-compose redis-server debootstrap busybox wireguard-go wg iptables ip; do \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \

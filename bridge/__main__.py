@@ -16,6 +16,7 @@ def run(settings: Settings) -> int:
     from bridge.config import ConfigError
     from bridge.server import Bridge
     from hivemind_celery.observability import attach_problem_log, configure_logging
+    from vpn.errors import TunnelError
 
     configure_logging(settings)
     attach_problem_log(settings, "bridge", settings.username)
@@ -24,7 +25,13 @@ def run(settings: Settings) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    bridge.start()
+    try:
+        bridge.start()
+    except TunnelError as exc:
+        # The tunnel could not be joined or brought up: say why, once, and leave nothing running.
+        log.error("tunnel: %s", exc, extra={"node_id": bridge.config.node_id})
+        bridge.stop()
+        return 1
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum, extra={"node_id": bridge.config.node_id})

@@ -24,6 +24,7 @@ import time
 import grpc
 
 from bridge import capacity
+from bridge.config import BridgeConfig
 from bridge.parts import BridgeParts, SiteCapacityView
 from bridge.retry import TRANSIENT, until_stopped
 from bridge.session import NodePoolError, Session
@@ -66,6 +67,12 @@ class Heartbeat:
     def wake(self) -> None:
         """Beat now (the relay calls this after a task's room was freed)."""
         self._wake.set()
+
+    def readdress(self, config: BridgeConfig) -> None:
+        """The bridge's address changed (its tunnel came back with another): register it now."""
+        self._config = config
+        self._next_registration = 0.0
+        self.wake()
 
     def stop(self) -> None:
         self._stop.set()

@@ -6,6 +6,7 @@ in-process; `python -m bridge` runs it until a signal.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent import futures
@@ -24,6 +25,7 @@ from bridge.parts import BridgeParts, SiteRegistry
 from bridge.relay import Relay
 from bridge.servicer import WorkerNodeServicer
 from bridge.session import MESSAGE_MARGIN, Session, open_channel
+from bridge.tunnel import LOOPBACK, BridgeTunnel, start_tunnel
 from hivemind_celery.client import create_client
 from hivemind_celery.core import Settings, get_settings, payload_redis
 from hivemind_celery.payloads import PayloadStore
@@ -77,8 +79,12 @@ class Bridge:
         self.relay: Relay | None = None
         self._servicer: WorkerNodeServicer | None = None
         self._stopped = threading.Event()
+        self.tunnel: BridgeTunnel | None = None  # HIVEMIND_TUNNEL: serving on a WireGuard tunnel
 
     def start(self) -> Bridge:
+        if self.settings.tunnel:
+            self.tunnel = start_tunnel(self)  # sets settings and config to the tunnel's address
+            self.parts = dataclasses.replace(self.parts, settings=self.settings, config=self.config)
         self._server = self._serve()
         self._channel = open_channel(self.settings)
         self.session = Session(self.settings, self._channel)
@@ -89,6 +95,9 @@ class Bridge:
         self._servicer.on_accepted = self.heartbeat.wake
         self.relay.start()
         self.heartbeat.start()
+        if self.tunnel is not None:
+            self.tunnel.on_address_change = self._readdress
+            self.tunnel.start()
         log.info("bridge serving on port %d (%s) for Node Pool %s, advertised as %s", self.port,
                  "TLS" if self.settings.bridge_tls_cert_file else "plaintext",
                  self.settings.nodepool_address, self.config.advertise_host,
@@ -124,7 +133,10 @@ class Bridge:
             return server.add_secure_port(address, credentials)
 
         try:
-            return add(f"{bind}:{port}")
+            bound = add(f"{bind}:{port}")
+            if self.tunnel is not None:  # on the tunnel: its address, and loopback for the site itself
+                add(f"{LOOPBACK}:{bound}")
+            return bound
         except RuntimeError:
             if bind != "[::]":
                 raise
@@ -142,11 +154,28 @@ class Bridge:
         for part in (self.heartbeat, self.relay):
             if part is not None:
                 part.stop()
+        if self.tunnel is not None:
+            self.tunnel.stop()
         if self._channel is not None:
             self._channel.close()
         if self._own_celery:
             self.celery.close()
         log.info("bridge stopped", extra={"node_id": self.config.node_id})
+
+    def _readdress(self, address: str) -> None:
+        """The tunnel came back with another address: serve and register there."""
+        assert self.tunnel is not None and self.heartbeat is not None
+        self.settings = self.tunnel.bridge_settings(self.settings).model_copy(update={"bridge_port": self.port})
+        self.config = BridgeConfig.from_settings(self.settings)
+        self.parts = dataclasses.replace(self.parts, settings=self.settings, config=self.config)
+        old = self._server
+        self._server = self._serve()
+        if old is not None:
+            old.stop(5)
+        assert self._servicer is not None
+        self._servicer.on_accepted = self.heartbeat.wake
+        self.heartbeat.readdress(self.config)
+        log.info("bridge now serves on %s:%d", address, self.port, extra={"node_id": self.config.node_id})
 
     def wait(self) -> None:
         """Block until stop() (from a signal handler or another thread)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -62,6 +63,8 @@ class Dispatcher:
         self._store = store
         self._settings = settings
         self._client = client
+        # Where a node is dialled; the VPN hub replaces it with the node's tunnel address.
+        self.address_of: Callable[[Node], str] = lambda node: node.address
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._calls = ThreadPoolExecutor(max_workers=8, thread_name_prefix="nodepool-execute")
@@ -144,7 +147,7 @@ class Dispatcher:
             )
             answered = True  # the node said no (rather than could not be reached)
             try:
-                reply = self._client.execute(node.address, call)
+                reply = self._client.execute(self.address_of(node), call)
                 accepted, reason = reply.success, reply.message
             except grpc.RpcError as exc:
                 accepted, reason = False, f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
@@ -175,7 +178,7 @@ class Dispatcher:
     def stop_on_node(self, node: Node, task_id: str) -> tuple[bool, str]:
         """Ask the node to stop a task; (accepted, the node's message or the error)."""
         try:
-            reply = self._client.stop(node.address, task_id)
+            reply = self._client.stop(self.address_of(node), task_id)
         except grpc.RpcError as exc:
             return False, f"could not reach node {node.node_id}: {exc.code().name}"  # type: ignore[attr-defined]
         return reply.success, reply.message

@@ -19,6 +19,8 @@ from nodepool.settings import NodePoolSettings
 from nodepool.store import Store
 from nodepool.task_service import MasterNodeService, WorkerNodeService
 from nodepool.user_service import NodeManagerService, UserService
+from nodepool.vpn_api import JoinServer
+from nodepool.vpn_hub import VpnHub
 from nodepool.worker_client import WorkerClient
 from proto import nodepool_pb2_grpc as pb_grpc
 
@@ -30,14 +32,20 @@ class RunningPool:
     pool: Pool
     server: grpc.Server
     port: int
+    hub: VpnHub | None = None
+    join_api: JoinServer | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def stop(self, grace: float = 2.0) -> None:
+        if self.join_api is not None:
+            self.join_api.stop()
         self.server.stop(grace).wait()
         self.pool.dispatcher.stop()
+        if self.hub is not None:
+            self.hub.stop()
         self.pool.store.close()
 
 
@@ -81,11 +89,28 @@ def start(settings: NodePoolSettings, policy: RewardPolicy | None = None) -> Run
     if port == 0:
         pool.store.close()
         raise RuntimeError(f"cannot bind the Node Pool to {settings.host}:{settings.port}")
+    try:
+        hub, join_api = start_vpn(pool) if settings.vpn else (None, None)
+    except BaseException:
+        pool.store.close()
+        raise
     server.start()
     pool.dispatcher.start()
     log.info("Node Pool serving on %s:%d (%s), database %s", settings.host, port,
              "TLS" if credentials else "plaintext", settings.db)
-    return RunningPool(pool, server, port)
+    return RunningPool(pool, server, port, hub, join_api)
+
+
+def start_vpn(pool: Pool) -> tuple[VpnHub, JoinServer]:
+    """The WireGuard hub and its join API; nodes with a peer are dialled at their tunnel address."""
+    hub = VpnHub(pool.store, pool.settings).start()
+    try:
+        join_api = JoinServer(hub, pool.tokens, pool.settings.vpn_api_host, pool.settings.vpn_api_port).start()
+    except BaseException:
+        hub.stop()
+        raise
+    pool.dispatcher.address_of = hub.address_of
+    return hub, join_api
 
 
 def serve(settings: NodePoolSettings | None = None) -> None:

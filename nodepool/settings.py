@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,19 @@ class NodePoolSettings(BaseSettings):
     worker_ca_file: Path | None = Field(
         None, description="PEM CA bundle: when set, the pool dials workers (bridges) over TLS, trusting these CAs."
     )
+
+    # --- the WireGuard hub, for sites behind a home router (nodepool/vpn_hub.py, docs/tunnel.md) --
+    vpn: bool = Field(False, description="Run the WireGuard hub and serve POST /api/vpn/join (needs CAP_NET_ADMIN).")
+    vpn_network: str = Field("10.88.0.0/24", description="The VPN network; the pool is its first address.")
+    vpn_interface: str = Field("hmpool0", description="Name of the hub's WireGuard interface.")
+    vpn_listen_port: int = Field(51820, gt=0, le=65535, description="UDP port the hub listens on.")
+    vpn_endpoint: str = Field("", description="host:port of that UDP port as the sites reach it (required with vpn).")
+    vpn_userspace: Literal["auto", "kernel", "userspace"] = Field(
+        "auto", description="auto (kernel WireGuard when the kernel has it, else wireguard-go), kernel or userspace."
+    )
+    vpn_api_host: str = Field("0.0.0.0", description="Address the join API (HTTP) listens on.")
+    vpn_api_port: int = Field(8088, ge=0, le=65535, description="Port of the join API (0: any free port).")
+    vpn_sweep_s: float = Field(10.0, gt=0, description="Seconds between sweeps dropping peers of removed accounts.")
 
     @property
     def max_message_bytes(self) -> int:

@@ -108,6 +108,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE nodes ADD COLUMN backoff_ends_on_report INTEGER NOT NULL DEFAULT 0;
     """,
+    # The WireGuard hub's peers (nodepool/vpn_peers.py): one tunnel address per account, kept
+    # across restarts. No foreign key: a removed account's peer is dropped by the hub's sweep.
+    """
+    CREATE TABLE vpn_peers (
+        user_id INTEGER PRIMARY KEY,
+        public_key TEXT NOT NULL UNIQUE,
+        address TEXT NOT NULL UNIQUE,
+        client_name TEXT NOT NULL DEFAULT '',
+        joined_at REAL NOT NULL
+    );
+    """,
 ]
 
 

@@ -62,6 +62,8 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
     "HIVEMIND_REQUIRE_SERVICES": ("(unset)", "tests",
                                  "1: a Docker or Redis test that would skip fails instead (set by `make test` and CI)."),
     "BENCH_ROUNDS": ("(per benchmark)", "bench", "How many rounds a benchmark measures."),
+    "BENCH_TUNNEL_ROUNDS": ("2", "bench/bench_tunnel.py", "Rounds of the tunnel benchmark (each path once per round)."),
+    "BENCH_TUNNEL_TASKS": ("3", "bench/bench_tunnel.py", "Tasks per path and round of the tunnel benchmark."),
     "BENCH_CGROUP_READS": ("2000", "bench/bench_sampler.py", "cgroup reads the sampler benchmark times."),
     "BENCH_STATS_CALLS": ("5", "bench/bench_sampler.py", "Docker stats calls the sampler benchmark times."),
     "BENCH_WORKERS": ("10000", "bench/bench_capacity.py", "Workers the capacity benchmark registers."),

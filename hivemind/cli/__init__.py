@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "hivemind.cli.site_cmds",
     "hivemind.cli.prefs_cmds",
     "hivemind.cli.console_cmd",
+    "hivemind.cli.vpn_cmds",
 ]
 
 for _name in COMMAND_MODULES:

@@ -39,6 +39,10 @@ class Overview:
     cpt_total: int
     balance: int | None
     balance_note: str
+    tunnel: str = ""  # up, recovering or down; empty: the site uses no tunnel
+    tunnel_address: str = ""
+    tunnel_network: str = ""
+    tunnel_handshake_at: float | None = None
 
 
 @dataclass
@@ -129,7 +133,9 @@ class SiteView:
             pool=standing.pool or self.settings.nodepool_address, pool_status=standing.status,
             pool_error=standing.error, last_beat=standing.last_beat, state=state, why=why,
             running=len(running), workers=live.workers, worker_beat=live.last_heartbeat,
-            cpt_today=today, cpt_total=total, balance=balance, balance_note=note)
+            cpt_today=today, cpt_total=total, balance=balance, balance_note=note,
+            tunnel=standing.tunnel, tunnel_address=standing.tunnel_address, tunnel_network=standing.tunnel_network,
+            tunnel_handshake_at=standing.tunnel_handshake_at)
 
     # -- tasks -------------------------------------------------------------------
     def running(self) -> list[RunningTask]:

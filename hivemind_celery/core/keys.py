@@ -174,7 +174,8 @@ def site_earned() -> str:
 
 
 def bridge_status() -> str:
-    """Hash the bridge keeps of its standing with the Node Pool (node_id, pool, status, last_beat, error)."""
+    """Hash the bridge keeps of its standing with the Node Pool (node_id, pool, status, last_beat, error;
+    with the tunnel: tunnel, tunnel_address, tunnel_network, tunnel_handshake_at)."""
     return f"{PREFIX}:bridge:status"
 
 

@@ -262,6 +262,47 @@ class Settings(BaseSettings):
     )
     bridge_tls_key_file: str | None = Field(None, description="PEM private key of bridge_tls_cert_file.")
 
+    # --- the WireGuard tunnel to the pool, for a site behind a home router (vpn/, docs/tunnel.md) --
+    tunnel: bool = Field(
+        False, description="Reach the Node Pool through a WireGuard tunnel: join once, bring it up, register the "
+        "tunnel address (off: the pool can reach this site directly)."
+    )
+    tunnel_join_mode: Literal["own", "deployed"] = Field(
+        "own", description="own (this project's Node Pool: the key pair is made here, only the public key is "
+        "sent, the join is authenticated by the site's pool login) or deployed (the deployed network's "
+        "unauthenticated join, whose pool generates this site's private key)."
+    )
+    tunnel_join_url: str = Field(
+        "", description="URL of the pool's POST /api/vpn/join (https, or http to a private or loopback address)."
+    )
+    tunnel_interface: str = Field("hmwg0", description="Name of the tunnel's network interface (1-15 characters).")
+    tunnel_state_dir: str = Field(
+        "~/.hivemind/tunnel", description="Where the tunnel config and keys are kept (mode 0600) and reused."
+    )
+    tunnel_client_name: str = Field(
+        "", description="Name sent with the join (1-20 letters, digits, _ or -; default: from HIVEMIND_USERNAME "
+        "or the worker id)."
+    )
+    tunnel_userspace: Literal["auto", "kernel", "userspace"] = Field(
+        "auto", description="auto (kernel WireGuard when the kernel has it, else wireguard-go), kernel or userspace."
+    )
+    tunnel_handshake_timeout: float = Field(
+        30.0, gt=0, description="Seconds to wait for the first handshake after bringing the tunnel up."
+    )
+    tunnel_max_handshake_age: float = Field(
+        180.0, gt=0, description="A tunnel whose latest handshake is older than this is dead and brought back up."
+    )
+    tunnel_check_interval: float = Field(10.0, gt=0, description="Seconds between two checks of the tunnel.")
+    tunnel_nodepool_address: str = Field(
+        "", description="host:port of the Node Pool's gRPC server inside the tunnel (e.g. 10.88.0.1:50051): when "
+        "set, the bridge talks to the pool through the tunnel once it is up (the join's login still goes to "
+        "HIVEMIND_NODEPOOL_ADDRESS); empty: the bridge reaches the pool as without a tunnel."
+    )
+    tunnel_metrics_port: int = Field(
+        0, ge=0, lt=65536, description="Port on 127.0.0.1 where the bridge serves the tunnel's Prometheus metrics "
+        "(hivemind_tunnel_*; 0: off)."
+    )
+
     @field_validator("allowed_images", "bridge_allowed_callers", "setup_allowed_hosts", "prefs_gpus", "gpu_devices",
                      mode="before")
     @classmethod

@@ -35,6 +35,10 @@ class Standing:
     status: str
     error: str
     last_beat: float | None
+    tunnel: str = ""  # up, recovering or down (bridge/tunnel.py); empty: the site uses no tunnel
+    tunnel_address: str = ""
+    tunnel_network: str = ""
+    tunnel_handshake_at: float | None = None
 
     def joined(self, heartbeat_interval: float, now: float | None = None) -> bool:
         """Is the site in the pool now: a status reported within MISSED_BEATS
@@ -64,9 +68,15 @@ def publish_standing(client: Any, node_id: str, pool: str, status: str | None = 
 def read_standing(client: redis.Redis) -> Standing:
     """The bridge's last standing; all empty (never joined) when no bridge published one lately."""
     stored = {as_text(k): as_text(v) for k, v in client.hgetall(keys.bridge_status()).items()}
-    try:
-        last_beat: float | None = float(stored["last_beat"]) if stored.get("last_beat") else None
-    except ValueError:
-        last_beat = None
     return Standing(node_id=stored.get("node_id", ""), pool=stored.get("pool", ""), status=stored.get("status", ""),
-                    error=stored.get("error", ""), last_beat=last_beat)
+                    error=stored.get("error", ""), last_beat=_unix_time(stored.get("last_beat")),
+                    tunnel=stored.get("tunnel", ""), tunnel_address=stored.get("tunnel_address", ""),
+                    tunnel_network=stored.get("tunnel_network", ""),
+                    tunnel_handshake_at=_unix_time(stored.get("tunnel_handshake_at")))
+
+
+def _unix_time(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None

@@ -177,3 +177,28 @@ def test_a_variable_scan_finds_what_it_should():
     found = compose_variables()
     assert found["HIVEMIND_SITE_IMAGE"] == ":-hivemind-site:latest"
     assert found["HIVEMIND_PASSWORD"].startswith(":?")
+
+
+# -- the tunnel override (docker-compose.tunnel.yml, docs/tunnel.md) --------------
+
+TUNNEL_FILE = ROOT / "docker-compose.tunnel.yml"
+
+
+@pytest.mark.docker
+def test_the_tunnel_override_is_accepted_and_needs_its_join_url(tmp_path):
+    ok = run_config({**REQUIRED, "HIVEMIND_TUNNEL_JOIN_URL": "https://pool.example/api/vpn/join"}, tmp_path,
+                    "-f", str(TUNNEL_FILE))
+    assert ok.returncode == 0, ok.stderr
+    missing = run_config(REQUIRED, tmp_path, "-f", str(TUNNEL_FILE))
+    assert missing.returncode != 0 and "HIVEMIND_TUNNEL_JOIN_URL" in missing.stderr
+
+
+def test_only_the_bridge_gets_net_admin_and_the_tun_device_and_only_with_the_override(services):
+    tunnel = yaml.safe_load(TUNNEL_FILE.read_text())["services"]
+    assert set(tunnel) == {"bridge"}
+    bridge = tunnel["bridge"]
+    assert bridge["cap_add"] == ["NET_ADMIN"] and bridge["devices"] == ["/dev/net/tun:/dev/net/tun"]
+    assert bridge["environment"]["HIVEMIND_TUNNEL"] == "1"
+    for name, service in services.items():
+        assert "cap_add" not in service and "devices" not in service, name
+        assert "HIVEMIND_TUNNEL" not in (service.get("environment") or {}), name

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("hivemind_celery", "hivemind", "bridge", "nodepool", "proto")
-EDGES = ("hivemind", "bridge", "nodepool", "proto")
+PACKAGES = ("hivemind_celery", "hivemind", "bridge", "nodepool", "proto", "vpn")
+EDGES = ("hivemind", "bridge", "nodepool", "proto", "vpn")
 # hivemind_celery's own layers, bottom first: a module may import its own layer
 # or one below it. "client" is client.py (the Celery client: configuration and the
 # task's name); "app" is celery_app.py (the worker app) and the package's __init__.py.
@@ -27,9 +27,11 @@ WORKER_LAYERS = ("core", "client", "usage", "observability", "payloads", "runtim
 # What each edge may import of ours (besides itself and third-party code).
 EDGE_MAY_IMPORT = {
     "proto": set(),
-    "nodepool": {"proto", "hivemind_celery.core"},
-    "bridge": {"proto", "hivemind_celery"},
-    "hivemind": {"proto", "hivemind_celery", "bridge", "nodepool"},
+    # the WireGuard tunnel, shared by the bridge, the CLI and our Node Pool (the hub)
+    "vpn": {"hivemind_celery.core"},
+    "nodepool": {"proto", "hivemind_celery.core", "vpn"},
+    "bridge": {"proto", "hivemind_celery", "vpn"},
+    "hivemind": {"proto", "hivemind_celery", "bridge", "nodepool", "vpn"},
 }
 NO_CELERY_NO_DOCKER = ("celery", "kombu", "billiard", "docker")
 DATA_DIRS = ("hivemind/demo/examples",)  # task code for the demo, not the project's
