@@ -62,6 +62,9 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
     "HIVEMIND_REQUIRE_SERVICES": ("(unset)", "tests",
                                  "1: a Docker or Redis test that would skip fails instead (set by `make test` and CI)."),
     "BENCH_ROUNDS": ("(per benchmark)", "bench", "How many rounds a benchmark measures."),
+    "BENCH_WINDOW": ("45", "bench/bench_footprint.py", "Seconds each footprint window measures."),
+    "BENCH_SETTLE": ("25", "bench/bench_footprint.py", "Seconds the started site settles before the idle window."),
+    "BENCH_CONCURRENCY": ("2", "bench/bench_footprint.py", "Pool processes of the footprint bench's `cpu` worker."),
     "BENCH_CGROUP_READS": ("2000", "bench/bench_sampler.py", "cgroup reads the sampler benchmark times."),
     "BENCH_STATS_CALLS": ("5", "bench/bench_sampler.py", "Docker stats calls the sampler benchmark times."),
     "BENCH_WORKERS": ("10000", "bench/bench_capacity.py", "Workers the capacity benchmark registers."),
@@ -84,6 +87,8 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
                              "holds, empty for a CPU task; a task's own value is replaced."),
     "NVIDIA_VISIBLE_DEVICES": ("(set by the worker)", "hivemind_celery/runtime/process.py, tests",
                                "The same UUIDs as CUDA_VISIBLE_DEVICES."),
+    "SENSORS_STANDIN_FILE": ("(unset)", "tests/usage/sensors_standin/sitecustomize.py",
+                             "Tests only: JSON file the stand-in battery and temperature sensors answer from."),
     "NVML_STANDIN_GPUS": ("(unset)", "tests/usage/nvml_standin/pynvml.py",
                           "Tests only: the GPUs (JSON list of name, uuid, memory_mb) the NVML stand-in reports "
                           "where no GPU exists."),
