@@ -226,6 +226,10 @@ def _zip(files: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
 def report(idle: dict[str, Row], busy: dict[str, Row], load: float) -> None:
     labels = {"redis": "Redis (embedded)", "bridge": "bridge", "worker-cpu": f"Celery worker `cpu` (`-c {CONCURRENCY}`)",
               "console": "console"}
@@ -253,6 +257,11 @@ def report(idle: dict[str, Row], busy: dict[str, Row], load: float) -> None:
     lines += [f"| {labels[name]} | {busy[name].cpu_pct:.2f} |" for name in SITE]
     lines += [f"| **the site's own** | **{busy_site:.2f}** |", f"| the task's container | {task:.2f} |", "",
               f"Site's own CPU / the task's: {100 * busy_site / max(task, 1e-3):.2f} %."]
+    ratio = 100 * busy_site / max(task, 1e-3)
+    lines += ["", "Goals (issue 26):", "",
+              f"- idle site CPU ≤ 0.5 % of a core: {site_cpu:.2f} % ({_met(site_cpu <= 0.5)})",
+              f"- idle site PSS ≤ 150 MiB: {site_pss / MiB:.0f} MiB ({_met(site_pss <= 150 * MiB)})",
+              f"- the site's own CPU while a task runs ≤ 1 % of the task's: {ratio:.2f} % ({_met(ratio <= 1.0)})"]
     lines += ["", f"The machine ({os.cpu_count()} cores) was shared with other work during the run (load average "
               f"{load:.1f} at the start of the idle window): the ratios are what count, not the absolute %."]
     body = "\n".join(lines)
