@@ -231,7 +231,7 @@ def _met(ok: bool) -> str:
 
 
 def report(idle: dict[str, Row], busy: dict[str, Row], load: float) -> None:
-    labels = {"redis": "Redis (embedded)", "bridge": "bridge", "worker-cpu": f"Celery worker `cpu` (`-c {CONCURRENCY}`)",
+    labels = {"redis": "Redis (embedded)", "bridge": "bridge", "worker-cpu": f"Celery worker `cpu` (up to {CONCURRENCY} pool processes)",
               "console": "console"}
     site_pss = sum(idle[name].pss for name in SITE)
     site_cpu = sum(idle[name].cpu_pct for name in SITE)

@@ -158,8 +158,10 @@ class WorkerSpec:
 
 def start_worker(sup: Supervisor, spec: WorkerSpec, env: dict[str, str], cwd: Path, celery_app) -> Child:
     env = env | {"HIVEMIND_WORKER_ID": spec.worker_id}
+    # Pool processes only while tasks run: up to `concurrency`, forked as tasks arrive,
+    # none after Celery's autoscaler has seen 30 s without one.
     argv = [PY, "-m", "celery", "-A", "hivemind_celery", "worker", "-Q", spec.queue,
-            "-c", str(spec.concurrency), "-n", spec.hostname, "-l", "INFO", *QUIET_WORKER_FLAGS]
+            "--autoscale", f"{spec.concurrency},0", "-n", spec.hostname, "-l", "INFO", *QUIET_WORKER_FLAGS]
     # Stopping: SIGTERM (warm: finish running tasks), then SIGQUIT (cold: the main
     # process still runs its shutdown hooks, which remove our containers), then KILL.
     child = sup.start(f"worker-{spec.queue}", argv, env, cwd, grace=8.0, polite=(signal.SIGTERM, signal.SIGQUIT))

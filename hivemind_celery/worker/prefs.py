@@ -23,7 +23,7 @@ from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import get_settings
 from hivemind_celery.site.heartbeat import local_capacity
 from hivemind_celery.site.pause_gate import PauseGate
-from hivemind_celery.site.prefs import PrefsStore
+from hivemind_celery.site.prefs import MODE_TTL_SECONDS, PrefsStore
 from hivemind_celery.site.registry import Registry
 from hivemind_celery.usage import sensors
 from hivemind_celery.usage.task_cpu import NonTaskCpu
@@ -32,6 +32,7 @@ from hivemind_celery.worker.registry import RegistryStep, consumers_switch
 log = logging.getLogger(__name__)
 
 IDLE_CHECK_SECONDS = 4.0
+assert IDLE_CHECK_SECONDS * 2 < MODE_TTL_SECONDS, "an idle worker must republish well before its mode lapses"
 
 # Set by a task's arrival (and by stop): the check loop runs at once.
 _wake = threading.Event()
