@@ -89,6 +89,8 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
                                "The same UUIDs as CUDA_VISIBLE_DEVICES."),
     "SENSORS_STANDIN_FILE": ("(unset)", "tests/usage/sensors_standin/sitecustomize.py",
                              "Tests only: JSON file the stand-in battery and temperature sensors answer from."),
+    "NVML_STANDIN_TEMPERATURES": ("(unset)", "tests/usage/nvml_standin/pynvml.py",
+                                  "Tests only: JSON file {uuid: °C} the NVML stand-in's temperatures come from."),
     "NVML_STANDIN_GPUS": ("(unset)", "tests/usage/nvml_standin/pynvml.py",
                           "Tests only: the GPUs (JSON list of name, uuid, memory_mb) the NVML stand-in reports "
                           "where no GPU exists."),

@@ -23,11 +23,6 @@ class Readings:
     gpu_temperature_c: float | None = None  # the hottest GPU this worker lends
 
 
-def wants_sensors(prefs: Preferences) -> bool:
-    return prefs.pause_on_battery or prefs.max_cpu_temperature_c is not None \
-        or prefs.max_gpu_temperature_c is not None
-
-
 class StepAside:
     """One worker's hysteresis: `judge` says why to stay paused, or None."""
 

@@ -2,7 +2,9 @@
 HIVEMIND_PREFS_CHECK_INTERVAL seconds by worker/prefs.py.
 
 Each check: decide() from the stored preferences, the local clock, this host's
-non-task CPU and (where known) the owner's idle time; publish the mode (the
+non-task CPU (only when a rule reads it), its battery and heat through
+`sensors` with core/step_aside.py's hysteresis, and (where known) the owner's
+idle time; publish the mode (the
 worker's own key, which its running tasks poll to freeze or thaw within a
 second, and the site's, which the bridge reads to report busy); on a change
 stop or start consuming the worker's queues, so a paused worker takes no new
@@ -28,8 +30,8 @@ from hivemind_celery.site.registry import Registry, WorkerCapacity
 log = logging.getLogger(__name__)
 
 Consumers = Callable[[bool], None]
-# (battery wanted, heat wanted) -> what the sensors say (usage/sensors.read, or a test's own)
-Sensors = Callable[[bool, bool], Readings]
+# (battery wanted, heat wanted, the owner's gpus) -> what the sensors say (usage/sensors.read, or a test's own)
+Sensors = Callable[[bool, bool, list[str] | None], Readings]
 Clock = Callable[[], datetime]
 
 
@@ -105,7 +107,8 @@ class PauseGate:
         if self.sensors is None:
             return None
         heat = (prefs.max_gpu_temperature_c if self.step_aside.gpu_tasks else prefs.max_cpu_temperature_c) is not None
-        readings = self.sensors(prefs.pause_on_battery, heat) if prefs.pause_on_battery or heat else Readings()
+        wanted = prefs.pause_on_battery or heat
+        readings = self.sensors(prefs.pause_on_battery, heat, prefs.gpus) if wanted else Readings()
         return self.step_aside.judge(prefs, readings, time.monotonic())
 
     def _apply_shares(self, prefs: Preferences) -> None:

@@ -44,16 +44,20 @@ def cpu_temperature_c() -> float | None:
     return None
 
 
-def gpu_temperature_c(devices: list[str]) -> float | None:
-    found = [g.temperature_c for g in gpu.offered_gpus(devices) if g.temperature_c is not None]
+def gpu_temperature_c(devices: list[str], owner_gpus: list[str] | None = None) -> float | None:
+    """The hottest GPU lent: what the operator shares (`devices`), narrowed to the
+    owner's `gpus` preference when set."""
+    lent = gpu.select(gpu.offered_gpus(devices), owner_gpus or [])
+    found = [g.temperature_c for g in lent if g.temperature_c is not None]
     return max(found) if found else None
 
 
-def read(gpu_tasks: bool, gpu_devices: list[str], battery: bool = True, heat: bool = True) -> Readings:
+def read(gpu_tasks: bool, gpu_devices: list[str], battery: bool = True, heat: bool = True,
+         owner_gpus: list[str] | None = None) -> Readings:
     """The readings one worker judges by: the GPUs it lends when it runs GPU tasks,
     the CPU otherwise; only what a rule in force needs is read."""
     return Readings(
         on_battery=battery and on_battery(),
         cpu_temperature_c=cpu_temperature_c() if heat and not gpu_tasks else None,
-        gpu_temperature_c=gpu_temperature_c(gpu_devices) if heat and gpu_tasks else None,
+        gpu_temperature_c=gpu_temperature_c(gpu_devices, owner_gpus) if heat and gpu_tasks else None,
     )

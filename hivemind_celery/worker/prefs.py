@@ -72,8 +72,8 @@ class PrefsStep(bootsteps.StartStopStep):
             client, heartbeat_interval=settings.registry_heartbeat_interval)
         gpu_tasks = "gpu" in queues
 
-        def read_sensors(battery: bool, heat: bool) -> sensors.Readings:
-            return sensors.read(gpu_tasks, settings.gpu_devices, battery, heat)
+        def read_sensors(battery: bool, heat: bool, owner_gpus: list[str] | None) -> sensors.Readings:
+            return sensors.read(gpu_tasks, settings.gpu_devices, battery, heat, owner_gpus)
 
         # The mode goes under the worker id the tasks know (HIVEMIND_WORKER_ID), not Celery's node name.
         self.gate = PauseGate(PrefsStore(client, settings), registry, capacity, cpu.percent,

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from hivemind_celery.core.prefs import Preferences, decide
-from hivemind_celery.core.step_aside import Readings, StepAside, wants_sensors
+from hivemind_celery.core.step_aside import Readings, StepAside
 
 NOON = datetime(2026, 12, 1, 12, 0)
 
@@ -42,8 +42,6 @@ def test_on_battery_pauses_at_once_and_resumes_only_after_mains_held_long_enough
 def test_battery_rule_off_ignores_the_battery() -> None:
     prefs = Preferences(pause_on_battery=False)
     assert StepAside(False).judge(prefs, Readings(on_battery=True), 0.0) is None
-    assert not wants_sensors(prefs)
-    assert wants_sensors(Preferences()) and wants_sensors(Preferences(pause_on_battery=False, max_gpu_temperature_c=85))
 
 
 def test_heat_has_a_margin_below_the_limit_before_resuming() -> None:

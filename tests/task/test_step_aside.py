@@ -22,6 +22,8 @@ from hivemind_celery.site.prefs import PrefsStore
 from hivemind_celery.task.outcomes import celery_outcome
 from tests.conftest import ROOT
 from tests.task.test_pause import freezer_state, running_container, submit, wait_for
+from tests.usage.gpu_standin import UUIDS
+from tests.usage.gpu_standin import worker_env as gpu_worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
@@ -99,4 +101,30 @@ def test_a_hot_cpu_pauses_the_cpu_worker_until_it_cools_below_the_margin(start_w
     assert prefs.mode().paused
     cpu_at(69)
     wait_for(lambda: not prefs.mode().paused, "the resume once cool", limit=15)
+    worker.stop()
+
+
+def test_a_hot_gpu_pauses_the_gpu_worker_and_not_for_a_hot_cpu(start_worker, prefs, tmp_path) -> None:
+    """A GPU worker on the NVML stand-in (tests/usage/nvml_standin/: no GPU here) lending
+    two GPUs: it steps aside when one of them is hot, not when only the CPU is."""
+    temperatures, machine = tmp_path / "gpu-temperatures.json", tmp_path / "sensors.json"
+
+    def heat(gpu0: float, gpu1: float, cpu: float) -> None:
+        temperatures.write_text(json.dumps({UUIDS[0]: gpu0, UUIDS[1]: gpu1}))
+        machine.write_text(json.dumps({"temperatures": {"coretemp": [cpu]}}))
+
+    heat(50, 55, 95)
+    prefs.update(max_cpu_temperature_c=80, max_gpu_temperature_c=85, resume_after_seconds=0)
+    env = gpu_worker_env()
+    worker = start_worker("gpu", concurrency=1, HIVEMIND_RUNTIME="process", HIVEMIND_GPU_DEVICES=f"{UUIDS[0]},1",
+                          NVML_STANDIN_TEMPERATURES=str(temperatures), SENSORS_STANDIN_FILE=str(machine),
+                          **{**env, "PYTHONPATH": f"{STANDIN_DIR}:{env['PYTHONPATH']}"})
+    wait_for(lambda: prefs.client.hlen("hm:site:modes"), "the mode published", 15)
+    time.sleep(6)  # past an idle worker's check interval: a hot CPU is not a GPU worker's concern
+    assert not prefs.mode().paused, prefs.mode()
+    heat(50, 91, 60)
+    hot = wait_for(lambda: prefs.mode().paused and prefs.mode(), "the GPU heat pause", limit=15)
+    assert hot.reason.startswith("the GPU is too hot (91 °C > 85 °C)")
+    heat(50, 70, 60)
+    wait_for(lambda: not prefs.mode().paused, "the resume once the GPU cooled", limit=15)
     worker.stop()

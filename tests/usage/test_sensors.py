@@ -63,3 +63,5 @@ def test_read_reads_only_what_a_worker_needs(machine) -> None:
     with standin_gpus(hot):
         assert sensors.read(True, [], battery=True, heat=True) == sensors.Readings(True, None, 70.0)
         assert sensors.read(True, ["0", "1"], battery=False, heat=True).gpu_temperature_c == 50.0
+        # the owner's gpus preference narrows what is lent, and so what is watched
+        assert sensors.read(True, [], heat=True, owner_gpus=["0", FOUR_GPUS[2]["uuid"]]).gpu_temperature_c == 60.0

@@ -57,7 +57,18 @@ def nvmlDeviceGetUtilizationRates(handle: dict) -> SimpleNamespace:
 
 
 def nvmlDeviceGetTemperature(handle: dict, sensor: int) -> int:
-    return int(handle.get("temperature_c", 40))  # a GPU may carry its own, for the heat rules' tests
+    # For the heat rules' tests: NVML_STANDIN_TEMPERATURES names a JSON file {uuid: °C},
+    # read on every call so a test can heat a GPU while a worker runs; else the
+    # GPU's own "temperature_c"; else 40.
+    path = os.environ.get("NVML_STANDIN_TEMPERATURES", "")
+    if path:
+        try:
+            with open(path) as file:
+                temperatures = json.load(file)
+            return int(temperatures[handle["uuid"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return int(handle.get("temperature_c", 40))
 
 
 def nvmlDeviceGetPowerUsage(handle: dict) -> int:
