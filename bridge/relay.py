@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 # entry, so a batch stays far below gRPC's default 4 MB message limit.
 OUTPUT_BATCH_ENTRIES = 16
 RESULT_TIMEOUT = 120.0
+# How long an idle relay (nothing owed) sleeps before looking again, unwoken.
+IDLE_RELAY_WAIT = 30.0
 # A pool that keeps refusing a result (it no longer knows the task) is given
 # up on after this many passes, so one task cannot hold the site forever.
 MAX_RESULT_REFUSALS = 5
@@ -62,6 +64,7 @@ class Relay:
         self._freed: set[str] = set()  # finished tasks whose room was announced
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._owed = 1  # until the first pass has looked
         self._thread: threading.Thread | None = None
         # Called when a finished task's room was freed (the heartbeat's wake).
         self.on_freed: Callable[[], None] | None = None
@@ -88,7 +91,8 @@ class Relay:
         try:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             pubsub.psubscribe(**{pattern: lambda _message: self._wake.set()})
-            return pubsub.run_in_thread(sleep_time=1.0, daemon=True, exception_handler=on_error)
+            # A message ends the wait at once; the timeout only paces an idle thread.
+            return pubsub.run_in_thread(sleep_time=IDLE_RELAY_WAIT, daemon=True, exception_handler=on_error)
         except redis.RedisError as exc:
             log.warning("cannot watch stored results (%s); relaying every %g s", exc,
                         self._settings.relay_interval, extra={"node_id": self._outbox.node_id})
@@ -113,7 +117,9 @@ class Relay:
                 break  # only when stopping
             except Exception:  # noqa: BLE001 - a bug must not end the relay
                 log.exception("relay pass failed", extra={"node_id": node_id})
-            self._wake.wait(self._settings.relay_interval)
+            # Nothing owed: nothing to relay until a task is accepted (intake wakes
+            # this) or a result is stored (the watch wakes it).
+            self._wake.wait(self._settings.relay_interval if self._owed else IDLE_RELAY_WAIT)
             self._wake.clear()
 
     # -- one pass ---------------------------------------------------------------
@@ -122,6 +128,7 @@ class Relay:
         A transient failure (pool or Redis down) propagates so the loop backs off."""
         delivered = 0
         owed = [(task, self._finished(task.task_id)) for task in self._outbox.all()]
+        self._owed = len(owed)
         # Finished tasks first, and their room announced before anything is
         # sent: the pool can dispatch the next task while results travel.
         owed.sort(key=lambda pair: pair[1] is None)

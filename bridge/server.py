@@ -92,7 +92,12 @@ class Bridge:
         self.relay = Relay(self.parts, self.session)
         self.relay.on_freed = self.heartbeat.wake
         assert self._servicer is not None
-        self._servicer.on_accepted = self.heartbeat.wake
+        relay, heartbeat = self.relay, self.heartbeat
+
+        def accepted() -> None:  # the pool hears of the room taken; the relay starts following the task
+            heartbeat.wake()
+            relay.wake()
+        self._servicer.on_accepted = accepted
         self.relay.start()
         self.heartbeat.start()
         if self.tunnel is not None:

@@ -89,8 +89,13 @@ def preferences_from_form(form: dict[str, Any]) -> dict[str, Any]:
         "suspend_above_cpu_percent": _number(form, "suspend_above_cpu_percent"),
         "hours": {"start": start, "end": end} if start or end else None,
         "gpus": gpus or None,
+        # a checkbox: sent only when ticked
+        "pause_on_battery": str(form.get("pause_on_battery", "")).strip().lower() in ("on", "true", "1", "yes"),
+        "max_cpu_temperature_c": _number(form, "max_cpu_temperature_c"),
+        "max_gpu_temperature_c": _number(form, "max_gpu_temperature_c"),
     }
-    for name, default in (("cpu_share_percent", 100.0), ("memory_share_percent", 100.0), ("keep_free_disk_gb", 0.0)):
+    for name, default in (("cpu_share_percent", 100.0), ("memory_share_percent", 100.0), ("keep_free_disk_gb", 0.0),
+                          ("temperature_margin_c", 5.0), ("resume_after_seconds", 60.0)):
         value = _number(form, name)
         fields[name] = default if value is None else value
     return fields

@@ -82,7 +82,10 @@ def start_redis(sup: Supervisor, paths: DemoPaths, port: int, password: str, env
     write_private(conf, "\n".join([
         f"port {port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no",
         f"dir {paths.redis}", "appendonly yes", "appendfsync everysec",
-        f"requirepass {password}", "",
+        f"requirepass {password}",
+        # 2 background passes a second, not 10: expiry is also checked on every read,
+        # so the only cost is slower reclaiming of expired keys' memory.
+        "hz 2", "",
     ]))
     child = sup.start("redis", [binary, str(conf)], env, paths.redis, grace=10.0)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
@@ -135,6 +138,13 @@ def start_bridge(
     return address
 
 
+# An idle worker's own chatter: gossip has every worker read every other's events
+# (nothing here uses it), and Celery's heartbeat event goes every 2 s. Flower
+# judges a worker alive from the interval each heartbeat carries, so a slower
+# one stays truthful (a dead worker shows offline after two missed beats).
+QUIET_WORKER_FLAGS = ("--without-gossip", "--heartbeat-interval", "10")
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     queue: str
@@ -148,8 +158,10 @@ class WorkerSpec:
 
 def start_worker(sup: Supervisor, spec: WorkerSpec, env: dict[str, str], cwd: Path, celery_app) -> Child:
     env = env | {"HIVEMIND_WORKER_ID": spec.worker_id}
+    # Pool processes only while tasks run: up to `concurrency`, forked as tasks arrive,
+    # none after Celery's autoscaler has seen 30 s without one.
     argv = [PY, "-m", "celery", "-A", "hivemind_celery", "worker", "-Q", spec.queue,
-            "-c", str(spec.concurrency), "-n", spec.hostname, "-l", "INFO"]
+            "--autoscale", f"{spec.concurrency},0", "-n", spec.hostname, "-l", "INFO", *QUIET_WORKER_FLAGS]
     # Stopping: SIGTERM (warm: finish running tasks), then SIGQUIT (cold: the main
     # process still runs its shutdown hooks, which remove our containers), then KILL.
     child = sup.start(f"worker-{spec.queue}", argv, env, cwd, grace=8.0, polite=(signal.SIGTERM, signal.SIGQUIT))

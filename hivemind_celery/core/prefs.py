@@ -80,6 +80,20 @@ class Preferences(BaseModel):
     gpus: list[str] | None = Field(None, description="GPU indices or UUIDs to lend; None lends all.")
     keep_free_disk_gb: float = Field(0.0, ge=0)
     paused_until: datetime | None = Field(None, description="Set by `pause --for`; past it the pause ends.")
+    # Stepping aside for the machine (core/step_aside.py): on battery, or too hot.
+    pause_on_battery: bool = Field(True, description="Pause while the machine runs on its battery.")
+    max_cpu_temperature_c: float | None = Field(
+        None, gt=0, le=150, description="CPU tasks pause while the CPU is hotter than this (°C)."
+    )
+    max_gpu_temperature_c: float | None = Field(
+        None, gt=0, le=150, description="GPU tasks pause while one of their GPUs is hotter than this (°C)."
+    )
+    temperature_margin_c: float = Field(
+        5.0, ge=0, le=50, description="After a heat pause, resume only this many °C below the limit."
+    )
+    resume_after_seconds: float = Field(
+        60.0, ge=0, le=3600, description="After a battery or heat pause, resume once clear this long."
+    )
 
     @field_validator("gpus")
     @classmethod
@@ -116,14 +130,23 @@ class SiteMode(BaseModel):
 RUNNING = SiteMode(state="running", reason="")
 
 
+def senses_the_machine(prefs: Preferences) -> bool:
+    """Does a rule read what the machine is doing (its CPU, its owner's input)? Then
+    it must be judged often; otherwise only the preferences and the clock decide."""
+    return prefs.run_mode == "when_idle" or prefs.suspend_above_cpu_percent is not None
+
+
 def decide(
     prefs: Preferences,
     now: datetime,
     non_task_cpu_percent: float,
     owner_idle_seconds: float | None,
+    aside: str | None = None,
 ) -> SiteMode:
     """The first rule that pauses wins, in the order an owner thinks of them:
-    an explicit pause, the hours, then the owner using the machine.
+    an explicit pause, the hours, the machine's own need (`aside`: why the site
+    steps aside for battery or heat, from core/step_aside.py; None: it need not),
+    then the owner using the machine.
 
     `now` is a local wall-clock moment (aware or naive); `owner_idle_seconds` is how
     long no keyboard/mouse input was seen, None where that cannot be known (a
@@ -138,6 +161,8 @@ def decide(
             return SiteMode(state="paused", reason=f"paused by the owner until {local:%H:%M}")
     if prefs.hours is not None and not prefs.hours.contains(now.time()):
         return SiteMode(state="paused", reason=f"outside the hours {prefs.hours}")
+    if aside is not None:
+        return SiteMode(state="paused", reason=aside)
     limit = prefs.suspend_above_cpu_percent
     if limit is not None and non_task_cpu_percent > limit:
         return SiteMode(

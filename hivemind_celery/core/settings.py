@@ -221,6 +221,21 @@ class Settings(BaseSettings):
         default_factory=list, description="GPU indices or UUIDs to share (comma list; empty: all)."
     )
     prefs_keep_free_disk_gb: float = Field(0.0, ge=0, description="Keep at least this many GiB of disk free.")
+    prefs_pause_on_battery: bool = Field(True, description="Pause while the machine runs on its battery (a machine "
+                                         "without one never does).")
+    prefs_max_cpu_temperature_c: float | None = Field(
+        None, gt=0, le=150, description="CPU tasks pause while the CPU is hotter than this, °C (unset: never)."
+    )
+    prefs_max_gpu_temperature_c: float | None = Field(
+        None, gt=0, le=150, description="GPU tasks pause while a lent GPU is hotter than this, °C (unset: never)."
+    )
+    prefs_temperature_margin_c: float = Field(
+        5.0, ge=0, le=50, description="After a heat pause, resume only this many °C below the limit."
+    )
+    prefs_resume_after_seconds: float = Field(
+        60.0, ge=0, le=3600, description="After a battery or heat pause, resume once the cause has been clear "
+        "this many seconds."
+    )
     prefs_check_interval: float = Field(
         1.0, gt=0, le=1.5, description="Seconds between two evaluations of the preferences on each worker."
     )

@@ -75,7 +75,10 @@ from hivemind_celery.usage import task_cgroup
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.25
+# How often a running container's wait loop asks Redis whether to stop or freeze (two
+# round trips each): the step's exit ends the wait at once whatever this is, and a
+# pause still lands within two seconds (the preferences step decides each second).
+POLL_SECONDS = 0.5
 
 
 def _now() -> datetime:

@@ -2,7 +2,9 @@
 HIVEMIND_PREFS_CHECK_INTERVAL seconds by worker/prefs.py.
 
 Each check: decide() from the stored preferences, the local clock, this host's
-non-task CPU and (where known) the owner's idle time; publish the mode (the
+non-task CPU (only when a rule reads it), its battery and heat through
+`sensors` with core/step_aside.py's hysteresis, and (where known) the owner's
+idle time; publish the mode (the
 worker's own key, which its running tasks poll to freeze or thaw within a
 second, and the site's, which the bridge reads to report busy); on a change
 stop or start consuming the worker's queues, so a paused worker takes no new
@@ -14,11 +16,13 @@ gate's floor.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from hivemind_celery.core.prefs import RUNNING, Preferences, SiteMode, decide
+from hivemind_celery.core.prefs import RUNNING, Preferences, SiteMode, decide, senses_the_machine
+from hivemind_celery.core.step_aside import Readings, StepAside
 from hivemind_celery.site.disk_gate import DiskGate
 from hivemind_celery.site.prefs import PrefsStore
 from hivemind_celery.site.registry import Registry, WorkerCapacity
@@ -26,6 +30,8 @@ from hivemind_celery.site.registry import Registry, WorkerCapacity
 log = logging.getLogger(__name__)
 
 Consumers = Callable[[bool], None]
+# (battery wanted, heat wanted, the owner's gpus) -> what the sensors say (usage/sensors.read, or a test's own)
+Sensors = Callable[[bool, bool, list[str] | None], Readings]
 Clock = Callable[[], datetime]
 
 
@@ -47,7 +53,7 @@ class PauseGate:
                  cpu_percent: Callable[[], float], consumers: Consumers | None = None,
                  disk_gate: DiskGate | None = None, clock: Clock = local_now,
                  owner_idle_seconds: Callable[[], float | None] = lambda: None,
-                 mode_id: str | None = None) -> None:
+                 mode_id: str | None = None, sensors: Sensors | None = None, gpu_tasks: bool = False) -> None:
         self.store = store
         self.mode_id = mode_id or capacity.worker_id  # whose key the running tasks poll
         self.registry = registry
@@ -58,6 +64,9 @@ class PauseGate:
         self.clock = clock
         self.owner_idle_seconds = owner_idle_seconds
         self.mode: SiteMode = RUNNING
+        self.senses = False  # whether the last preferences read the machine (worker/prefs.py checks often then)
+        self.sensors = sensors
+        self.step_aside = StepAside(gpu_tasks)
         self._offered: WorkerCapacity | None = None
         self._disk_floor_mb = disk_gate.min_free_mb if disk_gate is not None else 0
         if disk_gate is not None and disk_gate.consumers is not None:
@@ -76,7 +85,10 @@ class PauseGate:
         """Decide, publish, and act on a change; True when the mode changed."""
         prefs = self.store.load()
         self._apply_shares(prefs)
-        mode = decide(prefs, self.clock(), self.cpu_percent(), self.owner_idle_seconds())
+        self.senses = senses_the_machine(prefs)
+        # Reading the host's CPU walks the task cgroups: only when a rule needs it.
+        cpu = self.cpu_percent() if self.senses else 0.0
+        mode = decide(prefs, self.clock(), cpu, self.owner_idle_seconds(), self._aside(prefs))
         self.store.publish_worker_mode(self.mode_id, mode)
         if mode.state == self.mode.state:
             self.mode = mode  # the reason may read differently (CPU %)
@@ -90,6 +102,14 @@ class PauseGate:
             disk_full = self.disk_gate is not None and self.disk_gate.paused
             self._switch(not mode.paused and not disk_full)
         return True
+
+    def _aside(self, prefs: Preferences) -> str | None:
+        if self.sensors is None:
+            return None
+        heat = (prefs.max_gpu_temperature_c if self.step_aside.gpu_tasks else prefs.max_cpu_temperature_c) is not None
+        wanted = prefs.pause_on_battery or heat
+        readings = self.sensors(prefs.pause_on_battery, heat, prefs.gpus) if wanted else Readings()
+        return self.step_aside.judge(prefs, readings, time.monotonic())
 
     def _apply_shares(self, prefs: Preferences) -> None:
         offered = shared(self.capacity, prefs)

@@ -40,6 +40,11 @@ def defaults(settings: Settings) -> Preferences:
         "memory_share_percent": settings.prefs_memory_share_percent,
         "gpus": settings.prefs_gpus or None,
         "keep_free_disk_gb": settings.prefs_keep_free_disk_gb,
+        "pause_on_battery": settings.prefs_pause_on_battery,
+        "max_cpu_temperature_c": settings.prefs_max_cpu_temperature_c,
+        "max_gpu_temperature_c": settings.prefs_max_gpu_temperature_c,
+        "temperature_margin_c": settings.prefs_temperature_margin_c,
+        "resume_after_seconds": settings.prefs_resume_after_seconds,
     })
 
 

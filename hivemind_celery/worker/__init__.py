@@ -19,6 +19,7 @@ WORKER_HOOKS = (
     (signals.worker_shutdown, reaper.reap_at_stop),
     (signals.task_revoked, revoke.cleanup_revoked),
     (signals.task_received, rescue.record_delivery),
+    (signals.task_received, prefs.wake_on_task),
     (signals.task_postrun, rescue.forget_delivery),
 )
 WORKER_COMMANDS = (registry.capabilities,)

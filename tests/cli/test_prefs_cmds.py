@@ -46,7 +46,23 @@ def test_set_show_pause_resume(store) -> None:
     assert runner.invoke(app, ["resume"]).exit_code == 0 and store.load().run_mode == "always"
 
 
+def test_stepping_aside_fields(store) -> None:
+    done = runner.invoke(app, ["prefs", "set", "pause_on_battery=off", "max_cpu_temperature_c=85",
+                               "max_gpu_temperature_c=80", "temperature_margin_c=7", "resume_after_seconds=120"])
+    assert done.exit_code == 0, done.output
+    prefs = store.load()
+    assert (prefs.pause_on_battery, prefs.max_cpu_temperature_c, prefs.max_gpu_temperature_c) == (False, 85, 80)
+    assert (prefs.temperature_margin_c, prefs.resume_after_seconds) == (7, 120)
+    assert runner.invoke(app, ["prefs", "set", "max_cpu_temperature_c=", "pause_on_battery=yes"]).exit_code == 0
+    assert store.load().max_cpu_temperature_c is None and store.load().pause_on_battery is True
+
+
 @pytest.mark.parametrize(("args", "named"), [
+    (["prefs", "set", "max_cpu_temperature_c=hot"], "max_cpu_temperature_c"),
+    (["prefs", "set", "max_gpu_temperature_c=200"], "max_gpu_temperature_c"),
+    (["prefs", "set", "temperature_margin_c=-2"], "temperature_margin_c"),
+    (["prefs", "set", "pause_on_battery=sometimes"], "pause_on_battery"),
+    (["prefs", "set", "resume_after_seconds=9999"], "resume_after_seconds"),
     (["prefs", "set", "cpu_share_percent=0"], "cpu_share_percent"),
     (["prefs", "set", "hours=25:00-07:00"], "HH:MM"),
     (["prefs", "set", "colour=red"], "colour"),

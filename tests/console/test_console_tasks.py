@@ -229,6 +229,31 @@ def test_the_preferences_form_saves(page, redis_client, redis_url) -> None:
     redis_client.delete(keys.site_prefs())
 
 
+def test_the_preferences_form_steps_aside_for_battery_and_heat(page, redis_client, redis_url) -> None:
+    redis_client.delete(keys.site_prefs())
+    log_in(page)
+    page.goto("/preferences")
+    assert page.locator("input[name=pause_on_battery]").is_checked()  # the default, as BOINC's
+    page.uncheck("input[name=pause_on_battery]")
+    page.fill("input[name=max_cpu_temperature_c]", "85")
+    page.fill("input[name=max_gpu_temperature_c]", "80")
+    page.fill("input[name=temperature_margin_c]", "8")
+    page.fill("input[name=resume_after_seconds]", "90")
+    page.click("#save")
+    page.wait_for_url("**/preferences?notice=Preferences+saved")
+    saved = PrefsStore(redis_client, Settings(redis_url=redis_url)).load()
+    assert (saved.pause_on_battery, saved.max_cpu_temperature_c, saved.max_gpu_temperature_c) == (False, 85, 80)
+    assert (saved.temperature_margin_c, saved.resume_after_seconds) == (8, 90)
+    assert not page.locator("input[name=pause_on_battery]").is_checked()
+    # A limit past what any sensor reads is refused by name and changes nothing.
+    page.fill("input[name=max_gpu_temperature_c]", "400")
+    page.evaluate("document.querySelector('input[name=max_gpu_temperature_c]').removeAttribute('max')")
+    page.click("#save")
+    assert "max_gpu_temperature_c" in page.locator("#prefs-error").inner_text()
+    assert PrefsStore(redis_client, Settings(redis_url=redis_url)).load().max_gpu_temperature_c == 80
+    redis_client.delete(keys.site_prefs())
+
+
 def test_machine_and_problems_pages(page, submit, worker) -> None:
     rejected = submit({"main.py": "print(1)\n"}, "rejected", image="not-allowed:latest")
     outcome = outcome_of(rejected)

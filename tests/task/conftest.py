@@ -1,13 +1,17 @@
 """The task modules' shared set-up: a payload store on the module's Redis database
-(where a test puts the task zip for the worker to fetch) and the GPU leases there."""
+(where a test puts the task zip for the worker to fetch), the GPU leases there and
+the site's preferences."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.site.gpu_allocator import GpuAllocator
+from hivemind_celery.site.prefs import PrefsStore
 
 
 @pytest.fixture(scope="module")
@@ -18,3 +22,12 @@ def store(redis_client, redis_url) -> PayloadStore:
 @pytest.fixture(scope="module")
 def leases(redis_client) -> GpuAllocator:
     return GpuAllocator(redis_client)  # this host's, as the workers see it
+
+
+@pytest.fixture
+def prefs(redis_client) -> Iterator[PrefsStore]:
+    """The site's preferences on the module's database, emptied before and after."""
+    store = PrefsStore(redis_client, Settings())
+    store.client.delete("hm:site:prefs")
+    yield store
+    store.client.delete("hm:site:prefs")

@@ -19,9 +19,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -29,56 +27,16 @@ import pytest
 
 from bridge.heartbeat import Heartbeat
 from bridge.server import Bridge
-from hivemind_celery.core.model import TASK_NAME, TaskSpec, TaskStatus
+from hivemind_celery.core.model import TaskStatus
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.store import PayloadStore
-from hivemind_celery.site.prefs import PrefsStore
 from hivemind_celery.task.outcomes import celery_outcome
-from tests.services_kit import make_zip
+from tests.task.pause_kit import freezer_state, running_container, submit, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 # 24 ticks of 0.25 s: about 6 s of running time.
 TICKING = {"main.py": "import time\nfor i in range(24):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\n"
                       "print('done', flush=True)\n"}
-
-
-def wait_for(check, what: str, limit: float = 60.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def prefs(redis_client) -> PrefsStore:
-    store = PrefsStore(redis_client, Settings())
-    store.client.delete("hm:site:prefs")
-    yield store
-    store.client.delete("hm:site:prefs")
-
-
-def submit(celery_app, store: PayloadStore, files: dict, timeout: float):
-    spec = TaskSpec(task_id=f"p-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)), timeout=timeout)
-    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                                      queue="cpu")
-
-
-def running_container(docker_client, task_id: str):
-    def find():
-        found = docker_client.containers.list(filters={"label": f"hivemind.task_id={task_id}", "status": "running"})
-        return found[0] if found else None
-    return wait_for(find, f"the container of {task_id} running", limit=120)
-
-
-def freezer_state(container) -> str:
-    """The cgroup v1 freezer state of the container, read on the host."""
-    container.reload()
-    parent = (container.attrs["HostConfig"].get("CgroupParent") or "/docker").strip("/")
-    return (Path("/sys/fs/cgroup/freezer") / parent / container.id / "freezer.state").read_text().strip()
 
 
 def consumed(celery_app, worker) -> list[str] | None:

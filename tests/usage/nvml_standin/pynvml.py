@@ -4,7 +4,7 @@ the test machine, so this module takes the place of the NVIDIA driver.
 It is found first on the import path only when a test puts this folder there
 (sys.path in-process, PYTHONPATH for a `celery worker` subprocess). The GPUs
 it reports come from the NVML_STANDIN_GPUS variable: a JSON list of
-{"name", "uuid", "memory_mb"}. It answers the calls usage/gpu.py makes, with
+{"name", "uuid", "memory_mb"} (and "temperature_c", 40 when absent). It answers the calls usage/gpu.py makes, with
 NVML's shapes (memory in bytes, power in milliwatts, names as str); no process
 runs on these GPUs, so the per-process lists are empty.
 """
@@ -57,7 +57,18 @@ def nvmlDeviceGetUtilizationRates(handle: dict) -> SimpleNamespace:
 
 
 def nvmlDeviceGetTemperature(handle: dict, sensor: int) -> int:
-    return 40
+    # For the heat rules' tests: NVML_STANDIN_TEMPERATURES names a JSON file {uuid: °C},
+    # read on every call so a test can heat a GPU while a worker runs; else the
+    # GPU's own "temperature_c"; else 40.
+    path = os.environ.get("NVML_STANDIN_TEMPERATURES", "")
+    if path:
+        try:
+            with open(path) as file:
+                temperatures = json.load(file)
+            return int(temperatures[handle["uuid"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return int(handle.get("temperature_c", 40))
 
 
 def nvmlDeviceGetPowerUsage(handle: dict) -> int:
