@@ -15,7 +15,7 @@ from kombu import Exchange, Queue
 from hivemind_celery.core.model import TASK_NAME
 from hivemind_celery.core.settings import Settings, get_settings
 from hivemind_celery.task.celery_task import RunTask, run_task
-from hivemind_celery.worker import host_series, logs, metrics, prefs, reaper, registry, rescue, revoke
+from hivemind_celery.worker import draining, host_series, logs, metrics, prefs, reaper, registry, rescue, revoke
 
 # Everything the worker's main process adds to Celery, in one place: the
 # bootsteps it starts, the signal hooks it connects, the inspect commands it
@@ -25,6 +25,8 @@ WORKER_STEPS = (reaper.PeriodicReaper, registry.RegistryStep, rescue.RescueStep,
 WORKER_HOOKS = (
     (signals.setup_logging, logs.setup_logging),
     (signals.worker_init, reaper.reap_at_start),
+    (signals.worker_init, draining.clear_draining),
+    (signals.worker_shutting_down, draining.mark_draining),
     (signals.worker_shutdown, reaper.reap_at_stop),
     (signals.task_revoked, revoke.cleanup_revoked),
     (signals.task_received, rescue.record_delivery),
