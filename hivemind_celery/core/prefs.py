@@ -80,6 +80,9 @@ class Preferences(BaseModel):
     gpus: list[str] | None = Field(None, description="GPU indices or UUIDs to lend; None lends all.")
     keep_free_disk_gb: float = Field(0.0, ge=0)
     paused_until: datetime | None = Field(None, description="Set by `pause --for`; past it the pause ends.")
+    release_memory_after_minutes: float | None = Field(
+        None, gt=0, description="A pause longer than this checkpoints the running tasks, stops them and releases "
+        "their memory; they resume when the site runs again. None keeps them frozen in memory.")
 
     @field_validator("gpus")
     @classmethod

@@ -230,6 +230,10 @@ class Settings(BaseSettings):
         default_factory=list, description="GPU indices or UUIDs to share (comma list; empty: all)."
     )
     prefs_keep_free_disk_gb: float = Field(0.0, ge=0, description="Keep at least this many GiB of disk free.")
+    prefs_release_memory_after_minutes: float | None = Field(
+        None, gt=0, description="A pause longer than this many minutes checkpoints the running tasks, stops them "
+        "and frees their memory; they resume later (unset: they stay frozen in memory). Keep it below "
+        "HIVEMIND_MAX_FROZEN_SECONDS, which stops a frozen task for good.")
     prefs_check_interval: float = Field(
         1.0, gt=0, le=1.5, description="Seconds between two evaluations of the preferences on each worker."
     )

@@ -39,7 +39,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.checkpoint import CHECKPOINT_DIR
-from hivemind_celery.payloads.workspace import TASK_GID, TASK_UID
+from hivemind_celery.payloads.workspace import RESERVED_DIR, TASK_GID, TASK_UID
 from hivemind_celery.runtime import reaper, step_usage, volume_io
 from hivemind_celery.runtime.archive import (
     AccessDenied,
@@ -430,13 +430,14 @@ class DockerRuntime:
         path = volume_io.host_dir(workspace, self.settings) if workspace is not None else None
         if path is not None:
             try:
-                return copy_dir(path, self.settings.result_max_bytes, denied_is_error=True)
+                return copy_dir(path, self.settings.result_max_bytes, denied_is_error=True, leave_out=RESERVED_DIR)
             except (OSError, AccessDenied) as exc:  # e.g. a non-root worker and a file of mode 0600
                 log.info("workspace not readable in place, copying it through the Docker API: %s", exc,
                          extra={"task_id": task_id})
         try:
             chunks, _ = container.get_archive(WORKSPACE, chunk_size=1024 * 1024)
-            return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name)
+            return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name,
+                                leave_out=RESERVED_DIR)
         except (NotFound, APIError) as exc:
             log.warning("could not copy the workspace out: %s", exc, extra={"task_id": task_id})
             return None

@@ -44,6 +44,7 @@ from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.core.units import MiB
 from hivemind_celery.payloads.checkpoint import CHECKPOINT_DIR
+from hivemind_celery.payloads.workspace import RESERVED_DIR
 from hivemind_celery.runtime import setup_step, step_usage
 from hivemind_celery.runtime.archive import WorkspaceCopy, copy_dir
 from hivemind_celery.runtime.base import (
@@ -156,7 +157,7 @@ class ProcessRuntime:
                 role = "main"
                 end = self._step(job, "main", task_dir, tail, should_stop, on_start)
                 step_usage["main"] = end.usage
-            copy = copy_dir(task_dir / "workspace", self.settings.result_max_bytes)
+            copy = copy_dir(task_dir / "workspace", self.settings.result_max_bytes, leave_out=RESERVED_DIR)
             checkpoint = _read_checkpoint(task_dir, self.settings) if role == "main" else None
             status, reason = _status(job, role, end, self.settings)
             if role == "setup" and status is TaskStatus.FAILED and end.exit_code:

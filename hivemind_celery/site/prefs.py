@@ -40,6 +40,7 @@ def defaults(settings: Settings) -> Preferences:
         "memory_share_percent": settings.prefs_memory_share_percent,
         "gpus": settings.prefs_gpus or None,
         "keep_free_disk_gb": settings.prefs_keep_free_disk_gb,
+        "release_memory_after_minutes": settings.prefs_release_memory_after_minutes,
     })
 
 

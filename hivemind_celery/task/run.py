@@ -29,7 +29,6 @@ from hivemind_celery.runtime import get_runtime
 from hivemind_celery.runtime.base import Runtime, RuntimeRefused
 from hivemind_celery.site.activity import Activity
 from hivemind_celery.site.gpu_allocator import GpuRefused
-from hivemind_celery.site.prefs import worker_paused
 from hivemind_celery.task.attempts import AttemptLog, AttemptObserver, with_attempts
 from hivemind_celery.task.checkpointer import Checkpointer
 from hivemind_celery.task.gpus import GpuHold
@@ -44,7 +43,7 @@ from hivemind_celery.task.outcomes import (
     rejected_outcome,
 )
 from hivemind_celery.task.result import store_result
-from hivemind_celery.task.resume import TaskRequeued, draining, restore, resumed_line
+from hivemind_celery.task.resume import PauseRelease, Restored, TaskRequeued, draining, restore, resumed_line
 from hivemind_celery.task.streams import OutputStream
 
 log = logging.getLogger(__name__)
@@ -123,14 +122,15 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
     client = redis_client()
     log.info("task starting", extra={"task_id": spec.task_id, "queue": spec.queue.value})
 
-    def should_stop() -> bool:  # asked to stop, or this worker stops (then the task resumes later)
-        return bool(client.exists(keys.task_stop(spec.task_id), keys.worker_draining(settings.worker_id)))
+    pause = PauseRelease(client, settings)  # freezes while the worker is paused (worker/prefs.py)
 
-    def stop_grace() -> float:
-        return settings.shutdown_grace if draining(client, settings.worker_id) else settings.stop_grace
+    def should_stop() -> bool:  # asked to stop; or this worker stops, or a long pause: to resume later
+        return bool(client.exists(keys.task_stop(spec.task_id), keys.worker_draining(settings.worker_id))) \
+            or pause.due()
 
-    def should_freeze() -> bool:  # the worker's preferences step decides (worker/prefs.py)
-        return worker_paused(client, settings.worker_id)
+    def stop_grace() -> float:  # time to write a last checkpoint when the task is to resume
+        later = pause.released or draining(client, settings.worker_id)
+        return settings.shutdown_grace if later else settings.stop_grace
 
     if client.exists(keys.task_stop(spec.task_id)):
         outcome = cancelled_outcome(spec.task_id, "stopped before it started", settings.worker_id)
@@ -141,7 +141,14 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
     restored = restore(checkpoints, spec.task_id, settings)
     saved = (restored.data, restored.manifest) if restored.data and restored.manifest else None
     try:
-        job = prepare_job(spec, store, settings, saved)
+        try:
+            job = prepare_job(spec, store, settings, saved)
+        except TaskRejected as exc:
+            if saved is None:
+                raise
+            # The checkpoint's entries lied about their contents: start from the beginning without it.
+            restored = Restored(refused=f"checkpoint refused: {exc}; starting from the beginning")
+            job = prepare_job(spec, store, settings, None)
     except TaskRejected as exc:
         log.warning("task rejected: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
@@ -154,6 +161,8 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
         log.warning("task refused: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
     if spec.wants_gpu and not gpus.gpus:
+        if draining(client, settings.worker_id):
+            raise TaskRequeued("this worker is stopping; the task goes back to its queue before it started")
         outcome = cancelled_outcome(spec.task_id, "stopped while waiting for a GPU", settings.worker_id)
         return store_result(outcome, store, settings, stopped=True)
     job = dataclasses.replace(job, gpu_devices=gpus.uuids)
@@ -172,7 +181,7 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
     meter = UsageMeter(task, spec, client, settings, observers=observers)  # samples from on_start
     try:
         result = runtime().run(job, on_output=output.write, on_start=meter.on_start, should_stop=should_stop,
-                               defer_cleanup=True, should_freeze=should_freeze, stop_grace=stop_grace)
+                               defer_cleanup=True, should_freeze=pause.paused, stop_grace=stop_grace)
     except RuntimeRefused as exc:
         log.warning("task refused by the runtime: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
@@ -183,17 +192,20 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
     finally:
         gpus.release()
         meter.stop()
-    requeue = result.stopped and not client.exists(keys.task_stop(spec.task_id)) \
-        and draining(client, settings.worker_id)
-    checkpointer.finish(result.checkpoint if requeue else None)
-    if requeue:
+    later = result.stopped and not client.exists(keys.task_stop(spec.task_id))
+    requeue = later and draining(client, settings.worker_id)
+    release = later and not requeue and pause.released
+    checkpointer.finish(result.checkpoint if requeue or release else None)
+    if requeue or release:
         measured = meter.measure(outcome_from_result(spec, result, settings.worker_id), policy)
-        attempts.end("requeued", measured)
+        attempts.end("requeued" if requeue else "released", measured)
         meter.requeued()
-        say(f"attempt {attempt.number} on {settings.worker_id}: the worker is stopping; "
-            f"{checkpointer.saved} checkpoint(s) saved; the task goes back to its queue to resume")
+        why = ("the worker is stopping" if requeue else
+               f"the owner's pause passed {pause.after_minutes:g} min: its memory is released")
+        say(f"attempt {attempt.number} on {settings.worker_id}: {why}; {checkpointer.saved} checkpoint(s) "
+            "saved; the task goes back to its queue to resume")
         output.flush()
-        raise TaskRequeued(f"worker {settings.worker_id} is stopping")
+        raise TaskRequeued(f"worker {settings.worker_id}: {why}")
     output.flush()
 
     def with_all_attempts(outcome: TaskOutcome) -> TaskOutcome:

@@ -6,9 +6,11 @@ last checkpoint with the right sum, every attempt listed and measured."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
+import zipfile
 
 import pytest
 from celery.result import AsyncResult
@@ -18,6 +20,8 @@ from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskSta
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.checkpoint import CheckpointStore
 from hivemind_celery.payloads.store import PayloadStore
+from hivemind_celery.site.prefs import PrefsStore
+from hivemind_celery.task.attempts import AttemptLog
 from hivemind_celery.task.outcomes import celery_outcome
 from tests.conftest import make_zip
 from tests.fault_kit import kill_tree, wait_until
@@ -93,12 +97,13 @@ def output_of(redis_client, task_id: str) -> str:
     return b"".join(fields[b"data"] for _, fields in entries).decode(errors="replace")
 
 
-def result_json(store, outcome: TaskOutcome) -> dict:
-    import io
-    import zipfile
-
+def result_file(store, outcome: TaskOutcome, name: str) -> bytes:
     with zipfile.ZipFile(io.BytesIO(store.get(outcome.result_ref))) as archive:
-        return json.loads(archive.read("result.json"))
+        return archive.read(name)
+
+
+def result_json(store, outcome: TaskOutcome) -> dict:
+    return json.loads(result_file(store, outcome, "result.json"))
 
 
 def check_accounting(outcome: TaskOutcome) -> None:
@@ -168,6 +173,8 @@ def test_worker_sigtermed_checkpoints_in_its_grace_requeues_and_a_restarted_work
     assert first.checkpoints_saved == 1 and second.resumed_from is not None
     check_accounting(outcome)
     assert "the task goes back to its queue" in output_of(redis_client, spec.task_id)
+    log = result_file(store, outcome, "execution_log.txt").decode()
+    assert "attempts (2), reward their sum:" in log and "1. requeued on " in log and "2. finished on " in log
     assert int(redis_client.get(keys.task_attempts(spec.task_id)) or 0) == 1  # the graceful stop used none up
 
 
@@ -204,3 +211,39 @@ def test_a_checkpoint_holding_a_link_to_the_host_is_refused_and_the_task_ends_tr
     reason = "checkpoint not saved: 'shadow': not a regular file or directory"
     assert outcome.attempts[0].notes == [reason]
     assert reason in output_of(redis_client, spec.task_id)
+    with zipfile.ZipFile(io.BytesIO(store.get(outcome.result_ref))) as archive:
+        names = archive.namelist()
+    assert "main.py" in names and not [n for n in names if n.startswith(".hivemind")]  # the worker's, not a result
+
+
+def test_a_pause_longer_than_the_owners_limit_checkpoints_frees_the_memory_and_resumes_later(
+        start_worker, celery_app, store, redis_client, redis_url, docker_client) -> None:
+    prefs = PrefsStore(redis_client, Settings(redis_url=redis_url))
+    prefs.client.delete(keys.site_prefs())
+    prefs.update(release_memory_after_minutes=0.05)  # 3 s
+    try:
+        worker = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="3600", **FAST)
+        spec, result = submit(celery_app, store, "term")
+        wait_until(lambda: "step 3\n" in output_of(redis_client, spec.task_id), 120, "the task at step 3")
+        prefs.pause()
+        attempts = AttemptLog(redis_client, spec.task_id)
+        wait_until(lambda: [a.ended for a in attempts.all()] == ["released"], 60, "the paused task released")
+        # its memory is free: no container left for it, and the message is back in the queue (and stays there
+        # while the site is paused)
+        wait_until(lambda: redis_client.llen("cpu") == 1, 30, "the message back in its queue")
+        assert not docker_client.containers.list(filters={"label": f"hivemind.task_id={spec.task_id}"})
+        time.sleep(3)
+        assert redis_client.llen("cpu") == 1 and not redis_client.exists(keys.task_outcome(spec.task_id))
+        saved = CheckpointStore(redis_client, Settings(redis_url=redis_url)).latest(spec.task_id)
+        assert saved is not None and saved.progress is not None and saved.progress >= 3 / STEPS
+        assert "its memory is released" in output_of(redis_client, spec.task_id)
+        prefs.resume()
+        outcome = celery_outcome(result, 240)
+        worker.stop()
+    finally:
+        prefs.client.delete(keys.site_prefs())
+    assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
+    done = result_json(store, outcome)
+    assert done["sum"] == RIGHT_SUM and done["first"] == round(saved.progress * STEPS) + 1
+    assert [a.ended for a in outcome.attempts] == ["released", "finished"]
+    check_accounting(outcome)
