@@ -17,6 +17,7 @@ from hivemind_celery.core import keys
 from hivemind_celery.core.model import TaskOutcome
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.observability.series import SeriesStore
+from hivemind_celery.payloads.checkpoint import CheckpointPointer, CheckpointStore
 from hivemind_celery.site.activity import Activity
 from hivemind_celery.site.prefs import PrefsStore
 from hivemind_celery.task.cancellation import request_stop
@@ -58,6 +59,7 @@ class RunningTask:
     usage: dict[str, Any]
     series: list[dict[str, Any]]
     output_tail: str
+    checkpoint: CheckpointPointer | None = None  # its last saved checkpoint: progress, saved_at
 
 
 @dataclass
@@ -113,6 +115,7 @@ class SiteView:
         self.activity = Activity(client)
         self.series = SeriesStore(client)
         self.prefs = PrefsStore(client, settings)
+        self.checkpoints = CheckpointStore(client, settings)
         self.balance = Balance(settings)
 
     # -- overview ----------------------------------------------------------------
@@ -156,7 +159,8 @@ class SiteView:
             except ValueError:
                 usage = {}
             tasks.append(RunningTask(task_id, started, self.activity.info(task_id), usage,
-                                     self.series.task(task_id), self.output_tail(task_id)))
+                                     self.series.task(task_id), self.output_tail(task_id),
+                                     self.checkpoints.latest(task_id)))
         return tasks
 
     def output_tail(self, task_id: str) -> str:
