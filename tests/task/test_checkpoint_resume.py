@@ -247,3 +247,26 @@ def test_a_pause_longer_than_the_owners_limit_checkpoints_frees_the_memory_and_r
     assert done["sum"] == RIGHT_SUM and done["first"] == round(saved.progress * STEPS) + 1
     assert [a.ended for a in outcome.attempts] == ["released", "finished"]
     check_accounting(outcome)
+
+
+def test_a_checkpoint_changed_in_storage_is_refused_and_the_task_starts_over_truthfully(
+        start_worker, celery_app, store, redis_client, redis_url) -> None:
+    worker = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="3600", **FAST)
+    spec, result = submit(celery_app, store, "term")
+    wait_until(lambda: "step 3\n" in output_of(redis_client, spec.task_id), 120, "the task at step 3")
+    worker.stop()
+    saved = CheckpointStore(redis_client, Settings(redis_url=redis_url)).latest(spec.task_id)
+    assert saved is not None
+    blob = keys.task_checkpoint_blob(spec.task_id, saved.digest)
+    forged = (redis_client.get(blob) or b"").replace(b'"sum": ', b'"sum": 9')  # what someone with Redis could do
+    assert forged != redis_client.get(blob)
+    redis_client.set(blob, forged)
+    restarted = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="3600", **FAST)
+    outcome = celery_outcome(result, 240)
+    restarted.stop()
+    assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
+    assert result_json(store, outcome) == {"sum": RIGHT_SUM, "first": 1}  # from the beginning, not the forgery
+    second = outcome.attempts[1]
+    assert second.resumed_from is None and len(second.notes) == 1
+    assert "changed in storage" in second.notes[0] and "starting from the beginning" in second.notes[0]
+    assert "changed in storage" in output_of(redis_client, spec.task_id)
