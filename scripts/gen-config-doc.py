@@ -33,6 +33,9 @@ PACKAGE_DIRS = ("hivemind_celery", "hivemind", "bridge", "nodepool", "proto")
 
 # Variables read outside the settings classes: name -> (default, where, meaning).
 OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
+    "HIVEMIND_CHECKPOINT_DIR": ("/workspace/.hivemind/checkpoint", "set by the worker in every task's environment",
+                                "Where a task keeps its checkpoint; it holds the last saved one when the task "
+                                "resumes (docs/checkpoints.md). HIVEMIND_CHECKPOINT_INTERVAL is passed on too."),
     "HIVEMIND_IMAGE_CACHE": ("/var/cache/hivemind", "scripts/build-images.sh, scripts/build-offline-images.sh",
                              "Folder for the debootstrap tarball that makes image rebuilds take seconds."),
     "HIVEMIND_DEBIAN_SUITE": ("bookworm", "scripts/build-images.sh, scripts/build-offline-images.sh",

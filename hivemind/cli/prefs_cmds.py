@@ -20,7 +20,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Fields whose empty value means "no such rule" (None).
 _OPTIONAL = {"suspend_above_cpu_percent", "hours", "gpus", "paused_until", "max_cpu_temperature_c",
-             "max_gpu_temperature_c"}
+             "max_gpu_temperature_c", "release_memory_after_minutes"}
 
 
 def parse_duration(text: str) -> float:

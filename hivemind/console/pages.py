@@ -87,6 +87,7 @@ def preferences_from_form(form: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "run_mode": str(form.get("run_mode", "always")),
         "suspend_above_cpu_percent": _number(form, "suspend_above_cpu_percent"),
+        "release_memory_after_minutes": _number(form, "release_memory_after_minutes"),
         "hours": {"start": start, "end": end} if start or end else None,
         "gpus": gpus or None,
         # a checkbox: sent only when ticked

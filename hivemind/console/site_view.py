@@ -15,6 +15,7 @@ import redis
 
 from hivemind_celery.core import Settings, TaskOutcome
 from hivemind_celery.observability import SeriesStore, recent_problems
+from hivemind_celery.payloads import CheckpointPointer, CheckpointStore
 from hivemind_celery.site import Activity, PrefsStore, Registry, read_standing
 from hivemind_celery.task import TaskGuard, output_tail, request_stop
 
@@ -53,6 +54,7 @@ class RunningTask:
     usage: dict[str, Any]
     series: list[dict[str, Any]]
     output_tail: str
+    checkpoint: CheckpointPointer | None = None  # its last saved checkpoint: progress, saved_at
 
 
 @dataclass
@@ -109,6 +111,7 @@ class SiteView:
         self.registry = Registry(client, heartbeat_interval=settings.registry_heartbeat_interval)
         self.series = SeriesStore(client)
         self.prefs = PrefsStore(client, settings)
+        self.checkpoints = CheckpointStore(client, settings)
         self.balance = Balance(settings)
 
     # -- overview ----------------------------------------------------------------
@@ -140,7 +143,7 @@ class SiteView:
     # -- tasks -------------------------------------------------------------------
     def running(self) -> list[RunningTask]:
         return [RunningTask(task_id, started, self.activity.info(task_id), self.activity.usage(task_id),
-                            self.series.task(task_id), self.output_tail(task_id))
+                            self.series.task(task_id), self.output_tail(task_id), self.checkpoints.latest(task_id))
                 for task_id, started in self.activity.running()]
 
     def output_tail(self, task_id: str) -> str:

@@ -27,6 +27,26 @@ def task_attempts(task_id: str) -> str:
     return f"{PREFIX}:task:{task_id}:attempts"
 
 
+def task_checkpoint(task_id: str) -> str:
+    """JSON pointer to the task's latest complete checkpoint (ref, time, progress)."""
+    return f"{PREFIX}:task:{task_id}:checkpoint"
+
+
+def task_checkpoint_blob(task_id: str, digest: str) -> str:
+    """Bytes of one checkpoint zip of the task; digest is its hex sha256."""
+    return f"{PREFIX}:task:{task_id}:checkpoint:{digest}"
+
+
+def task_attempt_log(task_id: str) -> str:
+    """List of the task's attempts (JSON), oldest first."""
+    return f"{PREFIX}:task:{task_id}:attempt-log"
+
+
+def worker_draining(worker_id: str) -> str:
+    """Set while the worker stops gracefully: its tasks checkpoint and go back to the queue."""
+    return f"{PREFIX}:worker:{worker_id}:draining"
+
+
 def task_stop(task_id: str) -> str:
     """Set when someone asked the task to stop; the running task polls it."""
     return f"{PREFIX}:task:{task_id}:stop"

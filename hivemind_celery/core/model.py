@@ -132,6 +132,31 @@ class GpuUsed(_Frozen):
     memory_total_mb: int = 0
 
 
+AttemptEnd = Literal["running", "finished", "requeued", "released", "lost"]
+
+
+class Attempt(_Frozen):
+    """One start of a task on a worker. A task interrupted (its worker stopped,
+    its host died, a long pause released it) runs again, from its last saved
+    checkpoint when it has one (docs/checkpoints.md)."""
+
+    number: int = Field(description="1 for the first start.")
+    worker: str = ""
+    host: str = ""
+    started_at: datetime
+    ended_at: datetime | None = None
+    ended: AttemptEnd = Field("running", description="finished; requeued (its worker stopped); released (a long "
+                              "pause); lost (its worker died: measured up to its last sample).")
+    wall_seconds: float = 0.0
+    cpu_seconds: float = Field(0.0, description="Measured CPU-seconds of this attempt.")
+    reward: int | None = Field(None, description="CPT earned by this attempt on its measured use.")
+    resumed_from: str | None = Field(None, description="Reference of the checkpoint it started from.")
+    resumed_progress: float | None = Field(None, description="Progress (0-1) the checkpoint it started from had.")
+    checkpoints_saved: int = 0
+    saved_progress: float | None = Field(None, description="Progress of the last checkpoint this attempt saved.")
+    notes: list[str] = Field(default_factory=list, description="Checkpoints refused, and why.")
+
+
 class TaskOutcome(_Frozen):
     """How a task ended. Returned by `hivemind.run_task` (as JSON) and written
     into the result zip as execution_report.json."""
@@ -152,6 +177,8 @@ class TaskOutcome(_Frozen):
     reward: int | None = Field(None, description="CPT credit earned, when computed.")
     gpus: list[GpuUsed] = Field(
         default_factory=list, description="The GPUs the task held (its GPU % and memory are in `usage`).")
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="Every start of the task, this one last; `reward` is their sum.")
 
     @property
     def duration(self) -> float:

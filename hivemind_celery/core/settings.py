@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     nofile_limit: int = Field(1024, gt=0, description="Open-file ulimit per task.")
     log_max_size: str = Field("10m", description="Docker json-file log cap per container.")
     stop_grace: float = Field(3.0, ge=0, description="Seconds between SIGTERM and SIGKILL on stop.")
+    checkpoint_interval: float = Field(
+        60.0, gt=0, description="Seconds a task is told to wait between checkpoints (HIVEMIND_CHECKPOINT_INTERVAL in "
+        "its environment); the worker saves its checkpoint directory when it changed, at most this often.")
+    checkpoint_max_bytes: int = Field(
+        64 * MiB, gt=0, description="Largest checkpoint directory saved (file contents); a larger one is not saved "
+        "and the task is told why.")
+    shutdown_grace: float = Field(
+        20.0, ge=0, description="Seconds a running task gets between SIGTERM and SIGKILL when its worker stops "
+        "(to write a last checkpoint); keep it below the service manager's stop timeout.")
     nproc_limit: int = Field(
         4096, gt=0, description="Process ulimit (per uid, shared by all tasks); the per-task bound is the pids limit."
     )
@@ -236,6 +245,10 @@ class Settings(BaseSettings):
         60.0, ge=0, le=3600, description="After a battery or heat pause, resume once the cause has been clear "
         "this many seconds."
     )
+    prefs_release_memory_after_minutes: float | None = Field(
+        None, gt=0, description="A pause longer than this many minutes checkpoints the running tasks, stops them "
+        "and frees their memory; they resume later (unset: they stay frozen in memory). Keep it below "
+        "HIVEMIND_MAX_FROZEN_SECONDS, which stops a frozen task for good.")
     prefs_check_interval: float = Field(
         1.0, gt=0, le=1.5, description="Seconds between two evaluations of the preferences on each worker."
     )

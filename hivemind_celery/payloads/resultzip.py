@@ -99,6 +99,14 @@ def _execution_log(outcome: TaskOutcome, node: str, stopped: bool, notes: Sequen
             lines.append(f"{label}: {usage.cpu_seconds:.3f} CPU s, {usage.cpu_percent:.1f} % of the reserved "
                          f"cores over {usage.wall_seconds:.3f} s, peak {usage.memory_peak_bytes} bytes "
                          f"({usage.source})")
+    if len(outcome.attempts) > 1:  # it was interrupted and resumed (docs/checkpoints.md)
+        lines.append(f"attempts ({len(outcome.attempts)}), reward their sum:")
+        for attempt in outcome.attempts:
+            start = (f"from checkpoint {attempt.resumed_from}" if attempt.resumed_from else "from the beginning")
+            lines.append(f"  {attempt.number}. {attempt.ended} on {attempt.worker or '-'} at "
+                         f"{stamp(attempt.started_at)}, {attempt.wall_seconds:.1f} s, {attempt.cpu_seconds:.3f} CPU s, "
+                         f"reward {attempt.reward if attempt.reward is not None else '-'}, {start}, "
+                         f"{attempt.checkpoints_saved} checkpoint(s) saved")
     if notes:
         lines.append(f"notes ({len(notes)}):")
         lines.extend(f"  {note}" for note in notes[:MAX_NOTES_LISTED])

@@ -34,7 +34,7 @@ import stat
 import tarfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -335,28 +335,40 @@ def _file_mode(entry: ZipEntry) -> int:
     return 0o755 if entry.executable else 0o644  # never setuid/setgid/sticky
 
 
-def zip_to_tar(data: bytes, manifest: ZipManifest) -> bytes:
+def zip_to_tar(data: bytes, manifest: ZipManifest,
+               extra: Sequence[tuple[str, bytes | None, ZipManifest | None]] = ()) -> bytes:
     """The workspace as a tar for put_archive into /workspace: owned by the
-    task user, plain modes, directories (declared or implied) first."""
+    task user, plain modes, directories (declared or implied) first. Each
+    `extra` (directory, zip, its manifest) adds that directory, and the checked
+    zip's entries under it (a restored checkpoint; the zip may be None)."""
     out = io.BytesIO()
-    mtimes = {e.name: e.mtime for e in manifest.entries}
-    with zipfile.ZipFile(io.BytesIO(data)) as archive, tarfile.open(
-        fileobj=out, mode="w", format=tarfile.PAX_FORMAT
-    ) as tar:
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(_tar_info(".", tarfile.DIRTYPE, 0o755, 0, time.time()))
+        _add_zip(tar, data, manifest, "")
+        for directory, extra_data, extra_manifest in extra:
+            parts = directory.split("/")
+            for depth in range(1, len(parts) + 1):
+                tar.addfile(_tar_info("/".join(parts[:depth]), tarfile.DIRTYPE, 0o755, 0, time.time()))
+            if extra_data is not None and extra_manifest is not None:
+                _add_zip(tar, extra_data, extra_manifest, directory + "/")
+    return out.getvalue()
+
+
+def _add_zip(tar: tarfile.TarFile, data: bytes, manifest: ZipManifest, prefix: str) -> None:
+    mtimes = {e.name: e.mtime for e in manifest.entries}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for name in manifest.dirs:
-            tar.addfile(_tar_info(name, tarfile.DIRTYPE, 0o755, 0, mtimes.get(name, time.time())))
+            tar.addfile(_tar_info(prefix + name, tarfile.DIRTYPE, 0o755, 0, mtimes.get(name, time.time())))
         for entry in manifest.entries:
             if entry.is_dir:
                 continue
-            info = _tar_info(entry.name, tarfile.REGTYPE, _file_mode(entry), entry.size, entry.mtime)
+            info = _tar_info(prefix + entry.name, tarfile.REGTYPE, _file_mode(entry), entry.size, entry.mtime)
             stream = _open_entry(archive, entry)
             try:
                 tar.addfile(info, io.BufferedReader(stream, _CHUNK))
             except OSError as exc:  # tarfile: "unexpected end of data"
                 raise WorkspaceError(f"entry {entry.name!r}: holds less data than its header declares") from exc
             _check_complete(stream, entry)
-    return out.getvalue()
 
 
 def _tar_info(name: str, kind: bytes, mode: int, size: int, mtime: float) -> tarfile.TarInfo:

@@ -82,9 +82,11 @@ def _relative(name: str, top: str | None) -> str | None:
     return name[len(top) + 1 :]
 
 
-def bounded_copy(chunks: Iterable[bytes], max_bytes: int, top: str | None = "workspace") -> WorkspaceCopy:
+def bounded_copy(chunks: Iterable[bytes], max_bytes: int, top: str | None = "workspace",
+                 leave_out: str | None = None) -> WorkspaceCopy:
     """Filter a workspace tar stream; `top` is the directory the stream's names
-    start with (Docker puts the copied directory's own name first)."""
+    start with (Docker puts the copied directory's own name first). A top-level
+    `leave_out` (the worker's own .hivemind/) is left out without a note."""
     reader = _ChunkReader(chunks, READ_FACTOR * max_bytes + 1024 * 1024)
     out = io.BytesIO()
     copy = WorkspaceCopy(b"")
@@ -94,7 +96,7 @@ def bounded_copy(chunks: Iterable[bytes], max_bytes: int, top: str | None = "wor
         with tarfile.open(fileobj=io.BufferedReader(reader), mode="r|*") as source:
             for member in source:
                 name = _relative(member.name, top)
-                if name is None:
+                if name is None or (leave_out and (name == leave_out or name.startswith(leave_out + "/"))):
                     continue
                 why = _refusal(name, member, copy.file_bytes, max_bytes)
                 if why:
@@ -133,7 +135,8 @@ class AccessDenied(HivemindError):
     """copy_dir(denied_is_error=True) met something the worker may not read."""
 
 
-def copy_dir(root: str | os.PathLike[str], max_bytes: int, denied_is_error: bool = False) -> WorkspaceCopy:
+def copy_dir(root: str | os.PathLike[str], max_bytes: int, denied_is_error: bool = False,
+             leave_out: str | None = None) -> WorkspaceCopy:
     """The workspace directory `root` as a bounded tar (see the module doc).
     The task must have ended: the tree is read as it stands. What the worker
     may not read is noted and left out, or with denied_is_error raises
@@ -141,14 +144,14 @@ def copy_dir(root: str | os.PathLike[str], max_bytes: int, denied_is_error: bool
     OSError when `root` itself cannot be opened."""
     top = os.open(root, _DIR_FLAGS)
     try:
-        return _DirCopier(max_bytes, denied_is_error).copy(top)
+        return _DirCopier(max_bytes, denied_is_error, leave_out).copy(top)
     finally:
         os.close(top)
 
 
 class _DirCopier:
-    def __init__(self, max_bytes: int, denied_is_error: bool = False) -> None:
-        self.max_bytes, self.denied_is_error = max_bytes, denied_is_error
+    def __init__(self, max_bytes: int, denied_is_error: bool = False, leave_out: str | None = None) -> None:
+        self.max_bytes, self.denied_is_error, self.leave_out = max_bytes, denied_is_error, leave_out
         self.out = io.BytesIO()
         self.target = tarfile.open(fileobj=self.out, mode="w", format=tarfile.PAX_FORMAT)
         self.result = WorkspaceCopy(b"")
@@ -172,6 +175,8 @@ class _DirCopier:
             self._refused(prefix.rstrip("/") or ".", "could not be listed", exc)
             return
         for entry in entries:
+            if depth == 1 and entry.name == self.leave_out:
+                continue
             name = prefix + entry.name
             try:
                 info = entry.stat(follow_symlinks=False)

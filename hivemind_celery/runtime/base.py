@@ -16,6 +16,7 @@ from typing import Protocol
 
 from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.model import TaskSpec, TaskStatus, UsageSummary
+from hivemind_celery.runtime.archive import WorkspaceCopy
 from hivemind_celery.usage.cgroup import CgroupPaths
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Started:
     container_id: str | None  # None for the process runtime
     pid: int  # host PID of the task's first process; 0 if it already ended
     cgroup: CgroupPaths | None = None  # the step's own cgroup, readable after its processes end
+    # Copies the task's checkpoint directory as it stands (bounded, no links followed); None if unreadable.
+    read_checkpoint: Callable[[], WorkspaceCopy | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class JobResult:
     # Each step's totals read from the kernel once it ended ("setup", "main");
     # a step missing here was not measured by the runtime (the sampler's are used).
     step_usage: dict[str, UsageSummary] = field(default_factory=dict)
+    # The checkpoint directory once the main step ended (the last checkpoint), when it could be read.
+    checkpoint: WorkspaceCopy | None = None
 
 
 class RuntimeRefused(HivemindError):
@@ -71,6 +76,7 @@ class RuntimeRefused(HivemindError):
 OnOutput = Callable[[bytes], None]
 OnStart = Callable[[Started], None]
 ShouldStop = Callable[[], bool]
+StopGrace = Callable[[], float]  # seconds between SIGTERM and SIGKILL for a stop now
 
 
 class Runtime(Protocol):
@@ -84,10 +90,12 @@ class Runtime(Protocol):
         should_stop: ShouldStop | None = None,
         defer_cleanup: bool = False,
         should_freeze: ShouldStop | None = None,
+        stop_grace: StopGrace | None = None,
     ) -> JobResult:
         """Run the job to its end. With defer_cleanup, what the run leaves
         (containers, volumes) stays until `cleanup(task_id)` or the next run.
-        While should_freeze() is true the running step is frozen (runtime/freeze.py)."""
+        While should_freeze() is true the running step is frozen (runtime/freeze.py).
+        A stop gives the task stop_grace() seconds (default HIVEMIND_STOP_GRACE)."""
         ...
 
     def cleanup(self, task_id: str) -> None:

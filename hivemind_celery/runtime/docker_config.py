@@ -15,6 +15,7 @@ from pathlib import Path
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from hivemind_celery.core.settings import Settings
+from hivemind_celery.payloads.checkpoint import CHECKPOINT_DIR
 from hivemind_celery.runtime import setup_proxy, setup_step
 from hivemind_celery.runtime.base import Job
 
@@ -85,7 +86,9 @@ def step_env(job: Job, role: str, has_deps: bool, has_ca: bool, settings: Settin
         return {**setup_step.setup_env(SETUP_HOME, SETUP_TMP, CA_FILE if has_ca else None,
                                        _relay_url() if proxied else None),
                 "HIVEMIND_TASK_ID": job.spec.task_id}
-    env = {**base, "PYTHONUNBUFFERED": "1", **job.spec.env}
+    env = {**base, "PYTHONUNBUFFERED": "1", **job.spec.env,
+           "HIVEMIND_CHECKPOINT_DIR": f"{WORKSPACE}/{CHECKPOINT_DIR}",
+           "HIVEMIND_CHECKPOINT_INTERVAL": f"{settings.checkpoint_interval:g}"}
     if has_deps:
         env["PYTHONPATH"] = ":".join(p for p in (DEPS_DIR, job.spec.env.get("PYTHONPATH", "")) if p)
     return env

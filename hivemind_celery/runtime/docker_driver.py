@@ -26,6 +26,7 @@ import logging
 import math
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -37,7 +38,8 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.workspace import TASK_GID, TASK_UID
+from hivemind_celery.payloads.checkpoint import CHECKPOINT_DIR
+from hivemind_celery.payloads.workspace import RESERVED_DIR, TASK_GID, TASK_UID
 from hivemind_celery.runtime import reaper, step_usage, volume_io
 from hivemind_celery.runtime.archive import (
     AccessDenied,
@@ -52,6 +54,7 @@ from hivemind_celery.runtime.base import (
     OnStart,
     ShouldStop,
     Started,
+    StopGrace,
     exit_reason,
     safe_stop_check,
 )
@@ -133,6 +136,7 @@ class DockerRuntime:
         # What runs with defer_cleanup left: task id -> (containers, volumes).
         self._left: dict[str, tuple[list, list]] = {}
         self._should_freeze: ShouldStop | None = None  # the running job's (run() sets it)
+        self._stop_grace: StopGrace | None = None  # likewise
 
     # --- Runtime protocol ---------------------------------------------------
     def kill(self, task_id: str) -> int:
@@ -165,9 +169,11 @@ class DockerRuntime:
         should_stop: ShouldStop | None = None,
         defer_cleanup: bool = False,
         should_freeze: ShouldStop | None = None,
+        stop_grace: StopGrace | None = None,
     ) -> JobResult:
         task_id = job.spec.task_id
         self._should_freeze = should_freeze
+        self._stop_grace = stop_grace
         for earlier in list(self._left):  # a caller that never cleaned up: do it now
             self.cleanup(earlier)
         ensure_image(self.client, self.settings, job.image, task_id)
@@ -255,7 +261,8 @@ class DockerRuntime:
         containers.append(main)
         if not job.setup_command:
             self._put(main, WORKSPACE, workspace, job.workspace_tar)
-        end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id)
+        reader = partial(self._read_checkpoint, main, workspace, task_id)
+        end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id, reader)
         measured["main"] = self._measure(job, main, end)
         return self._result(job, "main", end, main, started_at, tail, workspace, measured)
 
@@ -312,11 +319,12 @@ class DockerRuntime:
         return self._host_cpus
 
     def _run_step(self, container, timeout: float, stop_check, tail: LogTail,  # type: ignore[no-untyped-def]
-                  watch: DiskWatch | None, on_start: OnStart | None = None, task_id: str = "") -> StepEnd:
+                  watch: DiskWatch | None, on_start: OnStart | None = None, task_id: str = "",
+                  reader: Callable[[], WorkspaceCopy | None] | None = None) -> StepEnd:
         began = time.monotonic()
         container.start()
         if on_start is not None:
-            _announce(container, on_start, task_id)
+            _announce(container, on_start, task_id, reader)
         follower = Follower(container, tail)
         follower.start()
         waiter = Waiter(container)
@@ -371,7 +379,8 @@ class DockerRuntime:
     def _stop(self, container) -> None:  # type: ignore[no-untyped-def]
         """SIGTERM, then SIGKILL after stop_grace (dockerd does both)."""
         try:
-            container.stop(timeout=math.ceil(self.settings.stop_grace))
+            grace = self._stop_grace() if self._stop_grace is not None else self.settings.stop_grace
+            container.stop(timeout=math.ceil(grace))
         except NotFound:
             pass
         except APIError as exc:
@@ -382,9 +391,11 @@ class DockerRuntime:
     def _result(self, job: Job, role: str, end: StepEnd, container, started_at: datetime,  # type: ignore[no-untyped-def]
                 tail: LogTail, workspace=None, measured: dict | None = None) -> JobResult:
         status, reason = _status(job, role, end, self.settings)
-        copy = None
+        copy = checkpoint = None
         if container is not None and not end.vanished:
             copy = self._copy_out(container, workspace, job.spec.task_id)
+            if role == "main":
+                checkpoint = self._read_checkpoint(container, workspace, job.spec.task_id)
         return JobResult(
             status=status,
             exit_code=end.exit_code,
@@ -396,19 +407,40 @@ class DockerRuntime:
             stopped=end.stopped or end.vanished or end.frozen_too_long,
             workspace_notes=copy.skipped if copy else [],
             step_usage={role: usage for role, usage in (measured or {}).items() if usage is not None},
+            checkpoint=checkpoint,
         )
+
+    def _read_checkpoint(self, container, workspace, task_id: str) -> WorkspaceCopy | None:  # type: ignore[no-untyped-def]
+        """The task's checkpoint directory as it stands, running or ended (payloads/checkpoint.py)."""
+        cap = self.settings.checkpoint_max_bytes
+        path = volume_io.host_dir(workspace, self.settings)
+        if path is not None:
+            try:
+                return copy_dir(Path(path) / CHECKPOINT_DIR, cap, denied_is_error=True)
+            except FileNotFoundError:
+                return None  # the task removed it
+            except (OSError, AccessDenied) as exc:
+                log.info("checkpoint not readable in place, copying it through the Docker API: %s", exc,
+                         extra={"task_id": task_id})
+        try:
+            chunks, _ = container.get_archive(f"{WORKSPACE}/{CHECKPOINT_DIR}", chunk_size=1024 * 1024)
+            return bounded_copy(chunks, cap, top=Path(CHECKPOINT_DIR).name)
+        except (NotFound, APIError, requests.RequestException) as exc:
+            log.info("could not copy the checkpoint out: %s", exc, extra={"task_id": task_id})
+            return None
 
     def _copy_out(self, container, workspace, task_id: str) -> WorkspaceCopy | None:  # type: ignore[no-untyped-def]
         path = volume_io.host_dir(workspace, self.settings) if workspace is not None else None
         if path is not None:
             try:
-                return copy_dir(path, self.settings.result_max_bytes, denied_is_error=True)
+                return copy_dir(path, self.settings.result_max_bytes, denied_is_error=True, leave_out=RESERVED_DIR)
             except (OSError, AccessDenied) as exc:  # e.g. a non-root worker and a file of mode 0600
                 log.info("workspace not readable in place, copying it through the Docker API: %s", exc,
                          extra={"task_id": task_id})
         try:
             chunks, _ = container.get_archive(WORKSPACE, chunk_size=1024 * 1024)
-            return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name)
+            return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name,
+                                leave_out=RESERVED_DIR)
         except (NotFound, APIError) as exc:
             log.warning("could not copy the workspace out: %s", exc, extra={"task_id": task_id})
             return None
@@ -454,14 +486,15 @@ def _gpu_note(job: Job, containers: list) -> str:
             f"its container was created with DeviceIDs {recorded}; is NVIDIA's container toolkit installed?)")
 
 
-def _announce(container, on_start: OnStart, task_id: str) -> None:  # type: ignore[no-untyped-def]
+def _announce(container, on_start: OnStart, task_id: str,  # type: ignore[no-untyped-def]
+              reader: Callable[[], WorkspaceCopy | None] | None = None) -> None:
     try:
         container.reload()
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         parent = (container.attrs.get("HostConfig") or {}).get("CgroupParent")
         cgroup = task_cgroup.locate(parent) if parent else None
         on_start(Started(task_id=task_id, container_id=container.id, pid=pid,
-                         cgroup=cgroup.paths if cgroup is not None else None))
+                         cgroup=cgroup.paths if cgroup is not None else None, read_checkpoint=reader))
     except Exception:  # a failing sampler must not stop the task
         log.exception("on_start callback failed", extra={"task_id": task_id})
 

@@ -43,8 +43,10 @@ import psutil
 from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.core.units import MiB
+from hivemind_celery.payloads.checkpoint import CHECKPOINT_DIR
+from hivemind_celery.payloads.workspace import RESERVED_DIR
 from hivemind_celery.runtime import setup_step, step_usage
-from hivemind_celery.runtime.archive import copy_dir
+from hivemind_celery.runtime.archive import WorkspaceCopy, copy_dir
 from hivemind_celery.runtime.base import (
     Job,
     JobResult,
@@ -52,6 +54,7 @@ from hivemind_celery.runtime.base import (
     OnStart,
     ShouldStop,
     Started,
+    StopGrace,
     exit_reason,
     safe_stop_check,
 )
@@ -97,6 +100,7 @@ class ProcessRuntime:
         default = Path(tempfile.gettempdir()) / f"hivemind-{settings.worker_id}"
         self.root = Path(settings.runtime_dir) if settings.runtime_dir else default
         self._should_freeze: ShouldStop | None = None  # the running job's (run() sets it)
+        self._stop_grace: StopGrace | None = None  # likewise
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         log.warning(
             "PROCESS RUNTIME: tasks run WITHOUT isolation, as this worker's user, with only "
@@ -127,9 +131,11 @@ class ProcessRuntime:
         should_stop: ShouldStop | None = None,
         defer_cleanup: bool = False,  # nothing worth deferring: the task's directory goes at once
         should_freeze: ShouldStop | None = None,
+        stop_grace: StopGrace | None = None,
     ) -> JobResult:
         task_id = job.spec.task_id
         self._should_freeze = should_freeze
+        self._stop_grace = stop_grace
         task_dir = self.root / task_id
         self._kill_dir(task_dir)  # leftovers of an earlier attempt
         for sub in ("workspace", "deps", "tmp", "home"):
@@ -151,14 +157,16 @@ class ProcessRuntime:
                 role = "main"
                 end = self._step(job, "main", task_dir, tail, should_stop, on_start)
                 step_usage["main"] = end.usage
-            copy = copy_dir(task_dir / "workspace", self.settings.result_max_bytes)
+            copy = copy_dir(task_dir / "workspace", self.settings.result_max_bytes, leave_out=RESERVED_DIR)
+            checkpoint = _read_checkpoint(task_dir, self.settings) if role == "main" else None
             status, reason = _status(job, role, end, self.settings)
             if role == "setup" and status is TaskStatus.FAILED and end.exit_code:
                 reason = setup_step.explain_failure(tail.text(), self.settings,
                                                     lookup=partial(project_files, self.settings)) or reason
             return JobResult(status, end.exit_code, started_at, _now(), tail.text(), reason,
                              copy.tar, end.stopped or end.frozen_too_long, copy.skipped,
-                             step_usage={name: usage for name, usage in step_usage.items() if usage})
+                             step_usage={name: usage for name, usage in step_usage.items() if usage},
+                             checkpoint=checkpoint)
         finally:
             shutil.rmtree(task_dir, ignore_errors=True)
 
@@ -189,7 +197,8 @@ class ProcessRuntime:
         if on_start is not None:
             try:
                 on_start(Started(task_id=job.spec.task_id, container_id=None, pid=proc.pid,
-                                 cgroup=cgroup.paths if cgroup else None))
+                                 cgroup=cgroup.paths if cgroup else None,
+                                 read_checkpoint=partial(_read_checkpoint, task_dir, self.settings)))
             except Exception:  # a failing sampler must not stop the task
                 log.exception("on_start callback failed", extra={"task_id": job.spec.task_id})
         reader = threading.Thread(target=_pump, args=(proc, tail), daemon=True)
@@ -217,7 +226,7 @@ class ProcessRuntime:
                 break
         freezer.release()  # a stopped process group would not see SIGTERM until thawed
         if end.stopped or end.timed_out or end.frozen_too_long:
-            rusage = _terminate(proc, self.settings.stop_grace)
+            rusage = _terminate(proc, self._stop_grace() if self._stop_grace else self.settings.stop_grace)
         _killpg(proc.pid, signal.SIGKILL)  # whatever it left running in its group
         end.usage = _step_usage(job, cgroup, rusage, time.monotonic() - began, _read_note(note_in))
         reader.join(timeout=5)
@@ -302,11 +311,19 @@ def _env(job: Job, role: str, task_dir: Path, settings: Settings) -> dict[str, s
     if role == "setup":  # none of the task's variables, and HOME outside the workspace: they could redirect pip
         return {**base, **setup_step.setup_env(str(task_dir / "home"), str(task_dir / "tmp"),
                                                _setup_cert(settings), None)}
-    env = {**base, **job.spec.env}
+    env = {**base, **job.spec.env, "HIVEMIND_CHECKPOINT_DIR": str(task_dir / "workspace" / CHECKPOINT_DIR),
+           "HIVEMIND_CHECKPOINT_INTERVAL": f"{settings.checkpoint_interval:g}"}
     env["PYTHONPATH"] = ":".join(p for p in (deps, job.spec.env.get("PYTHONPATH", "")) if p)
     # Only the GPUs the task holds (none for a CPU task); after the task's own variables, which cannot widen it.
     env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = ",".join(job.gpu_devices)
     return env
+
+
+def _read_checkpoint(task_dir: Path, settings: Settings) -> WorkspaceCopy | None:
+    try:
+        return copy_dir(task_dir / "workspace" / CHECKPOINT_DIR, settings.checkpoint_max_bytes)
+    except OSError:  # the task removed it, or its run is over
+        return None
 
 
 def _unpack(workspace_tar: bytes, dest: Path) -> None:

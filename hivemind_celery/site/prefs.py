@@ -45,6 +45,7 @@ def defaults(settings: Settings) -> Preferences:
         "max_gpu_temperature_c": settings.prefs_max_gpu_temperature_c,
         "temperature_margin_c": settings.prefs_temperature_margin_c,
         "resume_after_seconds": settings.prefs_resume_after_seconds,
+        "release_memory_after_minutes": settings.prefs_release_memory_after_minutes,
     })
 
 

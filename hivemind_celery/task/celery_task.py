@@ -15,12 +15,14 @@ import logging
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from hivemind_celery.core.model import TaskOutcome, TaskSpec, TaskStatus
 from hivemind_celery.core.settings import get_settings
 from hivemind_celery.payloads.store import PayloadStore
 from hivemind_celery.task.outcomes import TaskUnsuccessful, rejected_outcome
+from hivemind_celery.task.resume import TaskRequeued
 from hivemind_celery.task.run import redis_client, run_guarded, runtime
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,12 @@ def run_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
     if spec.task_id != task_id:
         return _answer(rejected_outcome(spec.task_id, "spec task_id differs from the Celery task id",
                                         settings.worker_id))
-    return _answer(run_guarded(self, spec, store, settings))
+    try:
+        return _answer(run_guarded(self, spec, store, settings))
+    except TaskRequeued as exc:
+        # Celery skips after_return for a rejected message: remove the run's leftovers here.
+        self.after_return("REJECTED", None, spec.task_id, (), {}, None)
+        raise Reject(str(exc), requeue=True) from None
 
 
 def _answer(outcome: TaskOutcome) -> dict[str, Any]:

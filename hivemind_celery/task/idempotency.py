@@ -46,6 +46,10 @@ class TaskGuard:
         pipe.expire(key, OUTCOME_TTL)
         return int(pipe.execute()[0])
 
+    def uncount_attempt(self) -> None:
+        """Give back an attempt that ended on purpose to resume later (worker stopping)."""
+        self._redis.decr(keys.task_attempts(self.task_id))
+
     # -- lock --------------------------------------------------------------
     def acquire(self) -> bool:
         taken = self._redis.set(keys.task_lock(self.task_id), self._token, nx=True, ex=self.lock_ttl)

@@ -9,6 +9,7 @@ from hivemind_celery.core.errors import HivemindError
 from hivemind_celery.core.model import TaskSpec
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads import workspace
+from hivemind_celery.payloads.checkpoint import CHECKPOINT_DIR
 from hivemind_celery.payloads.store import PayloadError, PayloadStore
 from hivemind_celery.runtime.base import Job
 
@@ -20,8 +21,11 @@ class TaskRejected(HivemindError):
 
 
 
-def prepare_job(spec: TaskSpec, store: PayloadStore, settings: Settings) -> Job:
-    """Fetch and check everything a run needs; raise TaskRejected otherwise."""
+def prepare_job(spec: TaskSpec, store: PayloadStore, settings: Settings,
+                checkpoint: tuple[bytes, workspace.ZipManifest] | None = None) -> Job:
+    """Fetch and check everything a run needs; raise TaskRejected otherwise.
+    The workspace gets the (empty, or restored: `checkpoint`, already checked)
+    checkpoint directory."""
     image = spec.image or settings.task_image
     if not settings.image_allowed(image):
         raise TaskRejected(f"image '{image}' is not in this site's allowed images")
@@ -46,9 +50,13 @@ def prepare_job(spec: TaskSpec, store: PayloadStore, settings: Settings) -> Job:
         manifest = workspace.inspect_zip(data, workspace.ZipLimits.from_settings(settings))
         command = list(spec.command) if spec.command else workspace.entry_command(manifest)
         setup = workspace.setup_command(manifest)
-        tar = workspace.zip_to_tar(data, manifest)
     except workspace.WorkspaceError as exc:
         raise TaskRejected(f"invalid task zip: {exc}") from exc
+    saved, saved_manifest = checkpoint or (None, None)
+    try:
+        tar = workspace.zip_to_tar(data, manifest, extra=[(CHECKPOINT_DIR, saved, saved_manifest)])
+    except workspace.WorkspaceError as exc:  # the task zip, or a checkpoint whose entries lie
+        raise TaskRejected(f"invalid task zip or checkpoint: {exc}") from exc
     return Job(
         spec=spec,
         image=image,

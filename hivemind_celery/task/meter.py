@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -123,7 +124,8 @@ class UsageMeter:
             sampler = self._sampler
         return sampler.stop() if sampler is not None else None
 
-    def complete(self, outcome: TaskOutcome, policy: RewardPolicy | None = None) -> TaskOutcome:
+    def complete(self, outcome: TaskOutcome, policy: RewardPolicy | None = None,
+                 then: Callable[[TaskOutcome], TaskOutcome] | None = None) -> TaskOutcome:
         """The outcome with usage and reward filled in; the observers told.
 
         A task none of whose steps started (rejected, refused) earns nothing
@@ -133,6 +135,19 @@ class UsageMeter:
         runtime's exact per-step totals (outcome.setup_usage/main_usage, from
         `outcome_from_result`) win over the sampler's readings.
         """
+        outcome = self.measure(outcome, policy)
+        if then is not None:  # e.g. the attempts added (task/attempts.py), before anyone is told
+            outcome = then(outcome)
+        notify(self.observers, "on_finish", self.run, outcome)
+        usage, reward = outcome.usage, outcome.reward
+        log.info("task usage: %.2f CPU s, peak %d MiB, reward %s CPT",
+                 usage.cpu_seconds if usage else 0.0,
+                 (usage.memory_peak_bytes if usage else 0) // MiB, reward,
+                 extra={"task_id": self.spec.task_id})
+        return outcome
+
+    def measure(self, outcome: TaskOutcome, policy: RewardPolicy | None = None) -> TaskOutcome:
+        """The outcome with usage and reward filled in; nobody told (see complete)."""
         spec, limit = self.spec, self.spec.memory_mb * MiB
         main = step_totals(outcome.main_usage, self.stop(), spec.cpus, limit)
         usage = whole_run(outcome.setup_usage, main, outcome.duration, spec.cpus, limit)
@@ -141,10 +156,8 @@ class UsageMeter:
             policy = policy or RewardPolicy.from_settings(self.settings)
             reward = compute_reward(outcome.duration, usage.cpu_percent, usage.memory_percent,
                                     usage.gpu_percent, policy)
-        outcome = outcome.model_copy(update={"usage": usage, "main_usage": main, "reward": reward})
-        notify(self.observers, "on_finish", self.run, outcome)
-        log.info("task usage: %.2f CPU s, peak %d MiB, reward %s CPT",
-                 usage.cpu_seconds if usage else 0.0,
-                 (usage.memory_peak_bytes if usage else 0) // MiB, reward,
-                 extra={"task_id": spec.task_id})
-        return outcome
+        return outcome.model_copy(update={"usage": usage, "main_usage": main, "reward": reward})
+
+    def requeued(self) -> None:
+        """The run ends without an outcome (its task goes back to the queue): observers let go."""
+        notify(self.observers, "on_requeue", self.run)

@@ -94,6 +94,10 @@ class TaskObserver:
     def on_finish(self, run: TaskRun, outcome: TaskOutcome) -> None:
         return None
 
+    def on_requeue(self, run: TaskRun) -> None:
+        """The run stopped to resume later (its worker stops): no outcome yet."""
+        return None
+
 
 def notify(observers: list[TaskObserver], point: str, run: TaskRun, *args: Any) -> None:
     """Call `point` on every observer; one that raises is logged and skipped."""
@@ -147,7 +151,13 @@ class AllocationObserver(TaskObserver):
     def on_unmeasured(self, run: TaskRun) -> None:
         self._hold(run)  # no samples will hold it: allocate once, it lapses after ALLOCATION_TTL
 
+    def on_requeue(self, run: TaskRun) -> None:
+        self.release(run)
+
     def on_finish(self, run: TaskRun, outcome: TaskOutcome) -> None:
+        self.release(run)
+
+    def release(self, run: TaskRun) -> None:
         try:
             self.registry(run).release(run.task_id)
         except redis.RedisError:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from celery import signals
 
-from hivemind_celery.worker import host_series, logs, metrics, prefs, reaper, registry, rescue, revoke
+from hivemind_celery.worker import draining, host_series, logs, metrics, prefs, reaper, registry, rescue, revoke
 
 __all__ = ["WORKER_COMMANDS", "WORKER_HOOKS", "WORKER_STEPS"]
 
@@ -16,6 +16,8 @@ WORKER_STEPS = (reaper.PeriodicReaper, registry.RegistryStep, rescue.RescueStep,
 WORKER_HOOKS = (
     (signals.setup_logging, logs.setup_logging),
     (signals.worker_init, reaper.reap_at_start),
+    (signals.worker_init, draining.clear_draining),
+    (signals.worker_shutting_down, draining.mark_draining),
     (signals.worker_shutdown, reaper.reap_at_stop),
     (signals.task_revoked, revoke.cleanup_revoked),
     (signals.task_received, rescue.record_delivery),

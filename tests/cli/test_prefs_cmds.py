@@ -36,6 +36,11 @@ def test_set_show_pause_resume(store) -> None:
     assert json.loads(shown.output)["preferences"]["hours"] == {"start": "22:00", "end": "07:00"}
     assert runner.invoke(app, ["prefs", "set", "hours="]).exit_code == 0
     assert store.load().hours is None
+    # a pause longer than 30 minutes releases the tasks' memory; "off" keeps them frozen again
+    assert runner.invoke(app, ["prefs", "set", "release_memory_after_minutes=30"]).exit_code == 0
+    assert store.load().release_memory_after_minutes == 30
+    assert runner.invoke(app, ["prefs", "set", "release_memory_after_minutes=off"]).exit_code == 0
+    assert store.load().release_memory_after_minutes is None
 
     paused = runner.invoke(app, ["pause", "--for", "2h"])
     assert paused.exit_code == 0 and "paused until" in paused.output
@@ -66,6 +71,7 @@ def test_stepping_aside_fields(store) -> None:
     (["prefs", "set", "cpu_share_percent=0"], "cpu_share_percent"),
     (["prefs", "set", "hours=25:00-07:00"], "HH:MM"),
     (["prefs", "set", "colour=red"], "colour"),
+    (["prefs", "set", "release_memory_after_minutes=-5"], "release_memory_after_minutes"),
     (["prefs", "set", "no-equals-sign"], "KEY=VALUE"),
     (["pause", "--for", "soon"], "duration"),
 ])

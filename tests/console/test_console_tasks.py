@@ -11,7 +11,9 @@ reads the same Redis, chromium (Playwright) looks at the pages.
   inspect` State.Paused, which is the cgroup freezer) and Resume thaws it; the
   task then finishes inside its timeout although it was frozen past it;
 - the Preferences form saves through the site's PrefsStore;
-- Machine shows the worker host's series and Problems the worker's warnings.
+- Machine shows the worker host's series and Problems the worker's warnings;
+- a checkpointing task shows its progress and last checkpoint's age; released
+  by a long pause and resumed, its attempts show in History.
 Each page is screenshotted (tests/console/console_kit.py says where).
 """
 
@@ -53,7 +55,8 @@ def ticking(seconds: int) -> str:
 @pytest.fixture(scope="module")
 def worker(start_worker, redis_client):
     redis_client.delete(keys.site_prefs())
-    return start_worker("cpu", concurrency=2, HIVEMIND_SAMPLE_INTERVAL="1", HIVEMIND_PREFS_CHECK_INTERVAL="0.5")
+    return start_worker("cpu", concurrency=2, HIVEMIND_SAMPLE_INTERVAL="1", HIVEMIND_PREFS_CHECK_INTERVAL="0.5",
+                        HIVEMIND_CHECKPOINT_INTERVAL="1")
 
 
 @pytest.fixture(scope="module")
@@ -212,13 +215,14 @@ def test_the_preferences_form_saves(page, redis_client, redis_url) -> None:
     page.fill("input[name=hours_start]", "22:00")
     page.fill("input[name=hours_end]", "07:00")
     page.fill("input[name=keep_free_disk_gb]", "5")
+    page.fill("input[name=release_memory_after_minutes]", "30")
     page.click("#save")
     page.wait_for_url("**/preferences?notice=Preferences+saved")
     screenshot(page, "preferences")
     saved = PrefsStore(redis_client, Settings(redis_url=redis_url)).load()
     assert (saved.run_mode, saved.cpu_share_percent, saved.memory_share_percent) == ("when_idle", 50, 75)
     assert saved.suspend_above_cpu_percent == 40 and str(saved.hours) == "22:00-07:00"
-    assert saved.keep_free_disk_gb == 5
+    assert saved.keep_free_disk_gb == 5 and saved.release_memory_after_minutes == 30
     assert page.locator("input[name=cpu_share_percent]").input_value() == "50"
     # A bad value is refused with its reason and changes nothing.
     page.fill("input[name=cpu_share_percent]", "250")
@@ -271,3 +275,48 @@ def test_machine_and_problems_pages(page, submit, worker) -> None:
     screenshot(page, "problems")
     page.goto("/history?outcome=rejected")
     assert page.locator(f'#history tr[data-task="{rejected.id}"] .reason').inner_text()
+
+
+COUNTING = (
+    "import os, time\n"
+    "d = os.environ['HIVEMIND_CHECKPOINT_DIR']\n"
+    "p = os.path.join(d, 'step')\n"
+    "step = int(open(p).read()) if os.path.exists(p) else 0\n"
+    "while step < 16:\n"
+    "    time.sleep(0.5)\n"
+    "    step += 1\n"
+    "    open(p + '.tmp', 'w').write(str(step)); os.replace(p + '.tmp', p)\n"
+    "    open(d + '/progress.tmp', 'w').write(str(step / 16)); os.replace(d + '/progress.tmp', d + '/progress')\n"
+    "    print('step', step, flush=True)\n"
+)
+
+
+def test_progress_and_checkpoint_age_while_running_and_attempts_in_history(page, submit, redis_client,
+                                                                          redis_url) -> None:
+    prefs = PrefsStore(redis_client, Settings(redis_url=redis_url))
+    redis_client.delete(keys.site_prefs())
+    prefs.update(release_memory_after_minutes=0.02)  # a pause over 1.2 s releases the task
+    try:
+        result = submit({"main.py": COUNTING}, "ckpt")
+        task_id = result.id
+        log_in(page)
+        page.goto("/running")
+        card = page.locator(f"#task-{task_id}")
+        wait_for(lambda: (page.reload() or True) and card.locator(".progress").count() == 1, 60,
+                 "the task's progress on the page")
+        assert re.fullmatch(r"\d+ %", card.locator(".progress").inner_text())
+        assert card.locator(".checkpoint-age").inner_text()
+        screenshot(page, "running-checkpoint")
+        prefs.pause()
+        wait_for(lambda: b"its memory is released" in b"".join(
+            f[b"data"] for _, f in redis_client.xrange(keys.task_output(task_id))), 60, "the task released")
+        prefs.resume()
+        outcome = outcome_of(result)
+    finally:
+        redis_client.delete(keys.site_prefs())
+    assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
+    assert [a.ended for a in outcome.attempts] == ["released", "finished"]
+    page.goto("/history")
+    row = page.locator(f'#history tr[data-task="{task_id}"]')
+    wait_for(lambda: (page.reload() or True) and row.count() == 1, 20, "the task in the history")
+    assert row.locator(".attempts").inner_text().startswith("2 attempts: released on ")

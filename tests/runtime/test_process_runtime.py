@@ -136,3 +136,47 @@ def test_a_celery_worker_runs_tasks_with_it(start_worker, celery_app, redis_clie
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
     assert "ran without docker" in outcome.log_tail
     assert "WITHOUT isolation" in worker.log_path.read_text()
+
+
+def test_the_checkpoint_directory_is_restored_read_while_running_and_left_out_of_the_result(runtime) -> None:  # noqa: ANN001
+    """The contract under the process runtime: the restored checkpoint is there at start, the worker
+    reads the directory while the task runs and once it ended, and the result copy leaves it out."""
+    from hivemind_celery.payloads.checkpoint import CHECKPOINT_DIR, pack, restorable
+
+    saved = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(saved, "w") as archive:
+        archive.writestr("state", "41")
+    settings = Settings(checkpoint_max_bytes=1024 * 1024)
+    task = ("import os, time\n"
+            "d = os.environ['HIVEMIND_CHECKPOINT_DIR']\n"
+            "n = int(open(os.path.join(d, 'state')).read()) + 1\n"
+            "open(os.path.join(d, 'state.tmp'), 'w').write(str(n))\n"
+            "os.replace(os.path.join(d, 'state.tmp'), os.path.join(d, 'state'))\n"
+            "time.sleep(2)\n"
+            "open('out.txt', 'w').write(str(n))\n")
+    data = make_zip({"main.py": task})
+    manifest = workspace.inspect_zip(data)
+    job = make_job({"main.py": task})
+    job = Job(spec=job.spec, image="unused", command=job.command, timeout=20,
+              workspace_tar=workspace.zip_to_tar(data, manifest, extra=[
+                  (CHECKPOINT_DIR, saved.getvalue(), restorable(saved.getvalue(), settings))]))
+    while_running: list[bytes | None] = []
+
+    def on_start(started: Started) -> None:
+        assert started.read_checkpoint is not None
+        deadline = time.monotonic() + 10
+        state = None
+        while state != b"42" and time.monotonic() < deadline:  # until the task has written its step
+            time.sleep(0.1)
+            copy = started.read_checkpoint()
+            packed = pack(copy.tar, copy.skipped, 1024) if copy else None
+            state = zipfile.ZipFile(io.BytesIO(packed)).read("state") if packed else None
+        while_running.append(state)
+
+    result = runtime.run(job, on_start=on_start)
+    assert result.status is TaskStatus.SUCCEEDED, result.reason
+    assert files_of(result.workspace_tar or b"") == {"main.py": task.encode(), "out.txt": b"42"}
+    assert result.checkpoint is not None and files_of(result.checkpoint.tar) == {"state": b"42"}
+    assert while_running == [b"42"]
