@@ -58,8 +58,9 @@ def probe(tree: Path) -> dict:
 
 
 def import_time_us(tree: Path) -> int:
-    run = subprocess.run([sys.executable, "-X", "importtime", "-c", "import bridge.server"], cwd=tree,
-                         capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import bridge.server"], cwd=tree, capture_output=True, text=True, check=True
+    )
     return sum(int(m.group(1)) for line in run.stderr.splitlines() if (m := IMPORTTIME.match(line)))
 
 
@@ -70,7 +71,8 @@ def main() -> None:
     commit = sys.argv[2] if len(sys.argv) == 3 else ""
     trees = {"baseline": baseline, "this tree": ROOT}
     figures: dict[str, dict[str, list[float]]] = {
-        name: {"importtime": [], "cpu": [], "seconds": [], "rss": [], "modules": []} for name in trees}
+        name: {"importtime": [], "cpu": [], "seconds": [], "rss": [], "modules": []} for name in trees
+    }
     load_start = os.getloadavg()[0]
     for tree in trees.values():  # warm the file cache and .pyc files, unmeasured
         probe(tree), import_time_us(tree)
@@ -113,9 +115,13 @@ prometheus_client); this tree's bridge builds a Celery client (`hivemind_celery/
 and takes from each package only its light face (`tests/system/test_faces.py` holds it so).
 """
     print(body)
-    write_section("bridge-import", "Bridge start: importing bridge.server vs the baseline tree",
-                  f"mkdir -p {baseline} && git archive {commit or 'BASELINE'} | tar -x -C {baseline} && "
-                  f".venv/bin/python bench/bench_bridge_import.py {baseline} {commit}".rstrip(), body)
+    write_section(
+        "bridge-import",
+        "Bridge start: importing bridge.server vs the baseline tree",
+        f"mkdir -p {baseline} && git archive {commit or 'BASELINE'} | tar -x -C {baseline} && "
+        f".venv/bin/python bench/bench_bridge_import.py {baseline} {commit}".rstrip(),
+        body,
+    )
 
 
 if __name__ == "__main__":

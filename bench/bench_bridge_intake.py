@@ -55,15 +55,19 @@ def main() -> None:
     client.flushdb()
     pool = RecordingPool().start()
     settings = Settings(
-        redis_url=redis_url, username="bench-site", password=PASSWORD,
-        nodepool_address=f"localhost:{pool.port}", bridge_port=0, bridge_bind="127.0.0.1",
+        redis_url=redis_url,
+        username="bench-site",
+        password=PASSWORD,
+        nodepool_address=f"localhost:{pool.port}",
+        bridge_port=0,
+        bridge_bind="127.0.0.1",
         # The tasks never run here, so the outbox only grows; the relay's pass
         # over it is kept out of the intake figures.
         relay_interval=3600.0,
     )
     Registry(client).register(
-        WorkerCapacity(worker_id="bench-worker", hostname="bench", cpus=1_000_000, memory_mb=10**9,
-                       queues=["cpu"]), ttl=3600)
+        WorkerCapacity(worker_id="bench-worker", hostname="bench", cpus=1_000_000, memory_mb=10**9, queues=["cpu"]), ttl=3600
+    )
     bridge = Bridge(settings).start()
     store = PayloadStore(client, settings)
     zip_bytes = make_zip({"main.py": "print('hello')\n", "data.txt": "x" * 2000})
@@ -75,8 +79,9 @@ def main() -> None:
     def via_bridge() -> float:
         task_id = f"b-{uuid.uuid4().hex[:12]}"
         start = time.perf_counter()
-        reply = stub.ExecuteTask(pb.ExecuteTaskRequest(task_id=task_id, task_zip=zip_bytes, cpu_usage=100.0,
-                                                       memory_gb=1), timeout=30)
+        reply = stub.ExecuteTask(
+            pb.ExecuteTaskRequest(task_id=task_id, task_zip=zip_bytes, cpu_usage=100.0, memory_gb=1), timeout=30
+        )
         elapsed = time.perf_counter() - start
         if not reply.success:
             raise SystemExit(f"bridge refused the task: {reply.message}")
@@ -124,17 +129,17 @@ def main() -> None:
 
 | path | median per task | p90 | ratio (raw / path) |
 |---|---|---|---|
-| raw `send_task` | {med['raw'] * 1000:.2f} ms | {_p90(times['raw']) * 1000:.2f} ms | 1.00 |
-| raw payload store + `send_task` | {med['raw+payload'] * 1000:.2f} ms | {_p90(times['raw+payload']) * 1000:.2f} ms | {med['raw'] / med['raw+payload']:.2f} |
-| bridge `ExecuteTask` → message queued | {med['bridge'] * 1000:.2f} ms | {_p90(times['bridge']) * 1000:.2f} ms | {ratio:.2f} |
-| (context) empty gRPC health Check, same server and channel | {med['grpc'] * 1000:.2f} ms | {_p90(times['grpc']) * 1000:.2f} ms | |
+| raw `send_task` | {med["raw"] * 1000:.2f} ms | {_p90(times["raw"]) * 1000:.2f} ms | 1.00 |
+| raw payload store + `send_task` | {med["raw+payload"] * 1000:.2f} ms | {_p90(times["raw+payload"]) * 1000:.2f} ms | {med["raw"] / med["raw+payload"]:.2f} |
+| bridge `ExecuteTask` → message queued | {med["bridge"] * 1000:.2f} ms | {_p90(times["bridge"]) * 1000:.2f} ms | {ratio:.2f} |
+| (context) empty gRPC health Check, same server and channel | {med["grpc"] * 1000:.2f} ms | {_p90(times["grpc"]) * 1000:.2f} ms | |
 
 Where the bridge's extra time goes: one loopback gRPC call (its floor is the health Check row),
 the zip inspection, and four Redis round trips of its own before `send_task` (intake lock, owed
 check, registry allocation with its fit check, one pipeline storing the zip and the outbox entry;
 the lock is released after the answer is sent).
 
-Goal: bridge ≥ 0.9× raw send_task. {'Met.' if ratio >= 0.9 else 'Not met'} (against raw payload store +
+Goal: bridge ≥ 0.9× raw send_task. {"Met." if ratio >= 0.9 else "Not met"} (against raw payload store +
 send_task: {ratio_payload:.2f}×). An intake doing nothing but answer one gRPC call and run
 `send_task` would reach {ceiling:.2f}× here (raw / (raw + health Check)): on this machine the goal
 is out of reach of any intake that answers over gRPC and queues with Celery's own `send_task`.

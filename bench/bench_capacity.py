@@ -59,14 +59,19 @@ def main() -> None:
     client = redis.Redis.from_url(url)
     client.flushdb()
     registry = Registry(client)
-    fleet = [WorkerCapacity(f"w{i:05d}", f"host{i}", cpus=1 + i % 8, memory_mb=2048 * (1 + i % 4), queues=["cpu"])
-             for i in range(WORKERS)]
+    fleet = [
+        WorkerCapacity(f"w{i:05d}", f"host{i}", cpus=1 + i % 8, memory_mb=2048 * (1 + i % 4), queues=["cpu"])
+        for i in range(WORKERS)
+    ]
     for start in range(0, WORKERS, 1000):
-        registry.register_many(fleet[start:start + 1000], ttl=3600)
+        registry.register_many(fleet[start : start + 1000], ttl=3600)
     cap = registry.capacity()
     count, cpus, memory = keys_and_sum(client)
-    assert (cap.workers, cap.cpus_total, cap.memory_mb_total) == (count, cpus, memory) == (
-        WORKERS, sum(w.cpus for w in fleet), sum(w.memory_mb for w in fleet)), "the two ways disagree"
+    assert (
+        (cap.workers, cap.cpus_total, cap.memory_mb_total)
+        == (count, cpus, memory)
+        == (WORKERS, sum(w.cpus for w in fleet), sum(w.memory_mb for w in fleet))
+    ), "the two ways disagree"
     ours = median_time(registry.capacity, OURS_ROUNDS)
     baseline = median_time(lambda: keys_and_sum(client), KEYS_ROUNDS)
     client.flushdb()
@@ -83,8 +88,12 @@ def main() -> None:
         f"Goal: ours ≤ 1 ms. {'Met' if ours <= 0.001 else 'Not met'} ({ours * 1e3:.3f} ms). "
         f"Times include the client round trip over loopback.\n"
     )
-    write_section("capacity", "Site capacity with 10,000 workers: maintained totals vs KEYS and sum",
-                  "make bench (or: .venv/bin/python bench/bench_capacity.py)", body)
+    write_section(
+        "capacity",
+        "Site capacity with 10,000 workers: maintained totals vs KEYS and sum",
+        "make bench (or: .venv/bin/python bench/bench_capacity.py)",
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,10 @@ ROUND = int(os.environ.get("BENCH_ROUND", "10"))
 DB = 59
 COMMAND = "scripts/with-services.sh .venv/bin/python bench/bench_chain.py"
 FINAL = {"COMPLETED", "FAILED", "STOPPED"}
-CPU_LABELS = {"client": "this script (chain: uploads, polls, fetches; direct: the docker SDK calls)",
-              "machine": "**whole machine** (every process: busy time of all cores)"}
+CPU_LABELS = {
+    "client": "this script (chain: uploads, polls, fetches; direct: the docker SDK calls)",
+    "machine": "**whole machine** (every process: busy time of all cores)",
+}
 ROUNDS = 20000
 TASK_CODE = f"""\
 import hashlib
@@ -85,10 +87,21 @@ def expected_output() -> str:
 
 def direct_run(client: docker.DockerClient) -> str:
     out = client.containers.run(
-        PYTHON_IMAGE, ["python3", "-u", "-c", TASK_CODE], remove=True, user="1000:1000", working_dir="/tmp",
-        read_only=True, tmpfs={"/tmp": "size=100m,noexec,nosuid,nodev"}, cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], network_mode="none", mem_limit="1024m", memswap_limit="1024m",
-        nano_cpus=int(1e9), pids_limit=256, init=True,
+        PYTHON_IMAGE,
+        ["python3", "-u", "-c", TASK_CODE],
+        remove=True,
+        user="1000:1000",
+        working_dir="/tmp",
+        read_only=True,
+        tmpfs={"/tmp": "size=100m,noexec,nosuid,nodev"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        network_mode="none",
+        mem_limit="1024m",
+        memswap_limit="1024m",
+        nano_cpus=int(1e9),
+        pids_limit=256,
+        init=True,
         ulimits=[Ulimit(name="nofile", soft=1024, hard=1024)],
     )
     return out.decode().strip()
@@ -173,8 +186,10 @@ def run_chain(site: Site, count: int, runs: list[float] | None = None, rounds: l
             rounds.append(ids)
         start = time.perf_counter()
         for task_id in ids:
-            reply = client.call(client.master.UploadTask, pb.UploadTaskRequest(
-                task_id=task_id, task_zip=data, memory_gb=1, cpu_score=100, token=token))
+            reply = client.call(
+                client.master.UploadTask,
+                pb.UploadTaskRequest(task_id=task_id, task_zip=data, memory_gb=1, cpu_score=100, token=token),
+            )
             if not reply.success:
                 raise SystemExit(f"upload refused: {reply.message}")
         waiting = set(ids)
@@ -192,8 +207,10 @@ def run_chain(site: Site, count: int, runs: list[float] | None = None, rounds: l
         return time.perf_counter() - start
 
 
-_WORKER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ \S+: task (starting|finished)\b.*"
-                          r"task_id=(\S+)")
+_WORKER_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ \S+: task (starting|finished)\b.*"
+    r"task_id=(\S+)"
+)
 
 
 def slot_gaps(worker_log: str, rounds: list[list[str]]) -> list[float]:
@@ -235,8 +252,9 @@ def main() -> None:
     accounts.create_user(store, SITE, PASSWORD)
     store.close()
     app = create_app(Settings(redis_url=redis_url))
-    worker = WorkerProcess(redis_url, "cpu", tmp / "worker.log", concurrency=PARALLEL,
-                           worker_id="bench-chain", HIVEMIND_CAPACITY_CPUS=str(PARALLEL))
+    worker = WorkerProcess(
+        redis_url, "cpu", tmp / "worker.log", concurrency=PARALLEL, worker_id="bench-chain", HIVEMIND_CAPACITY_CPUS=str(PARALLEL)
+    )
     try:
         worker.wait_ready(app)
         site.start_pool()
@@ -249,10 +267,16 @@ def main() -> None:
         chain_runs: list[float] = []
         chain_rounds: list[list[str]] = []
         direct_runs: list[float] = []
-        chain_cpu = CpuMeter({"Node Pool": process_cpu(site.pool.proc.pid), "bridge": process_cpu(site.bridge.proc.pid),
-                              "worker main process": process_cpu(worker.proc.pid),
-                              "worker pool processes": children_cpu(worker.proc.pid),
-                              "client": process_cpu(os.getpid()), "machine": machine_cpu})
+        chain_cpu = CpuMeter(
+            {
+                "Node Pool": process_cpu(site.pool.proc.pid),
+                "bridge": process_cpu(site.bridge.proc.pid),
+                "worker main process": process_cpu(worker.proc.pid),
+                "worker pool processes": children_cpu(worker.proc.pid),
+                "client": process_cpu(os.getpid()),
+                "machine": machine_cpu,
+            }
+        )
         direct_cpu = CpuMeter({"client": process_cpu(os.getpid()), "machine": machine_cpu})
         for size in [ROUND] * (TASKS // ROUND) + ([TASKS % ROUND] if TASKS % ROUND else []):
             chain_cpu.start()
@@ -324,7 +348,7 @@ processes (Node Pool, bridge, worker, client) use {chain_own * 1000:.0f} ms per 
 {direct_own * 1000:.0f} ms; to reach 0.85× on {os.cpu_count()} cores they would have to use
 about {needed * 1000:.0f} ms.
 
-Goal: chain ≥ 0.85× direct throughput. {'Met.' if ratio >= 0.85 else 'Not met.'}
+Goal: chain ≥ 0.85× direct throughput. {"Met." if ratio >= 0.85 else "Not met."}
 """
     print(body)
     write_section("chain", f"Whole chain vs direct docker runs ({TASKS} short tasks)", COMMAND, body)

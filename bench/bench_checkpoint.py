@@ -105,8 +105,7 @@ def cpu_seconds() -> float:
 
 def heavy_round(store: PayloadStore, interval: float) -> tuple[int, float, int]:
     settings = get_settings().model_copy(update={"checkpoint_interval": interval})
-    spec = TaskSpec(task_id=f"bench-ck-{uuid.uuid4().hex[:8]}", payload=store.put(zip_of(HEAVY)),
-                    memory_mb=512, timeout=120)
+    spec = TaskSpec(task_id=f"bench-ck-{uuid.uuid4().hex[:8]}", payload=store.put(zip_of(HEAVY)), memory_mb=512, timeout=120)
     before = cpu_seconds()
     outcome = run_job(None, spec, store, settings)
     spent = cpu_seconds() - before
@@ -165,8 +164,7 @@ def main() -> None:
     lost = [interrupted(store, at) for at in KILL_AT]
     for at, (done, saved) in zip(KILL_AT, lost, strict=True):
         print(f"killed at {at:g} s: {done} steps done, checkpoint held {saved}")
-    rows = "\n".join(f"| {at:g} s | {done} s | {done - saved} s |" for at, (done, saved) in
-                     zip(KILL_AT, lost, strict=True))
+    rows = "\n".join(f"| {at:g} s | {done} s | {done - saved} s |" for at, (done, saved) in zip(KILL_AT, lost, strict=True))
     mean_with = statistics.mean(done - saved for done, saved in lost)
     mean_without = statistics.mean(done for done, _ in lost)
     body = (
@@ -191,8 +189,12 @@ def main() -> None:
         f"{'Met' if all(done - saved <= 10 for done, saved in lost) else 'Not met'}.\n"
     )
     print(body)
-    write_section("checkpoint", "Checkpoints: cost of saving 100 MB every 10 s, and work lost per interruption",
-                  "scripts/with-services.sh .venv/bin/python bench/bench_checkpoint.py", body)
+    write_section(
+        "checkpoint",
+        "Checkpoints: cost of saving 100 MB every 10 s, and work lost per interruption",
+        "scripts/with-services.sh .venv/bin/python bench/bench_checkpoint.py",
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -49,14 +49,7 @@ BOINC = "/usr/bin/boinc"
 SITE = ("redis", "bridge", "worker-cpu", "console")
 MiB = 1024 * 1024
 
-BUSY_TASK = (
-    "import time\n"
-    "end = time.monotonic() + {seconds}\n"
-    "n = 0\n"
-    "while time.monotonic() < end:\n"
-    "    n += 1\n"
-    "print(n)\n"
-)
+BUSY_TASK = "import time\nend = time.monotonic() + {seconds}\nn = 0\nwhile time.monotonic() < end:\n    n += 1\nprint(n)\n"
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -112,8 +105,7 @@ def measure(pids: dict[str, int], window: float) -> dict[str, Row]:
     rows = {}
     for name, pid in pids.items():
         pss_end, count = pss_bytes(pid)
-        rows[name] = Row(name, (mid[name][0] + pss_end) // 2, count,
-                         100.0 * (end_cpu[name] - start[name]) / elapsed)
+        rows[name] = Row(name, (mid[name][0] + pss_end) // 2, count, 100.0 * (end_cpu[name] - start[name]) / elapsed)
     return rows
 
 
@@ -121,9 +113,11 @@ def start_boinc(folder: Path) -> subprocess.Popen | None:
     if not os.access(BOINC, os.X_OK):
         return None
     return subprocess.Popen(
-        [BOINC, "--dir", str(folder), "--skip_cpu_benchmarks", "--no_info_fetch", "--no_gui_rpc",
-         "--allow_multiple_clients"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [BOINC, "--dir", str(folder), "--skip_cpu_benchmarks", "--no_info_fetch", "--no_gui_rpc", "--allow_multiple_clients"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -179,8 +173,7 @@ def main() -> None:
         worker_env = env | {"HIVEMIND_RUNTIME": "docker", "HIVEMIND_DEFAULT_TIMEOUT": str(WINDOW * 3 + 120)}
         services.start_worker(sup, services.WorkerSpec("cpu", CONCURRENCY, worker_id), worker_env, ROOT, app)
         app.close()
-        services.start_console(sup, port(5101), paths.root / "console", nodepool, creds.worker,
-                               creds.worker_password, env, ROOT)
+        services.start_console(sup, port(5101), paths.root / "console", nodepool, creds.worker, creds.worker_password, env, ROOT)
         pids = {child.name: child.pid for child in sup.children}
 
         boinc_dir = base / "boinc"
@@ -231,13 +224,21 @@ def _met(ok: bool) -> str:
 
 
 def report(idle: dict[str, Row], busy: dict[str, Row], load: float) -> None:
-    labels = {"redis": "Redis (embedded)", "bridge": "bridge", "worker-cpu": f"Celery worker `cpu` (up to {CONCURRENCY} pool processes)",
-              "console": "console"}
+    labels = {
+        "redis": "Redis (embedded)",
+        "bridge": "bridge",
+        "worker-cpu": f"Celery worker `cpu` (up to {CONCURRENCY} pool processes)",
+        "console": "console",
+    }
     site_pss = sum(idle[name].pss for name in SITE)
     site_cpu = sum(idle[name].cpu_pct for name in SITE)
     site_procs = sum(idle[name].processes for name in SITE)
-    lines = [f"Idle: {SETTLE:.0f} s after start, then a {WINDOW:.0f} s window; each process with its children.", "",
-             "| process | processes | PSS | CPU (% of one core) |", "|---|---|---|---|"]
+    lines = [
+        f"Idle: {SETTLE:.0f} s after start, then a {WINDOW:.0f} s window; each process with its children.",
+        "",
+        "| process | processes | PSS | CPU (% of one core) |",
+        "|---|---|---|---|",
+    ]
     lines += [fmt_row(labels[name], idle[name]) for name in SITE]
     lines.append(f"| **the site a volunteer runs** | **{site_procs}** | **{site_pss / MiB:.0f} MiB** | **{site_cpu:.2f}** |")
     lines.append(fmt_row("(our Node Pool, which the bridge joins; not the volunteer's)", idle["nodepool"]))
@@ -246,28 +247,50 @@ def report(idle: dict[str, Row], busy: dict[str, Row], load: float) -> None:
     boinc = idle.get("boinc")
     if boinc is not None:
         lines.append(fmt_row("Debian's `boinc-client`, idle, same window", boinc))
-        lines += ["", f"Site / boinc-client: PSS {site_pss / max(boinc.pss, 1):.1f}×, "
-                  f"CPU {site_cpu / max(boinc.cpu_pct, 1e-3):.0f}×."]
+        lines += [
+            "",
+            f"Site / boinc-client: PSS {site_pss / max(boinc.pss, 1):.1f}×, CPU {site_cpu / max(boinc.cpu_pct, 1e-3):.0f}×.",
+        ]
     else:
         lines += ["", f"boinc-client is not installed here ({BOINC} missing): no baseline row."]
     busy_site = sum(busy[name].cpu_pct for name in SITE)
     task = busy["task"].cpu_pct
-    lines += ["", f"One long CPU-bound task (a Python busy loop, 1 core) through the pool, a {WINDOW:.0f} s window:", "",
-              "| process | CPU (% of one core) |", "|---|---|"]
+    lines += [
+        "",
+        f"One long CPU-bound task (a Python busy loop, 1 core) through the pool, a {WINDOW:.0f} s window:",
+        "",
+        "| process | CPU (% of one core) |",
+        "|---|---|",
+    ]
     lines += [f"| {labels[name]} | {busy[name].cpu_pct:.2f} |" for name in SITE]
-    lines += [f"| **the site's own** | **{busy_site:.2f}** |", f"| the task's container | {task:.2f} |", "",
-              f"Site's own CPU / the task's: {100 * busy_site / max(task, 1e-3):.2f} %."]
+    lines += [
+        f"| **the site's own** | **{busy_site:.2f}** |",
+        f"| the task's container | {task:.2f} |",
+        "",
+        f"Site's own CPU / the task's: {100 * busy_site / max(task, 1e-3):.2f} %.",
+    ]
     ratio = 100 * busy_site / max(task, 1e-3)
-    lines += ["", "Goals (issue 26):", "",
-              f"- idle site CPU ≤ 0.5 % of a core: {site_cpu:.2f} % ({_met(site_cpu <= 0.5)})",
-              f"- idle site PSS ≤ 150 MiB: {site_pss / MiB:.0f} MiB ({_met(site_pss <= 150 * MiB)})",
-              f"- the site's own CPU while a task runs ≤ 1 % of the task's: {ratio:.2f} % ({_met(ratio <= 1.0)})"]
-    lines += ["", f"The machine ({os.cpu_count()} cores) was shared with other work during the run (load average "
-              f"{load:.1f} at the start of the idle window): the ratios are what count, not the absolute %."]
+    lines += [
+        "",
+        "Goals (issue 26):",
+        "",
+        f"- idle site CPU ≤ 0.5 % of a core: {site_cpu:.2f} % ({_met(site_cpu <= 0.5)})",
+        f"- idle site PSS ≤ 150 MiB: {site_pss / MiB:.0f} MiB ({_met(site_pss <= 150 * MiB)})",
+        f"- the site's own CPU while a task runs ≤ 1 % of the task's: {ratio:.2f} % ({_met(ratio <= 1.0)})",
+    ]
+    lines += [
+        "",
+        f"The machine ({os.cpu_count()} cores) was shared with other work during the run (load average "
+        f"{load:.1f} at the start of the idle window): the ratios are what count, not the absolute %.",
+    ]
     body = "\n".join(lines)
     print(body)
-    write_section("footprint", "What the site costs the lender's machine (idle, and beside one task)",
-                  "scripts/with-services.sh .venv/bin/python bench/bench_footprint.py", body)
+    write_section(
+        "footprint",
+        "What the site costs the lender's machine (idle, and beside one task)",
+        "scripts/with-services.sh .venv/bin/python bench/bench_footprint.py",
+        body,
+    )
 
 
 if __name__ == "__main__":

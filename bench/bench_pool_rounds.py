@@ -84,8 +84,14 @@ class Side:
 
 def run_side(site: PoolSite, side: Side, redis_url: str, tmp: Path) -> None:
     app = create_app(Settings(redis_url=redis_url))
-    worker = WorkerProcess(redis_url, "cpu", tmp / f"worker-{side.name}.log", concurrency=SLOTS,
-                           worker_id=f"bench-rounds-{side.name}", HIVEMIND_CAPACITY_CPUS=str(SLOTS))
+    worker = WorkerProcess(
+        redis_url,
+        "cpu",
+        tmp / f"worker-{side.name}.log",
+        concurrency=SLOTS,
+        worker_id=f"bench-rounds-{side.name}",
+        HIVEMIND_CAPACITY_CPUS=str(SLOTS),
+    )
     try:
         worker.wait_ready(app)
         site.start()
@@ -102,8 +108,7 @@ def run_side(site: PoolSite, side: Side, redis_url: str, tmp: Path) -> None:
                 side.rounds = list(site.double.rounds)
         else:
             assert isinstance(site, OwnPoolSite)
-            side.dispatched = {t: site.site.row("SELECT started_at FROM tasks WHERE task_id = ?", t)["started_at"]
-                               for t in ids}
+            side.dispatched = {t: site.site.row("SELECT started_at FROM tasks WHERE task_id = ?", t)["started_at"] for t in ids}
     finally:
         site.stop()
         worker.stop()
@@ -123,9 +128,16 @@ def attribute(side: Side) -> None:
     def in_transit(t: float) -> int:
         return sum(1 for task, (a, _) in runs if side.dispatched[task] <= t < a)
 
-    idle = dict.fromkeys(("dispatch to job start", "round found a free slot, sent the node nothing (ours)",
-                          "one task per node per round (the pool's)", "waiting for the next round (the pool's)",
-                          "job end to the next dispatch"), 0.0)
+    idle = dict.fromkeys(
+        (
+            "dispatch to job start",
+            "round found a free slot, sent the node nothing (ours)",
+            "one task per node per round (the pool's)",
+            "waiting for the next round (the pool's)",
+            "job end to the next dispatch",
+        ),
+        0.0,
+    )
     t = start
     while t < end:
         free = SLOTS - running(t)
@@ -143,8 +155,11 @@ def attribute(side: Side) -> None:
                     missed = min(left, max(0, free_then - len(last.sent)))
                 else:
                     missed = 0
-                key = ("one task per node per round (the pool's)" if last is not None and last.sent
-                       else "round found a free slot, sent the node nothing (ours)")
+                key = (
+                    "one task per node per round (the pool's)"
+                    if last is not None and last.sent
+                    else "round found a free slot, sent the node nothing (ours)"
+                )
                 idle[key] += missed * STEP
                 idle["waiting for the next round (the pool's)"] += (left - missed) * STEP
         t += STEP
@@ -160,11 +175,20 @@ def main() -> None:
         redis.Redis.from_url(url).flushdb()
         (tmp / name).mkdir(parents=True, exist_ok=True)
         try:
-            site: PoolSite = (StandInSite(tmp / name, url, round_s=ROUND_S, heartbeat_interval=None,
-                                          registration_interval=None, relay_interval=None)
-                              if name == "standin" else
-                              OwnPoolSite(tmp / name, url, test_intervals=False, heartbeat_interval=None,
-                                          registration_interval=None, relay_interval=None))
+            site: PoolSite = (
+                StandInSite(
+                    tmp / name, url, round_s=ROUND_S, heartbeat_interval=None, registration_interval=None, relay_interval=None
+                )
+                if name == "standin"
+                else OwnPoolSite(
+                    tmp / name,
+                    url,
+                    test_intervals=False,
+                    heartbeat_interval=None,
+                    registration_interval=None,
+                    relay_interval=None,
+                )
+            )
             run_side(site, side, url, tmp)
         finally:
             redis.Redis.from_url(url).flushdb()
@@ -175,14 +199,19 @@ def main() -> None:
     rows = "".join(
         f"| {label} | {s.window[1] - s.window[0]:.1f} s | {s.busy_seconds:.1f} of {s.slot_seconds:.1f} slot-s "
         f"| {s.share:.2f} | {s.share / own.share:.2f} |\n"
-        for label, s in (("our Node Pool (event-driven dispatch)", own),
-                         (f"stand-in for the deployed pool ({ROUND_S:g}-s rounds)", standin)))
+        for label, s in (
+            ("our Node Pool (event-driven dispatch)", own),
+            (f"stand-in for the deployed pool ({ROUND_S:g}-s rounds)", standin),
+        )
+    )
+
     def cell(side: Side, name: str) -> str:
         seconds = side.idle.get(name, 0.0)
         return f"{seconds:.1f} s ({100 * seconds / side.slot_seconds:.0f} %)"
 
-    idle_rows = "".join(f"| {name} | {cell(standin, name)} | {cell(own, name)} |\n"
-                        for name in dict.fromkeys([*standin.idle, *own.idle]))
+    idle_rows = "".join(
+        f"| {name} | {cell(standin, name)} | {cell(own, name)} |\n" for name in dict.fromkeys([*standin.idle, *own.idle])
+    )
     body = f"""\
 {TASKS} tasks of {TASK_SECONDS:g} s (`time.sleep` in `{PYTHON_IMAGE}`, one core each) uploaded
 together to a 2-slot site (`celery worker -c {SLOTS}` offering {SLOTS} CPUs, the bridge on its shipped

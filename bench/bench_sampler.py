@@ -42,9 +42,14 @@ def timed(call, rounds: int) -> list[float]:
 
 def main() -> None:
     client = docker.from_env()
-    container = client.containers.run(BUSYBOX_IMAGE, ["sh", "-c", "yes > /dev/null"], detach=True,
-                                      nano_cpus=500_000_000, network_mode="none",
-                                      labels={"hivemind.bench": "sampler"})
+    container = client.containers.run(
+        BUSYBOX_IMAGE,
+        ["sh", "-c", "yes > /dev/null"],
+        detach=True,
+        nano_cpus=500_000_000,
+        network_mode="none",
+        labels={"hivemind.bench": "sampler"},
+    )
     try:
         container.reload()
         source = source_for(int(container.attrs["State"]["Pid"]), container.id, client)
@@ -72,8 +77,12 @@ def main() -> None:
         f"{ratio:.0f}× slower |\n\n"
         f"Goal: cgroup read ≥ 1000× cheaper. {'Met' if ratio >= 1000 else 'Not met'} ({ratio:.0f}×).\n"
     )
-    write_section("sampler", "One usage sample: cgroup files vs Docker stats API",
-                  "make bench (or: .venv/bin/python bench/bench_sampler.py)", body)
+    write_section(
+        "sampler",
+        "One usage sample: cgroup files vs Docker stats API",
+        "make bench (or: .venv/bin/python bench/bench_sampler.py)",
+        body,
+    )
 
 
 if __name__ == "__main__":

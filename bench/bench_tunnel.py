@@ -55,10 +55,40 @@ print('finished', repr(time.time()), flush=True)
 
 
 def port_forward(net: HomeInternet) -> None:
-    rules = [["-t", "nat", "-A", "PREROUTING", "-i", "wan1", "-p", "tcp", "--dport", str(BRIDGE_PORT), "-j", "DNAT",
-              "--to-destination", f"{VOLUNTEER_LAN}:{BRIDGE_PORT}"],
-             ["-I", "FORWARD", "-i", "wan1", "-o", "lan0", "-p", "tcp", "-d", VOLUNTEER_LAN, "--dport",
-              str(BRIDGE_PORT), "-j", "ACCEPT"]]
+    rules = [
+        [
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-i",
+            "wan1",
+            "-p",
+            "tcp",
+            "--dport",
+            str(BRIDGE_PORT),
+            "-j",
+            "DNAT",
+            "--to-destination",
+            f"{VOLUNTEER_LAN}:{BRIDGE_PORT}",
+        ],
+        [
+            "-I",
+            "FORWARD",
+            "-i",
+            "wan1",
+            "-o",
+            "lan0",
+            "-p",
+            "tcp",
+            "-d",
+            VOLUNTEER_LAN,
+            "--dport",
+            str(BRIDGE_PORT),
+            "-j",
+            "ACCEPT",
+        ],
+    ]
     for rule in rules:
         net.in_ns(net.router, "iptables", *rule)
 
@@ -70,8 +100,9 @@ def run_path(path: str, net: HomeInternet, tmp: Path, payload: bytes) -> list[tu
         site = TunnelSite(net, tmp, tunnel=True, bridge_env={"HIVEMIND_TUNNEL_NODEPOOL_ADDRESS": f"10.88.0.1:{POOL_PORT}"})
         hostname = "10.88.0.2"
     else:
-        site = TunnelSite(net, tmp, tunnel=False, bridge_env={
-            "HIVEMIND_ADVERTISE_HOST": ROUTER_WAN, "HIVEMIND_BRIDGE_BIND": "0.0.0.0"})
+        site = TunnelSite(
+            net, tmp, tunnel=False, bridge_env={"HIVEMIND_ADVERTISE_HOST": ROUTER_WAN, "HIVEMIND_BRIDGE_BIND": "0.0.0.0"}
+        )
         hostname = ROUTER_WAN
     site.start()
     figures = []
@@ -110,17 +141,21 @@ def main() -> None:
             finally:
                 net.close()
             latest = results[path][-TASKS:]
-            per_round.append(f"round {round_number + 1} {path}: dispatch "
-                             f"{statistics.median(f[0] for f in latest) * 1000:.0f} ms, result "
-                             f"{statistics.median(f[1] for f in latest) * 1000:.0f} ms")
+            per_round.append(
+                f"round {round_number + 1} {path}: dispatch "
+                f"{statistics.median(f[0] for f in latest) * 1000:.0f} ms, result "
+                f"{statistics.median(f[1] for f in latest) * 1000:.0f} ms"
+            )
             print(per_round[-1], flush=True)
 
     def median(path: str, index: int) -> float:
         return statistics.median(f[index] for f in results[path])
 
     rows = []
-    for index, what in ((0, f"dispatch: upload stored → container start ({TASK_ZIP_MB} MB task zip)"),
-                        (1, f"result: task end → result stored by the pool ({RESULT_MB} MB random file)")):
+    for index, what in (
+        (0, f"dispatch: upload stored → container start ({TASK_ZIP_MB} MB task zip)"),
+        (1, f"result: task end → result stored by the pool ({RESULT_MB} MB random file)"),
+    ):
         direct, tunnel = median("direct", index), median("tunnel", index)
         rows.append(f"| {what} | {direct * 1000:.0f} ms | {tunnel * 1000:.0f} ms | {tunnel / direct:.2f} |")
         print(rows[-1])
@@ -140,8 +175,12 @@ container start; packing the result zip): the ratios understate the path's own c
 Medians of each round (the machine is shared: compare a path's rounds to see the drift):
 {chr(10).join("- " + line for line in per_round)}
 """
-    write_section("tunnel", "WireGuard tunnel vs direct path (dispatch latency, 50 MB result)",
-                  "sudo scripts/with-services.sh .venv/bin/python bench/bench_tunnel.py", body)
+    write_section(
+        "tunnel",
+        "WireGuard tunnel vs direct path (dispatch latency, 50 MB result)",
+        "sudo scripts/with-services.sh .venv/bin/python bench/bench_tunnel.py",
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -58,11 +58,18 @@ class WorkerSide:
         self.worker.wait_ready(self.app)
 
     def run_one(self) -> float:
-        spec = TaskSpec(task_id=f"b-{uuid.uuid4().hex[:10]}", payload=self.payload, image=BUSYBOX_IMAGE,
-                        command=COMMAND, cpus=1, memory_mb=128)
+        spec = TaskSpec(
+            task_id=f"b-{uuid.uuid4().hex[:10]}",
+            payload=self.payload,
+            image=BUSYBOX_IMAGE,
+            command=COMMAND,
+            cpus=1,
+            memory_mb=128,
+        )
         start = time.perf_counter()
-        raw = self.app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                                 queue="cpu").get(timeout=120)
+        raw = self.app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="cpu").get(
+            timeout=120
+        )
         elapsed = time.perf_counter() - start
         outcome = TaskOutcome.model_validate(raw)
         assert outcome.succeeded, outcome.reason
@@ -98,7 +105,7 @@ def main() -> None:
     body = (
         f"Trivial task (`{' '.join(COMMAND)}` in `{BUSYBOX_IMAGE}`), {ROUNDS} rounds, alternating.\n\n"
         "| path | median per task | ratio |\n|---|---|---|\n"
-        f"| bare `containers.run(..., network_mode=\"none\", remove=True)` | {median['bare'] * 1000:.0f} ms | 1.00 |\n"
+        f'| bare `containers.run(..., network_mode="none", remove=True)` | {median["bare"] * 1000:.0f} ms | 1.00 |\n'
         "| whole worker path (Celery + hardened container + workspace in/out + result zip) "
         f"| {median['auto'] * 1000:.0f} ms | {ratio['auto']:.2f} |\n"
         "| the same, files through the archive API (`HIVEMIND_VOLUME_IO=api`) "
@@ -118,8 +125,13 @@ def main() -> None:
         "client has it. Celery and Redis add about 10 ms (send to task start, and back).\n"
     )
     print(body)
-    write_section("worker-overhead", "Worker per-task overhead vs bare docker run",
-                  "make bench (or: scripts/with-services.sh .venv/bin/python bench/bench_worker_overhead.py)", body)
+    write_section(
+        "worker-overhead",
+        "Worker per-task overhead vs bare docker run",
+        "make bench (or: scripts/with-services.sh .venv/bin/python bench/bench_worker_overhead.py)",
+        body,
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -52,8 +52,10 @@ def summary(runs: list[drills.Drill], settle: dict[str, int] | None = None) -> s
     ]
     if settle is not None:
         late = sum(count != 1 for count in settle.values())
-        lines.append(f"- uploads counted again after waiting out the visibility timeout "
-                     f"({FAST['HIVEMIND_VISIBILITY_TIMEOUT']} s): {len(settle) - late} of {len(settle)} still exactly once")
+        lines.append(
+            f"- uploads counted again after waiting out the visibility timeout "
+            f"({FAST['HIVEMIND_VISIBILITY_TIMEOUT']} s): {len(settle) - late} of {len(settle)} still exactly once"
+        )
     return "\n".join(lines)
 
 
@@ -86,7 +88,8 @@ def drill_worker(workdir: Path, url: str, rounds: int, per_round: int) -> None:
         body = summary(runs, late) + (
             f"\n- processes SIGKILLed per kill (main + pool children): {runs[0].notes['processes_killed']}"
             f"\n- task containers left behind by the killed workers at the end: {orphans}"
-            "\n- time to recover: from the SIGKILL to the last result stored by the Node Pool")
+            "\n- time to recover: from the SIGKILL to the last result stored by the Node Pool"
+        )
         record("fault-worker-kill", "Worker SIGKILLed mid-task: figures", body)
     finally:
         site.close()
@@ -97,8 +100,11 @@ def drill_bridge(workdir: Path, url: str, rounds: int, per_round: int) -> None:
     try:
         site.start_worker(app, concurrency=per_round)
         runs = [drills.bridge_killed(site, app, per_round) for _ in range(rounds)]
-        record("fault-bridge-kill", "Bridge SIGKILLed and restarted: figures", summary(runs)
-               + "\n- time to recover: from the bridge's restart to the last result stored")
+        record(
+            "fault-bridge-kill",
+            "Bridge SIGKILLed and restarted: figures",
+            summary(runs) + "\n- time to recover: from the bridge's restart to the last result stored",
+        )
     finally:
         site.close()
 
@@ -111,9 +117,13 @@ def drill_redis(workdir: Path, rounds: int, per_round: int) -> None:
         site.start_worker(app, concurrency=per_round)
         runs = [drills.redis_restarted(site, server, per_round) for _ in range(rounds)]
         late = settle(site, runs)
-        record("fault-redis-restart", "Redis restarted mid-run: figures", summary(runs, late)
-               + "\n- Redis down 3 s each time (clean shutdown, append-only file, same port)"
-               + "\n- time to recover: from Redis answering again to the last result stored")
+        record(
+            "fault-redis-restart",
+            "Redis restarted mid-run: figures",
+            summary(runs, late)
+            + "\n- Redis down 3 s each time (clean shutdown, append-only file, same port)"
+            + "\n- time to recover: from Redis answering again to the last result stored",
+        )
     finally:
         site.close()
         server.stop()
@@ -125,9 +135,13 @@ def drill_pool(workdir: Path, url: str, rounds: int, per_round: int, outage: flo
         site.start_worker(app, concurrency=per_round)
         runs = [drills.pool_down(site, app, per_round, outage) for _ in range(rounds)]
         finished = sum(bool(run.notes["finished_in_outage"]) for run in runs)
-        record("fault-pool-down", "Node Pool down while tasks finish: figures", summary(runs)
-               + f"\n- outage: {outage:.0f} s; repetitions whose tasks all finished during it: {finished} of {len(runs)}"
-               + "\n- time to recover: from the pool serving again to the last result stored")
+        record(
+            "fault-pool-down",
+            "Node Pool down while tasks finish: figures",
+            summary(runs)
+            + f"\n- outage: {outage:.0f} s; repetitions whose tasks all finished during it: {finished} of {len(runs)}"
+            + "\n- time to recover: from the pool serving again to the last result stored",
+        )
     finally:
         site.close()
 
@@ -145,14 +159,16 @@ def drill_dockerd(workdir: Path, url: str, rounds: int) -> None:
         served = sum(run.notes["after_status"] == "COMPLETED" for run in runs)
         once = sum(run.exactly_once for run in runs)
         times = [run.recover_s for run in runs]
-        body = "\n".join([
-            f"- repetitions: **{len(runs)}**; the task under the restart ended as:",
-            *[f"  - `{text}`" for text in outcomes],
-            f"- the next task on the same worker completed: **{served} of {len(runs)}**",
-            f"- result uploads exactly once (both tasks): **{once} of {2 * len(runs)}**",
-            f"- time from dockerd back to the next task's result (s): median {statistics.median(times):.1f}, "
-            f"max {max(times):.1f}",
-        ])
+        body = "\n".join(
+            [
+                f"- repetitions: **{len(runs)}**; the task under the restart ended as:",
+                *[f"  - `{text}`" for text in outcomes],
+                f"- the next task on the same worker completed: **{served} of {len(runs)}**",
+                f"- result uploads exactly once (both tasks): **{once} of {2 * len(runs)}**",
+                f"- time from dockerd back to the next task's result (s): median {statistics.median(times):.1f}, "
+                f"max {max(times):.1f}",
+            ]
+        )
         record("fault-dockerd-restart", "dockerd restarted under a task: figures", body)
     finally:
         site.close()
@@ -165,8 +181,7 @@ def drill_disk(workdir: Path, url: str, rounds: int) -> None:
         return
     site, app = new_site(workdir, url)
     try:
-        site.start_worker(app, concurrency=1, HIVEMIND_MONITOR_DISK_PATH=str(disk),
-                          HIVEMIND_HEALTH_MIN_DISK_FREE_MB="16")
+        site.start_worker(app, concurrency=1, HIVEMIND_MONITOR_DISK_PATH=str(disk), HIVEMIND_HEALTH_MIN_DISK_FREE_MB="16")
         registry = Registry(redis.Redis.from_url(url))
         drills.wait_until(lambda: registry.capacity().cpus_free > 0, 30, "the worker offering its CPUs")
         runs = []
@@ -176,15 +191,17 @@ def drill_disk(workdir: Path, url: str, rounds: int) -> None:
         refused = sum(bool(run.notes["refused"]) and "disk nearly full" in str(run.notes["refusal"]) for run in runs)
         waiting = sum(run.notes["status_while_full"] == "PENDING" for run in runs)
         paused = [float(run.notes["paused_after_s"]) for run in runs]  # type: ignore[arg-type]
-        body = summary(runs) + "\n".join([
-            "",
-            "- a 32 MiB tmpfs as HIVEMIND_MONITOR_DISK_PATH, threshold 16 MiB, filled with 24 MiB",
-            f"- ExecuteTask refused naming the full disk: **{refused} of {len(runs)}**; example: "
-            f"`{runs[0].notes['refusal']}`",
-            f"- task submitted meanwhile still PENDING (not failed) 6 s later: **{waiting} of {len(runs)}**",
-            f"- seconds from the disk filling to the worker offering nothing: max {max(paused):.1f}",
-            "- time to recover: from the space freed to that task's result stored",
-        ])
+        body = summary(runs) + "\n".join(
+            [
+                "",
+                "- a 32 MiB tmpfs as HIVEMIND_MONITOR_DISK_PATH, threshold 16 MiB, filled with 24 MiB",
+                f"- ExecuteTask refused naming the full disk: **{refused} of {len(runs)}**; example: "
+                f"`{runs[0].notes['refusal']}`",
+                f"- task submitted meanwhile still PENDING (not failed) 6 s later: **{waiting} of {len(runs)}**",
+                f"- seconds from the disk filling to the worker offering nothing: max {max(paused):.1f}",
+                "- time to recover: from the space freed to that task's result stored",
+            ]
+        )
         record("fault-disk-full", "Disk nearly full: figures", body)
     finally:
         site.close()

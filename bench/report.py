@@ -22,10 +22,7 @@ def write_section(name: str, title: str, command: str, body: str, page: Path = P
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {sys.version.split()[0]}"
-    section = (
-        f"{start}\n## {title}\n\nCommand: `{command}`  \nMeasured: {stamp} on {machine}\n\n"
-        f"{body.strip()}\n{end}"
-    )
+    section = f"{start}\n## {title}\n\nCommand: `{command}`  \nMeasured: {stamp} on {machine}\n\n{body.strip()}\n{end}"
     text = page.read_text() if page.exists() else header
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"

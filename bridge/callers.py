@@ -55,8 +55,9 @@ class CallerGuard(grpc.ServerInterceptor):
         peer = context.peer()
         name = method.rpartition("/")[2]
         if not caller_allowed(peer, self._config.allowed_networks):
-            log.warning("refused %s from %s: address not allowed", name, peer,
-                        extra={"node_id": self._config.node_id, "peer": peer})
+            log.warning(
+                "refused %s from %s: address not allowed", name, peer, extra={"node_id": self._config.node_id, "peer": peer}
+            )
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"caller {peer} is not allowed (HIVEMIND_BRIDGE_ALLOWED_CALLERS)",
@@ -65,6 +66,11 @@ class CallerGuard(grpc.ServerInterceptor):
             given = dict(context.invocation_metadata()).get(SECRET_HEADER, "")
             expected = self._config.secret.encode()
             if not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected):
-                log.warning("refused %s from %s: missing or wrong %s", name, peer, SECRET_HEADER,
-                            extra={"node_id": self._config.node_id, "peer": peer})
+                log.warning(
+                    "refused %s from %s: missing or wrong %s",
+                    name,
+                    peer,
+                    SECRET_HEADER,
+                    extra={"node_id": self._config.node_id, "peer": peer},
+                )
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong {SECRET_HEADER} metadata")

@@ -98,10 +98,16 @@ def shortfall(cap: SiteCapacityView, cpus: float, memory_mb: int, gpus: int, gpu
         return "site full: no live worker on this site now"
     if (gpus or gpu_memory_mb) and cap.gpus_total == 0:
         return "no GPU on this site (no live GPU worker): it takes CPU tasks only"
-    too_big = [f"{what} {need:g} (this site has {have:g} in all)" for what, need, have in (
-        ("CPUs", cpus, cap.cpus_total), ("MiB memory", memory_mb, cap.memory_mb_total),
-        ("GPUs", gpus, cap.gpus_total), ("MiB GPU memory", gpu_memory_mb, cap.gpu_memory_mb_total),
-    ) if need > have]
+    too_big = [
+        f"{what} {need:g} (this site has {have:g} in all)"
+        for what, need, have in (
+            ("CPUs", cpus, cap.cpus_total),
+            ("MiB memory", memory_mb, cap.memory_mb_total),
+            ("GPUs", gpus, cap.gpus_total),
+            ("MiB GPU memory", gpu_memory_mb, cap.gpu_memory_mb_total),
+        )
+        if need > have
+    ]
     if too_big:
         return "larger than this site: " + ", ".join(too_big)
     wanted = f"{cpus:g} CPUs, {memory_mb} MiB"

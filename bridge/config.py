@@ -108,8 +108,7 @@ def allowed_networks(entries: list[str], pool_host: str) -> tuple[IpNetwork, ...
             infos = socket.getaddrinfo(entry, None)
         except OSError as exc:
             raise ConfigError(
-                f"HIVEMIND_BRIDGE_ALLOWED_CALLERS: cannot resolve {entry!r} ({exc}); "
-                "give addresses or CIDRs, or * for any caller"
+                f"HIVEMIND_BRIDGE_ALLOWED_CALLERS: cannot resolve {entry!r} ({exc}); give addresses or CIDRs, or * for any caller"
             ) from exc
         for info in infos:
             networks.append(ipaddress.ip_network(str(info[4][0]).split("%")[0]))

@@ -82,8 +82,9 @@ class Heartbeat:
 
     def figures(self, cap: SiteCapacityView) -> capacity.Advertised:
         """What to register now: the site's totals, never below the last registration."""
-        return capacity.never_less(self._advertised, capacity.advertised(
-            cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu))
+        return capacity.never_less(
+            self._advertised, capacity.advertised(cap, self._settings.cpu_score_per_core, self._settings.gpu_score_per_gpu)
+        )
 
     def register(self, cap: SiteCapacityView | None = None) -> None:
         cap = cap if cap is not None else self._registry.capacity()
@@ -105,9 +106,15 @@ class Heartbeat:
             ),
         )
         self._advertised = ad
-        log.info("registered with the Node Pool as %s:%d (%d cores, cpu_score %d, gpu_score %d)",
-                 self._config.advertise_host, self._port, ad.cpu_cores, ad.cpu_score, ad.gpu_score,
-                 extra={"node_id": self._config.node_id})
+        log.info(
+            "registered with the Node Pool as %s:%d (%d cores, cpu_score %d, gpu_score %d)",
+            self._config.advertise_host,
+            self._port,
+            ad.cpu_cores,
+            ad.cpu_score,
+            ad.gpu_score,
+            extra={"node_id": self._config.node_id},
+        )
 
     def report(self, cap: SiteCapacityView | None = None) -> str:
         cap = cap if cap is not None else self._registry.capacity()
@@ -155,8 +162,11 @@ class Heartbeat:
             detail = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else exc
             text = str(detail)
             if text != self._usage_failure:  # once per distinct answer, not every beat
-                log.warning("node usage not taken by the Node Pool (%s); status reports go on", text,
-                            extra={"node_id": self._config.node_id})
+                log.warning(
+                    "node usage not taken by the Node Pool (%s); status reports go on",
+                    text,
+                    extra={"node_id": self._config.node_id},
+                )
             self._usage_failure = text
             return
         if self._usage_failure is not None:
@@ -178,8 +188,9 @@ class Heartbeat:
         except Exception as exc:
             # The pool may have restarted and forgotten this node: register first next time.
             self._next_registration = 0.0
-            publish_standing(self._redis, self._config.node_id, self._settings.nodepool_address,
-                             error=f"{type(exc).__name__}: {exc}")
+            publish_standing(
+                self._redis, self._config.node_id, self._settings.nodepool_address, error=f"{type(exc).__name__}: {exc}"
+            )
             raise
 
     def _report_unregistered(self, cap: SiteCapacityView) -> None:
@@ -191,8 +202,11 @@ class Heartbeat:
             self.report(cap)
         except NodePoolError as exc:
             if not self._waiting_logged:
-                log.info("no live worker yet: registering once one is up (the pool says: %s)", exc,
-                         extra={"node_id": self._config.node_id})
+                log.info(
+                    "no live worker yet: registering once one is up (the pool says: %s)",
+                    exc,
+                    extra={"node_id": self._config.node_id},
+                )
             self._waiting_logged = True
 
     def _run(self) -> None:

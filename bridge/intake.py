@@ -49,8 +49,7 @@ class Resources:
 def check_task_id(task_id: str) -> str:
     if not _TASK_ID.match(task_id):
         raise IntakeRefused(
-            f"invalid task id {task_id[:80]!r}: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
+            f"invalid task id {task_id[:80]!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return task_id
 
@@ -68,9 +67,14 @@ def check_known_fields(request: Message) -> None:
 
 
 def _kind(field) -> str:  # type: ignore[no-untyped-def]
-    return {field.TYPE_FLOAT: "number", field.TYPE_DOUBLE: "number", field.TYPE_INT32: "whole number",
-            field.TYPE_INT64: "whole number", field.TYPE_STRING: "string", field.TYPE_BYTES: "byte string"
-            }.get(field.type, "value of its declared type")
+    return {
+        field.TYPE_FLOAT: "number",
+        field.TYPE_DOUBLE: "number",
+        field.TYPE_INT32: "whole number",
+        field.TYPE_INT64: "whole number",
+        field.TYPE_STRING: "string",
+        field.TYPE_BYTES: "byte string",
+    }.get(field.type, "value of its declared type")
 
 
 def _amount(name: str, value: float) -> float:
@@ -101,10 +105,7 @@ def resources(
         )
     memory_mb = memory_gb * 1024 if memory_gb else DEFAULT_MEMORY_MB
     if memory_mb > settings.max_memory_mb:
-        raise IntakeRefused(
-            f"memory_gb {memory_gb} is above this site's limit of "
-            f"{settings.max_memory_mb // 1024} GB per task"
-        )
+        raise IntakeRefused(f"memory_gb {memory_gb} is above this site's limit of {settings.max_memory_mb // 1024} GB per task")
     gpus = math.ceil(gpu_score / settings.gpu_score_per_gpu) if gpu_score else 0
     if gpu_memory_gb and not gpus:
         gpus = 1
@@ -121,9 +122,7 @@ def check_zip(data: bytes, settings: Settings) -> None:
     if not data:
         raise IntakeRefused("task zip is empty")
     if len(data) > settings.payload_max_bytes:
-        raise IntakeRefused(
-            f"task zip is {len(data)} bytes, above this site's limit of {settings.payload_max_bytes} bytes"
-        )
+        raise IntakeRefused(f"task zip is {len(data)} bytes, above this site's limit of {settings.payload_max_bytes} bytes")
     try:
         manifest = inspect_zip(data, ZipLimits.from_settings(settings))
         entry_command(manifest)  # a zip with nothing to run is refused now, not after queueing

@@ -52,8 +52,16 @@ class SiteRegistry(Protocol):
 
     def capacity(self) -> SiteCapacityView: ...
 
-    def allocate(self, task_id: str, cpus: float, memory_mb: int, gpus: int = 0, gpu_memory_mb: int = 0,
-                 ttl: float = 3600.0, require_fit: bool = False) -> bool: ...
+    def allocate(
+        self,
+        task_id: str,
+        cpus: float,
+        memory_mb: int,
+        gpus: int = 0,
+        gpu_memory_mb: int = 0,
+        ttl: float = 3600.0,
+        require_fit: bool = False,
+    ) -> bool: ...
 
     def release(self, task_id: str) -> bool: ...
 

@@ -94,8 +94,12 @@ class Relay:
             # A message ends the wait at once; the timeout only paces an idle thread.
             return pubsub.run_in_thread(sleep_time=IDLE_RELAY_WAIT, daemon=True, exception_handler=on_error)
         except redis.RedisError as exc:
-            log.warning("cannot watch stored results (%s); relaying every %g s", exc,
-                        self._settings.relay_interval, extra={"node_id": self._outbox.node_id})
+            log.warning(
+                "cannot watch stored results (%s); relaying every %g s",
+                exc,
+                self._settings.relay_interval,
+                extra={"node_id": self._outbox.node_id},
+            )
             return None
 
     def stop(self) -> None:
@@ -236,8 +240,7 @@ class Relay:
         self._refusals[task.task_id] = count
         extra = self._extra(task.task_id)
         if count < MAX_RESULT_REFUSALS:
-            log.warning("Node Pool refused the result (%d/%d): %s", count, MAX_RESULT_REFUSALS,
-                        message, extra=extra)
+            log.warning("Node Pool refused the result (%d/%d): %s", count, MAX_RESULT_REFUSALS, message, extra=extra)
             return False
         log.error("Node Pool refused the result %d times (%s); giving it up", count, message, extra=extra)
         self._forget(task.task_id)

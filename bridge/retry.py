@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 TRANSIENT = (grpc.RpcError, NodePoolError, redis.RedisError, OSError)
 
 
-def until_stopped(stop: threading.Event, what: str, node_id: str, max_wait: float = 30.0,
-                  wake: threading.Event | None = None) -> Retrying:
+def until_stopped(
+    stop: threading.Event, what: str, node_id: str, max_wait: float = 30.0, wake: threading.Event | None = None
+) -> Retrying:
     """Retry with exponential backoff (0.5 s doubling up to max_wait) until
     it works or `stop` is set; the waits end early when `stop` is set, and
     when `wake` is given, as soon as it is set (the owner must set it on stop too)."""
@@ -38,8 +39,14 @@ def until_stopped(stop: threading.Event, what: str, node_id: str, max_wait: floa
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         detail = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else exc
-        log.warning("%s failed (attempt %d): %s; retrying in %.1fs", what, state.attempt_number,
-                    detail, state.upcoming_sleep, extra={"node_id": node_id})
+        log.warning(
+            "%s failed (attempt %d): %s; retrying in %.1fs",
+            what,
+            state.attempt_number,
+            detail,
+            state.upcoming_sleep,
+            extra={"node_id": node_id},
+        )
 
     return Retrying(
         retry=retry_if_exception_type(TRANSIENT),

@@ -68,8 +68,15 @@ class Bridge:
         self.celery = celery or create_client(self.settings)
         self.payloads = PayloadStore(self.redis, self.settings)
         self.outbox = Outbox(self.redis, self.config.node_id)
-        self.parts = BridgeParts(settings=self.settings, config=self.config, redis=self.redis, celery=self.celery,
-                                 registry=self.registry, payloads=self.payloads, outbox=self.outbox)
+        self.parts = BridgeParts(
+            settings=self.settings,
+            config=self.config,
+            redis=self.redis,
+            celery=self.celery,
+            registry=self.registry,
+            payloads=self.payloads,
+            outbox=self.outbox,
+        )
         self.port = 0
         self._server: grpc.Server | None = None
         self._channel: grpc.Channel | None = None
@@ -97,16 +104,21 @@ class Bridge:
         def accepted() -> None:  # the pool hears of the room taken; the relay starts following the task
             heartbeat.wake()
             relay.wake()
+
         self._servicer.on_accepted = accepted
         self.relay.start()
         self.heartbeat.start()
         if self.tunnel is not None:
             self.tunnel.on_address_change = self._readdress
             self.tunnel.start()
-        log.info("bridge serving on port %d (%s) for Node Pool %s, advertised as %s", self.port,
-                 "TLS" if self.settings.bridge_tls_cert_file else "plaintext",
-                 self.settings.nodepool_address, self.config.advertise_host,
-                 extra={"node_id": self.config.node_id})
+        log.info(
+            "bridge serving on port %d (%s) for Node Pool %s, advertised as %s",
+            self.port,
+            "TLS" if self.settings.bridge_tls_cert_file else "plaintext",
+            self.settings.nodepool_address,
+            self.config.advertise_host,
+            extra={"node_id": self.config.node_id},
+        )
         return self
 
     def _serve(self) -> grpc.Server:

@@ -76,16 +76,18 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
         """
         intake.check_known_fields(request)  # a number sent as a string must not read as 0
         task_id = intake.check_task_id(request.task_id)
-        res = intake.resources(
-            request.cpu_usage, request.gpu_usage, request.memory_gb, request.gpu_memory_gb, self._settings
-        )
+        res = intake.resources(request.cpu_usage, request.gpu_usage, request.memory_gb, request.gpu_memory_gb, self._settings)
         intake.check_zip(request.task_zip, self._settings)
         extra = {"task_id": task_id, "node_id": self._node_id}
         # One intake per task id at a time: the pool may retry while we still work.
         # The lock is this call's own object; not thread-local, since gRPC may run
         # the release callback on another thread.
-        lock = self._redis.lock(keys.bridge_intake_lock(self._node_id, task_id), timeout=INTAKE_LOCK_TTL,
-                                blocking_timeout=INTAKE_LOCK_WAIT, thread_local=False)
+        lock = self._redis.lock(
+            keys.bridge_intake_lock(self._node_id, task_id),
+            timeout=INTAKE_LOCK_TTL,
+            blocking_timeout=INTAKE_LOCK_WAIT,
+            thread_local=False,
+        )
         if not lock.acquire():
             raise IntakeRefused(f"task {task_id} is being taken in by another call; try again")
         release_later = False
@@ -108,12 +110,12 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
         if mode.paused:
             raise IntakeRefused(f"the site is paused: {mode.reason}")
         # Check and reserve in one step, so two intakes cannot both take the last room.
-        if not self._registry.allocate(task_id, res.cpus, res.memory_mb, res.gpus, res.gpu_memory_mb,
-                                       ttl=self._allocation_ttl, require_fit=True):
+        if not self._registry.allocate(
+            task_id, res.cpus, res.memory_mb, res.gpus, res.gpu_memory_mb, ttl=self._allocation_ttl, require_fit=True
+        ):
             # Only on a refusal: one more read to say what is true (no GPU at all,
             # larger than the site, or full now).
-            why = capacity.shortfall(self._registry.capacity(), res.cpus, res.memory_mb, res.gpus,
-                                     res.gpu_memory_mb)
+            why = capacity.shortfall(self._registry.capacity(), res.cpus, res.memory_mb, res.gpus, res.gpu_memory_mb)
             paused = sorted(paused_reasons(self._redis).values())  # e.g. a worker's disk nearly full
             raise IntakeRefused(why + "".join(f"; {reason}" for reason in paused))
         try:
@@ -121,17 +123,32 @@ class WorkerNodeServicer(pb_grpc.WorkerNodeServiceServicer):
             # the intake lock is held and the payload is content-addressed).
             pipe = self._redis.pipeline(transaction=False)
             spec = intake.task_spec(task_id, self._payloads.put(zip_bytes, client=pipe), res)
-            self._outbox.add(OwedTask(task_id=task_id, queue=spec.queue.value, cpus=res.cpus,
-                                      memory_mb=res.memory_mb, gpus=res.gpus, gpu_memory_mb=res.gpu_memory_mb,
-                                      accepted_at=time.time()), client=pipe)
+            self._outbox.add(
+                OwedTask(
+                    task_id=task_id,
+                    queue=spec.queue.value,
+                    cpus=res.cpus,
+                    memory_mb=res.memory_mb,
+                    gpus=res.gpus,
+                    gpu_memory_mb=res.gpu_memory_mb,
+                    accepted_at=time.time(),
+                ),
+                client=pipe,
+            )
             pipe.execute()
             send_run_task(self._celery, spec)
         except Exception:
             self._outbox.remove(task_id)
             self._registry.release(task_id)
             raise
-        log.info("accepted task for queue %s (%g CPUs, %d MiB, %d GPUs)", spec.queue.value, res.cpus,
-                 res.memory_mb, res.gpus, extra=extra)
+        log.info(
+            "accepted task for queue %s (%g CPUs, %d MiB, %d GPUs)",
+            spec.queue.value,
+            res.cpus,
+            res.memory_mb,
+            res.gpus,
+            extra=extra,
+        )
         return f"accepted on queue {spec.queue.value}"
 
     def _answered(self, lock: Any) -> None:

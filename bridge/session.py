@@ -106,18 +106,14 @@ class Session:
 
     def _refresh(self) -> None:
         try:
-            reply = self.users.RefreshToken(
-                pb.RefreshTokenRequest(old_token=self._token or ""), timeout=CALL_TIMEOUT
-            )
+            reply = self.users.RefreshToken(pb.RefreshTokenRequest(old_token=self._token or ""), timeout=CALL_TIMEOUT)
             if reply.success and reply.new_token:
                 self._set_token(reply.new_token)
                 log.info("token refreshed", extra={"node_id": self.node_id})
                 return
-            log.info("token refresh refused (%s); logging in again", reply.message,
-                     extra={"node_id": self.node_id})
+            log.info("token refresh refused (%s); logging in again", reply.message, extra={"node_id": self.node_id})
         except grpc.RpcError as exc:
-            log.info("token refresh failed (%s); logging in again", exc.code(),
-                     extra={"node_id": self.node_id})
+            log.info("token refresh failed (%s); logging in again", exc.code(), extra={"node_id": self.node_id})
         self._login()
 
     def _set_token(self, token: str) -> None:
@@ -129,8 +125,9 @@ class Session:
         self._refresh_at = max(now, expiry - spare)
 
     # -- calls -----------------------------------------------------------------
-    def call(self, method: Callable[..., Any], request: Any, timeout: float = CALL_TIMEOUT,
-             token_field: str | None = None) -> Any:
+    def call(
+        self, method: Callable[..., Any], request: Any, timeout: float = CALL_TIMEOUT, token_field: str | None = None
+    ) -> Any:
         """Call a Node Pool RPC with the token; success=false raises NodePoolError.
         An UNAUTHENTICATED answer drops the token so the next call logs in.
         `token_field` replaces what goes in the request's `token` field (the

@@ -37,8 +37,12 @@ def publish(client: Any, status: TunnelStatus | None, state: str) -> None:
     handshake_at = ""
     if status is not None and status.handshake_age is not None:
         handshake_at = f"{time.time() - status.handshake_age:.3f}"
-    fields = {"tunnel": state, "tunnel_address": (status.address if status else None) or "",
-              "tunnel_network": (status.network if status else None) or "", "tunnel_handshake_at": handshake_at}
+    fields = {
+        "tunnel": state,
+        "tunnel_address": (status.address if status else None) or "",
+        "tunnel_network": (status.network if status else None) or "",
+        "tunnel_handshake_at": handshake_at,
+    }
     try:
         client.hset(keys.bridge_status(), mapping=fields)
     except Exception as exc:  # noqa: BLE001 - the console's view must never fail the tunnel
@@ -67,8 +71,13 @@ class BridgeTunnel:
         self.status = self.tunnel.up()
         publish(self.redis, self.status, "up")
         self._serve_metrics()
-        log.info("tunnel up: address %s in %s, pool at %s", self.status.address, self.status.network,
-                 self.status.pool_address or self.status.endpoint, extra={"node_id": self.settings.username})
+        log.info(
+            "tunnel up: address %s in %s, pool at %s",
+            self.status.address,
+            self.status.network,
+            self.status.pool_address or self.status.endpoint,
+            extra={"node_id": self.settings.username},
+        )
         return self.status
 
     def bridge_settings(self, settings: Settings) -> Settings:
@@ -76,8 +85,7 @@ class BridgeTunnel:
         callers limited to the pool's tunnel address unless the operator chose otherwise."""
         assert self.status is not None and self.status.address is not None
         callers = settings.bridge_allowed_callers or [self.status.pool_address or str(self.status.network)]
-        update = {"advertise_host": self.status.address, "bridge_bind": self.status.address,
-                  "bridge_allowed_callers": callers}
+        update = {"advertise_host": self.status.address, "bridge_bind": self.status.address, "bridge_allowed_callers": callers}
         if settings.tunnel_nodepool_address:
             update["nodepool_address"] = settings.tunnel_nodepool_address
         return settings.model_copy(update=update)
@@ -119,9 +127,12 @@ class BridgeTunnel:
             publish(self.redis, status, "up")
             return
         publish(self.redis, status, "recovering")
-        log.warning("tunnel %s is dead (%s); bringing it back", status.interface,
-                    "interface gone" if not status.up else f"latest handshake {age if age is None else round(age)}s",
-                    extra={"node_id": self.settings.username})
+        log.warning(
+            "tunnel %s is dead (%s); bringing it back",
+            status.interface,
+            "interface gone" if not status.up else f"latest handshake {age if age is None else round(age)}s",
+            extra={"node_id": self.settings.username},
+        )
         self.recover()
 
     def recover(self) -> None:
@@ -133,8 +144,11 @@ class BridgeTunnel:
             raise  # the pool would not even answer: nothing kept is dropped
         except TunnelError as exc:
             # The pool may have dropped this site's peer (a restart, a removed key): join again.
-            log.warning("tunnel did not come back with the kept config (%s); joining again", exc,
-                        extra={"node_id": self.settings.username})
+            log.warning(
+                "tunnel did not come back with the kept config (%s); joining again",
+                exc,
+                extra={"node_id": self.settings.username},
+            )
             self.tunnel.store.forget()
             status = self.tunnel.up()
         self.status = status

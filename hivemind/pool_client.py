@@ -57,8 +57,7 @@ class PoolClient:
         self._logged_in_at = 0.0
         self._channel = grpc.insecure_channel(
             address,
-            options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+            options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
         )
         self.users = pb_grpc.UserServiceStub(self._channel)
         self.master = pb_grpc.MasterNodeServiceStub(self._channel)
@@ -115,9 +114,13 @@ class PoolClient:
         return self.call(method, make_request(self._token), timeout_s)
 
     def upload(self, task_id: str, task_zip: bytes, memory_gb: int, cpu_score: int, gpu_score: int = 0) -> None:
-        reply = self._with_token(self.master.UploadTask, lambda token: pb.UploadTaskRequest(
-            task_id=task_id, task_zip=task_zip, memory_gb=memory_gb, cpu_score=cpu_score,
-            gpu_score=gpu_score, token=token), timeout_s=300)
+        reply = self._with_token(
+            self.master.UploadTask,
+            lambda token: pb.UploadTaskRequest(
+                task_id=task_id, task_zip=task_zip, memory_gb=memory_gb, cpu_score=cpu_score, gpu_score=gpu_score, token=token
+            ),
+            timeout_s=300,
+        )
         if not reply.success:
             raise PoolError(f"upload of {task_id} refused: {reply.message}")
 
@@ -127,8 +130,7 @@ class PoolClient:
 
     def states(self) -> dict[str, TaskState]:
         """Every task of this account, by id."""
-        return {t.task_id: TaskState(t.task_id, t.status, t.message, t.cpu_usage, t.memory_usage)
-                for t in self.tasks()}
+        return {t.task_id: TaskState(t.task_id, t.status, t.message, t.cpu_usage, t.memory_usage) for t in self.tasks()}
 
     def task(self, task_id: str) -> pb.TaskInfo:
         found = next((t for t in self.tasks() if t.task_id == task_id), None)
@@ -141,11 +143,13 @@ class PoolClient:
         return reply.log if reply.success else ""
 
     def result(self, task_id: str) -> bytes | None:
-        reply = self._with_token(self.master.GetTaskResult, lambda token: pb.GetTaskResultRequest(
-            task_id=task_id, token=token), timeout_s=300)
+        reply = self._with_token(
+            self.master.GetTaskResult, lambda token: pb.GetTaskResultRequest(task_id=task_id, token=token), timeout_s=300
+        )
         return reply.result_zip if reply.success else None
 
     def stop(self, task_id: str) -> str:
-        reply = self._with_token(self.master.StopTask, lambda token: pb.StopTaskRequest(task_id=task_id, token=token),
-                                 timeout_s=60)
+        reply = self._with_token(
+            self.master.StopTask, lambda token: pb.StopTaskRequest(task_id=task_id, token=token), timeout_s=60
+        )
         return reply.message

@@ -30,8 +30,11 @@ def celery_config(settings: Settings) -> dict:
     # visibility timeout (a worker that died holding them); by default it looks only
     # every ~100 s, so a short timeout would not help. Look every tenth of it (1-10 s).
     restore_every = max(1, min(10, int(settings.visibility_timeout / 10)))
-    transport = {"visibility_timeout": int(settings.visibility_timeout),
-                 "unacked_restore_interval": restore_every, "unacked_restore_throttle": 1}
+    transport = {
+        "visibility_timeout": int(settings.visibility_timeout),
+        "unacked_restore_interval": restore_every,
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": settings.broker,
         "result_backend": settings.backend,
@@ -77,5 +80,4 @@ def create_client(settings: Settings | None = None) -> Celery:
 
 def send_run_task(celery: Celery, spec: TaskSpec) -> AsyncResult:
     """Queue one run of `spec` on its queue, with the spec's task id as the Celery id."""
-    return celery.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                            queue=spec.queue.value)
+    return celery.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue=spec.queue.value)

@@ -52,9 +52,7 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(
-            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
-        )
+        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected))
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)
@@ -84,9 +82,7 @@ class TokenAuthority:
         self._lifetime_s = lifetime_s
 
     def login(self, username: str, password: str) -> tuple[Identity, str]:
-        row = self._store.conn.execute(
-            "SELECT id, username, password_hash FROM users WHERE username = ?", (username,)
-        ).fetchone()
+        row = self._store.conn.execute("SELECT id, username, password_hash FROM users WHERE username = ?", (username,)).fetchone()
         stored = row["password_hash"] if row is not None else _DUMMY_HASH
         if not verify_password(password, stored) or row is None:
             raise AuthError("invalid username or password")
@@ -105,8 +101,13 @@ class TokenAuthority:
     def issue(self, identity: Identity, lifetime_s: float | None = None) -> str:
         now = time.time()
         lifetime = self._lifetime_s if lifetime_s is None else lifetime_s
-        claims = {"sub": identity.username, "uid": identity.user_id, "iat": int(now), "exp": int(now + lifetime),
-                  "acct": self._account_mark(identity.user_id)}
+        claims = {
+            "sub": identity.username,
+            "uid": identity.user_id,
+            "iat": int(now),
+            "exp": int(now + lifetime),
+            "acct": self._account_mark(identity.user_id),
+        }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def check(self, token: str) -> Identity:
@@ -114,9 +115,7 @@ class TokenAuthority:
         if not token:
             raise AuthError("missing token: log in first")
         try:
-            claims = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "uid", "acct"]}
-            )
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "uid", "acct"]})
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired: refresh it or log in again") from None
         except jwt.InvalidTokenError as exc:

@@ -103,8 +103,9 @@ class Dispatcher:
         """One round; returns how many tasks were sent out."""
         s = self._settings
         now = time.time()
-        for task_id, node_id in tasks.fail_silent(self._store, now, s.silent_fail_s, s.busy_silent_fail_s,
-                                                  heard_since=self._started_at):
+        for task_id, node_id in tasks.fail_silent(
+            self._store, now, s.silent_fail_s, s.busy_silent_fail_s, heard_since=self._started_at
+        ):
             log.warning("task failed: node silent", extra={"task_id": task_id, "node_id": node_id})
         candidates = nodes.dispatchable(self._store, s.node_fresh_s, s.refuse_loopback_hosts, now)
         if not candidates:

@@ -1,6 +1,5 @@
 """The one error type the pool's logic raises for a refused request."""
 
-
 from hivemind_celery.core import HivemindError
 
 

@@ -19,8 +19,11 @@ class _Fields(logging.Filter):
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-            "message": record.getMessage(), **{name: getattr(record, name, "") for name in _FIELDS},
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **{name: getattr(record, name, "") for name in _FIELDS},
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -31,7 +34,8 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_Fields())
     handler.setFormatter(
-        _JsonFormatter() if as_json
+        _JsonFormatter()
+        if as_json
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s task=%(task_id)s node=%(node_id)s %(message)s")
     )
     root = logging.getLogger()

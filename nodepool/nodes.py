@@ -103,8 +103,11 @@ def register(store: Store, identity: Identity, reg: Registration) -> None:
     if len(reg.hostname) > 253 or any(c.isspace() or c in "/@" for c in reg.hostname):
         raise Refused(f"hostname {reg.hostname[:64]!r} is not a host name or address")
     figures = {
-        "cpu_cores": reg.cpu_cores, "memory_gb": reg.memory_gb, "cpu_score": reg.cpu_score,
-        "gpu_score": reg.gpu_score, "gpu_memory_gb": reg.gpu_memory_gb,
+        "cpu_cores": reg.cpu_cores,
+        "memory_gb": reg.memory_gb,
+        "cpu_score": reg.cpu_score,
+        "gpu_score": reg.gpu_score,
+        "gpu_memory_gb": reg.gpu_memory_gb,
     }
     for name, value in figures.items():
         if not 0 <= value <= MAX_CAPACITY:
@@ -141,9 +144,17 @@ def report_status(store: Store, identity: Identity, report: StatusReport) -> Non
             WHERE node_id = ?
             """,
             (
-                report.status[:64], percent(report.cpu_usage), percent(report.memory_usage),
-                percent(report.gpu_usage), percent(report.gpu_memory_usage), report.docker_status[:64],
-                max(0, report.running_tasks), time.time(), report.status, report.status, report.node_id,
+                report.status[:64],
+                percent(report.cpu_usage),
+                percent(report.memory_usage),
+                percent(report.gpu_usage),
+                percent(report.gpu_memory_usage),
+                report.docker_status[:64],
+                max(0, report.running_tasks),
+                time.time(),
+                report.status,
+                report.status,
+                report.node_id,
             ),
         ).rowcount
     if not changed:
@@ -181,8 +192,10 @@ def dispatchable(store: Store, fresh_s: float, refuse_loopback: bool, now: float
         """,
         (now - fresh_s, now),
     ).fetchall()
-    nodes = [Node(**{k: row[k] for k in row.keys() if k != "gpu_total"}, gpu_capable=bool(row["gpu_total"]))  # noqa: SIM118 - a sqlite3.Row iterates its values
-             for row in rows]
+    nodes = [
+        Node(**{k: row[k] for k in row.keys() if k != "gpu_total"}, gpu_capable=bool(row["gpu_total"]))  # noqa: SIM118 - a sqlite3.Row iterates its values
+        for row in rows
+    ]
     if refuse_loopback:
         nodes = [n for n in nodes if n.hostname.strip() not in LOOPBACK_HOSTS]
     return [n for n in nodes if n.hostname.strip()]  # an empty host cannot be dialled at all
@@ -203,8 +216,9 @@ def reserve(store: Store, node_id: str, memory_gb: int, cpu_score: int, gpu_scor
 def clear_in_flight(store: Store) -> None:
     """At start: no ExecuteTask call is in flight, whatever a crash left behind."""
     with store.transaction() as conn:
-        conn.execute("UPDATE nodes SET reserved_memory_gb = 0, reserved_cpu_score = 0, reserved_gpu_score = 0,"
-                     " reserved_gpu_memory_gb = 0")
+        conn.execute(
+            "UPDATE nodes SET reserved_memory_gb = 0, reserved_cpu_score = 0, reserved_gpu_score = 0, reserved_gpu_memory_gb = 0"
+        )
 
 
 def back_off(store: Store, node_id: str, seconds: float, until_idle_report: bool = False) -> None:
@@ -212,8 +226,10 @@ def back_off(store: Store, node_id: str, seconds: float, until_idle_report: bool
     next reports Idle (it said no to a task, so it knows its room best: a
     refusal is often a race between a dispatch and the node's last report)."""
     with store.transaction() as conn:
-        conn.execute("UPDATE nodes SET backoff_until = ?, backoff_ends_on_report = ? WHERE node_id = ?",
-                     (time.time() + seconds, int(until_idle_report), node_id))
+        conn.execute(
+            "UPDATE nodes SET backoff_until = ?, backoff_ends_on_report = ? WHERE node_id = ?",
+            (time.time() + seconds, int(until_idle_report), node_id),
+        )
 
 
 def get_node(store: Store, node_id: str) -> Node | None:

@@ -97,8 +97,9 @@ def _final_state(report: dict | None, current: str) -> tuple[State, str]:
     return State.FAILED, f"{status or 'unknown status'}: {reason}" if reason else (status or "unknown status")
 
 
-def _assess(report: dict | None, wall_s: float,
-            samples: tuple[int, float, float, float]) -> tuple[float, float, float, float, str]:
+def _assess(
+    report: dict | None, wall_s: float, samples: tuple[int, float, float, float]
+) -> tuple[float, float, float, float, str]:
     """(duration, cpu %, memory %, gpu %, source) the pool accepts for paying."""
     count, cpu_sum, mem_sum, gpu_sum = samples
     means = (cpu_sum / count, mem_sum / count, gpu_sum / count) if count else None
@@ -148,15 +149,28 @@ def accept_result(
         due = policy.minimum if source == "minimum" else compute_reward(duration, cpu, memory, gpu, policy)
         payment = _pay(conn, task_id, row["owner_id"], node.user_id, due, duration, cpu, memory, gpu, source, now)
     log.info(
-        "result stored: %s, paid %d of %d CPT (%s)", state, payment.amount_paid, payment.amount_due, source,
+        "result stored: %s, paid %d of %d CPT (%s)",
+        state,
+        payment.amount_paid,
+        payment.amount_due,
+        source,
         extra={"task_id": task_id, "node_id": node.username},
     )
     return True, payment
 
 
 def _pay(
-    conn: sqlite3.Connection, task_id: str, payer_id: int, payee_id: int, due: int,
-    duration: float, cpu: float, memory: float, gpu: float, source: str, now: float,
+    conn: sqlite3.Connection,
+    task_id: str,
+    payer_id: int,
+    payee_id: int,
+    due: int,
+    duration: float,
+    cpu: float,
+    memory: float,
+    gpu: float,
+    source: str,
+    now: float,
 ) -> Payment:
     balance = conn.execute("SELECT balance FROM users WHERE id = ?", (payer_id,)).fetchone()[0]
     paid = min(due, int(balance)) if payer_id != payee_id else due

@@ -63,9 +63,7 @@ def server_credentials(settings: NodePoolSettings) -> grpc.ServerCredentials | N
         return None
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         raise ValueError("set both HIVEMIND_NODEPOOL_TLS_CERT_FILE and HIVEMIND_NODEPOOL_TLS_KEY_FILE, or neither")
-    return grpc.ssl_server_credentials(
-        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
-    )
+    return grpc.ssl_server_credentials([(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())])
 
 
 def start(settings: NodePoolSettings, policy: RewardPolicy | None = None) -> RunningPool:
@@ -96,8 +94,9 @@ def start(settings: NodePoolSettings, policy: RewardPolicy | None = None) -> Run
         raise
     server.start()
     pool.dispatcher.start()
-    log.info("Node Pool serving on %s:%d (%s), database %s", settings.host, port,
-             "TLS" if credentials else "plaintext", settings.db)
+    log.info(
+        "Node Pool serving on %s:%d (%s), database %s", settings.host, port, "TLS" if credentials else "plaintext", settings.db
+    )
     return RunningPool(pool, server, port, hub, join_api)
 
 

@@ -30,12 +30,12 @@ class NodePoolSettings(BaseSettings):
     dispatch_interval_s: float = Field(2.0, gt=0, description="Seconds between dispatch rounds.")
     node_fresh_s: float = Field(180.0, gt=0, description="A node is dispatched to only if heard from this recently.")
     silent_fail_s: float = Field(60.0, gt=0, description="A RUNNING task fails when its node is silent this long.")
-    busy_silent_fail_s: float = Field(
-        120.0, gt=0, description="The same while the node's status contains Running or Executing."
-    )
+    busy_silent_fail_s: float = Field(120.0, gt=0, description="The same while the node's status contains Running or Executing.")
     node_backoff_s: float = Field(
-        30.0, ge=0, description="A node that refused a task gets none for this long or until it next reports "
-        "Idle; one that could not be reached, for this long."
+        30.0,
+        ge=0,
+        description="A node that refused a task gets none for this long or until it next reports "
+        "Idle; one that could not be reached, for this long.",
     )
     execute_deadline_base_s: float = Field(30.0, gt=0, description="ExecuteTask deadline before the size allowance.")
     execute_deadline_max_s: float = Field(120.0, gt=0, description="Longest ExecuteTask deadline.")

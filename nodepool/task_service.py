@@ -31,24 +31,24 @@ class MasterNodeService(pb_grpc.MasterNodeServiceServicer):
 
     def UploadTask(self, request: pb.UploadTaskRequest, context: grpc.ServicerContext) -> pb.UploadTaskResponse:
         wanted = tasks.Request(
-            memory_gb=request.memory_gb, cpu_score=request.cpu_score, gpu_score=request.gpu_score,
-            gpu_memory_gb=request.gpu_memory_gb, location=request.location, gpu_name=request.gpu_name,
+            memory_gb=request.memory_gb,
+            cpu_score=request.cpu_score,
+            gpu_score=request.gpu_score,
+            gpu_memory_gb=request.gpu_memory_gb,
+            location=request.location,
+            gpu_name=request.gpu_name,
         )
         try:
             owner = authenticate(self._pool, request.token)
-            tasks.upload(self._pool.store, owner, request.task_id, request.task_zip, wanted,
-                         self._pool.settings.max_task_bytes)
+            tasks.upload(self._pool.store, owner, request.task_id, request.task_zip, wanted, self._pool.settings.max_task_bytes)
         except (AuthError, Refused) as exc:
             log.info("upload refused: %s", exc, extra={"task_id": request.task_id[:128]})
             return pb.UploadTaskResponse(success=False, message=str(exc))
-        log.info("task uploaded (%d bytes) by %s", len(request.task_zip), owner.username,
-                 extra={"task_id": request.task_id})
+        log.info("task uploaded (%d bytes) by %s", len(request.task_zip), owner.username, extra={"task_id": request.task_id})
         self._pool.dispatcher.wake()
         return pb.UploadTaskResponse(success=True, message=f"task {request.task_id} queued")
 
-    def GetTaskResult(
-        self, request: pb.GetTaskResultRequest, context: grpc.ServicerContext
-    ) -> pb.GetTaskResultResponse:
+    def GetTaskResult(self, request: pb.GetTaskResultRequest, context: grpc.ServicerContext) -> pb.GetTaskResultResponse:
         try:
             owner = authenticate(self._pool, request.token)
             task = tasks.owned(self._pool.store, owner, request.task_id)
@@ -59,17 +59,20 @@ class MasterNodeService(pb_grpc.MasterNodeServiceServicer):
             return pb.GetTaskResultResponse(success=False, message=f"no result yet: task is {task.status}")
         return pb.GetTaskResultResponse(success=True, message=task.status, result_zip=data)
 
-    def GetAllUserTasks(
-        self, request: pb.GetAllUserTasksRequest, context: grpc.ServicerContext
-    ) -> pb.GetAllTasksResponse:
+    def GetAllUserTasks(self, request: pb.GetAllUserTasksRequest, context: grpc.ServicerContext) -> pb.GetAllTasksResponse:
         try:
             owner = authenticate(self._pool, request.token)
         except AuthError as exc:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         infos = [
             pb.TaskInfo(
-                task_id=t.task_id, status=t.status, message=t.message, cpu_usage=t.cpu_usage,
-                memory_usage=t.memory_usage, gpu_usage=t.gpu_usage, gpu_memory_usage=t.gpu_memory_usage,
+                task_id=t.task_id,
+                status=t.status,
+                message=t.message,
+                cpu_usage=t.cpu_usage,
+                memory_usage=t.memory_usage,
+                gpu_usage=t.gpu_usage,
+                gpu_memory_usage=t.gpu_memory_usage,
                 worker_ip=t.worker_ip,
             )
             for t in tasks.of_owner(self._pool.store, owner)
@@ -128,9 +131,7 @@ class WorkerNodeService(pb_grpc.WorkerNodeServiceServicer):
         tasks.append_output(self._pool.store, task.task_id, output, self._pool.settings.output_keep_bytes)
         return True, "ok"
 
-    def TaskOutputUpload(
-        self, request: pb.TaskOutputUploadRequest, context: grpc.ServicerContext
-    ) -> pb.TaskOutputUploadResponse:
+    def TaskOutputUpload(self, request: pb.TaskOutputUploadRequest, context: grpc.ServicerContext) -> pb.TaskOutputUploadResponse:
         success, message = self._output(request.task_id, request.output, request.token)
         return pb.TaskOutputUploadResponse(success=success, message=message)
 
@@ -147,8 +148,7 @@ class WorkerNodeService(pb_grpc.WorkerNodeServiceServicer):
                 bearer = bearer_token(context)
                 node = authenticate(self._pool, bearer or request.token)
                 if request.token not in (node.username, bearer):
-                    raise Refused(f"node-level usage names node {request.token[:64]!r}, "
-                                  f"not the logged-in {node.username!r}")
+                    raise Refused(f"node-level usage names node {request.token[:64]!r}, not the logged-in {node.username!r}")
                 nodes.record_node_usage(self._pool.store, node.username, *figures)
             else:
                 node = authenticate(self._pool, request.token)
@@ -158,14 +158,16 @@ class WorkerNodeService(pb_grpc.WorkerNodeServiceServicer):
             return pb.TaskUsageResponse(success=False, message=str(exc))
         return pb.TaskUsageResponse(success=True, message="ok")
 
-    def TaskResultUpload(
-        self, request: pb.TaskResultUploadRequest, context: grpc.ServicerContext
-    ) -> pb.TaskResultUploadResponse:
+    def TaskResultUpload(self, request: pb.TaskResultUploadRequest, context: grpc.ServicerContext) -> pb.TaskResultUploadResponse:
         try:
             node = authenticate(self._pool, request.token)
             stored, payment = results.accept_result(
-                self._pool.store, node, request.task_id, request.result_zip,
-                self._pool.settings.max_result_bytes, self._pool.policy,
+                self._pool.store,
+                node,
+                request.task_id,
+                request.result_zip,
+                self._pool.settings.max_result_bytes,
+                self._pool.policy,
             )
         except (AuthError, Refused) as exc:
             log.info("result refused: %s", exc, extra={"task_id": request.task_id[:128]})

@@ -110,8 +110,17 @@ def upload(store: Store, owner: Identity, task_id: str, task_zip: bytes, request
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting for a node')
             """,
             (
-                task_id, owner.user_id, State.PENDING, request.memory_gb, request.cpu_score, request.gpu_score,
-                request.gpu_memory_gb, request.location[:64], request.gpu_name[:128], task_zip, time.time(),
+                task_id,
+                owner.user_id,
+                State.PENDING,
+                request.memory_gb,
+                request.cpu_score,
+                request.gpu_score,
+                request.gpu_memory_gb,
+                request.location[:64],
+                request.gpu_name[:128],
+                task_zip,
+                time.time(),
             ),
         )
 
@@ -219,8 +228,7 @@ def fail_silent(
             if now - last_seen > limit:
                 conn.execute(
                     "UPDATE tasks SET status = ?, finished_at = ?, message = ? WHERE task_id = ? AND status = ?",
-                    (State.FAILED, now, f"node {row['node_id']} silent for over {limit:.0f} s", row["task_id"],
-                     State.RUNNING),
+                    (State.FAILED, now, f"node {row['node_id']} silent for over {limit:.0f} s", row["task_id"], State.RUNNING),
                 )
                 failed.append((row["task_id"], row["node_id"]))
     return failed

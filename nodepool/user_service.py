@@ -58,8 +58,7 @@ class UserService(pb_grpc.UserServiceServicer):
             left = accounts.transfer(self._pool.store, identity.user_id, request.receiver_username, request.amount)
         except (AuthError, Refused) as exc:
             return pb.TransferResponse(success=False, message=str(exc))
-        log.info("transfer of %d CPT to %s", request.amount, request.receiver_username[:64],
-                 extra={"node_id": identity.username})
+        log.info("transfer of %d CPT to %s", request.amount, request.receiver_username[:64], extra={"node_id": identity.username})
         return pb.TransferResponse(success=True, message=f"sent {request.amount} CPT; your balance is {left}")
 
 
@@ -67,13 +66,18 @@ class NodeManagerService(pb_grpc.NodeManagerServiceServicer):
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    def RegisterWorkerNode(
-        self, request: pb.RegisterWorkerNodeRequest, context: grpc.ServicerContext
-    ) -> pb.StatusResponse:
+    def RegisterWorkerNode(self, request: pb.RegisterWorkerNodeRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
         registration = nodes.Registration(
-            node_id=request.node_id, hostname=request.hostname, port=request.port, cpu_cores=request.cpu_cores,
-            memory_gb=request.memory_gb, cpu_score=request.cpu_score, gpu_score=request.gpu_score,
-            gpu_memory_gb=request.gpu_memory_gb, location=request.location[:64], gpu_name=request.gpu_name[:128],
+            node_id=request.node_id,
+            hostname=request.hostname,
+            port=request.port,
+            cpu_cores=request.cpu_cores,
+            memory_gb=request.memory_gb,
+            cpu_score=request.cpu_score,
+            gpu_score=request.gpu_score,
+            gpu_memory_gb=request.gpu_memory_gb,
+            location=request.location[:64],
+            gpu_name=request.gpu_name[:128],
             docker_status=request.docker_status[:64],
         )
         try:
@@ -82,18 +86,19 @@ class NodeManagerService(pb_grpc.NodeManagerServiceServicer):
         except (AuthError, Refused) as exc:
             log.info("registration refused: %s", exc, extra={"node_id": request.node_id[:64]})
             return pb.StatusResponse(success=False, message=str(exc))
-        log.info("node registered at %s", f"{request.hostname[:64]}:{request.port}",
-                 extra={"node_id": request.node_id})
+        log.info("node registered at %s", f"{request.hostname[:64]}:{request.port}", extra={"node_id": request.node_id})
         self._pool.dispatcher.wake()
         return pb.StatusResponse(success=True, message="registered")
 
-    def ReportStatus(
-        self, request: pb.RunningStatusRequest, context: grpc.ServicerContext
-    ) -> pb.RunningStatusResponse:
+    def ReportStatus(self, request: pb.RunningStatusRequest, context: grpc.ServicerContext) -> pb.RunningStatusResponse:
         report = nodes.StatusReport(
-            node_id=request.node_id, status=request.status, cpu_usage=request.cpu_usage,
-            memory_usage=request.memory_usage, gpu_usage=request.gpu_usage,
-            gpu_memory_usage=request.gpu_memory_usage, docker_status=request.docker_status,
+            node_id=request.node_id,
+            status=request.status,
+            cpu_usage=request.cpu_usage,
+            memory_usage=request.memory_usage,
+            gpu_usage=request.gpu_usage,
+            gpu_memory_usage=request.gpu_memory_usage,
+            docker_status=request.docker_status,
             running_tasks=request.running_tasks,
         )
         try:

@@ -70,8 +70,15 @@ class JoinServer:
     def __init__(self, hub: VpnHub, tokens: TokenAuthority, host: str, port: int) -> None:
         import uvicorn
 
-        config = uvicorn.Config(create_app(hub, tokens), host=host, port=port, log_level="warning",
-                                proxy_headers=False, server_header=False, lifespan="off")
+        config = uvicorn.Config(
+            create_app(hub, tokens),
+            host=host,
+            port=port,
+            log_level="warning",
+            proxy_headers=False,
+            server_header=False,
+            lifespan="off",
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="vpn-join-api", daemon=True)
         self.port = port

@@ -33,8 +33,10 @@ KEEPALIVE = 25
 class VpnHub:
     def __init__(self, store: Store, settings: NodePoolSettings, tools: Tools | None = None) -> None:
         if not settings.vpn_endpoint:
-            raise ValueError("HIVEMIND_NODEPOOL_VPN_ENDPOINT (host:port the sites reach the hub's UDP port at) is "
-                             "required with HIVEMIND_NODEPOOL_VPN")
+            raise ValueError(
+                "HIVEMIND_NODEPOOL_VPN_ENDPOINT (host:port the sites reach the hub's UDP port at) is "
+                "required with HIVEMIND_NODEPOOL_VPN"
+            )
         self.store = store
         self.settings = settings
         self.network = check_vpn_network(ipaddress.ip_network(settings.vpn_network, strict=True))
@@ -48,16 +50,26 @@ class VpnHub:
         self._lock = threading.Lock()
 
     def start(self) -> VpnHub:
-        peers = tuple(Peer(public_key=p.public_key, allowed_ips=(ipaddress.ip_network(f"{p.address}/32"),))
-                      for p in vpn_peers.all_peers(self.store))
-        config = TunnelConfig(private_key=self._private_key,
-                              addresses=(ipaddress.ip_interface(f"{self.pool_address}/{self.network.prefixlen}"),),
-                              peers=peers, listen_port=self.settings.vpn_listen_port)
+        peers = tuple(
+            Peer(public_key=p.public_key, allowed_ips=(ipaddress.ip_network(f"{p.address}/32"),))
+            for p in vpn_peers.all_peers(self.store)
+        )
+        config = TunnelConfig(
+            private_key=self._private_key,
+            addresses=(ipaddress.ip_interface(f"{self.pool_address}/{self.network.prefixlen}"),),
+            peers=peers,
+            listen_port=self.settings.vpn_listen_port,
+        )
         self.link.up(config, self.network)
         self._sweeper = threading.Thread(target=self._sweep_loop, name="vpn-sweep", daemon=True)
         self._sweeper.start()
-        log.info("VPN hub up on %s: %s, %d kept peer(s), endpoint %s", self.link.name, self.network, len(peers),
-                 self.settings.vpn_endpoint)
+        log.info(
+            "VPN hub up on %s: %s, %d kept peer(s), endpoint %s",
+            self.link.name,
+            self.network,
+            len(peers),
+            self.settings.vpn_endpoint,
+        )
         return self
 
     def stop(self) -> None:
@@ -76,16 +88,22 @@ class VpnHub:
         if key == self.public_key:
             raise Refused("public_key is the pool's own")
         with self._lock:
-            peer, replaced = vpn_peers.admit(self.store, user_id, key, client_name or username, self.network,
-                                             self.pool_address)
+            peer, replaced = vpn_peers.admit(self.store, user_id, key, client_name or username, self.network, self.pool_address)
             if replaced:
                 self.link.tools.wg("set", self.link.name, "peer", replaced, "remove")
             self.link.tools.wg("set", self.link.name, "peer", key, "allowed-ips", f"{peer.address}/32")
         log.info("VPN peer admitted: %s at %s", username, peer.address, extra={"node_id": username})
-        return {"success": True, "message": "joined", "client_name": peer.client_name, "client_ip": peer.address,
-                "network": str(self.network), "pool_address": self.pool_address,
-                "server_public_key": self.public_key, "server_endpoint": self.settings.vpn_endpoint,
-                "persistent_keepalive": KEEPALIVE}
+        return {
+            "success": True,
+            "message": "joined",
+            "client_name": peer.client_name,
+            "client_ip": peer.address,
+            "network": str(self.network),
+            "pool_address": self.pool_address,
+            "server_public_key": self.public_key,
+            "server_endpoint": self.settings.vpn_endpoint,
+            "persistent_keepalive": KEEPALIVE,
+        }
 
     # -- removed accounts ------------------------------------------------------------------
     def sweep(self) -> int:

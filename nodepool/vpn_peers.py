@@ -34,8 +34,9 @@ def peer_of(store: Store, user_id: int) -> VpnPeer | None:
     return None if row is None else _peer(row)
 
 
-def admit(store: Store, user_id: int, public_key: str, client_name: str, network: Network,
-          pool_address: str) -> tuple[VpnPeer, str | None]:
+def admit(
+    store: Store, user_id: int, public_key: str, client_name: str, network: Network, pool_address: str
+) -> tuple[VpnPeer, str | None]:
     """The account's peer with `public_key` (a new address, or its kept one); and the key it
     replaced, if any, for the caller to remove from the interface."""
     reserved = {str(network.network_address), str(network.broadcast_address), pool_address}
@@ -45,23 +46,26 @@ def admit(store: Store, user_id: int, public_key: str, client_name: str, network
             raise Refused("this public key is another account's")
         old = conn.execute("SELECT * FROM vpn_peers WHERE user_id = ?", (user_id,)).fetchone()
         if old is not None:
-            conn.execute("UPDATE vpn_peers SET public_key = ?, client_name = ?, joined_at = ? WHERE user_id = ?",
-                         (public_key, client_name, time.time(), user_id))
+            conn.execute(
+                "UPDATE vpn_peers SET public_key = ?, client_name = ?, joined_at = ? WHERE user_id = ?",
+                (public_key, client_name, time.time(), user_id),
+            )
             replaced = old["public_key"] if old["public_key"] != public_key else None
             return VpnPeer(user_id, public_key, old["address"], client_name), replaced
         taken = {r[0] for r in conn.execute("SELECT address FROM vpn_peers").fetchall()} | reserved
         address = next((str(ip) for ip in network.hosts() if str(ip) not in taken), None)
         if address is None:
             raise Refused(f"the VPN network {network} has no free address left")
-        conn.execute("INSERT INTO vpn_peers(user_id, public_key, address, client_name, joined_at) "
-                     "VALUES (?, ?, ?, ?, ?)", (user_id, public_key, address, client_name, time.time()))
+        conn.execute(
+            "INSERT INTO vpn_peers(user_id, public_key, address, client_name, joined_at) VALUES (?, ?, ?, ?, ?)",
+            (user_id, public_key, address, client_name, time.time()),
+        )
         return VpnPeer(user_id, public_key, address, client_name), None
 
 
 def orphans(store: Store) -> list[VpnPeer]:
     """Peers whose account is gone."""
-    rows = store.conn.execute(
-        "SELECT p.* FROM vpn_peers p LEFT JOIN users u ON u.id = p.user_id WHERE u.id IS NULL").fetchall()
+    rows = store.conn.execute("SELECT p.* FROM vpn_peers p LEFT JOIN users u ON u.id = p.user_id WHERE u.id IS NULL").fetchall()
     return [_peer(r) for r in rows]
 
 

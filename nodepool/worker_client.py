@@ -22,7 +22,8 @@ class WorkerClient:
         ]
         self._credentials = (
             grpc.ssl_channel_credentials(root_certificates=settings.worker_ca_file.read_bytes())
-            if settings.worker_ca_file else None
+            if settings.worker_ca_file
+            else None
         )
 
     def _channel(self, address: str) -> grpc.Channel:
@@ -38,9 +39,7 @@ class WorkerClient:
         """Raises grpc.RpcError when the worker cannot be reached or fails the call."""
         with self._channel(address) as channel:
             stub = pb_grpc.WorkerNodeServiceStub(channel)
-            return stub.ExecuteTask(
-                request, timeout=self.execute_deadline(len(request.task_zip)), metadata=self._metadata
-            )
+            return stub.ExecuteTask(request, timeout=self.execute_deadline(len(request.task_zip)), metadata=self._metadata)
 
     def stop(self, address: str, task_id: str) -> pb.StopTaskExecutionResponse:
         with self._channel(address) as channel:

@@ -33,37 +33,79 @@ PACKAGE_DIRS = ("hivemind_celery", "hivemind", "bridge", "nodepool", "proto")
 
 # Variables read outside the settings classes: name -> (default, where, meaning).
 OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
-    "HIVEMIND_CHECKPOINT_DIR": ("/workspace/.hivemind/checkpoint", "set by the worker in every task's environment",
-                                "Where a task keeps its checkpoint; it holds the last saved one when the task "
-                                "resumes (docs/checkpoints.md). HIVEMIND_CHECKPOINT_INTERVAL is passed on too."),
-    "HIVEMIND_IMAGE_CACHE": ("/var/cache/hivemind", "scripts/build-images.sh, scripts/build-offline-images.sh",
-                             "Folder for the debootstrap tarball that makes image rebuilds take seconds."),
-    "HIVEMIND_DEBIAN_SUITE": ("bookworm", "scripts/build-images.sh, scripts/build-offline-images.sh",
-                              "Debian release debootstrap installs into the images."),
-    "HIVEMIND_DEBIAN_MIRROR": ("http://deb.debian.org/debian", "scripts/build-images.sh, "
-                               "scripts/build-offline-images.sh", "Debian mirror debootstrap downloads from."),
-    "HIVEMIND_CHROMIUM": ("/usr/bin/chromium", "tests/console", "Chromium the console's browser tests drive "
-                          "(Debian's package; never `playwright install`)."),
-    "HIVEMIND_CONSOLE_SCREENSHOTS": ("tests/console/screenshots", "tests/console",
-                                     "Folder the console's browser tests save a screenshot of each page in."),
-    "HIVEMIND_BUSYBOX_IMAGE": ("hivemind-busybox:latest", "scripts/build-images.sh, tests",
-                               "Name of the tiny busybox image the tests use."),
-    "HIVEMIND_BASE_IMAGE": ("hivemind-base-python:bookworm", "scripts/build-offline-images.sh",
-                            "Name of the offline base image (Debian + python3 + venv) for the project's Dockerfile."),
-    "HIVEMIND_REDIS_IMAGE": ("hivemind-redis:bookworm", "scripts/build-offline-images.sh, scripts/compose-smoke.sh",
-                             "Name of the offline Redis image (Debian + redis-server) that docker-compose.yml can run."),
-    "HIVEMIND_SITE_IMAGE": ("hivemind-site:latest", "scripts/build-offline-images.sh, scripts/compose-smoke.sh",
-                            "Name of the site image built from the Dockerfile (what docker-compose.yml runs)."),
-    "HIVEMIND_TEST_REDIS": ("redis://localhost:6379", "tests, bench",
-                            "Redis the tests and benchmarks use (each test module takes its own database number)."),
-    "HIVEMIND_TEST_REDIS_PORT": ("6399", "scripts/with-services.sh",
-                                 "Port of the Redis that `make test` starts when none answers there."),
+    "HIVEMIND_CHECKPOINT_DIR": (
+        "/workspace/.hivemind/checkpoint",
+        "set by the worker in every task's environment",
+        "Where a task keeps its checkpoint; it holds the last saved one when the task "
+        "resumes (docs/checkpoints.md). HIVEMIND_CHECKPOINT_INTERVAL is passed on too.",
+    ),
+    "HIVEMIND_IMAGE_CACHE": (
+        "/var/cache/hivemind",
+        "scripts/build-images.sh, scripts/build-offline-images.sh",
+        "Folder for the debootstrap tarball that makes image rebuilds take seconds.",
+    ),
+    "HIVEMIND_DEBIAN_SUITE": (
+        "bookworm",
+        "scripts/build-images.sh, scripts/build-offline-images.sh",
+        "Debian release debootstrap installs into the images.",
+    ),
+    "HIVEMIND_DEBIAN_MIRROR": (
+        "http://deb.debian.org/debian",
+        "scripts/build-images.sh, scripts/build-offline-images.sh",
+        "Debian mirror debootstrap downloads from.",
+    ),
+    "HIVEMIND_CHROMIUM": (
+        "/usr/bin/chromium",
+        "tests/console",
+        "Chromium the console's browser tests drive (Debian's package; never `playwright install`).",
+    ),
+    "HIVEMIND_CONSOLE_SCREENSHOTS": (
+        "tests/console/screenshots",
+        "tests/console",
+        "Folder the console's browser tests save a screenshot of each page in.",
+    ),
+    "HIVEMIND_BUSYBOX_IMAGE": (
+        "hivemind-busybox:latest",
+        "scripts/build-images.sh, tests",
+        "Name of the tiny busybox image the tests use.",
+    ),
+    "HIVEMIND_BASE_IMAGE": (
+        "hivemind-base-python:bookworm",
+        "scripts/build-offline-images.sh",
+        "Name of the offline base image (Debian + python3 + venv) for the project's Dockerfile.",
+    ),
+    "HIVEMIND_REDIS_IMAGE": (
+        "hivemind-redis:bookworm",
+        "scripts/build-offline-images.sh, scripts/compose-smoke.sh",
+        "Name of the offline Redis image (Debian + redis-server) that docker-compose.yml can run.",
+    ),
+    "HIVEMIND_SITE_IMAGE": (
+        "hivemind-site:latest",
+        "scripts/build-offline-images.sh, scripts/compose-smoke.sh",
+        "Name of the site image built from the Dockerfile (what docker-compose.yml runs).",
+    ),
+    "HIVEMIND_TEST_REDIS": (
+        "redis://localhost:6379",
+        "tests, bench",
+        "Redis the tests and benchmarks use (each test module takes its own database number).",
+    ),
+    "HIVEMIND_TEST_REDIS_PORT": (
+        "6399",
+        "scripts/with-services.sh",
+        "Port of the Redis that `make test` starts when none answers there.",
+    ),
     "HIVEMIND_FAULT_REPS": ("2", "tests/test_faults.py", "Tasks per fault drill in the tests (`make reliability` runs more)."),
     "HIVEMIND_FAULT_OUTAGE": ("10", "tests/test_faults.py", "Seconds the Node Pool is down in the outage drill's test."),
-    "HIVEMIND_FAULT_REDIS_PORT": ("6410", "tests/test_faults.py, bench/fault_drills.py",
-                                  "Port of the append-only Redis the Redis-restart drill starts and restarts."),
-    "HIVEMIND_REQUIRE_SERVICES": ("(unset)", "tests",
-                                 "1: a Docker or Redis test that would skip fails instead (set by `make test` and CI)."),
+    "HIVEMIND_FAULT_REDIS_PORT": (
+        "6410",
+        "tests/test_faults.py, bench/fault_drills.py",
+        "Port of the append-only Redis the Redis-restart drill starts and restarts.",
+    ),
+    "HIVEMIND_REQUIRE_SERVICES": (
+        "(unset)",
+        "tests",
+        "1: a Docker or Redis test that would skip fails instead (set by `make test` and CI).",
+    ),
     "BENCH_ROUNDS": ("(per benchmark)", "bench", "How many rounds a benchmark measures."),
     "BENCH_TUNNEL_ROUNDS": ("2", "bench/bench_tunnel.py", "Rounds of the tunnel benchmark (each path once per round)."),
     "BENCH_TUNNEL_TASKS": ("3", "bench/bench_tunnel.py", "Tasks per path and round of the tunnel benchmark."),
@@ -74,31 +116,57 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
     "BENCH_STATS_CALLS": ("5", "bench/bench_sampler.py", "Docker stats calls the sampler benchmark times."),
     "BENCH_WORKERS": ("10000", "bench/bench_capacity.py", "Workers the capacity benchmark registers."),
     "BENCH_CAPACITY_ROUNDS": ("500", "bench/bench_capacity.py", "Capacity reads the benchmark times."),
-    "BENCH_TASKS": ("50 / 20", "bench/bench_chain.py, bench/bench_pool_rounds.py",
-                    "Tasks the whole-chain benchmark sends through each path / the slot-use benchmark uploads to each pool."),
+    "BENCH_TASKS": (
+        "50 / 20",
+        "bench/bench_chain.py, bench/bench_pool_rounds.py",
+        "Tasks the whole-chain benchmark sends through each path / the slot-use benchmark uploads to each pool.",
+    ),
     "BENCH_TASK_SECONDS": ("10", "bench/bench_pool_rounds.py", "Seconds each task of the slot-use benchmark sleeps."),
-    "BENCH_ROUND_S": ("10", "bench/bench_pool_rounds.py",
-                      "Dispatch round of the stand-in for the deployed pool in the slot-use benchmark."),
-    "BENCH_DRY": ("(unset)", "bench/bench_pool_rounds.py",
-                  "1: print the slot-use figures without writing docs/PERFORMANCE.md (trials with other figures)."),
+    "BENCH_ROUND_S": (
+        "10",
+        "bench/bench_pool_rounds.py",
+        "Dispatch round of the stand-in for the deployed pool in the slot-use benchmark.",
+    ),
+    "BENCH_DRY": (
+        "(unset)",
+        "bench/bench_pool_rounds.py",
+        "1: print the slot-use figures without writing docs/PERFORMANCE.md (trials with other figures).",
+    ),
     "BENCH_PARALLEL": ("2", "bench/bench_chain.py", "Tasks at once on both paths (worker concurrency = direct-run threads)."),
     "BENCH_ROUND": ("10", "bench/bench_chain.py", "Tasks per alternating round of the whole-chain benchmark."),
     "BENCH_KEYS_ROUNDS": ("10", "bench/bench_capacity.py", "`KEYS` scans the benchmark times."),
-    "DOCKER_HOST": ("unix:///var/run/docker.sock", "hivemind/demo/dockerd.py (and the Docker SDK everywhere)",
-                    "The Docker daemon the workers use. `hivemind demo` starts dockerd there when it is "
-                    "installed but not running (its own data and bridge for a socket other than the default)."),
-    "CUDA_VISIBLE_DEVICES": ("(set by the worker)", "hivemind_celery/runtime/process.py, tests",
-                             "Set (with NVIDIA_VISIBLE_DEVICES) to the UUIDs of the GPUs a process-runtime task "
-                             "holds, empty for a CPU task; a task's own value is replaced."),
-    "NVIDIA_VISIBLE_DEVICES": ("(set by the worker)", "hivemind_celery/runtime/process.py, tests",
-                               "The same UUIDs as CUDA_VISIBLE_DEVICES."),
-    "SENSORS_STANDIN_FILE": ("(unset)", "tests/usage/sensors_standin/sitecustomize.py",
-                             "Tests only: JSON file the stand-in battery and temperature sensors answer from."),
-    "NVML_STANDIN_TEMPERATURES": ("(unset)", "tests/usage/nvml_standin/pynvml.py",
-                                  "Tests only: JSON file {uuid: °C} the NVML stand-in's temperatures come from."),
-    "NVML_STANDIN_GPUS": ("(unset)", "tests/usage/nvml_standin/pynvml.py",
-                          "Tests only: the GPUs (JSON list of name, uuid, memory_mb) the NVML stand-in reports "
-                          "where no GPU exists."),
+    "DOCKER_HOST": (
+        "unix:///var/run/docker.sock",
+        "hivemind/demo/dockerd.py (and the Docker SDK everywhere)",
+        "The Docker daemon the workers use. `hivemind demo` starts dockerd there when it is "
+        "installed but not running (its own data and bridge for a socket other than the default).",
+    ),
+    "CUDA_VISIBLE_DEVICES": (
+        "(set by the worker)",
+        "hivemind_celery/runtime/process.py, tests",
+        "Set (with NVIDIA_VISIBLE_DEVICES) to the UUIDs of the GPUs a process-runtime task "
+        "holds, empty for a CPU task; a task's own value is replaced.",
+    ),
+    "NVIDIA_VISIBLE_DEVICES": (
+        "(set by the worker)",
+        "hivemind_celery/runtime/process.py, tests",
+        "The same UUIDs as CUDA_VISIBLE_DEVICES.",
+    ),
+    "SENSORS_STANDIN_FILE": (
+        "(unset)",
+        "tests/usage/sensors_standin/sitecustomize.py",
+        "Tests only: JSON file the stand-in battery and temperature sensors answer from.",
+    ),
+    "NVML_STANDIN_TEMPERATURES": (
+        "(unset)",
+        "tests/usage/nvml_standin/pynvml.py",
+        "Tests only: JSON file {uuid: °C} the NVML stand-in's temperatures come from.",
+    ),
+    "NVML_STANDIN_GPUS": (
+        "(unset)",
+        "tests/usage/nvml_standin/pynvml.py",
+        "Tests only: the GPUs (JSON list of name, uuid, memory_mb) the NVML stand-in reports where no GPU exists.",
+    ),
 }
 
 # The system's own variables, read to pass them on, are not configuration.
@@ -128,7 +196,8 @@ def settings_classes() -> list[type]:
             for node in tree.body:
                 if isinstance(node, ast.ClassDef) and any(
                     (isinstance(b, ast.Name) and b.id == "BaseSettings")
-                    or (isinstance(b, ast.Attribute) and b.attr == "BaseSettings") for b in node.bases
+                    or (isinstance(b, ast.Attribute) and b.attr == "BaseSettings")
+                    for b in node.bases
                 ):
                     module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
                     found.append(getattr(importlib.import_module(module), node.name))
@@ -147,8 +216,7 @@ def type_name(annotation: object) -> str:
         return f"{inner} (optional)" if len(args) < len(typing.get_args(annotation)) else inner
     if origin is list:
         return f"comma list of {type_name(args[0])}"
-    names = {"str": "text", "SecretStr": "secret text", "int": "integer", "float": "number",
-             "bool": "true/false", "Path": "path"}
+    names = {"str": "text", "SecretStr": "secret text", "int": "integer", "float": "number", "bool": "true/false", "Path": "path"}
     return names.get(getattr(annotation, "__name__", ""), str(annotation))
 
 
@@ -193,8 +261,9 @@ def cell(text: str) -> str:
 def variables_of(cls: type) -> list[Variable]:
     result = []
     for name, field in cls.model_fields.items():
-        result.append(Variable(env_names(cls, name, field), type_name(field.annotation), default_text(field),
-                               cell(field.description or "")))
+        result.append(
+            Variable(env_names(cls, name, field), type_name(field.annotation), default_text(field), cell(field.description or ""))
+        )
     return result
 
 
@@ -236,11 +305,18 @@ def render() -> str:
     missing = sorted(set(reads) - covered - set(OTHER_VARIABLES))
     if missing:
         where = "; ".join(f"{n} ({', '.join(sorted(reads[n]))})" for n in missing)
-        raise SystemExit(f"undocumented environment variables read in code: {where}. "
-                         "Describe them in OTHER_VARIABLES in scripts/gen-config-doc.py.")
-    out += ["### Scripts, tests and benchmarks", "",
-            "Read directly by the scripts, tests and benchmarks (not by the running site).", "",
-            "| variable | default | read by | meaning |", "|---|---|---|---|"]
+        raise SystemExit(
+            f"undocumented environment variables read in code: {where}. "
+            "Describe them in OTHER_VARIABLES in scripts/gen-config-doc.py."
+        )
+    out += [
+        "### Scripts, tests and benchmarks",
+        "",
+        "Read directly by the scripts, tests and benchmarks (not by the running site).",
+        "",
+        "| variable | default | read by | meaning |",
+        "|---|---|---|---|",
+    ]
     for name, (default, where, meaning) in sorted(OTHER_VARIABLES.items()):
         out.append(f"| `{name}` | {default} | {where} | {meaning} |")
     out += ["", END]

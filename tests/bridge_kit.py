@@ -72,8 +72,7 @@ class RecordingPool:
                 pool._record("RefreshToken", request, context)
                 if request.old_token not in pool.tokens:
                     return pb.RefreshTokenResponse(success=False, message="invalid token")
-                claims = jwt.decode(request.old_token, SIGNING_KEY, algorithms=["HS256"],
-                                    options={"verify_exp": False})
+                claims = jwt.decode(request.old_token, SIGNING_KEY, algorithms=["HS256"], options={"verify_exp": False})
                 return pb.RefreshTokenResponse(success=True, new_token=pool._issue(claims["username"]))
 
         class Nodes(pb_grpc.NodeManagerServiceServicer):
@@ -92,8 +91,7 @@ class RecordingPool:
 
             def TaskUsage(self, request: Any, context: Any) -> Any:
                 # Node-level usage carries the node id in `token`, as the deployed pool reads it.
-                pool._record("TaskUsage", request, context, check_token=True,
-                             node_field=request.task_id == "0")
+                pool._record("TaskUsage", request, context, check_token=True, node_field=request.task_id == "0")
                 if request.task_id == "0" and pool.refuse_node_usage:
                     return pb.TaskUsageResponse(success=False, message=f"node {request.token} does not exist")
                 return pb.TaskUsageResponse(success=True)
@@ -123,16 +121,15 @@ class RecordingPool:
     def _issue(self, username: str) -> str:
         now = time.time()
         token = jwt.encode(
-            {"sub": username, "username": username, "iat": now, "exp": now + self.token_lifetime,
-             "jti": uuid.uuid4().hex},
-            SIGNING_KEY, algorithm="HS256",
+            {"sub": username, "username": username, "iat": now, "exp": now + self.token_lifetime, "jti": uuid.uuid4().hex},
+            SIGNING_KEY,
+            algorithm="HS256",
         )
         with self._lock:
             self.tokens.add(token)
         return token
 
-    def _record(self, name: str, request: Any, context: Any, check_token: bool = False,
-                node_field: bool = False) -> None:
+    def _record(self, name: str, request: Any, context: Any, check_token: bool = False, node_field: bool = False) -> None:
         metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
         copy = type(request)()
         copy.CopyFrom(request)
@@ -152,8 +149,7 @@ class RecordingPool:
     # -- queries -----------------------------------------------------------
     def of(self, name: str, task_id: str | None = None) -> list[Any]:
         with self._lock:
-            return [req for rpc, req, _ in self.calls
-                    if rpc == name and (task_id is None or req.task_id == task_id)]
+            return [req for rpc, req, _ in self.calls if rpc == name and (task_id is None or req.task_id == task_id)]
 
     def metadata_of(self, name: str) -> list[dict[str, str]]:
         with self._lock:
@@ -188,21 +184,36 @@ def bridge_settings(redis_url: str, pool: RecordingPool, **values: Any) -> Setti
     return Settings(**base)
 
 
-def add_worker(db: redis.Redis, worker_id: str = "w1", cpus: float = 4, memory_mb: int = 8192,
-               gpus: int = 0, gpu_memory_mb: int = 0, queues: tuple[str, ...] = ("cpu",)) -> Registry:
+def add_worker(
+    db: redis.Redis,
+    worker_id: str = "w1",
+    cpus: float = 4,
+    memory_mb: int = 8192,
+    gpus: int = 0,
+    gpu_memory_mb: int = 0,
+    queues: tuple[str, ...] = ("cpu",),
+) -> Registry:
     registry = Registry(db)
     registry.register(
-        WorkerCapacity(worker_id=worker_id, hostname="test-host", cpus=cpus, memory_mb=memory_mb, gpus=gpus,
-                       gpu_memory_mb=gpu_memory_mb, gpu_names=["Test GPU"] * gpus, queues=list(queues)),
+        WorkerCapacity(
+            worker_id=worker_id,
+            hostname="test-host",
+            cpus=cpus,
+            memory_mb=memory_mb,
+            gpus=gpus,
+            gpu_memory_mb=gpu_memory_mb,
+            gpu_names=["Test GPU"] * gpus,
+            queues=list(queues),
+        ),
         ttl=600,
     )
     return registry
 
 
-def execute(bridge: Bridge, task_id: str, zip_bytes: bytes | None = None, metadata: tuple = (),
-            **resources: Any) -> Any:
-    with grpc.insecure_channel(f"127.0.0.1:{bridge.port}",
-                               options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]) as channel:
+def execute(bridge: Bridge, task_id: str, zip_bytes: bytes | None = None, metadata: tuple = (), **resources: Any) -> Any:
+    with grpc.insecure_channel(
+        f"127.0.0.1:{bridge.port}", options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]
+    ) as channel:
         stub = pb_grpc.WorkerNodeServiceStub(channel)
         request = pb.ExecuteTaskRequest(
             task_id=task_id,
@@ -214,9 +225,7 @@ def execute(bridge: Bridge, task_id: str, zip_bytes: bytes | None = None, metada
 
 def stop_task(bridge: Bridge, task_id: str) -> Any:
     with grpc.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-        return pb_grpc.WorkerNodeServiceStub(channel).StopTaskExecution(
-            pb.StopTaskExecutionRequest(task_id=task_id), timeout=30
-        )
+        return pb_grpc.WorkerNodeServiceStub(channel).StopTaskExecution(pb.StopTaskExecutionRequest(task_id=task_id), timeout=30)
 
 
 def queued(db: redis.Redis, queue: str) -> list[dict[str, Any]]:
@@ -229,8 +238,9 @@ def latest_status(pool: RecordingPool) -> str | None:
     return reports[-1].status if reports else None
 
 
-def finish(db: redis.Redis, bridge: Bridge, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED,
-           release: bool = True) -> TaskOutcome:
+def finish(
+    db: redis.Redis, bridge: Bridge, task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED, release: bool = True
+) -> TaskOutcome:
     """What a worker does at the end: store the result zip, give the task's room
     back (UsageMeter.complete, via the allocation observer; not when its Redis call failed), return the outcome."""
     outcome = rejected_outcome(task_id, "", "test-worker").model_copy(update={"status": status, "exit_code": 0})

@@ -79,8 +79,7 @@ def start_worker(redis_url: str, celery_app, docker_client, tmp_path_factory) ->
     WorkerProcess (extra_args go to `celery worker` as they are)."""
     started: list[WorkerProcess] = []
 
-    def start(queues: str = "cpu", concurrency: int = 2, extra_args: tuple[str, ...] = (),
-              **env: str) -> WorkerProcess:
+    def start(queues: str = "cpu", concurrency: int = 2, extra_args: tuple[str, ...] = (), **env: str) -> WorkerProcess:
         log_path = tmp_path_factory.mktemp("worker") / "worker.log"
         worker = WorkerProcess(redis_url, queues, log_path, concurrency, extra_args, **env)
         started.append(worker)

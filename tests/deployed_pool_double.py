@@ -116,9 +116,10 @@ class DeployedPoolDouble:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> DeployedPoolDouble:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
-                             options=[("grpc.max_receive_message_length", 200 * 1024 * 1024),
-                                      ("grpc.max_send_message_length", 200 * 1024 * 1024)])
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16),
+            options=[("grpc.max_receive_message_length", 200 * 1024 * 1024), ("grpc.max_send_message_length", 200 * 1024 * 1024)],
+        )
         pb_grpc.add_UserServiceServicer_to_server(_Users(self), server)
         pb_grpc.add_NodeManagerServiceServicer_to_server(_Nodes(self), server)
         pb_grpc.add_MasterNodeServiceServicer_to_server(_Master(self), server)
@@ -142,8 +143,11 @@ class DeployedPoolDouble:
     # -- tokens ------------------------------------------------------------
     def issue(self, username: str) -> str:
         now = time.time()
-        return jwt.encode({"user_id": username, "username": username, "exp": now + TOKEN_LIFETIME_S,
-                           "jti": uuid.uuid4().hex}, SIGNING_KEY, algorithm="HS256")
+        return jwt.encode(
+            {"user_id": username, "username": username, "exp": now + TOKEN_LIFETIME_S, "jti": uuid.uuid4().hex},
+            SIGNING_KEY,
+            algorithm="HS256",
+        )
 
     def user_of(self, token: str) -> str | None:
         try:
@@ -196,12 +200,20 @@ class DeployedPoolDouble:
     def _execute(self, node: NodeState, task: TaskState) -> tuple[bool, str]:
         deadline = min(120.0, 30.0 + len(task.zip_bytes) / (1024 * 1024))
         try:
-            with grpc.insecure_channel(f"{node.hostname}:{node.port}",
-                                       options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]) as channel:
-                reply = pb_grpc.WorkerNodeServiceStub(channel).ExecuteTask(pb.ExecuteTaskRequest(
-                    task_id=task.task_id, task_zip=task.zip_bytes, cpu_usage=float(task.request["cpu_score"]),
-                    gpu_usage=float(task.request["gpu_score"]), memory_gb=task.request["memory_gb"],
-                    gpu_memory_gb=task.request["gpu_memory_gb"]), timeout=deadline)  # no secret: it sends none
+            with grpc.insecure_channel(
+                f"{node.hostname}:{node.port}", options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]
+            ) as channel:
+                reply = pb_grpc.WorkerNodeServiceStub(channel).ExecuteTask(
+                    pb.ExecuteTaskRequest(
+                        task_id=task.task_id,
+                        task_zip=task.zip_bytes,
+                        cpu_usage=float(task.request["cpu_score"]),
+                        gpu_usage=float(task.request["gpu_score"]),
+                        memory_gb=task.request["memory_gb"],
+                        gpu_memory_gb=task.request["gpu_memory_gb"],
+                    ),
+                    timeout=deadline,
+                )  # no secret: it sends none
         except grpc.RpcError as exc:
             return False, f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
         return reply.success, reply.message
@@ -287,8 +299,13 @@ class _Master(pb_grpc.MasterNodeServiceServicer):
             if request.task_id in self.pool.tasks:
                 return pb.UploadTaskResponse(success=False, message="Task already exists")
             self.pool.tasks[request.task_id] = TaskState(
-                request.task_id, owner, bytes(request.task_zip), {name: int(getattr(request, name)) for name in FIELDS},
-                request.gpu_name, time.time())
+                request.task_id,
+                owner,
+                bytes(request.task_zip),
+                {name: int(getattr(request, name)) for name in FIELDS},
+                request.gpu_name,
+                time.time(),
+            )
         return pb.UploadTaskResponse(success=True, message="Task uploaded")
 
     def GetTaskResult(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -301,10 +318,20 @@ class _Master(pb_grpc.MasterNodeServiceServicer):
     def GetAllUserTasks(self, request: Any, context: Any) -> Any:  # noqa: N802
         owner = self._owner(request.token)
         with self.pool.lock:
-            return pb.GetAllTasksResponse(tasks=[
-                pb.TaskInfo(task_id=t.task_id, status=t.status, message=t.message, cpu_usage=t.cpu_usage,
-                            memory_usage=t.memory_usage, worker_ip=t.node_id)
-                for t in self.pool.tasks.values() if t.owner == owner])
+            return pb.GetAllTasksResponse(
+                tasks=[
+                    pb.TaskInfo(
+                        task_id=t.task_id,
+                        status=t.status,
+                        message=t.message,
+                        cpu_usage=t.cpu_usage,
+                        memory_usage=t.memory_usage,
+                        worker_ip=t.node_id,
+                    )
+                    for t in self.pool.tasks.values()
+                    if t.owner == owner
+                ]
+            )
 
     def GetTasklog(self, request: Any, context: Any) -> Any:  # noqa: N802
         with self.pool.lock:

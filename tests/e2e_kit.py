@@ -51,8 +51,9 @@ class Proc:
 
     def start(self) -> Proc:
         with self.log_path.open("ab") as log_file:
-            self.proc = subprocess.Popen([sys.executable, *self.args], cwd=ROOT, env=self.env,
-                                         stdout=log_file, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.args], cwd=ROOT, env=self.env, stdout=log_file, stderr=subprocess.STDOUT
+            )
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -81,8 +82,11 @@ class Proc:
 # Short timers for tests: heartbeats, back-offs and the fallback passes behind
 # the event-driven paths then take fractions of a second, not the defaults' seconds.
 POOL_TEST_INTERVALS = {"HIVEMIND_NODEPOOL_DISPATCH_INTERVAL_S": "0.2", "HIVEMIND_NODEPOOL_NODE_BACKOFF_S": "1"}
-BRIDGE_TEST_INTERVALS = {"HIVEMIND_HEARTBEAT_INTERVAL": "0.3", "HIVEMIND_REGISTRATION_INTERVAL": "0.5",
-                         "HIVEMIND_RELAY_INTERVAL": "0.2"}
+BRIDGE_TEST_INTERVALS = {
+    "HIVEMIND_HEARTBEAT_INTERVAL": "0.3",
+    "HIVEMIND_REGISTRATION_INTERVAL": "0.5",
+    "HIVEMIND_RELAY_INTERVAL": "0.2",
+}
 
 
 @dataclass
@@ -97,17 +101,34 @@ class Site:
         self.db = self.tmp / "pool.db"
         pool_intervals = POOL_TEST_INTERVALS if self.test_intervals else {}
         bridge_intervals = BRIDGE_TEST_INTERVALS if self.test_intervals else {}
-        self.pool = Proc(["-m", "nodepool"], _clean_env(
-            HIVEMIND_NODEPOOL_DB=str(self.db), HIVEMIND_NODEPOOL_PORT=str(self.pool_port),
-            HIVEMIND_NODEPOOL_HOST="127.0.0.1", HIVEMIND_NODEPOOL_WORKER_SECRET=WORKER_SECRET,
-            HIVEMIND_NODEPOOL_MAX_TASK_BYTES=str(POOL_MAX_TASK_BYTES), **POOL_REWARD_ENV, **pool_intervals,
-        ), self.tmp / "pool.log")
-        self.bridge = Proc(["-m", "bridge"], _clean_env(
-            REDIS_URL=self.redis_url, HIVEMIND_NODEPOOL_ADDRESS=f"localhost:{self.pool_port}",
-            HIVEMIND_USERNAME=SITE, HIVEMIND_PASSWORD=PASSWORD, HIVEMIND_BRIDGE_PORT=str(self.bridge_port),
-            HIVEMIND_BRIDGE_BIND="127.0.0.1", HIVEMIND_BRIDGE_SECRET=WORKER_SECRET,
-            HIVEMIND_PAYLOAD_MAX_BYTES=str(BRIDGE_MAX_PAYLOAD_BYTES), **bridge_intervals,
-        ), self.tmp / "bridge.log")
+        self.pool = Proc(
+            ["-m", "nodepool"],
+            _clean_env(
+                HIVEMIND_NODEPOOL_DB=str(self.db),
+                HIVEMIND_NODEPOOL_PORT=str(self.pool_port),
+                HIVEMIND_NODEPOOL_HOST="127.0.0.1",
+                HIVEMIND_NODEPOOL_WORKER_SECRET=WORKER_SECRET,
+                HIVEMIND_NODEPOOL_MAX_TASK_BYTES=str(POOL_MAX_TASK_BYTES),
+                **POOL_REWARD_ENV,
+                **pool_intervals,
+            ),
+            self.tmp / "pool.log",
+        )
+        self.bridge = Proc(
+            ["-m", "bridge"],
+            _clean_env(
+                REDIS_URL=self.redis_url,
+                HIVEMIND_NODEPOOL_ADDRESS=f"localhost:{self.pool_port}",
+                HIVEMIND_USERNAME=SITE,
+                HIVEMIND_PASSWORD=PASSWORD,
+                HIVEMIND_BRIDGE_PORT=str(self.bridge_port),
+                HIVEMIND_BRIDGE_BIND="127.0.0.1",
+                HIVEMIND_BRIDGE_SECRET=WORKER_SECRET,
+                HIVEMIND_PAYLOAD_MAX_BYTES=str(BRIDGE_MAX_PAYLOAD_BYTES),
+                **bridge_intervals,
+            ),
+            self.tmp / "bridge.log",
+        )
 
     @property
     def pool_address(self) -> str:
@@ -122,16 +143,33 @@ class Site:
         wait_for(lambda: serving(f"127.0.0.1:{self.bridge_port}"), timeout=30, what="the bridge process serving")
 
     def cli(self, *args: str, user: str = OWNER, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "hivemind.cli", *args], cwd=ROOT,
-                              env=self._cli_env(user), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "hivemind.cli", *args],
+            cwd=ROOT,
+            env=self._cli_env(user),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def _cli_env(self, user: str) -> dict[str, str]:
-        return _clean_env(HIVEMIND_NODEPOOL_ADDRESS=self.pool_address, HIVEMIND_USERNAME=user,
-                          HIVEMIND_PASSWORD=PASSWORD, HIVEMIND_NODEPOOL_DB=str(self.db), COLUMNS="200")
+        return _clean_env(
+            HIVEMIND_NODEPOOL_ADDRESS=self.pool_address,
+            HIVEMIND_USERNAME=user,
+            HIVEMIND_PASSWORD=PASSWORD,
+            HIVEMIND_NODEPOOL_DB=str(self.db),
+            COLUMNS="200",
+        )
 
     def cli_popen(self, *args: str, user: str = OWNER) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "hivemind.cli", *args], cwd=ROOT,
-                                env=self._cli_env(user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "hivemind.cli", *args],
+            cwd=ROOT,
+            env=self._cli_env(user),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def cli_ok(self, *args: str, user: str = OWNER, timeout: float = 120) -> str:
         done = self.cli(*args, user=user, timeout=timeout)
@@ -191,8 +229,11 @@ def submit(site: Site, path: Path, *options: str) -> str:
 
 
 def wait_status(site: Site, task_id: str, wanted: set[str], timeout: float = 120) -> str:
-    wait_for(lambda: (site.task(task_id) or {"status": ""})["status"] in wanted, timeout=timeout,
-             what=f"{task_id} to reach {wanted} (now {site.task(task_id)!r})")
+    wait_for(
+        lambda: (site.task(task_id) or {"status": ""})["status"] in wanted,
+        timeout=timeout,
+        what=f"{task_id} to reach {wanted} (now {site.task(task_id)!r})",
+    )
     return site.task(task_id)["status"]
 
 
@@ -206,5 +247,6 @@ def expected_reward(report: dict) -> int:
     """What the pool owes for this report, computed here from the report alone (the pool
     caps the duration by its own wall time, which is longer for these tasks)."""
     usage = report["usage"]
-    return compute_reward(report["duration_seconds"], usage["cpu_percent"], usage["memory_percent"],
-                          usage["gpu_percent"], POOL_POLICY)
+    return compute_reward(
+        report["duration_seconds"], usage["cpu_percent"], usage["memory_percent"], usage["gpu_percent"], POOL_POLICY
+    )

@@ -49,8 +49,7 @@ class Drill:
 
 def _drill(site: Site, ids: list[str], recover_s: float, **notes: object) -> Drill:
     now = site.statuses()
-    return Drill(ids, {t: now[t].status for t in ids}, {t: site.counter.uploads(t) for t in ids}, recover_s,
-                 dict(notes))
+    return Drill(ids, {t: now[t].status for t in ids}, {t: site.counter.uploads(t) for t in ids}, recover_s, dict(notes))
 
 
 def _running_containers(site: Site, docker_client, worker_id: str) -> int:  # type: ignore[no-untyped-def]
@@ -62,8 +61,7 @@ def worker_killed(site: Site, app, docker_client, tasks: int) -> Drill:  # type:
     containers; a second worker must finish every task, each result sent once."""
     victim = site.start_worker(app, concurrency=tasks)
     ids = site.submit(tasks, seconds=6, prefix="wk")
-    wait_until(lambda: _running_containers(site, docker_client, victim.worker_id) >= tasks, 90,
-               "the victim running every task")
+    wait_until(lambda: _running_containers(site, docker_client, victim.worker_id) >= tasks, 90, "the victim running every task")
     time.sleep(1)
     killed_at = time.monotonic()
     processes = site.kill_worker(victim)
@@ -73,8 +71,7 @@ def worker_killed(site: Site, app, docker_client, tasks: int) -> Drill:  # type:
     left = len(site.containers(docker_client, victim.worker_id))
     survivor.stop()
     site.workers.remove(survivor)
-    return _drill(site, ids, last - killed_at, processes_killed=processes, orphans_after_kill=orphans,
-                  orphans_left=left)
+    return _drill(site, ids, last - killed_at, processes_killed=processes, orphans_after_kill=orphans, orphans_left=left)
 
 
 def bridge_killed(site: Site, app, tasks: int) -> Drill:  # type: ignore[no-untyped-def]
@@ -124,9 +121,14 @@ def dockerd_restarted(site: Site, dockerd: SecondDockerd) -> Drill:
 
     client = docker.DockerClient(base_url=dockerd.host, timeout=30)
     [victim] = site.submit(1, seconds=15, prefix="dr")
-    wait_until(lambda: any(c.status == "running" for c in client.containers.list(
-        filters={"label": [f"hivemind.task_id={victim}"]}, ignore_removed=True)), 90,
-        "the task's container on the second dockerd")
+    wait_until(
+        lambda: any(
+            c.status == "running"
+            for c in client.containers.list(filters={"label": [f"hivemind.task_id={victim}"]}, ignore_removed=True)
+        ),
+        90,
+        "the task's container on the second dockerd",
+    )
     time.sleep(1)
     dockerd.stop()
     dockerd.start()
@@ -136,25 +138,32 @@ def dockerd_restarted(site: Site, dockerd: SecondDockerd) -> Drill:
     last = site.wait_results([victim, after], timeout=120)
     now = site.statuses()
     client.close()
-    return _drill(site, [victim, after], last - restarted_at, victim_status=now[victim].status,
-                  victim_message=now[victim].message, after_status=now[after].status)
+    return _drill(
+        site,
+        [victim, after],
+        last - restarted_at,
+        victim_status=now[victim].status,
+        victim_message=now[victim].message,
+        after_status=now[after].status,
+    )
 
 
 def execute_direct(site: Site, task_id: str) -> pb.ExecuteTaskResponse:
     """ExecuteTask on the bridge as the pool would call it."""
     with grpc.insecure_channel(f"127.0.0.1:{site.bridge_port}") as channel:
         stub = pb_grpc.WorkerNodeServiceStub(channel)
-        return stub.ExecuteTask(pb.ExecuteTaskRequest(task_id=task_id, task_zip=task_zip(task_id, 1),
-                                                      cpu_usage=100, memory_gb=1),
-                                metadata=(("x-hivemind-secret", WORKER_SECRET),), timeout=30)
+        return stub.ExecuteTask(
+            pb.ExecuteTaskRequest(task_id=task_id, task_zip=task_zip(task_id, 1), cpu_usage=100, memory_gb=1),
+            metadata=(("x-hivemind-secret", WORKER_SECRET),),
+            timeout=30,
+        )
 
 
 def disk_filled(site: Site, registry, disk: Path, fill_mb: int, wait_s: float = 6.0) -> Drill:  # type: ignore[no-untyped-def]
     """Fill the worker's watched filesystem below its threshold: the site must say
     busy, keep a new task waiting (not failed), then run it once space is back."""
     filler = disk / "filler.bin"
-    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", f"count={fill_mb}"], check=True,
-                   capture_output=True)
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", f"count={fill_mb}"], check=True, capture_output=True)
     filled_at = time.monotonic()
     wait_until(lambda: registry.capacity().cpus_free == 0, 30, "the worker offering nothing")
     paused_s = time.monotonic() - filled_at
@@ -165,16 +174,25 @@ def disk_filled(site: Site, registry, disk: Path, fill_mb: int, wait_s: float = 
     filler.unlink()
     freed_at = time.monotonic()
     last = site.wait_results([task], timeout=120)
-    return _drill(site, [task], last - freed_at, paused_after_s=paused_s, refused=not refused.success,
-                  refusal=refused.message, status_while_full=waiting)
+    return _drill(
+        site,
+        [task],
+        last - freed_at,
+        paused_after_s=paused_s,
+        refused=not refused.success,
+        refusal=refused.message,
+        status_while_full=waiting,
+    )
 
 
 def mount_tmpfs(path: Path, size_mb: int) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if shutil.which("mount") is None:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], capture_output=True).returncode
+        == 0
+    )
 
 
 def unmount(path: Path) -> None:

@@ -32,10 +32,15 @@ WORKER_SECRET = "fault-drill-worker-secret"
 # Short limits so that a message held by a killed worker comes back quickly:
 # hard limit 20 + 5 + 10 + 1 (frozen) = 36 s < visibility timeout 40 s (swept every 4 s).
 FAST = {
-    "HIVEMIND_MAX_TIMEOUT": "20", "HIVEMIND_DEFAULT_TIMEOUT": "20", "HIVEMIND_IMAGE_PULL_TIMEOUT": "5",
-    "HIVEMIND_TIME_LIMIT_MARGIN": "10", "HIVEMIND_VISIBILITY_TIMEOUT": "40", "HIVEMIND_TASK_LOCK_TTL": "6",
+    "HIVEMIND_MAX_TIMEOUT": "20",
+    "HIVEMIND_DEFAULT_TIMEOUT": "20",
+    "HIVEMIND_IMAGE_PULL_TIMEOUT": "5",
+    "HIVEMIND_TIME_LIMIT_MARGIN": "10",
+    "HIVEMIND_VISIBILITY_TIMEOUT": "40",
+    "HIVEMIND_TASK_LOCK_TTL": "6",
     "HIVEMIND_MAX_FROZEN_SECONDS": "1",
-    "HIVEMIND_REGISTRY_HEARTBEAT_INTERVAL": "1", "HIVEMIND_TASK_IMAGE": BUSYBOX_IMAGE,
+    "HIVEMIND_REGISTRY_HEARTBEAT_INTERVAL": "1",
+    "HIVEMIND_TASK_IMAGE": BUSYBOX_IMAGE,
 }
 
 
@@ -126,15 +131,19 @@ class Site:
     def start_bridge(self) -> None:
         env = worker_env(self.redis_url, "bridge", **self.env)
         env.update(
-            HIVEMIND_USERNAME="site1", HIVEMIND_PASSWORD=PASSWORD,
-            HIVEMIND_NODEPOOL_ADDRESS=f"localhost:{self.pool_port}", HIVEMIND_BRIDGE_PORT=str(self.bridge_port),
-            HIVEMIND_BRIDGE_BIND="127.0.0.1", HIVEMIND_BRIDGE_SECRET=WORKER_SECRET,
-            HIVEMIND_HEARTBEAT_INTERVAL="0.5", HIVEMIND_REGISTRATION_INTERVAL="1", HIVEMIND_RELAY_INTERVAL="0.2",
+            HIVEMIND_USERNAME="site1",
+            HIVEMIND_PASSWORD=PASSWORD,
+            HIVEMIND_NODEPOOL_ADDRESS=f"localhost:{self.pool_port}",
+            HIVEMIND_BRIDGE_PORT=str(self.bridge_port),
+            HIVEMIND_BRIDGE_BIND="127.0.0.1",
+            HIVEMIND_BRIDGE_SECRET=WORKER_SECRET,
+            HIVEMIND_HEARTBEAT_INTERVAL="0.5",
+            HIVEMIND_REGISTRATION_INTERVAL="1",
+            HIVEMIND_RELAY_INTERVAL="0.2",
         )
         self._bridge_logs += 1
         log = open(self.workdir / f"bridge-{self._bridge_logs}.log", "wb")
-        self.bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT)
+        self.bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     def kill_bridge(self) -> None:
@@ -166,9 +175,11 @@ class Site:
         ids = []
         for _ in range(count):
             task_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
-            reply = self.client.master.UploadTask(pb.UploadTaskRequest(
-                task_id=task_id, task_zip=task_zip(task_id, seconds), memory_gb=1, cpu_score=100,
-                token=self.token))
+            reply = self.client.master.UploadTask(
+                pb.UploadTaskRequest(
+                    task_id=task_id, task_zip=task_zip(task_id, seconds), memory_gb=1, cpu_score=100, token=self.token
+                )
+            )
             assert reply.success, reply.message
             ids.append(task_id)
         return ids
@@ -199,8 +210,7 @@ class Site:
         return max(self.counter.stored_at[task_id] for task_id in ids)
 
     def containers(self, docker_client, worker_id: str) -> list:  # type: ignore[no-untyped-def]
-        return docker_client.containers.list(all=True, filters={"label": [f"hivemind.worker={worker_id}"]},
-                                             ignore_removed=True)
+        return docker_client.containers.list(all=True, filters={"label": [f"hivemind.worker={worker_id}"]}, ignore_removed=True)
 
     def close(self) -> None:
         self.kill_bridge()
@@ -220,9 +230,30 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{port}"
 
     def start(self) -> None:
-        subprocess.run(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--databases", "4",
-                        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.dir),
-                        "--daemonize", "yes", "--pidfile", str(self.dir / "redis.pid")], check=True)
+        subprocess.run(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--databases",
+                "4",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--dir",
+                str(self.dir),
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.dir / "redis.pid"),
+            ],
+            check=True,
+        )
         wait_until(self._answers, 10, f"redis on {self.port}")
 
     def _answers(self) -> bool:
@@ -253,10 +284,25 @@ class SecondDockerd:
             subprocess.run(["ip", "addr", "add", self.BRIDGE_ADDRESS, "dev", self.BRIDGE], check=True)
             subprocess.run(["ip", "link", "set", self.BRIDGE, "up"], check=True)
         log = open(self.root / "dockerd.log", "ab")
-        subprocess.Popen(["dockerd", "--host", self.host, "--data-root", str(self.root / "root"),
-                          "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "pid"),
-                          "--bridge", self.BRIDGE, "--iptables=false"], stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+        subprocess.Popen(
+            [
+                "dockerd",
+                "--host",
+                self.host,
+                "--data-root",
+                str(self.root / "root"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "pid"),
+                "--bridge",
+                self.BRIDGE,
+                "--iptables=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         wait_until(self.answers, 60, "the second dockerd")
 
@@ -292,4 +338,3 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.1):  # type
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-

@@ -31,8 +31,12 @@ PASSWORD = "correct horse battery"
 
 def pool_settings(tmp_path: Path, **overrides: object) -> NodePoolSettings:
     values: dict[str, object] = {
-        "host": "127.0.0.1", "port": 0, "db": tmp_path / "pool.db", "secret": TEST_SECRET,
-        "dispatch_interval_s": 0.1, "node_backoff_s": 0.5,
+        "host": "127.0.0.1",
+        "port": 0,
+        "db": tmp_path / "pool.db",
+        "secret": TEST_SECRET,
+        "dispatch_interval_s": 0.1,
+        "node_backoff_s": 0.5,
     }
     values.update(overrides)
     return NodePoolSettings(**values)  # type: ignore[arg-type]
@@ -105,8 +109,8 @@ class Client:
 
     def __init__(self, address: str) -> None:
         self.channel = grpc.insecure_channel(
-            address, options=[("grpc.max_send_message_length", 200 * 1024 * 1024),
-                              ("grpc.max_receive_message_length", 200 * 1024 * 1024)]
+            address,
+            options=[("grpc.max_send_message_length", 200 * 1024 * 1024), ("grpc.max_receive_message_length", 200 * 1024 * 1024)],
         )
         self.users = pb_grpc.UserServiceStub(self.channel)
         self.nodes = pb_grpc.NodeManagerServiceStub(self.channel)
@@ -179,7 +183,12 @@ class TestWorker:
 
 
 def register_node(
-    client: Client, token: str, node_id: str, port: int, status: str = "Idle", hostname: str = "127.0.0.1",
+    client: Client,
+    token: str,
+    node_id: str,
+    port: int,
+    status: str = "Idle",
+    hostname: str = "127.0.0.1",
     **capacity: int | str,
 ) -> None:
     values: dict[str, int | str] = {"memory_gb": 8, "cpu_score": 100, "cpu_cores": 4, "docker_status": "enabled"}

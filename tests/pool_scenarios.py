@@ -50,8 +50,9 @@ def ten_tasks_keep_both_slots_busy(site: PoolSite) -> list[tuple[float, float]]:
     one slot runs them strictly one after the other), and never more than two at once."""
     intervals = sorted(run_batch(site, 10, "ten"))
     assert most_at_once(intervals) == SLOTS
-    alone = [n for n, task in enumerate(intervals[:-1])
-             if not any(overlap(task, other) for m, other in enumerate(intervals) if m != n)]
+    alone = [
+        n for n, task in enumerate(intervals[:-1]) if not any(overlap(task, other) for m, other in enumerate(intervals) if m != n)
+    ]
     assert alone == [], f"tasks {alone} (by start) ran with the other slot empty: {intervals}"
     return intervals
 
@@ -78,8 +79,8 @@ def heartbeat_never_failed(site: PoolSite) -> None:
     assert not [w for w in warnings if "heartbeat" in w or "node usage" in w], warnings
     heard = [t for t in site.node_heard_times() if t >= site.bridge_started_at]
     assert heard and heard[-1] - heard[0] >= HEARTBEAT_SPAN_S - 5 * site.heartbeat_interval
-    gaps = [(a, b) for a, b in zip(heard, heard[1:])
-            if not any(a <= up and b >= down for down, up in site.bridge_restarts)]
+    gaps = [(a, b) for a, b in zip(heard, heard[1:]) if not any(a <= up and b >= down for down, up in site.bridge_restarts)]
     widest = max(b - a for a, b in gaps)
     assert widest <= MAX_GAP_BEATS * site.heartbeat_interval, (
-        f"the pool went {widest:.1f} s without hearing the node (heartbeat every {site.heartbeat_interval} s)")
+        f"the pool went {widest:.1f} s without hearing the node (heartbeat every {site.heartbeat_interval} s)"
+    )

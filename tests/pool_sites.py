@@ -32,8 +32,9 @@ FINAL = {"COMPLETED", "FAILED", "STOPPED"}
 
 
 def sleeper_zip(seconds: float, tag: str) -> bytes:
-    return make_zip({"main.py": f"import time\nprint('start {tag}', flush=True)\ntime.sleep({seconds})\n"
-                                f"print('done {tag}', flush=True)\n"})
+    return make_zip(
+        {"main.py": f"import time\nprint('start {tag}', flush=True)\ntime.sleep({seconds})\nprint('done {tag}', flush=True)\n"}
+    )
 
 
 class PoolSite:
@@ -42,15 +43,23 @@ class PoolSite:
     kind = ""
     heartbeat_interval = 1.0
 
-    def __init__(self, tmp: Path, redis_url: str, heartbeat_interval: float | None = 1.0,
-                 registration_interval: float | None = 5.0, relay_interval: float | None = 0.5) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        redis_url: str,
+        heartbeat_interval: float | None = 1.0,
+        registration_interval: float | None = 5.0,
+        relay_interval: float | None = 0.5,
+    ) -> None:
         """An interval of None: the bridge's shipped default (a benchmark measures those)."""
         self.tmp = tmp
         self.redis_url = redis_url
         self.heartbeat_interval = heartbeat_interval or 5.0
-        self.timers = {"HIVEMIND_HEARTBEAT_INTERVAL": heartbeat_interval,
-                       "HIVEMIND_REGISTRATION_INTERVAL": registration_interval,
-                       "HIVEMIND_RELAY_INTERVAL": relay_interval}
+        self.timers = {
+            "HIVEMIND_HEARTBEAT_INTERVAL": heartbeat_interval,
+            "HIVEMIND_REGISTRATION_INTERVAL": registration_interval,
+            "HIVEMIND_RELAY_INTERVAL": relay_interval,
+        }
         self.bridge_port = free_port()
         self.bridge_restarts: list[tuple[float, float]] = []  # (stopped at, serving again at)
         self.bridge_started_at = 0.0
@@ -74,8 +83,11 @@ class PoolSite:
 
     def bridge_env(self) -> dict[str, str]:
         return {
-            "REDIS_URL": self.redis_url, "HIVEMIND_USERNAME": SITE, "HIVEMIND_PASSWORD": PASSWORD,
-            "HIVEMIND_BRIDGE_PORT": str(self.bridge_port), "HIVEMIND_BRIDGE_BIND": "127.0.0.1",
+            "REDIS_URL": self.redis_url,
+            "HIVEMIND_USERNAME": SITE,
+            "HIVEMIND_PASSWORD": PASSWORD,
+            "HIVEMIND_BRIDGE_PORT": str(self.bridge_port),
+            "HIVEMIND_BRIDGE_BIND": "127.0.0.1",
             **{name: str(value) for name, value in self.timers.items() if value is not None},
         }
 
@@ -106,28 +118,30 @@ class PoolSite:
     def upload(self, zip_bytes: bytes, task_id: str | None = None) -> str:
         client, token = self.owner()
         task_id = task_id or f"{self.kind}-{uuid.uuid4().hex[:10]}"
-        reply = client.master.UploadTask(pb.UploadTaskRequest(task_id=task_id, task_zip=zip_bytes,
-                                                              cpu_score=CPU_SCORE, token=token), timeout=30)
+        reply = client.master.UploadTask(
+            pb.UploadTaskRequest(task_id=task_id, task_zip=zip_bytes, cpu_score=CPU_SCORE, token=token), timeout=30
+        )
         assert reply.success, reply.message
         return task_id
 
     def statuses(self) -> dict[str, pb.TaskInfo]:
         client, token = self.owner()
-        return {t.task_id: t for t in client.master.GetAllUserTasks(pb.GetAllUserTasksRequest(token=token),
-                                                                      timeout=30).tasks}
+        return {t.task_id: t for t in client.master.GetAllUserTasks(pb.GetAllUserTasksRequest(token=token), timeout=30).tasks}
 
     def wait_final(self, task_ids: list[str], timeout: float = 240) -> dict[str, pb.TaskInfo]:
         def done() -> dict[str, pb.TaskInfo] | None:
             now = self.statuses()
-            return now if all(now[t].status in FINAL for t in task_ids if t in now) and \
-                set(task_ids) <= set(now) else None
+            return now if all(now[t].status in FINAL for t in task_ids if t in now) and set(task_ids) <= set(now) else None
 
         wait_for(done, timeout=timeout, what=f"{len(task_ids)} tasks finished on the {self.kind} pool")
         return self.statuses()
 
     def wait_running(self, task_ids: list[str], timeout: float = 120) -> None:
-        wait_for(lambda: all(self.statuses()[t].status == "RUNNING" for t in task_ids), timeout=timeout,
-                 what=f"{task_ids} RUNNING on the {self.kind} pool")
+        wait_for(
+            lambda: all(self.statuses()[t].status == "RUNNING" for t in task_ids),
+            timeout=timeout,
+            what=f"{task_ids} RUNNING on the {self.kind} pool",
+        )
 
     def report(self, task_id: str) -> dict:
         client, token = self.owner()
@@ -140,8 +154,10 @@ class PoolSite:
         """When the task's job ran on the worker, from its execution report."""
         report = self.report(task_id)
         assert report["status"] == "succeeded", report
-        return (datetime.fromisoformat(report["started_at"]).timestamp(),
-                datetime.fromisoformat(report["finished_at"]).timestamp())
+        return (
+            datetime.fromisoformat(report["started_at"]).timestamp(),
+            datetime.fromisoformat(report["finished_at"]).timestamp(),
+        )
 
 
 class StandInSite(PoolSite):
@@ -161,12 +177,21 @@ class StandInSite(PoolSite):
 
     def start(self) -> None:
         self.double.start()
-        self.bridge = Proc(["-m", "bridge"], _clean_env(HIVEMIND_NODEPOOL_ADDRESS=self.double.address,
-                                                        **self.bridge_env()), self.tmp / "bridge.log")
+        self.bridge = Proc(
+            ["-m", "bridge"],
+            _clean_env(HIVEMIND_NODEPOOL_ADDRESS=self.double.address, **self.bridge_env()),
+            self.tmp / "bridge.log",
+        )
         self.start_bridge()
-        wait_for(lambda: SITE in self.double.nodes and self.double.node(SITE).status == "Idle"
-                 and self.double.node(SITE).total["cpu_score"] == SLOTS * CPU_SCORE,
-                 timeout=60, what="the site registered with two cores and Idle on the stand-in")
+        wait_for(
+            lambda: (
+                SITE in self.double.nodes
+                and self.double.node(SITE).status == "Idle"
+                and self.double.node(SITE).total["cpu_score"] == SLOTS * CPU_SCORE
+            ),
+            timeout=60,
+            what="the site registered with two cores and Idle on the stand-in",
+        )
 
     def stop(self) -> None:
         self.bridge.stop()
@@ -202,8 +227,11 @@ class OwnPoolSite(PoolSite):
         self.site.cli_ok("users", "add", SITE, "--password", PASSWORD)
         self.site.start_pool()
         self.start_bridge()
-        wait_for(lambda: self.site.node_idle() and self.registered_cpu_score() == SLOTS * CPU_SCORE,
-                 timeout=60, what="the site registered with two cores and Idle on our pool")
+        wait_for(
+            lambda: self.site.node_idle() and self.registered_cpu_score() == SLOTS * CPU_SCORE,
+            timeout=60,
+            what="the site registered with two cores and Idle on our pool",
+        )
         self._watching.set()
         self._watch = threading.Thread(target=self._watch_last_seen, daemon=True)
         self._watch.start()

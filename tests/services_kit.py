@@ -44,8 +44,10 @@ def docker_leftovers(docker_client, label: str, timeout: float = 10.0) -> tuple[
     while True:
         # sparse: no inspect per container, which fails with 404 for one removed
         # between the list and the inspect (the very removal being waited for).
-        found = (docker_client.containers.list(all=True, filters=filters, sparse=True),
-                 docker_client.volumes.list(filters=filters))
+        found = (
+            docker_client.containers.list(all=True, filters=filters, sparse=True),
+            docker_client.volumes.list(filters=filters),
+        )
         if found == ([], []) or time.monotonic() >= deadline:
             return found
         time.sleep(0.1)
@@ -78,18 +80,40 @@ def worker_env(redis_url: str, worker_id: str, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A real `celery -A hivemind_celery worker` subprocess."""
 
-    def __init__(self, redis_url: str, queues: str, log_path: Path, concurrency: int = 2,
-                 extra_args: tuple[str, ...] = (), **env: str) -> None:
+    def __init__(
+        self, redis_url: str, queues: str, log_path: Path, concurrency: int = 2, extra_args: tuple[str, ...] = (), **env: str
+    ) -> None:
         self.worker_id = env.pop("worker_id", f"test-{uuid.uuid4().hex[:8]}")
         self.hostname = f"{self.worker_id}@localhost"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "hivemind_celery", "worker", "-Q", queues,
-             "-c", str(concurrency), "--pool", "prefork", "-n", self.hostname,
-             "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "INFO", *extra_args],
-            cwd=ROOT, env=worker_env(redis_url, self.worker_id, **env),
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hivemind_celery",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "-n",
+                self.hostname,
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
+                *extra_args,
+            ],
+            cwd=ROOT,
+            env=worker_env(redis_url, self.worker_id, **env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, app, timeout: float = 60.0) -> None:

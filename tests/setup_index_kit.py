@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DOCKER_HOST = "172.17.0.1"  # the host as seen from Docker's default bridge
 
-BACKEND = r'''
+BACKEND = r"""
 import json, os, socket, urllib.request, zipfile, base64, hashlib
 
 def _probe(host, port):
@@ -64,7 +64,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         record.append("hmsdist-1.0.dist-info/RECORD,,")
         whl.writestr("hmsdist-1.0.dist-info/RECORD", "\n".join(record) + "\n")
     return name
-'''
+"""
 
 
 def wheel(name: str, version: str, module_source: str) -> tuple[str, bytes]:
@@ -93,8 +93,10 @@ def sdist(probe_host: str, probe_port: int, marker_dir: str) -> tuple[str, bytes
     files = {
         f"{root}/PKG-INFO": b"Metadata-Version: 2.1\nName: hmsdist\nVersion: 1.0\n",
         f"{root}/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "hmbackend"\nbackend-path = ["."]\n',
-        f"{root}/hmbackend.py": BACKEND.replace("@HOST@", repr(probe_host)).replace("@PORT@", str(probe_port))
-        .replace("@MARKER_DIR@", repr(marker_dir)).encode(),
+        f"{root}/hmbackend.py": BACKEND.replace("@HOST@", repr(probe_host))
+        .replace("@PORT@", str(probe_port))
+        .replace("@MARKER_DIR@", repr(marker_dir))
+        .encode(),
     }
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
@@ -122,8 +124,7 @@ class Recorder:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Type", "text/html" if self.path.endswith("/") else
-                                 "application/octet-stream")
+                self.send_header("Content-Type", "text/html" if self.path.endswith("/") else "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -165,8 +166,7 @@ class LocalIndex:
         }
         self.index = Recorder(files)
         self.probe_host = probe_host
-        self.index.files["/simple/hmfar/"] = _page(
-            {far_name: f"http://{probe_host}:{self.elsewhere.port}/files/{far_name}"})
+        self.index.files["/simple/hmfar/"] = _page({far_name: f"http://{probe_host}:{self.elsewhere.port}/files/{far_name}"})
 
     def url(self, host: str = DOCKER_HOST) -> str:
         return f"http://{host}:{self.index.port}/simple"

@@ -67,8 +67,11 @@ def test_whole_worker_sigkilled_mid_task(make_site, redis_url: str, docker_clien
     assert drill.notes["orphans_left"] == 0, "the rerun removed the dead worker's containers"
 
 
-def test_dead_workers_tasks_come_back_long_before_the_visibility_timeout(make_site, redis_url: str,  # type: ignore[no-untyped-def]
-                                                                         docker_client) -> None:
+def test_dead_workers_tasks_come_back_long_before_the_visibility_timeout(
+    make_site,
+    redis_url: str,  # type: ignore[no-untyped-def]
+    docker_client,
+) -> None:
     """With an hour's visibility timeout, only the rescue (rescue.py) can bring
     the killed worker's tasks back within the test's few minutes."""
     site, app = make_site(redis_url, HIVEMIND_VISIBILITY_TIMEOUT="3600", HIVEMIND_RESCUE_INTERVAL="2")
@@ -154,8 +157,7 @@ def test_disk_filled_on_a_small_filesystem_pauses_then_resumes(make_site, redis_
         pytest.skip("cannot mount a tmpfs here (needs root and mount)")
     try:
         site, app = make_site(redis_url)
-        site.start_worker(app, concurrency=1, HIVEMIND_MONITOR_DISK_PATH=str(disk),
-                          HIVEMIND_HEALTH_MIN_DISK_FREE_MB="16")
+        site.start_worker(app, concurrency=1, HIVEMIND_MONITOR_DISK_PATH=str(disk), HIVEMIND_HEALTH_MIN_DISK_FREE_MB="16")
         registry = Registry(redis.Redis.from_url(redis_url))
         drills.wait_until(lambda: registry.capacity().cpus_free > 0, 30, "the worker offering its CPUs")
         drill = drills.disk_filled(site, registry, disk, fill_mb=24)

@@ -58,8 +58,7 @@ class TunnelConfig:
 
     def render(self) -> str:
         """The file kept in the state directory: wg-quick's format, without DNS."""
-        lines = ["[Interface]", f"PrivateKey = {self.private_key}",
-                 "Address = " + ", ".join(str(a) for a in self.addresses)]
+        lines = ["[Interface]", f"PrivateKey = {self.private_key}", "Address = " + ", ".join(str(a) for a in self.addresses)]
         if self.mtu is not None:
             lines.append(f"MTU = {self.mtu}")
         if self.listen_port is not None:
@@ -200,10 +199,10 @@ def _peer(values: dict[str, str], source: str) -> Peer:
         public_key=validate_key(values["publickey"], f"{source}: peer PublicKey"),
         endpoint=_endpoint(values["endpoint"]) if "endpoint" in values else None,
         allowed_ips=_networks(values.get("allowedips", "")),
-        persistent_keepalive=(_int(values["persistentkeepalive"], "PersistentKeepalive", 0, 65535)
-                              if "persistentkeepalive" in values else None),
-        preshared_key=(validate_key(values["presharedkey"], f"{source}: PresharedKey")
-                       if "presharedkey" in values else None),
+        persistent_keepalive=(
+            _int(values["persistentkeepalive"], "PersistentKeepalive", 0, 65535) if "persistentkeepalive" in values else None
+        ),
+        preshared_key=(validate_key(values["presharedkey"], f"{source}: PresharedKey") if "presharedkey" in values else None),
     )
 
 
@@ -212,9 +211,7 @@ def check_vpn_network(network: Network) -> Network:
     without losing anything: private, and no wider than a /8 (IPv4) or /48 (IPv6)."""
     widest = 8 if network.version == 4 else 48
     if network.prefixlen < widest or not network.is_private:
-        raise TunnelConfigError(
-            f"VPN network {network} is not a private network of /{widest} or narrower; refusing to route it"
-        )
+        raise TunnelConfigError(f"VPN network {network} is not a private network of /{widest} or narrower; refusing to route it")
     return network
 
 
@@ -229,10 +226,12 @@ def narrow_allowed_ips(config: TunnelConfig, network: Network) -> TunnelConfig:
         if not kept:
             kept = (network,)
         if dropped:
-            log.warning("tunnel config: AllowedIPs %s narrowed to %s (only the pool's VPN network goes through "
-                        "the tunnel)", ", ".join(dropped), ", ".join(str(n) for n in kept))
+            log.warning(
+                "tunnel config: AllowedIPs %s narrowed to %s (only the pool's VPN network goes through the tunnel)",
+                ", ".join(dropped),
+                ", ".join(str(n) for n in kept),
+            )
         peers.append(replace(peer, allowed_ips=kept))
     if config.dropped_dns:
-        log.warning("tunnel config: DNS %s ignored (this site never changes the host's DNS)",
-                    ", ".join(config.dropped_dns))
+        log.warning("tunnel config: DNS %s ignored (this site never changes the host's DNS)", ", ".join(config.dropped_dns))
     return replace(config, peers=tuple(peers), dropped_dns=())

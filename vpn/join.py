@@ -43,7 +43,7 @@ _CLIENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,20}$")  # what the deployed pool ac
 
 @dataclass(frozen=True)
 class Joined:
-    config: TunnelConfig   # narrowed to record.network, without DNS
+    config: TunnelConfig  # narrowed to record.network, without DNS
     record: JoinRecord
 
 
@@ -65,8 +65,7 @@ def check_join_url(url: str) -> str:
         except ValueError:
             plain_ok = parts.hostname == "localhost"
         if not plain_ok:
-            raise JoinError(f"join URL {url[:100]!r} is plain http to a public host: the answer carries tunnel "
-                            "keys, use https")
+            raise JoinError(f"join URL {url[:100]!r} is plain http to a public host: the answer carries tunnel keys, use https")
     return url
 
 
@@ -74,8 +73,7 @@ def _post(url: str, body: dict[str, Any], token: str | None, timeout: float) -> 
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(check_join_url(url), data=json.dumps(body).encode(), headers=headers,
-                                     method="POST")
+    request = urllib.request.Request(check_join_url(url), data=json.dumps(body).encode(), headers=headers, method="POST")
     status: int
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
@@ -126,10 +124,20 @@ def join_deployed(url: str, client_name: str, timeout: float = JOIN_TIMEOUT) -> 
             raise TunnelConfigError("the config's [Peer] has no Endpoint")
     except TunnelConfigError as exc:
         raise JoinError(f"join answer from {url} is unusable: {exc}") from None
-    log.warning("joined the deployed network's VPN as %s (%s): that pool generated this site's private key "
-                "and knows it", client_name, address.ip)
-    record = JoinRecord(mode="deployed", network=str(network), pool_address=None, endpoint=endpoint,
-                        joined_at=datetime.now(UTC).isoformat(), client_name=client_name, pool_generated_key=True)
+    log.warning(
+        "joined the deployed network's VPN as %s (%s): that pool generated this site's private key and knows it",
+        client_name,
+        address.ip,
+    )
+    record = JoinRecord(
+        mode="deployed",
+        network=str(network),
+        pool_address=None,
+        endpoint=endpoint,
+        joined_at=datetime.now(UTC).isoformat(),
+        client_name=client_name,
+        pool_generated_key=True,
+    )
     return Joined(_with_keepalive(narrow_allowed_ips(config, network)), record)
 
 
@@ -149,19 +157,26 @@ def join_own(url: str, token: str, client_name: str, keys: KeyPair, timeout: flo
         if not isinstance(keepalive, int) or not 0 <= keepalive <= 65535:
             raise TunnelConfigError("persistent_keepalive must be a whole number of seconds")
         endpoint = _field(answer, "server_endpoint")
-        text = (f"[Interface]\nPrivateKey = {keys.private_key}\nAddress = {client_ip}/{network.prefixlen}\n\n"
-                f"[Peer]\nPublicKey = {server_key}\nEndpoint = {endpoint}\nAllowedIPs = {network}\n"
-                f"PersistentKeepalive = {keepalive or DEFAULT_KEEPALIVE}\n")
+        text = (
+            f"[Interface]\nPrivateKey = {keys.private_key}\nAddress = {client_ip}/{network.prefixlen}\n\n"
+            f"[Peer]\nPublicKey = {server_key}\nEndpoint = {endpoint}\nAllowedIPs = {network}\n"
+            f"PersistentKeepalive = {keepalive or DEFAULT_KEEPALIVE}\n"
+        )
         config = parse_config(text, "the pool's join answer")
     except (TunnelConfigError, ValueError) as exc:
         raise JoinError(f"join answer from {url} is unusable: {exc}") from None
     log.info("joined our Node Pool's VPN as %s (%s); only the public key was sent", client_name, client_ip)
-    record = JoinRecord(mode="own", network=str(network), pool_address=str(pool_ip), endpoint=endpoint,
-                        joined_at=datetime.now(UTC).isoformat(), client_name=client_name)
+    record = JoinRecord(
+        mode="own",
+        network=str(network),
+        pool_address=str(pool_ip),
+        endpoint=endpoint,
+        joined_at=datetime.now(UTC).isoformat(),
+        client_name=client_name,
+    )
     return Joined(config, record)
 
 
 def _with_keepalive(config: TunnelConfig) -> TunnelConfig:
-    peers = tuple(p if p.persistent_keepalive else replace(p, persistent_keepalive=DEFAULT_KEEPALIVE)
-                  for p in config.peers)
+    peers = tuple(p if p.persistent_keepalive else replace(p, persistent_keepalive=DEFAULT_KEEPALIVE) for p in config.peers)
     return replace(config, peers=peers)

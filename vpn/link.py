@@ -52,8 +52,15 @@ def _die_with_parent() -> None:
 class WireGuardLink:
     """One tunnel interface this process brought up (or found up from an earlier `up --detach`)."""
 
-    def __init__(self, name: str, tools: Tools | None = None, *, userspace: bool | None = None,
-                 pid_file: Path | None = None, detach: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        tools: Tools | None = None,
+        *,
+        userspace: bool | None = None,
+        pid_file: Path | None = None,
+        detach: bool = False,
+    ) -> None:
         self.name = check_interface_name(name)
         self.tools = tools or Tools()
         self.userspace = userspace  # None: kernel when it has WireGuard, else wireguard-go
@@ -74,8 +81,11 @@ class WireGuardLink:
         done = self.tools.wg("show", self.name, "latest-handshakes", check=False)
         if done.returncode != 0:
             return None
-        stamps = [int(parts[1]) for parts in (line.split() for line in done.stdout.splitlines())
-                  if len(parts) == 2 and parts[1].isdigit() and int(parts[1]) > 0]
+        stamps = [
+            int(parts[1])
+            for parts in (line.split() for line in done.stdout.splitlines())
+            if len(parts) == 2 and parts[1].isdigit() and int(parts[1]) > 0
+        ]
         return max(0.0, time.time() - max(stamps)) if stamps else None
 
     def wait_handshake(self, timeout: float, config: TunnelConfig | None = None) -> float:
@@ -89,8 +99,10 @@ class WireGuardLink:
             if age is not None and age < 180:  # WireGuard rekeys every 2 min; older is stale
                 return age
             if time.monotonic() >= deadline:
-                raise TunnelError(f"no WireGuard handshake on {self.name} within {timeout:.0f}s: the pool's "
-                                  "endpoint did not answer (is UDP to it blocked, or was this key refused?)")
+                raise TunnelError(
+                    f"no WireGuard handshake on {self.name} within {timeout:.0f}s: the pool's "
+                    "endpoint did not answer (is UDP to it blocked, or was this key refused?)"
+                )
             if config is not None and time.monotonic() >= next_nudge:
                 self.nudge(config)
                 next_nudge = time.monotonic() + 3.0
@@ -101,21 +113,20 @@ class WireGuardLink:
             if peer.endpoint:
                 keepalive = str(peer.persistent_keepalive or 25)
                 self.tools.wg("set", self.name, "peer", peer.public_key, "persistent-keepalive", "off", check=False)
-                self.tools.wg("set", self.name, "peer", peer.public_key, "persistent-keepalive", keepalive,
-                              check=False)
+                self.tools.wg("set", self.name, "peer", peer.public_key, "persistent-keepalive", keepalive, check=False)
 
     # -- up / down --------------------------------------------------------------------
     def up(self, config: TunnelConfig, network: Network) -> None:
         """Bring the interface up with `config` (already narrowed to `network`)."""
         check_vpn_network(network)
         for peer in config.peers:
-            wider = [str(n) for n in peer.allowed_ips if not (n.version == network.version
-                                                              and n.subnet_of(network))]  # type: ignore[arg-type]
+            wider = [str(n) for n in peer.allowed_ips if not (n.version == network.version and n.subnet_of(network))]  # type: ignore[arg-type]
             if wider:
                 raise TunnelError(f"refusing to route {', '.join(wider)} outside the VPN network {network}")
         if self.exists():
-            raise TunnelError(f"interface {self.name} already exists; not touching it (is the tunnel already up? "
-                              "`hivemind vpn down` first)")
+            raise TunnelError(
+                f"interface {self.name} already exists; not touching it (is the tunnel already up? `hivemind vpn down` first)"
+            )
         self._check_no_overlap(network)
         self._create()
         try:
@@ -131,8 +142,7 @@ class WireGuardLink:
         except BaseException:
             self.down()
             raise
-        log.info("tunnel %s up (%s WireGuard), address %s, routing only %s", self.name, self.kind, config.address.ip,
-                 network)
+        log.info("tunnel %s up (%s WireGuard), address %s, routing only %s", self.name, self.kind, config.address.ip, network)
 
     def _check_no_overlap(self, network: Network) -> None:
         done = self.tools.ip("-j", f"-{network.version}", "route", "show", check=False)
@@ -149,8 +159,10 @@ class WireGuardLink:
             except ValueError:
                 continue
             if existing.version == network.version and existing.overlaps(network):  # type: ignore[arg-type]
-                raise TunnelError(f"the VPN network {network} overlaps this host's route to {existing} "
-                                  f"(dev {route.get('dev')}); refusing to take it over")
+                raise TunnelError(
+                    f"the VPN network {network} overlaps this host's route to {existing} "
+                    f"(dev {route.get('dev')}); refusing to take it over"
+                )
 
     def _create(self) -> None:
         if self.userspace is not True:
@@ -160,8 +172,7 @@ class WireGuardLink:
                 return
             message = done.stderr.lower()
             if "not permitted" in message:
-                raise TunnelToolMissing(f"ip link add {self.name}: {done.stderr.strip()}; the tunnel needs "
-                                        f"{CAPABILITY_HINT}")
+                raise TunnelToolMissing(f"ip link add {self.name}: {done.stderr.strip()}; the tunnel needs {CAPABILITY_HINT}")
             if self.userspace is False:
                 raise TunnelError(f"kernel WireGuard unavailable: {done.stderr.strip()}")
         self._start_userspace()
@@ -169,8 +180,9 @@ class WireGuardLink:
 
     def _start_userspace(self) -> None:
         if not os.path.exists(TUN_DEVICE):
-            raise TunnelToolMissing(f"{TUN_DEVICE} is missing: userspace WireGuard needs the TUN device "
-                                    "(in Docker: devices: /dev/net/tun)")
+            raise TunnelToolMissing(
+                f"{TUN_DEVICE} is missing: userspace WireGuard needs the TUN device (in Docker: devices: /dev/net/tun)"
+            )
         argv = self.tools.argv(self.tools.wireguard_go, "-f", self.name)
         # wireguard-go refuses to start on kernels with WireGuard unless told userspace is wanted.
         env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"}
@@ -178,10 +190,15 @@ class WireGuardLink:
         # SIGPIPE when this process is gone.
         errors = tempfile.TemporaryFile()
         try:
-            self._process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                             stderr=errors,
-                                             start_new_session=self.detach,
-                                             preexec_fn=None if self.detach else _die_with_parent)
+            self._process = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=self.detach,
+                preexec_fn=None if self.detach else _die_with_parent,
+            )
         except FileNotFoundError:
             errors.close()
             raise missing_tool(self.tools.wireguard_go) from None
@@ -194,8 +211,9 @@ class WireGuardLink:
                 errors.close()
                 self._process = None
                 if "operation not permitted" in err.lower() or "permission denied" in err.lower():
-                    raise TunnelToolMissing(f"wireguard-go could not create {self.name}: {err[-300:]}; "
-                                            f"it needs {CAPABILITY_HINT}")
+                    raise TunnelToolMissing(
+                        f"wireguard-go could not create {self.name}: {err[-300:]}; it needs {CAPABILITY_HINT}"
+                    )
                 if "no such file" in err.lower() and not err.startswith("wireguard-go"):
                     raise missing_tool(self.tools.wireguard_go)
                 raise TunnelError(f"wireguard-go exited at start: {err[-300:] or 'no message'}")

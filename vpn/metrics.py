@@ -28,13 +28,15 @@ class TunnelCollector(Collector):
         up = GaugeMetricFamily("hivemind_tunnel_up", "1 when the tunnel interface is up and has had a handshake.")
         up.add_metric([], 1.0 if status is not None and getattr(status, "healthy", False) else 0.0)
         yield up
-        age = GaugeMetricFamily("hivemind_tunnel_handshake_age_seconds",
-                                "Seconds since the tunnel's latest WireGuard handshake (absent: none yet).")
+        age = GaugeMetricFamily(
+            "hivemind_tunnel_handshake_age_seconds", "Seconds since the tunnel's latest WireGuard handshake (absent: none yet)."
+        )
         if status is not None and getattr(status, "handshake_age", None) is not None:
             age.add_metric([], float(status.handshake_age))  # type: ignore[attr-defined]
         yield age
         if status is not None:
             info = InfoMetricFamily("hivemind_tunnel", "The tunnel's interface, address, VPN network and join mode.")
-            info.add_metric([], {key: str(getattr(status, key) or "") for key in
-                                 ("interface", "address", "network", "pool_address", "mode")})
+            info.add_metric(
+                [], {key: str(getattr(status, key) or "") for key in ("interface", "address", "network", "pool_address", "mode")}
+            )
             yield info

@@ -27,11 +27,11 @@ KEY_FILE = "private.key"
 
 @dataclass(frozen=True)
 class JoinRecord:
-    mode: str                      # "own" or "deployed"
-    network: str                   # the pool's VPN network, e.g. 10.0.0.0/24
-    pool_address: str | None       # the pool's own tunnel address, when the join said it
-    endpoint: str                  # the pool's WireGuard endpoint host:port
-    joined_at: str                 # ISO time
+    mode: str  # "own" or "deployed"
+    network: str  # the pool's VPN network, e.g. 10.0.0.0/24
+    pool_address: str | None  # the pool's own tunnel address, when the join said it
+    endpoint: str  # the pool's WireGuard endpoint host:port
+    joined_at: str  # ISO time
     client_name: str = ""
     pool_generated_key: bool = False  # the deployed network makes the private key itself
 
@@ -49,8 +49,10 @@ class TunnelStore:
         owner = self.dir.stat().st_uid
         if owner != os.geteuid():
             # Another user could replace the config or read the keys there.
-            raise TunnelConfigError(f"tunnel state directory {self.dir} belongs to uid {owner}, not this user "
-                                    f"(uid {os.geteuid()}): keep the tunnel's keys in a directory of its own")
+            raise TunnelConfigError(
+                f"tunnel state directory {self.dir} belongs to uid {owner}, not this user "
+                f"(uid {os.geteuid()}): keep the tunnel's keys in a directory of its own"
+            )
         os.chmod(self.dir, 0o700)
 
     def _write(self, name: str, text: str) -> None:

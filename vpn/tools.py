@@ -10,21 +10,20 @@ from vpn.errors import TunnelError, TunnelToolMissing
 
 PACKAGE_OF = {"ip": "iproute2", "wg": "wireguard-tools", "wireguard-go": "wireguard-go"}
 NOT_PERMITTED = ("operation not permitted", "permission denied")
-CAPABILITY_HINT = ("CAP_NET_ADMIN (run as root, or give the process the capability; in Docker: "
-                   "cap_add NET_ADMIN and the device /dev/net/tun)")
+CAPABILITY_HINT = (
+    "CAP_NET_ADMIN (run as root, or give the process the capability; in Docker: cap_add NET_ADMIN and the device /dev/net/tun)"
+)
 
 
 def missing_tool(program: str) -> TunnelToolMissing:
     package = PACKAGE_OF.get(program.rsplit("/", 1)[-1], program)
-    return TunnelToolMissing(f"{program} is not installed: install the Debian package {package} "
-                             f"(apt-get install {package})")
+    return TunnelToolMissing(f"{program} is not installed: install the Debian package {package} (apt-get install {package})")
 
 
 class Tools:
     """`ip`, `wg` and `wireguard-go` by path, run in `netns` when given (tests)."""
 
-    def __init__(self, netns: str | None = None, ip: str = "ip", wg: str = "wg",
-                 wireguard_go: str = "wireguard-go") -> None:
+    def __init__(self, netns: str | None = None, ip: str = "ip", wg: str = "wg", wireguard_go: str = "wireguard-go") -> None:
         self.netns = netns
         self.ip_program, self.wg_program, self.wireguard_go = ip, wg, wireguard_go
 
@@ -32,8 +31,9 @@ class Tools:
         prefix = [self.ip_program, "netns", "exec", self.netns] if self.netns else []
         return [*prefix, program, *args]
 
-    def run(self, program: str, *args: str, stdin: str | None = None, check: bool = True,
-            timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, program: str, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 15.0
+    ) -> subprocess.CompletedProcess[str]:
         argv = self.argv(program, *args)
         try:
             done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)

@@ -47,14 +47,16 @@ def default_client_name(settings: Settings) -> str:
 
 
 class Tunnel:
-    def __init__(self, settings: Settings, token: Callable[[], str] | None = None, tools: Tools | None = None,
-                 detach: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, token: Callable[[], str] | None = None, tools: Tools | None = None, detach: bool = False
+    ) -> None:
         self.settings = settings
         self.store = TunnelStore(settings.tunnel_state_dir)
         self._token = token  # the site's pool login, for joins to our own pool
         userspace = {"auto": None, "kernel": False, "userspace": True}[settings.tunnel_userspace]
-        self.link = WireGuardLink(settings.tunnel_interface, tools, userspace=userspace,
-                                  pid_file=self.store.dir / PID_FILE, detach=detach)
+        self.link = WireGuardLink(
+            settings.tunnel_interface, tools, userspace=userspace, pid_file=self.store.dir / PID_FILE, detach=detach
+        )
         self.client_name = settings.tunnel_client_name or default_client_name(settings)
 
     # -- join -------------------------------------------------------------------
@@ -103,8 +105,14 @@ class Tunnel:
         config, record = self.store.load()
         is_up = self.link.exists()
         return TunnelStatus(
-            interface=name, joined=True, up=is_up, address=str(config.address.ip), network=record.network,
-            pool_address=record.pool_address, endpoint=record.endpoint, mode=record.mode,
+            interface=name,
+            joined=True,
+            up=is_up,
+            address=str(config.address.ip),
+            network=record.network,
+            pool_address=record.pool_address,
+            endpoint=record.endpoint,
+            mode=record.mode,
             handshake_age=self.link.handshake_age() if is_up else None,
             pool_generated_key=record.pool_generated_key,
         )

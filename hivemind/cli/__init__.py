@@ -10,7 +10,6 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="HiveMind worker site.")
 
 
-
 @app.callback()
 def _group() -> None:
     """HiveMind worker site: run workers, the bridge, a Node Pool, and tasks."""

@@ -25,8 +25,14 @@ def _store(db: Path | None):  # noqa: ANN202 - nodepool is imported lazily
 @users_app.command("add")
 def users_add(
     name: str = typer.Argument(..., help="User name; a worker's user name is its node id."),
-    password: str = typer.Option(..., "--password", prompt=True, hide_input=True, confirmation_prompt=True,
-                                 help="At least 8 characters (prompted when left out)."),
+    password: str = typer.Option(
+        ...,
+        "--password",
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="At least 8 characters (prompted when left out).",
+    ),
     balance: int = typer.Option(0, "--balance", min=0, help="Starting CPT balance."),
     db: Path | None = typer.Option(None, "--db", help="Pool database (default: HIVEMIND_NODEPOOL_DB)."),
 ) -> None:

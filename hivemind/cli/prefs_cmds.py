@@ -19,12 +19,19 @@ prefs_app = typer.Typer(no_args_is_help=True, help="The owner's preferences: whe
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Fields whose empty value means "no such rule" (None).
-_OPTIONAL = {"suspend_above_cpu_percent", "hours", "gpus", "paused_until", "max_cpu_temperature_c",
-             "max_gpu_temperature_c", "release_memory_after_minutes"}
+_OPTIONAL = {
+    "suspend_above_cpu_percent",
+    "hours",
+    "gpus",
+    "paused_until",
+    "max_cpu_temperature_c",
+    "max_gpu_temperature_c",
+    "release_memory_after_minutes",
+}
 
 
 def parse_duration(text: str) -> float:
-    """"90", "90s", "15m", "2h", "1.5d" -> seconds."""
+    """ "90", "90s", "15m", "2h", "1.5d" -> seconds."""
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a duration like 30m, 2h or 1d")

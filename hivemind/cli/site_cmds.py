@@ -28,11 +28,23 @@ def workers(
         typer.echo(f"error: cannot read the registry: {exc}", err=True)
         raise typer.Exit(2) from exc
     if as_json:
-        typer.echo(json.dumps({
-            "workers": [{**w.capacity.as_dict(), "registered_at": w.registered_at,
-                         "last_heartbeat": w.last_heartbeat, "deadline": w.deadline} for w in live],
-            "capacity": cap.__dict__,
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "workers": [
+                        {
+                            **w.capacity.as_dict(),
+                            "registered_at": w.registered_at,
+                            "last_heartbeat": w.last_heartbeat,
+                            "deadline": w.deadline,
+                        }
+                        for w in live
+                    ],
+                    "capacity": cap.__dict__,
+                },
+                indent=2,
+            )
+        )
         return
     now = time.time()
     table = Table(title=f"{cap.workers} live worker(s)")
@@ -41,8 +53,15 @@ def workers(
     for w in live:
         c = w.capacity
         gpus = f"{c.gpus} ({', '.join(sorted(set(c.gpu_names)))})" if c.gpus else "0"
-        table.add_row(c.worker_id, c.hostname, ",".join(c.queues), f"{c.cpus:g}", f"{c.memory_mb} MiB",
-                      gpus, f"{max(0.0, now - w.last_heartbeat):.0f}s ago")
+        table.add_row(
+            c.worker_id,
+            c.hostname,
+            ",".join(c.queues),
+            f"{c.cpus:g}",
+            f"{c.memory_mb} MiB",
+            gpus,
+            f"{max(0.0, now - w.last_heartbeat):.0f}s ago",
+        )
     console = Console()
     console.print(table)
     console.print(
@@ -54,8 +73,7 @@ def workers(
 
 def health(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    docker: bool | None = typer.Option(None, "--docker/--no-docker",
-                                       help="Check dockerd (default: when the runtime is docker)."),
+    docker: bool | None = typer.Option(None, "--docker/--no-docker", help="Check dockerd (default: when the runtime is docker)."),
 ) -> None:
     """Check Redis, Docker, disk and memory; exit 1 when anything fails."""
     from hivemind_celery.core import get_settings

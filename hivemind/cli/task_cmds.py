@@ -50,18 +50,25 @@ def _task_table(tasks: list[pb.TaskInfo]) -> Table:
     colours = {"COMPLETED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan"}
     for t in tasks:
         colour = colours.get(t.status, "white")
-        table.add_row(t.task_id, f"[{colour}]{t.status}[/{colour}]", t.message, f"{t.cpu_usage:.0f}",
-                      f"{t.memory_usage:.0f}", f"{t.gpu_usage:.0f}", t.worker_ip)
+        table.add_row(
+            t.task_id,
+            f"[{colour}]{t.status}[/{colour}]",
+            t.message,
+            f"{t.cpu_usage:.0f}",
+            f"{t.memory_usage:.0f}",
+            f"{t.gpu_usage:.0f}",
+            t.worker_ip,
+        )
     return table
 
 
 def new_output(old: str, new: str) -> str:
     """The part of `new` not yet shown, given the pool keeps only a tail of the output."""
     if new.startswith(old):
-        return new[len(old):]
+        return new[len(old) :]
     tail = old[-1024:]
     index = new.rfind(tail) if tail else -1
-    return new[index + len(tail):] if index >= 0 else new
+    return new[index + len(tail) :] if index >= 0 else new
 
 
 def _wait(client: PoolClient, task_id: str, poll_s: float, quiet: bool) -> pb.TaskInfo:
@@ -106,8 +113,13 @@ def submit(
     data = read_task_zip(path)
     task_id = task_id or f"task-{uuid.uuid4().hex[:16]}"
     request = pb.UploadTaskRequest(
-        task_id=task_id, task_zip=data, memory_gb=memory, cpu_score=cpu_score,
-        gpu_score=ONE_GPU_SCORE if gpu else 0, gpu_memory_gb=gpu_memory, gpu_name=gpu_name,
+        task_id=task_id,
+        task_zip=data,
+        memory_gb=memory,
+        cpu_score=cpu_score,
+        gpu_score=ONE_GPU_SCORE if gpu else 0,
+        gpu_memory_gb=gpu_memory,
+        gpu_name=gpu_name,
     )
     with _client() as client:
         try:
@@ -128,13 +140,14 @@ def submit(
             raise fail(str(exc)) from None
     report = read_report(result) if result else None
     if as_json:
-        out.print_json(json.dumps({"task_id": task_id, "status": info.status, "message": info.message,
-                                   "report": report}))
+        out.print_json(json.dumps({"task_id": task_id, "status": info.status, "message": info.message, "report": report}))
     else:
         out.print(_task_table([info]))
         if report is not None:
-            out.print(f"exit code {report.get('exit_code')}, reward {report.get('reward')} CPT; "
-                      f"fetch files with: hivemind result {task_id} -o {task_id}.zip")
+            out.print(
+                f"exit code {report.get('exit_code')}, reward {report.get('reward')} CPT; "
+                f"fetch files with: hivemind result {task_id} -o {task_id}.zip"
+            )
     if info.status != "COMPLETED":
         raise typer.Exit(code=1)
 
@@ -192,8 +205,7 @@ def stop(task_id: str = typer.Argument(..., help="The task.")) -> None:
     """Stop a task (its result, with what it produced, still arrives)."""
     with _client() as client:
         try:
-            reply = client.call(client.master.StopTask, pb.StopTaskRequest(task_id=task_id, token=client.token),
-                                timeout_s=60)
+            reply = client.call(client.master.StopTask, pb.StopTaskRequest(task_id=task_id, token=client.token), timeout_s=60)
         except PoolError as exc:
             raise fail(str(exc)) from None
     if not reply.success:
@@ -220,8 +232,9 @@ def transfer(
     """Send CPT to another user."""
     with _client() as client:
         try:
-            reply = client.call(client.users.Transfer, pb.TransferRequest(
-                token=client.token, receiver_username=receiver, amount=amount))
+            reply = client.call(
+                client.users.Transfer, pb.TransferRequest(token=client.token, receiver_username=receiver, amount=amount)
+            )
         except PoolError as exc:
             raise fail(str(exc)) from None
     if not reply.success:

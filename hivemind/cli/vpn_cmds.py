@@ -48,8 +48,10 @@ def join(force: bool = typer.Option(False, "--force", help="Join again even when
         typer.echo(f"a tunnel config is already kept in {tunnel.state_dir} (--force to join again)")
         return
     joined = _run(tunnel.join)
-    typer.echo(f"joined ({joined.record.mode}): tunnel address {joined.config.address.ip}, VPN network "
-               f"{joined.record.network}, pool endpoint {joined.record.endpoint}")
+    typer.echo(
+        f"joined ({joined.record.mode}): tunnel address {joined.config.address.ip}, VPN network "
+        f"{joined.record.network}, pool endpoint {joined.record.endpoint}"
+    )
     if joined.record.pool_generated_key:
         typer.echo("note: the deployed network generated this site's private key, so that pool knows it")
 
@@ -59,8 +61,10 @@ def up() -> None:
     """Join if needed, bring the tunnel up (only the VPN network is routed) and wait for a handshake.
     wireguard-go, when used, keeps running after this command: `hivemind vpn down` ends it."""
     status = _run(_tunnel(detach=True).up)
-    typer.echo(f"tunnel {status.interface} up: address {status.address}, routing only {status.network}, "
-               f"handshake {status.handshake_age:.0f}s ago")
+    typer.echo(
+        f"tunnel {status.interface} up: address {status.address}, routing only {status.network}, "
+        f"handshake {status.handshake_age:.0f}s ago"
+    )
 
 
 @vpn_app.command("down")
@@ -78,11 +82,12 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         typer.echo(json.dumps({**asdict(state), "healthy": state.healthy}, indent=2))
     else:
         age = "none yet" if state.handshake_age is None else f"{state.handshake_age:.0f}s ago"
-        typer.echo(f"interface {state.interface}: {'up' if state.up else 'down'}; "
-                   f"{'joined' if state.joined else 'not joined'}")
+        typer.echo(f"interface {state.interface}: {'up' if state.up else 'down'}; {'joined' if state.joined else 'not joined'}")
         if state.joined:
-            typer.echo(f"address {state.address} in {state.network} ({state.mode}); pool {state.endpoint}"
-                       f"{' at ' + state.pool_address if state.pool_address else ''}; latest handshake {age}")
+            typer.echo(
+                f"address {state.address} in {state.network} ({state.mode}); pool {state.endpoint}"
+                f"{' at ' + state.pool_address if state.pool_address else ''}; latest handshake {age}"
+            )
     if not state.healthy:
         raise typer.Exit(1)
 

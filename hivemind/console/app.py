@@ -36,8 +36,14 @@ async def _refused(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings, client: redis.Redis, creds: Credentials) -> FastAPI:
     app = FastAPI(title="HiveMind console", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(SessionMiddleware, secret_key=creds.session_key, session_cookie=SESSION_COOKIE,
-                       max_age=SESSION_MAX_AGE, same_site="strict", https_only=False)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=creds.session_key,
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE,
+        same_site="strict",
+        https_only=False,
+    )
     app.add_exception_handler(Refused, _refused)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.state.console = ConsoleState(settings, client, creds, SiteView(client, settings), make_templates())

@@ -67,7 +67,8 @@ def credentials(settings: Settings, host: str) -> Credentials:
     if not is_loopback(host) and not given:
         raise ConsoleConfigError(
             f"the console listens on {host}, off loopback: set HIVEMIND_CONSOLE_PASSWORD first "
-            "(a generated password is only for a console on 127.0.0.1)")
+            "(a generated password is only for a console on 127.0.0.1)"
+        )
     key, _ = _read_or_create(state / KEY_FILE, secrets.token_urlsafe(32))
     if given:
         return Credentials(given, key, False, None)

@@ -35,8 +35,9 @@ def svg(title: str, lines: Sequence[Line], unit: str = "%", ymax: float | None =
     head += f' data-chart="{escape(chart_id)}">' if chart_id else ">"
     parts = [head, f'<text class="chart-title" x="{PAD}" y="18">{escape(title)}</text>']
     if not everything:
-        parts.append(f'<text class="chart-empty" x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">'
-                     'no samples yet</text></svg>')
+        parts.append(
+            f'<text class="chart-empty" x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">no samples yet</text></svg>'
+        )
         return "".join(parts)
     t0 = min(p[0] for p in everything)
     t1 = max(p[0] for p in everything)
@@ -52,13 +53,18 @@ def svg(title: str, lines: Sequence[Line], unit: str = "%", ymax: float | None =
     for index, line in enumerate(lines):
         colour = COLOURS[index % len(COLOURS)]
         coords = " ".join(
-            f"{x0 + (x1 - x0) * (t - t0) / span:.1f},{y0 - (y0 - y1) * min(v, top) / top:.1f}" for t, v in line.points)
-        parts.append(f'<polyline class="series" data-series="{escape(line.label)}" data-points="{len(line.points)}" '
-                     f'fill="none" stroke="{colour}" stroke-width="1.8" points="{coords}"/>')
+            f"{x0 + (x1 - x0) * (t - t0) / span:.1f},{y0 - (y0 - y1) * min(v, top) / top:.1f}" for t, v in line.points
+        )
+        parts.append(
+            f'<polyline class="series" data-series="{escape(line.label)}" data-points="{len(line.points)}" '
+            f'fill="none" stroke="{colour}" stroke-width="1.8" points="{coords}"/>'
+        )
         if line.points:
             last = _fmt(line.points[-1][1], unit)
-            parts.append(f'<text class="legend" x="{x1 - 120 * (len(lines) - index - 1)}" y="18" text-anchor="end" '
-                         f'fill="{colour}">{escape(line.label)} {last}</text>')
+            parts.append(
+                f'<text class="legend" x="{x1 - 120 * (len(lines) - index - 1)}" y="18" text-anchor="end" '
+                f'fill="{colour}">{escape(line.label)} {last}</text>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -76,8 +76,12 @@ async def checked_form(request: Request) -> dict[str, Any]:
     form = dict(await request.form())
     given = form.get("csrf_token") or request.headers.get("x-csrf-token")
     if not auth.csrf_matches(str(given) if given else None, request.session.get("csrf")):
-        raise Refused(HTMLResponse("<h1>403</h1><p>This change did not carry the console's CSRF token; reload the "
-                                   "page and try again.</p>", status_code=403))
+        raise Refused(
+            HTMLResponse(
+                "<h1>403</h1><p>This change did not carry the console's CSRF token; reload the page and try again.</p>",
+                status_code=403,
+            )
+        )
     return form
 
 

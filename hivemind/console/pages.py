@@ -41,9 +41,18 @@ def machine_charts(points: list[dict[str, Any]]) -> dict[str, str]:
     }
     gpu_ids = sorted({g["index"] for p in points for g in p.get("gpus") or []})
     for index in gpu_ids:
+
         def gpu_line(label: str, field: str, idx: int = index) -> Line:
-            return Line(label, [(p["t"], float(g.get(field) or 0)) for p in points for g in p.get("gpus") or []
-                                if g.get("index") == idx and g.get(field) is not None])
+            return Line(
+                label,
+                [
+                    (p["t"], float(g.get(field) or 0))
+                    for p in points
+                    for g in p.get("gpus") or []
+                    if g.get("index") == idx and g.get(field) is not None
+                ],
+            )
+
         charts[f"gpu{index} load"] = svg(f"GPU {index} load", [gpu_line("load %", "load_percent")], "%", 100.0)
         charts[f"gpu{index} memory"] = svg(f"GPU {index} memory", [gpu_line("used MiB", "memory_used_mb")], " MiB")
         charts[f"gpu{index} temperature"] = svg(f"GPU {index} temperature", [gpu_line("°C", "temperature_c")], "°C")
@@ -56,8 +65,7 @@ def context(view: SiteView, name: str, outcome: str = "") -> dict[str, Any]:
         return {"overview": view.overview(), "mode": view.prefs.mode()}
     if name == "running":
         tasks = view.running()
-        return {"tasks": tasks, "charts": {t.task_id: task_charts(t.series, t.task_id) for t in tasks},
-                "mode": view.prefs.mode()}
+        return {"tasks": tasks, "charts": {t.task_id: task_charts(t.series, t.task_id) for t in tasks}, "mode": view.prefs.mode()}
     if name == "history":
         return {"rows": view.history(outcome=outcome)}
     if name == "machine":
@@ -95,8 +103,13 @@ def preferences_from_form(form: dict[str, Any]) -> dict[str, Any]:
         "max_cpu_temperature_c": _number(form, "max_cpu_temperature_c"),
         "max_gpu_temperature_c": _number(form, "max_gpu_temperature_c"),
     }
-    for name, default in (("cpu_share_percent", 100.0), ("memory_share_percent", 100.0), ("keep_free_disk_gb", 0.0),
-                          ("temperature_margin_c", 5.0), ("resume_after_seconds", 60.0)):
+    for name, default in (
+        ("cpu_share_percent", 100.0),
+        ("memory_share_percent", 100.0),
+        ("keep_free_disk_gb", 0.0),
+        ("temperature_margin_c", 5.0),
+        ("resume_after_seconds", 60.0),
+    ):
         value = _number(form, name)
         fields[name] = default if value is None else value
     return fields

@@ -66,7 +66,6 @@ def csrf_token(request: Request) -> str:
     return str(token)
 
 
-def render(templates: Jinja2Templates, request: Request, name: str, status_code: int = 200,
-           **context: Any) -> HTMLResponse:
+def render(templates: Jinja2Templates, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.update(csrf_token=csrf_token(request), page=context.get("page", ""))
     return templates.TemplateResponse(request, name, context, status_code=status_code)

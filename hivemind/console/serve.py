@@ -41,8 +41,14 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     app, _ = prepare(settings, host)
     attach_problem_log(settings, "console")
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False,  # type: ignore[arg-type]
-                            server_header=False)
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+    )
     server = CalmServer(config)
     try:
         server.run()

@@ -91,10 +91,12 @@ class Balance:
             from hivemind.pool_client import PoolClient, PoolError
             from proto import nodepool_pb2 as pb
 
-            with PoolClient(self.settings.nodepool_address, self.settings.username,
-                            self.settings.password.get_secret_value(), timeout_s=3.0) as client:
-                reply = client.call(client.users.GetBalance,
-                                    pb.GetBalanceRequest(username=self.settings.username, token=client.token))
+            with PoolClient(
+                self.settings.nodepool_address, self.settings.username, self.settings.password.get_secret_value(), timeout_s=3.0
+            ) as client:
+                reply = client.call(
+                    client.users.GetBalance, pb.GetBalanceRequest(username=self.settings.username, token=client.token)
+                )
             if reply.success:
                 self.value, self.note = int(reply.balance), ""
             else:
@@ -133,18 +135,39 @@ class SiteView:
         return Overview(
             joined=standing.joined(self.settings.heartbeat_interval),
             node_id=standing.node_id or self.settings.username or "",
-            pool=standing.pool or self.settings.nodepool_address, pool_status=standing.status,
-            pool_error=standing.error, last_beat=standing.last_beat, state=state, why=why,
-            running=len(running), workers=live.workers, worker_beat=live.last_heartbeat,
-            cpt_today=today, cpt_total=total, balance=balance, balance_note=note,
-            tunnel=standing.tunnel, tunnel_address=standing.tunnel_address, tunnel_network=standing.tunnel_network,
-            tunnel_handshake_at=standing.tunnel_handshake_at)
+            pool=standing.pool or self.settings.nodepool_address,
+            pool_status=standing.status,
+            pool_error=standing.error,
+            last_beat=standing.last_beat,
+            state=state,
+            why=why,
+            running=len(running),
+            workers=live.workers,
+            worker_beat=live.last_heartbeat,
+            cpt_today=today,
+            cpt_total=total,
+            balance=balance,
+            balance_note=note,
+            tunnel=standing.tunnel,
+            tunnel_address=standing.tunnel_address,
+            tunnel_network=standing.tunnel_network,
+            tunnel_handshake_at=standing.tunnel_handshake_at,
+        )
 
     # -- tasks -------------------------------------------------------------------
     def running(self) -> list[RunningTask]:
-        return [RunningTask(task_id, started, self.activity.info(task_id), self.activity.usage(task_id),
-                            self.series.task(task_id), self.output_tail(task_id), self.checkpoints.latest(task_id))
-                for task_id, started in self.activity.running()]
+        return [
+            RunningTask(
+                task_id,
+                started,
+                self.activity.info(task_id),
+                self.activity.usage(task_id),
+                self.series.task(task_id),
+                self.output_tail(task_id),
+                self.checkpoints.latest(task_id),
+            )
+            for task_id, started in self.activity.running()
+        ]
 
     def output_tail(self, task_id: str) -> str:
         return output_tail(self.client, task_id, max_bytes=OUTPUT_TAIL_BYTES)

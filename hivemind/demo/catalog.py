@@ -48,8 +48,10 @@ def missing_examples(names: Iterable[str]) -> str | None:
     missing = [name for name in names if not (folder / name / "main.py").is_file()]
     if not missing:
         return None
-    return (f"the bundled examples {', '.join(missing)} are not in {folder} (an incomplete install); "
-            "reinstall the package: pip install --force-reinstall hivemind-celery")
+    return (
+        f"the bundled examples {', '.join(missing)} are not in {folder} (an incomplete install); "
+        "reinstall the package: pip install --force-reinstall hivemind-celery"
+    )
 
 
 def zip_folder(folder: Path) -> bytes:

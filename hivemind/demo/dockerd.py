@@ -58,7 +58,7 @@ def docker_host(environ: Mapping[str, str] | None = None) -> DockerHost:
     env: Mapping[str, str] = os.environ if environ is None else environ
     url = env.get("DOCKER_HOST", "").strip() or f"unix://{DEFAULT_SOCKET}"
     if url.startswith("unix://"):
-        return DockerHost(url, Path(url[len("unix://"):]))
+        return DockerHost(url, Path(url[len("unix://") :]))
     return DockerHost(url, None)
 
 
@@ -83,7 +83,7 @@ def ping_problem(host: DockerHost) -> str | None:
 
 
 def socket_state(path: Path) -> str:
-    """"absent", "refused" (a file nobody serves), "denied" or "serving"."""
+    """ "absent", "refused" (a file nobody serves), "denied" or "serving"."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(2.0)
     try:
@@ -133,26 +133,47 @@ def plan_docker(host: DockerHost, ask: bool = True) -> DockerPlan:
     if problem is None:
         return DockerPlan(host, "use")
     if host.socket is None:
-        return DockerPlan(host, "none", f"the Docker daemon at DOCKER_HOST={host.url} does not answer ({problem}); "
-                          "the demo starts only a local daemon on a unix socket",
-                          f"start the daemon at {host.url}, or unset DOCKER_HOST")
+        return DockerPlan(
+            host,
+            "none",
+            f"the Docker daemon at DOCKER_HOST={host.url} does not answer ({problem}); "
+            "the demo starts only a local daemon on a unix socket",
+            f"start the daemon at {host.url}, or unset DOCKER_HOST",
+        )
     state = socket_state(host.socket)
     if state == "denied":
-        return DockerPlan(host, "none", f"dockerd is running but this user may not use {host.socket}",
-                          "sudo usermod -aG docker $USER  (then log in again), or run the demo as root")
+        return DockerPlan(
+            host,
+            "none",
+            f"dockerd is running but this user may not use {host.socket}",
+            "sudo usermod -aG docker $USER  (then log in again), or run the demo as root",
+        )
     if state == "serving":
-        return DockerPlan(host, "none", f"something serves {host.socket} but does not answer as Docker ({problem})",
-                          "look at dockerd's log (journalctl -u docker), or restart it: sudo systemctl restart docker")
+        return DockerPlan(
+            host,
+            "none",
+            f"something serves {host.socket} but does not answer as Docker ({problem})",
+            "look at dockerd's log (journalctl -u docker), or restart it: sudo systemctl restart docker",
+        )
     if shutil.which("dockerd") is None:
-        return DockerPlan(host, "none", "Docker is not installed (no dockerd on PATH)",
-                          "sudo apt-get install docker.io  (or: make deps)")
+        return DockerPlan(
+            host, "none", "Docker is not installed (no dockerd on PATH)", "sudo apt-get install docker.io  (or: make deps)"
+        )
     prefix, why_not = root_prefix(ask)
     if prefix is None:
-        return DockerPlan(host, "none", f"dockerd is installed but not running, and {why_not}",
-                          "sudo dockerd &  (or: sudo systemctl start docker)")
+        return DockerPlan(
+            host,
+            "none",
+            f"dockerd is installed but not running, and {why_not}",
+            "sudo dockerd &  (or: sudo systemctl start docker)",
+        )
     if not host.default and shutil.which("ip") is None:
-        return DockerPlan(host, "none", f"a dockerd of its own on {host.socket} needs a bridge, made with `ip`, "
-                          "which is not installed", "sudo apt-get install iproute2")
+        return DockerPlan(
+            host,
+            "none",
+            f"a dockerd of its own on {host.socket} needs a bridge, made with `ip`, which is not installed",
+            "sudo apt-get install iproute2",
+        )
     return DockerPlan(host, "start", as_root=tuple(prefix))
 
 
@@ -166,23 +187,41 @@ class OwnDaemon:
     address: str  # the bridge's address, CIDR
 
     def argv(self, host: DockerHost) -> list[str]:
-        return ["--host", host.url, "--data-root", str(self.state / "data"), "--exec-root", str(self.exec_root),
-                "--pidfile", str(self.state / "dockerd.pid"), "--bridge", self.bridge,
-                "--iptables=false", "--ip-masq=false"]
+        return [
+            "--host",
+            host.url,
+            "--data-root",
+            str(self.state / "data"),
+            "--exec-root",
+            str(self.exec_root),
+            "--pidfile",
+            str(self.state / "dockerd.pid"),
+            "--bridge",
+            self.bridge,
+            "--iptables=false",
+            "--ip-masq=false",
+        ]
 
 
 def own_daemon(host: DockerHost, demo_root: Path) -> OwnDaemon:
-    return OwnDaemon(demo_root / "dockerd", Path("/run") / f"{BRIDGE_PREFIX}{host.key}",
-                     f"{BRIDGE_PREFIX}{host.key}", free_subnet(int(host.key, 16)))
+    return OwnDaemon(
+        demo_root / "dockerd",
+        Path("/run") / f"{BRIDGE_PREFIX}{host.key}",
+        f"{BRIDGE_PREFIX}{host.key}",
+        free_subnet(int(host.key, 16)),
+    )
 
 
 def free_subnet(seed: int) -> str:
     """A /24 under 10.234/16 that no interface here has an address in."""
     import psutil
 
-    used = [ipaddress.ip_interface(f"{a.address}/{a.netmask}").network
-            for addrs in psutil.net_if_addrs().values() for a in addrs
-            if a.family == socket.AF_INET and a.netmask]
+    used = [
+        ipaddress.ip_interface(f"{a.address}/{a.netmask}").network
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family == socket.AF_INET and a.netmask
+    ]
     for step in range(256):
         net = ipaddress.ip_network(OWN_SUBNETS.format((seed + step) % 256))
         if not any(net.overlaps(other) for other in used):
@@ -197,12 +236,16 @@ def bridge_exists(name: str) -> bool:
 def make_bridge(name: str, address: str, as_root: list[str]) -> None:
     if bridge_exists(name):
         return
-    for argv in (["ip", "link", "add", name, "type", "bridge"], ["ip", "addr", "add", address, "dev", name],
-                 ["ip", "link", "set", name, "up"]):
+    for argv in (
+        ["ip", "link", "add", name, "type", "bridge"],
+        ["ip", "addr", "add", address, "dev", name],
+        ["ip", "link", "set", name, "up"],
+    ):
         done = subprocess.run([*as_root, *argv], capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"could not make the bridge {name} for the demo's dockerd "
-                               f"(`{' '.join(argv)}`: {done.stderr.strip()})")
+            raise RuntimeError(
+                f"could not make the bridge {name} for the demo's dockerd (`{' '.join(argv)}`: {done.stderr.strip()})"
+            )
 
 
 def remove_bridge(name: str) -> None:
@@ -227,8 +270,10 @@ def start(plan: DockerPlan, sup: Supervisor, demo_root: Path, say=print) -> tupl
         make_bridge(own.bridge, own.address, as_root)
         bridge = own.bridge
         argv += own.argv(host)
-    say(f"dockerd is installed but not running: starting it on {host.socket} "
-        f"(log: {sup.log_dir / 'dockerd.log'}); the demo stops it when it ends")
+    say(
+        f"dockerd is installed but not running: starting it on {host.socket} "
+        f"(log: {sup.log_dir / 'dockerd.log'}); the demo stops it when it ends"
+    )
     return sup.start("dockerd", argv, dict(os.environ), demo_root, grace=STOP_GRACE), bridge
 
 

@@ -82,12 +82,16 @@ def build_script() -> Path | None:
 def build_problem(ask: bool = True) -> tuple[str, str] | None:
     """None when this machine can build the task image, else (what is missing, the fix)."""
     if build_script() is None:
-        return ("build-images.sh is missing from the package (an incomplete install)",
-                "pip install --force-reinstall hivemind-celery")
+        return (
+            "build-images.sh is missing from the package (an incomplete install)",
+            "pip install --force-reinstall hivemind-celery",
+        )
     missing = [tool for tool in ("debootstrap", "busybox") if shutil.which(tool) is None]
     if missing:
-        return (f"building the task image needs {' and '.join(missing)}, not installed",
-                "sudo apt-get install debootstrap busybox-static  (or: make deps)")
+        return (
+            f"building the task image needs {' and '.join(missing)}, not installed",
+            "sudo apt-get install debootstrap busybox-static  (or: make deps)",
+        )
     prefix, why_not = dockerd.root_prefix(ask)
     if prefix is None:
         return f"building the task image needs root (debootstrap) and {why_not}", "run the demo as root"
@@ -115,8 +119,7 @@ def detect_gpus() -> list[str]:
         return []
 
 
-def check(wanted_runtime: str | None, task_image: str, examples: Sequence[str], flower: bool,
-          ask: bool = True) -> Preflight:
+def check(wanted_runtime: str | None, task_image: str, examples: Sequence[str], flower: bool, ask: bool = True) -> Preflight:
     """Everything the demo needs, checked before it starts anything. Raises
     MissingTool naming every missing piece with its fix; decides the runtime."""
     missing = []
@@ -160,7 +163,9 @@ def ensure_image(pre: Preflight, log_dir: Path, say=print, ask: bool = True) -> 
         pre.fall_back(f"The task image {pre.task_image} is missing and cannot be built here: {cannot[0]}", cannot[1])
         return
     log_path = log_dir / "build-images.log"
-    say(f"The task image {pre.task_image} is missing: building it now with build-images.sh "
-        f"(debootstrap, a few minutes the first time; log: {log_path})")
+    say(
+        f"The task image {pre.task_image} is missing: building it now with build-images.sh "
+        f"(debootstrap, a few minutes the first time; log: {log_path})"
+    )
     build_image(pre.docker.host, pre.task_image, log_path, ask)
     pre.notes.append(f"built the task image {pre.task_image}; tasks run in it")

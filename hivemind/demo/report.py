@@ -92,8 +92,9 @@ def progress_table(rows: list[Tracked]) -> Table:
             table.add_row(row.example.name, Text("skipped", style="dim"), "-", row.skipped)
             continue
         state = row.outcome if row.done else row.pool_status
-        table.add_row(row.example.name, Text(state, style=_STYLE.get(state, "cyan")), elapsed(row, now),
-                      row.error or row.last_line)
+        table.add_row(
+            row.example.name, Text(state, style=_STYLE.get(state, "cyan")), elapsed(row, now), row.error or row.last_line
+        )
     return table
 
 
@@ -118,7 +119,9 @@ def outcome_table(rows: list[Tracked]) -> Table:
             continue
         peak = finished.memory_peak_bytes
         table.add_row(
-            row.example.name, outcome, _seconds(finished.duration_s),
+            row.example.name,
+            outcome,
+            _seconds(finished.duration_s),
             "-" if finished.cpu_seconds is None else f"{finished.cpu_seconds:.2f}",
             "-" if peak is None else f"{peak / 2**20:.1f} MiB",
             "-" if finished.reward is None else str(finished.reward),

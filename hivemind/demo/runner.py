@@ -97,8 +97,7 @@ def ensure_accounts(paths: DemoPaths, creds: Credentials) -> list[str]:
     done = []
     store = Store(paths.nodepool_db)
     try:
-        for name, password, balance in ((creds.user, creds.password, DEMO_BALANCE),
-                                        (creds.worker, creds.worker_password, 0)):
+        for name, password, balance in ((creds.user, creds.password, DEMO_BALANCE), (creds.worker, creds.worker_password, 0)):
             try:
                 accounts.create_user(store, name, password, balance)
                 done.append(f"created Node Pool user {name!r}")
@@ -141,8 +140,9 @@ def start_dockerd(pre: Preflight, paths: DemoPaths, site: Site, sup: Supervisor,
     console.print(f"[green]✓[/green] dockerd on {pre.docker.host.socket} (started by the demo)")
 
 
-def start_site(opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Preflight, sup: Supervisor,
-               site: Site, console: Console) -> Site:
+def start_site(
+    opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Preflight, sup: Supervisor, site: Site, console: Console
+) -> Site:
     root = repo_root()
     env = services.base_env(root)
     site.runtime = pre.runtime
@@ -165,8 +165,7 @@ def start_site(opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Pre
     save_site(paths, site, sup)
     console.print(f"[green]✓[/green] Node Pool on {site.nodepool} (database {paths.nodepool_db})")
     with console.status("starting the bridge…"):
-        site.bridge = services.start_bridge(sup, port("bridge"), site.nodepool, creds.worker,
-                                            creds.worker_password, env, root)
+        site.bridge = services.start_bridge(sup, port("bridge"), site.nodepool, creds.worker, creds.worker_password, env, root)
     save_site(paths, site, sup)
     console.print(f"[green]✓[/green] bridge on {site.bridge}, node {creds.worker!r}")
 
@@ -189,25 +188,27 @@ def start_site(opts: DemoOptions, paths: DemoPaths, creds: Credentials, pre: Pre
                 services.start_worker(sup, spec, worker_env, root, app)
             site.worker_ids.append(spec.worker_id)
             save_site(paths, site, sup)
-            console.print(f"[green]✓[/green] Celery worker {spec.hostname} on queue {queue} "
-                          f"({pre.runtime} runtime, tasks stopped after {opts.task_timeout:.0f}s)")
+            console.print(
+                f"[green]✓[/green] Celery worker {spec.hostname} on queue {queue} "
+                f"({pre.runtime} runtime, tasks stopped after {opts.task_timeout:.0f}s)"
+            )
     finally:
         app.close()
     if opts.flower and services.flower_installed():
         with console.status("starting Flower…"):
-            site.flower = services.start_flower(sup, port("flower"), creds.flower_user, creds.flower_password,
-                                                env, root)
+            site.flower = services.start_flower(sup, port("flower"), creds.flower_user, creds.flower_password, env, root)
         save_site(paths, site, sup)
-        console.print(f"[green]✓[/green] Flower on {site.flower} (user {creds.flower_user}, "
-                      f"password {creds.flower_password})")
+        console.print(f"[green]✓[/green] Flower on {site.flower} (user {creds.flower_user}, password {creds.flower_password})")
     elif opts.flower:
         console.print(f"[dim]Flower is not installed ({escape(FLOWER_FIX)}); skipping it[/dim]")
     with console.status("starting the console…"):
         site.console, console_password = services.start_console(
-            sup, port("console"), paths.root / "console", site.nodepool, creds.worker, creds.worker_password, env, root)
+            sup, port("console"), paths.root / "console", site.nodepool, creds.worker, creds.worker_password, env, root
+        )
     save_site(paths, site, sup)
-    console.print(f"[green]✓[/green] console on {site.console} (password {console_password}, kept in "
-                  f"{paths.root / 'console' / 'password'})")
+    console.print(
+        f"[green]✓[/green] console on {site.console} (password {console_password}, kept in {paths.root / 'console' / 'password'})"
+    )
     return site
 
 
@@ -226,8 +227,9 @@ def stop_stale_tasks(client: PoolClient, console: Console) -> None:
     """Unfinished tasks of earlier demo runs would take the workers first."""
     for state in client.states().values():
         if not state.final and state.task_id.startswith("demo-"):
-            console.print(f"[dim]stopping {state.task_id} ({state.status}) left from an earlier run: "
-                          f"{client.stop(state.task_id)}[/dim]")
+            console.print(
+                f"[dim]stopping {state.task_id} ({state.status}) left from an earlier run: {client.stop(state.task_id)}[/dim]"
+            )
 
 
 def submit_examples(client: PoolClient, pre: Preflight, only: tuple[str, ...]) -> list[Tracked]:
@@ -244,8 +246,7 @@ def submit_examples(client: PoolClient, pre: Preflight, only: tuple[str, ...]) -
             continue
         row.task_id = f"demo-{example.name.replace('_', '-')}-{run_id}"
         try:
-            client.upload(row.task_id, zip_folder(folder / example.name), example.memory_gb, example.cpu_score,
-                          example.gpu_score)
+            client.upload(row.task_id, zip_folder(folder / example.name), example.memory_gb, example.cpu_score, example.gpu_score)
         except PoolError as exc:
             row.error = str(exc)
             continue
@@ -254,8 +255,7 @@ def submit_examples(client: PoolClient, pre: Preflight, only: tuple[str, ...]) -
     return rows
 
 
-def follow(client: PoolClient, rows: list[Tracked], sup: Supervisor, paths: DemoPaths, console: Console,
-           max_wait: float) -> None:
+def follow(client: PoolClient, rows: list[Tracked], sup: Supervisor, paths: DemoPaths, console: Console, max_wait: float) -> None:
     deadline = time.monotonic() + max_wait
     with Live(progress_table(rows), console=console, refresh_per_second=2, transient=False) as live:
         while not all(row.done for row in rows):
@@ -315,8 +315,7 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
     try:
         # Every precondition before anything starts; a missing piece stops here.
         names = [e.name for e in EXAMPLES if not opts.only or e.name in opts.only]
-        pre = check(opts.runtime, os.environ.get("HIVEMIND_TASK_IMAGE", "hivemind-task-python:bookworm"),
-                    names, opts.flower)
+        pre = check(opts.runtime, os.environ.get("HIVEMIND_TASK_IMAGE", "hivemind-task-python:bookworm"), names, opts.flower)
         start_dockerd(pre, paths, site, sup, console)
         ensure_image(pre, paths.logs, say=console.print)
         show_banner(console, pre)
@@ -337,19 +336,30 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         for line in notes(rows):
             console.print(f"  {line}", markup=False, highlight=False)
         console.print(f"Result zips: {shown(paths.results)}/<task>.zip   Logs: {shown(paths.logs)}/")
-        write_private(paths.summary, json.dumps({
-            "runtime": pre.runtime, "gpus": pre.gpus, "examples": [row.as_dict() for row in rows],
-            "docker_host": pre.docker.host.url if pre.docker else None,
-            "started_dockerd": bool(pre.docker and pre.docker.action == "start"),
-        }, indent=2) + "\n")
+        write_private(
+            paths.summary,
+            json.dumps(
+                {
+                    "runtime": pre.runtime,
+                    "gpus": pre.gpus,
+                    "examples": [row.as_dict() for row in rows],
+                    "docker_host": pre.docker.host.url if pre.docker else None,
+                    "started_dockerd": bool(pre.docker and pre.docker.action == "start"),
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         all_good = all(row.as_expected for row in rows)
-        console.print("[bold green]All examples ended as expected.[/bold green]" if all_good
-                      else "[bold red]Some examples did not end as expected (see above and the logs).[/bold red]")
+        console.print(
+            "[bold green]All examples ended as expected.[/bold green]"
+            if all_good
+            else "[bold red]Some examples did not end as expected (see above and the logs).[/bold red]"
+        )
         code = 0 if all_good else 1
         if opts.exit_when_done:
             return code
-        use = (f"Use it: set -a; . {shown(paths.env_file)}; set +a; "
-               f"hivemind submit {shown(examples_dir() / 'cpu_task')} --wait")
+        use = f"Use it: set -a; . {shown(paths.env_file)}; set +a; hivemind submit {shown(examples_dir() / 'cpu_task')} --wait"
         if opts.keep_running:
             detach = True
             save_site(paths, site, sup)
@@ -370,8 +380,13 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         return 1
     except Exception as exc:  # noqa: BLE001 - a stranger gets words and the logs, not just a traceback
         console.print_exception()
-        console.print(Panel(escape(f"{type(exc).__name__}: {exc}\nLogs of every part: {paths.logs}"),
-                            title="the demo failed unexpectedly", border_style="bold red"))
+        console.print(
+            Panel(
+                escape(f"{type(exc).__name__}: {exc}\nLogs of every part: {paths.logs}"),
+                title="the demo failed unexpectedly",
+                border_style="bold red",
+            )
+        )
         return 1
     finally:
         if not detach:
@@ -384,9 +399,13 @@ def stop_site(sup: Supervisor, paths: DemoPaths, site: Site, console: Console) -
     try:
         if sup.children:
             with console.status("stopping the site…"):
-                sup.stop_all(on_stop=lambda name: console.print(
-                    "[dim]stopping dockerd (the demo started it)[/dim]" if name == "dockerd"
-                    else f"[dim]stopping {name}[/dim]"))
+                sup.stop_all(
+                    on_stop=lambda name: console.print(
+                        "[dim]stopping dockerd (the demo started it)[/dim]"
+                        if name == "dockerd"
+                        else f"[dim]stopping {name}[/dim]"
+                    )
+                )
             console.print("Site stopped.")
         if site.dockerd_bridge:
             dockerd.remove_bridge(site.dockerd_bridge)

@@ -79,14 +79,25 @@ def start_redis(sup: Supervisor, paths: DemoPaths, port: int, password: str, env
     binary = redis_server_binary()
     conf = paths.redis / "redis.conf"
     # The password goes in a private config file, not argv (argv shows in `ps`).
-    write_private(conf, "\n".join([
-        f"port {port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no",
-        f"dir {paths.redis}", "appendonly yes", "appendfsync everysec",
-        f"requirepass {password}",
-        # 2 background passes a second, not 10: expiry is also checked on every read,
-        # so the only cost is slower reclaiming of expired keys' memory.
-        "hz 2", "",
-    ]))
+    write_private(
+        conf,
+        "\n".join(
+            [
+                f"port {port}",
+                "bind 127.0.0.1",
+                "protected-mode yes",
+                "daemonize no",
+                f"dir {paths.redis}",
+                "appendonly yes",
+                "appendfsync everysec",
+                f"requirepass {password}",
+                # 2 background passes a second, not 10: expiry is also checked on every read,
+                # so the only cost is slower reclaiming of expired keys' memory.
+                "hz 2",
+                "",
+            ]
+        ),
+    )
     child = sup.start("redis", [binary, str(conf)], env, paths.redis, grace=10.0)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
 
@@ -121,9 +132,7 @@ def start_nodepool(sup: Supervisor, paths: DemoPaths, port: int, env: dict[str, 
     return address
 
 
-def start_bridge(
-    sup: Supervisor, port: int, nodepool: str, username: str, password: str, env: dict[str, str], cwd: Path
-) -> str:
+def start_bridge(sup: Supervisor, port: int, nodepool: str, username: str, password: str, env: dict[str, str], cwd: Path) -> str:
     env = env | {
         "HIVEMIND_NODEPOOL_ADDRESS": nodepool,
         "HIVEMIND_USERNAME": username,
@@ -160,8 +169,23 @@ def start_worker(sup: Supervisor, spec: WorkerSpec, env: dict[str, str], cwd: Pa
     env = env | {"HIVEMIND_WORKER_ID": spec.worker_id}
     # Pool processes only while tasks run: up to `concurrency`, forked as tasks arrive,
     # none after Celery's autoscaler has seen 30 s without one.
-    argv = [PY, "-m", "celery", "-A", "hivemind_celery", "worker", "-Q", spec.queue,
-            "--autoscale", f"{spec.concurrency},0", "-n", spec.hostname, "-l", "INFO", *QUIET_WORKER_FLAGS]
+    argv = [
+        PY,
+        "-m",
+        "celery",
+        "-A",
+        "hivemind_celery",
+        "worker",
+        "-Q",
+        spec.queue,
+        "--autoscale",
+        f"{spec.concurrency},0",
+        "-n",
+        spec.hostname,
+        "-l",
+        "INFO",
+        *QUIET_WORKER_FLAGS,
+    ]
     # Stopping: SIGTERM (warm: finish running tasks), then SIGQUIT (cold: the main
     # process still runs its shutdown hooks, which remove our containers), then KILL.
     child = sup.start(f"worker-{spec.queue}", argv, env, cwd, grace=8.0, polite=(signal.SIGTERM, signal.SIGQUIT))
@@ -200,8 +224,9 @@ def start_flower(sup: Supervisor, port: int, user: str, password: str, env: dict
     return url
 
 
-def start_console(sup: Supervisor, port: int, state_dir: Path, nodepool: str, username: str, password: str,
-                  env: dict[str, str], cwd: Path) -> tuple[str, str]:
+def start_console(
+    sup: Supervisor, port: int, state_dir: Path, nodepool: str, username: str, password: str, env: dict[str, str], cwd: Path
+) -> tuple[str, str]:
     """`hivemind console` on 127.0.0.1 with its generated password (kept 0600 in
     state_dir); the Node Pool account is the bridge's, for the balance.
     Returns (url, password)."""
@@ -211,8 +236,9 @@ def start_console(sup: Supervisor, port: int, state_dir: Path, nodepool: str, us
         "HIVEMIND_USERNAME": username,
         "HIVEMIND_PASSWORD": password,
     }
-    child = sup.start("console", [PY, "-m", "hivemind.cli", "console", "--host", "127.0.0.1", "--port", str(port)],
-                      env, cwd, grace=5.0)
+    child = sup.start(
+        "console", [PY, "-m", "hivemind.cli", "console", "--host", "127.0.0.1", "--port", str(port)], env, cwd, grace=5.0
+    )
     url = f"http://127.0.0.1:{port}/"
 
     def answers() -> bool:
@@ -223,5 +249,17 @@ def start_console(sup: Supervisor, port: int, state_dir: Path, nodepool: str, us
     return url, (state_dir / "password").read_text().strip()
 
 
-__all__ = ["ChildFailed", "MissingTool", "start_bridge", "start_console", "start_flower", "start_nodepool", "start_redis",
-           "start_worker", "WorkerSpec", "flower_installed", "base_env", "redis_server_binary"]
+__all__ = [
+    "ChildFailed",
+    "MissingTool",
+    "start_bridge",
+    "start_console",
+    "start_flower",
+    "start_nodepool",
+    "start_redis",
+    "start_worker",
+    "WorkerSpec",
+    "flower_installed",
+    "base_env",
+    "redis_server_binary",
+]

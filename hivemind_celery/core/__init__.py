@@ -42,23 +42,64 @@ if TYPE_CHECKING:
     from hivemind_celery.core.settings import Settings, get_settings
 
 __all__ = [
-    "DEFAULT_POLICY", "RUNNING", "TASK_ID_PATTERN", "TASK_NAME",
-    "GiB", "GpuUsed", "HivemindError", "Hours", "KiB", "MiB", "NetworkPolicy", "Preferences", "Queue",
-    "RewardPolicy", "Settings", "SiteMode", "TaskOutcome", "TaskSpec", "TaskStatus", "UsageSource",
+    "DEFAULT_POLICY",
+    "RUNNING",
+    "TASK_ID_PATTERN",
+    "TASK_NAME",
+    "GiB",
+    "GpuUsed",
+    "HivemindError",
+    "Hours",
+    "KiB",
+    "MiB",
+    "NetworkPolicy",
+    "Preferences",
+    "Queue",
+    "RewardPolicy",
+    "Settings",
+    "SiteMode",
+    "TaskOutcome",
+    "TaskSpec",
+    "TaskStatus",
+    "UsageSource",
     "UsageSummary",
-    "as_text", "compute_reward", "decide", "get_settings", "keys", "measured_percentages", "payload_redis",
-    "redis_from_url", "reward_for_usage",
+    "as_text",
+    "compute_reward",
+    "decide",
+    "get_settings",
+    "keys",
+    "measured_percentages",
+    "payload_redis",
+    "redis_from_url",
+    "reward_for_usage",
 ]
 
 _MODEL = "hivemind_celery.core.model"
 _PREFS = "hivemind_celery.core.prefs"
 _REWARD = "hivemind_celery.core.reward"
-__getattr__ = lazy_names(__name__, {
-    **dict.fromkeys(("TASK_ID_PATTERN", "TASK_NAME", "GpuUsed", "NetworkPolicy", "Queue", "TaskOutcome",
-                     "TaskSpec", "TaskStatus", "UsageSource", "UsageSummary"), _MODEL),
-    **dict.fromkeys(("RUNNING", "Hours", "Preferences", "SiteMode", "decide"), _PREFS),
-    **dict.fromkeys(("payload_redis", "redis_from_url"), "hivemind_celery.core.redis_client"),
-    **dict.fromkeys(("DEFAULT_POLICY", "RewardPolicy", "compute_reward", "measured_percentages",
-                     "reward_for_usage"), _REWARD),
-    **dict.fromkeys(("Settings", "get_settings"), "hivemind_celery.core.settings"),
-})
+__getattr__ = lazy_names(
+    __name__,
+    {
+        **dict.fromkeys(
+            (
+                "TASK_ID_PATTERN",
+                "TASK_NAME",
+                "GpuUsed",
+                "NetworkPolicy",
+                "Queue",
+                "TaskOutcome",
+                "TaskSpec",
+                "TaskStatus",
+                "UsageSource",
+                "UsageSummary",
+            ),
+            _MODEL,
+        ),
+        **dict.fromkeys(("RUNNING", "Hours", "Preferences", "SiteMode", "decide"), _PREFS),
+        **dict.fromkeys(("payload_redis", "redis_from_url"), "hivemind_celery.core.redis_client"),
+        **dict.fromkeys(
+            ("DEFAULT_POLICY", "RewardPolicy", "compute_reward", "measured_percentages", "reward_for_usage"), _REWARD
+        ),
+        **dict.fromkeys(("Settings", "get_settings"), "hivemind_celery.core.settings"),
+    },
+)

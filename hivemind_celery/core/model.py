@@ -52,9 +52,7 @@ class TaskSpec(_Frozen):
     task_id: str = Field(pattern=TASK_ID_PATTERN)
     payload: str = Field(description="Payload store reference of the task zip: sha256:<hex>.")
     image: str | None = Field(None, min_length=1, max_length=256, description="None: the site's default.")
-    command: list[str] | None = Field(
-        None, description="argv to run in the workspace; None: resolve the zip's entry point."
-    )
+    command: list[str] | None = Field(None, description="argv to run in the workspace; None: resolve the zip's entry point.")
     cpus: float = Field(1.0, gt=0, le=1024)
     memory_mb: int = Field(512, gt=0, le=4 * 1024 * 1024)
     pids: int | None = Field(None, gt=0, le=1_000_000, description="None: the site's default.")
@@ -145,8 +143,11 @@ class Attempt(_Frozen):
     host: str = ""
     started_at: datetime
     ended_at: datetime | None = None
-    ended: AttemptEnd = Field("running", description="finished; requeued (its worker stopped); released (a long "
-                              "pause); lost (its worker died: measured up to its last sample).")
+    ended: AttemptEnd = Field(
+        "running",
+        description="finished; requeued (its worker stopped); released (a long "
+        "pause); lost (its worker died: measured up to its last sample).",
+    )
     wall_seconds: float = 0.0
     cpu_seconds: float = Field(0.0, description="Measured CPU-seconds of this attempt.")
     reward: int | None = Field(None, description="CPT earned by this attempt on its measured use.")
@@ -171,14 +172,15 @@ class TaskOutcome(_Frozen):
     result_ref: str | None = Field(None, description="Payload store reference of the result zip.")
     worker: str = ""
     usage: UsageSummary | None = Field(
-        None, description="The whole run, set-up step included, over `duration`: the reward's inputs.")
+        None, description="The whole run, set-up step included, over `duration`: the reward's inputs."
+    )
     setup_usage: UsageSummary | None = Field(None, description="The set-up step alone (requirements.txt).")
     main_usage: UsageSummary | None = Field(None, description="The main step alone.")
     reward: int | None = Field(None, description="CPT credit earned, when computed.")
-    gpus: list[GpuUsed] = Field(
-        default_factory=list, description="The GPUs the task held (its GPU % and memory are in `usage`).")
+    gpus: list[GpuUsed] = Field(default_factory=list, description="The GPUs the task held (its GPU % and memory are in `usage`).")
     attempts: list[Attempt] = Field(
-        default_factory=list, description="Every start of the task, this one last; `reward` is their sum.")
+        default_factory=list, description="Every start of the task, this one last; `reward` is their sum."
+    )
 
     @property
     def duration(self) -> float:

@@ -95,8 +95,11 @@ class Preferences(BaseModel):
         60.0, ge=0, le=3600, description="After a battery or heat pause, resume once clear this long."
     )
     release_memory_after_minutes: float | None = Field(
-        None, gt=0, description="A pause longer than this checkpoints the running tasks, stops them and releases "
-        "their memory; they resume when the site runs again. None keeps them frozen in memory.")
+        None,
+        gt=0,
+        description="A pause longer than this checkpoints the running tasks, stops them and releases "
+        "their memory; they resume when the site runs again. None keeps them frozen in memory.",
+    )
 
     @field_validator("gpus")
     @classmethod

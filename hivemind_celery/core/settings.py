@@ -47,9 +47,7 @@ class Settings(BaseSettings):
         description="Images a task may name (comma list); the default image is always allowed.",
     )
     allow_network: bool = Field(False, description="Operator policy: may tasks ask for network?")
-    setup_network: bool = Field(
-        True, description="Give the requirements.txt set-up step network (it needs PyPI)."
-    )
+    setup_network: bool = Field(True, description="Give the requirements.txt set-up step network (it needs PyPI).")
     image_pull_timeout: float = Field(300.0, gt=0, description="Seconds allowed to pull a missing image.")
     docker_timeout: float = Field(60.0, gt=0, description="Seconds for one Docker API call.")
     task_user: str = Field("1000:1000", description="uid:gid the task runs as inside its container.")
@@ -58,9 +56,7 @@ class Settings(BaseSettings):
     workspace_max_mb: int = Field(
         8192, ge=0, description="Disk a task may use in /workspace and its installed requirements, in MiB (0: no cap)."
     )
-    workspace_max_files: int = Field(
-        200_000, ge=0, description="Files and directories a task may create there (0: no cap)."
-    )
+    workspace_max_files: int = Field(200_000, ge=0, description="Files and directories a task may create there (0: no cap).")
     workspace_check_interval: float = Field(
         1.0, gt=0, description="Seconds between two measurements of a running task's workspace."
     )
@@ -73,14 +69,22 @@ class Settings(BaseSettings):
     log_max_size: str = Field("10m", description="Docker json-file log cap per container.")
     stop_grace: float = Field(3.0, ge=0, description="Seconds between SIGTERM and SIGKILL on stop.")
     checkpoint_interval: float = Field(
-        60.0, gt=0, description="Seconds a task is told to wait between checkpoints (HIVEMIND_CHECKPOINT_INTERVAL in "
-        "its environment); the worker saves its checkpoint directory when it changed, at most this often.")
+        60.0,
+        gt=0,
+        description="Seconds a task is told to wait between checkpoints (HIVEMIND_CHECKPOINT_INTERVAL in "
+        "its environment); the worker saves its checkpoint directory when it changed, at most this often.",
+    )
     checkpoint_max_bytes: int = Field(
-        64 * MiB, gt=0, description="Largest checkpoint directory saved (file contents); a larger one is not saved "
-        "and the task is told why.")
+        64 * MiB,
+        gt=0,
+        description="Largest checkpoint directory saved (file contents); a larger one is not saved and the task is told why.",
+    )
     shutdown_grace: float = Field(
-        20.0, ge=0, description="Seconds a running task gets between SIGTERM and SIGKILL when its worker stops "
-        "(to write a last checkpoint); keep it below the service manager's stop timeout.")
+        20.0,
+        ge=0,
+        description="Seconds a running task gets between SIGTERM and SIGKILL when its worker stops "
+        "(to write a last checkpoint); keep it below the service manager's stop timeout.",
+    )
     nproc_limit: int = Field(
         4096, gt=0, description="Process ulimit (per uid, shared by all tasks); the per-task bound is the pids limit."
     )
@@ -126,12 +130,14 @@ class Settings(BaseSettings):
         description="Redis visibility timeout; must exceed the hard time limit on every worker.",
     )
     time_limit_margin: float = Field(
-        600.0, ge=0,
+        600.0,
+        ge=0,
         description="Seconds added to HIVEMIND_MAX_TIMEOUT and the pull timeout for Celery's hard time limit "
         "(set-up, copying and packing). Lower it with the visibility timeout for faster redelivery.",
     )
     task_lock_ttl: float = Field(
-        60.0, gt=0,
+        60.0,
+        gt=0,
         description="Seconds a task's run lock outlives a dead worker; a redelivered task waits at most this "
         "long before running again.",
     )
@@ -175,8 +181,10 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds between registry heartbeats (jittered); 3 missed beats = gone."
     )
     rescue_interval: float = Field(
-        30.0, gt=0, description="Seconds between looks for dead workers whose unfinished tasks must go back on "
-        "their queue (see docs/RELIABILITY.md)."
+        30.0,
+        gt=0,
+        description="Seconds between looks for dead workers whose unfinished tasks must go back on "
+        "their queue (see docs/RELIABILITY.md).",
     )
     registry_reconcile_interval: float = Field(
         300.0, gt=0, description="Seconds between rebuilds of the registry's totals (one worker at a time)."
@@ -192,27 +200,33 @@ class Settings(BaseSettings):
         default_factory=list, description="GPU indices or UUIDs this host offers (comma list; empty: all NVML sees)."
     )
     gpu_share: int = Field(
-        1, ge=1, le=64, description="Tasks one GPU may hold at once; above 1, GPU memory requests are checked "
-        "against what the card's other tasks asked for."
+        1,
+        ge=1,
+        le=64,
+        description="Tasks one GPU may hold at once; above 1, GPU memory requests are checked "
+        "against what the card's other tasks asked for.",
     )
     gpu_lease_ttl: float = Field(
-        60.0, gt=0, description="Seconds a task's GPUs stay held after its worker last renewed them (a crashed "
-        "worker's GPUs come back after this)."
+        60.0,
+        gt=0,
+        description="Seconds a task's GPUs stay held after its worker last renewed them (a crashed "
+        "worker's GPUs come back after this).",
     )
-    gpu_wait: float = Field(
-        600.0, ge=0, description="Seconds a GPU task waits for a free GPU on this host before it fails."
-    )
+    gpu_wait: float = Field(600.0, ge=0, description="Seconds a GPU task waits for a free GPU on this host before it fails.")
 
     # --- the contributor's console (hivemind console) ---------------------------
-    console_host: str = Field("127.0.0.1", description="Address `hivemind console` listens on; off loopback it "
-                              "needs HIVEMIND_CONSOLE_PASSWORD.")
+    console_host: str = Field(
+        "127.0.0.1", description="Address `hivemind console` listens on; off loopback it needs HIVEMIND_CONSOLE_PASSWORD."
+    )
     console_port: int = Field(5001, gt=0, lt=65536, description="Port of `hivemind console`.")
     console_password: SecretStr | None = Field(
-        None, description="Console login password; unset: one is generated at first start and kept in "
-        "HIVEMIND_CONSOLE_STATE_DIR/password (mode 0600)."
+        None,
+        description="Console login password; unset: one is generated at first start and kept in "
+        "HIVEMIND_CONSOLE_STATE_DIR/password (mode 0600).",
     )
-    console_state_dir: str = Field("~/.hivemind/console", description="Where the console keeps its generated "
-                                   "password and session signing key (mode 0600).")
+    console_state_dir: str = Field(
+        "~/.hivemind/console", description="Where the console keeps its generated password and session signing key (mode 0600)."
+    )
 
     # --- the owner's preferences: defaults until someone sets them (core/prefs.py) --
     prefs_run_mode: Literal["always", "when_idle", "never"] = Field(
@@ -230,8 +244,9 @@ class Settings(BaseSettings):
         default_factory=list, description="GPU indices or UUIDs to share (comma list; empty: all)."
     )
     prefs_keep_free_disk_gb: float = Field(0.0, ge=0, description="Keep at least this many GiB of disk free.")
-    prefs_pause_on_battery: bool = Field(True, description="Pause while the machine runs on its battery (a machine "
-                                         "without one never does).")
+    prefs_pause_on_battery: bool = Field(
+        True, description="Pause while the machine runs on its battery (a machine without one never does)."
+    )
     prefs_max_cpu_temperature_c: float | None = Field(
         None, gt=0, le=150, description="CPU tasks pause while the CPU is hotter than this, °C (unset: never)."
     )
@@ -242,18 +257,21 @@ class Settings(BaseSettings):
         5.0, ge=0, le=50, description="After a heat pause, resume only this many °C below the limit."
     )
     prefs_resume_after_seconds: float = Field(
-        60.0, ge=0, le=3600, description="After a battery or heat pause, resume once the cause has been clear "
-        "this many seconds."
+        60.0, ge=0, le=3600, description="After a battery or heat pause, resume once the cause has been clear this many seconds."
     )
     prefs_release_memory_after_minutes: float | None = Field(
-        None, gt=0, description="A pause longer than this many minutes checkpoints the running tasks, stops them "
+        None,
+        gt=0,
+        description="A pause longer than this many minutes checkpoints the running tasks, stops them "
         "and frees their memory; they resume later (unset: they stay frozen in memory). Keep it below "
-        "HIVEMIND_MAX_FROZEN_SECONDS, which stops a frozen task for good.")
+        "HIVEMIND_MAX_FROZEN_SECONDS, which stops a frozen task for good.",
+    )
     prefs_check_interval: float = Field(
         1.0, gt=0, le=1.5, description="Seconds between two evaluations of the preferences on each worker."
     )
     max_frozen_seconds: float = Field(
-        3600.0, gt=0,
+        3600.0,
+        gt=0,
         description="A task frozen by a pause longer than this is stopped (it also lengthens Celery's hard time limit).",
     )
 
@@ -273,18 +291,14 @@ class Settings(BaseSettings):
         description="Hosts/CIDRs allowed to call ExecuteTask/StopTaskExecution (comma list; * = any); "
         "default: the Node Pool host, resolved.",
     )
-    bridge_secret: SecretStr | None = Field(
-        None, description="When set, pool calls must carry it as metadata x-hivemind-secret."
-    )
+    bridge_secret: SecretStr | None = Field(None, description="When set, pool calls must carry it as metadata x-hivemind-secret.")
     heartbeat_interval: float = Field(5.0, gt=0, le=30, description="Seconds between ReportStatus calls.")
     registration_interval: float = Field(30.0, gt=0, description="Seconds between RegisterWorkerNode calls.")
     relay_interval: float = Field(1.0, gt=0, description="Seconds between relay passes (output, usage, results).")
     cpu_score_per_core: int = Field(100, gt=0, description="Node Pool cpu_score worth one CPU core.")
     gpu_score_per_gpu: int = Field(100, gt=0, description="Node Pool gpu_score worth one GPU.")
     location: str = Field("", description="Location string sent with the registration.")
-    nodepool_ca_file: str | None = Field(
-        None, description="PEM CA bundle: when set, the bridge dials the Node Pool over TLS."
-    )
+    nodepool_ca_file: str | None = Field(None, description="PEM CA bundle: when set, the bridge dials the Node Pool over TLS.")
     bridge_tls_cert_file: str | None = Field(
         None, description="PEM certificate (chain): with bridge_tls_key_file, the bridge serves gRPC over TLS only."
     )
@@ -292,13 +306,15 @@ class Settings(BaseSettings):
 
     # --- the WireGuard tunnel to the pool, for a site behind a home router (vpn/, docs/tunnel.md) --
     tunnel: bool = Field(
-        False, description="Reach the Node Pool through a WireGuard tunnel: join once, bring it up, register the "
-        "tunnel address (off: the pool can reach this site directly)."
+        False,
+        description="Reach the Node Pool through a WireGuard tunnel: join once, bring it up, register the "
+        "tunnel address (off: the pool can reach this site directly).",
     )
     tunnel_join_mode: Literal["own", "deployed"] = Field(
-        "own", description="own (this project's Node Pool: the key pair is made here, only the public key is "
+        "own",
+        description="own (this project's Node Pool: the key pair is made here, only the public key is "
         "sent, the join is authenticated by the site's pool login) or deployed (the deployed network's "
-        "unauthenticated join, whose pool generates this site's private key)."
+        "unauthenticated join, whose pool generates this site's private key).",
     )
     tunnel_join_url: str = Field(
         "", description="URL of the pool's POST /api/vpn/join (https, or http to a private or loopback address)."
@@ -308,8 +324,8 @@ class Settings(BaseSettings):
         "~/.hivemind/tunnel", description="Where the tunnel config and keys are kept (mode 0600) and reused."
     )
     tunnel_client_name: str = Field(
-        "", description="Name sent with the join (1-20 letters, digits, _ or -; default: from HIVEMIND_USERNAME "
-        "or the worker id)."
+        "",
+        description="Name sent with the join (1-20 letters, digits, _ or -; default: from HIVEMIND_USERNAME or the worker id).",
     )
     tunnel_userspace: Literal["auto", "kernel", "userspace"] = Field(
         "auto", description="auto (kernel WireGuard when the kernel has it, else wireguard-go), kernel or userspace."
@@ -322,17 +338,21 @@ class Settings(BaseSettings):
     )
     tunnel_check_interval: float = Field(10.0, gt=0, description="Seconds between two checks of the tunnel.")
     tunnel_nodepool_address: str = Field(
-        "", description="host:port of the Node Pool's gRPC server inside the tunnel (e.g. 10.88.0.1:50051): when "
+        "",
+        description="host:port of the Node Pool's gRPC server inside the tunnel (e.g. 10.88.0.1:50051): when "
         "set, the bridge talks to the pool through the tunnel once it is up (the join's login still goes to "
-        "HIVEMIND_NODEPOOL_ADDRESS); empty: the bridge reaches the pool as without a tunnel."
+        "HIVEMIND_NODEPOOL_ADDRESS); empty: the bridge reaches the pool as without a tunnel.",
     )
     tunnel_metrics_port: int = Field(
-        0, ge=0, lt=65536, description="Port on 127.0.0.1 where the bridge serves the tunnel's Prometheus metrics "
-        "(hivemind_tunnel_*; 0: off)."
+        0,
+        ge=0,
+        lt=65536,
+        description="Port on 127.0.0.1 where the bridge serves the tunnel's Prometheus metrics (hivemind_tunnel_*; 0: off).",
     )
 
-    @field_validator("allowed_images", "bridge_allowed_callers", "setup_allowed_hosts", "prefs_gpus", "gpu_devices",
-                     mode="before")
+    @field_validator(
+        "allowed_images", "bridge_allowed_callers", "setup_allowed_hosts", "prefs_gpus", "gpu_devices", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -344,8 +364,7 @@ class Settings(BaseSettings):
     def _index_is_http_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-            raise ValueError(f"HIVEMIND_SETUP_INDEX_URL must be an http(s) URL with a host and no credentials: "
-                             f"{value!r}")
+            raise ValueError(f"HIVEMIND_SETUP_INDEX_URL must be an http(s) URL with a host and no credentials: {value!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -36,21 +36,38 @@ if TYPE_CHECKING:
     from hivemind_celery.observability.metrics import WorkerCollector, serve
 
 __all__ = [
-    "HOST_MAX_AGE", "PROBLEMS_MAX",
-    "CheckResult", "HealthReport", "JsonFormatter", "ProblemLogHandler", "SeriesStore", "TextFormatter",
+    "HOST_MAX_AGE",
+    "PROBLEMS_MAX",
+    "CheckResult",
+    "HealthReport",
+    "JsonFormatter",
+    "ProblemLogHandler",
+    "SeriesStore",
+    "TextFormatter",
     "WorkerCollector",
-    "attach_problem_log", "check_disk", "check_health", "check_memory", "check_redis", "configure_logging",
-    "recent_problems", "redact", "serve", "signals",
+    "attach_problem_log",
+    "check_disk",
+    "check_health",
+    "check_memory",
+    "check_redis",
+    "configure_logging",
+    "recent_problems",
+    "redact",
+    "serve",
+    "signals",
 ]
 
-__getattr__ = lazy_names(__name__, {
-    "CheckResult": "hivemind_celery.observability.health",
-    "HealthReport": "hivemind_celery.observability.health",
-    "check_disk": "hivemind_celery.observability.health",
-    "check_health": "hivemind_celery.observability.health",
-    "check_memory": "hivemind_celery.observability.health",
-    "check_redis": "hivemind_celery.observability.health",
-    "WorkerCollector": "hivemind_celery.observability.metrics",
-    "serve": "hivemind_celery.observability.metrics",
-    "signals": "hivemind_celery.observability.signals",
-})
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "CheckResult": "hivemind_celery.observability.health",
+        "HealthReport": "hivemind_celery.observability.health",
+        "check_disk": "hivemind_celery.observability.health",
+        "check_health": "hivemind_celery.observability.health",
+        "check_memory": "hivemind_celery.observability.health",
+        "check_redis": "hivemind_celery.observability.health",
+        "WorkerCollector": "hivemind_celery.observability.metrics",
+        "serve": "hivemind_celery.observability.metrics",
+        "signals": "hivemind_celery.observability.signals",
+    },
+)

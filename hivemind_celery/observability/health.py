@@ -82,8 +82,7 @@ def check_disk(path: str, min_free_mb: int) -> CheckResult:
 def check_memory(min_available_mb: int) -> CheckResult:
     available_mb = psutil.virtual_memory().available // MiB
     ok = available_mb >= min_available_mb
-    return CheckResult("memory", ok,
-                       f"{available_mb} MiB available ({'>=' if ok else '<'} {min_available_mb} MiB)")
+    return CheckResult("memory", ok, f"{available_mb} MiB available ({'>=' if ok else '<'} {min_available_mb} MiB)")
 
 
 def check_health(settings: Settings, docker: bool | None = None) -> HealthReport:

@@ -29,9 +29,7 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 # A value is masked only where it is given: after `:` or `=` ("password=…",
 # "token: …", "authorization: Bearer …"), or after the word Bearer. The word
 # "secret" in a sentence ("missing x-hivemind-secret node_id=…") masks nothing.
-_SECRET = re.compile(
-    r"(?i)\b(password|passwd|token|secret|authorization)(\"?\s*[:=]\s*\"?)(bearer\s+)?([^\s\",}]+)"
-)
+_SECRET = re.compile(r"(?i)\b(password|passwd|token|secret|authorization)(\"?\s*[:=]\s*\"?)(bearer\s+)?([^\s\",}]+)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)(?!\[redacted\])([^\s\",}]+)")
 _JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 
@@ -76,9 +74,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{key}={value}"
-            for key, value in vars(record).items()
-            if key not in _STANDARD and not key.startswith("_")
+            f"{key}={value}" for key, value in vars(record).items() if key not in _STANDARD and not key.startswith("_")
         )
         line = super().format(record)
         return redact(f"{line} {extras}" if extras else line)

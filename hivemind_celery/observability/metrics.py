@@ -38,7 +38,6 @@ from hivemind_celery.usage import host
 log = logging.getLogger(__name__)
 
 
-
 def _active_task_ids() -> list[str]:
     from celery.worker import state
 
@@ -48,8 +47,13 @@ def _active_task_ids() -> list[str]:
 class WorkerCollector(Collector):
     """Host, per-task and total metrics, read at scrape time."""
 
-    def __init__(self, client: redis.Redis, worker_id: str, disk_path: str = "/",
-                 active_task_ids: Callable[[], Iterable[str]] = _active_task_ids) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        worker_id: str,
+        disk_path: str = "/",
+        active_task_ids: Callable[[], Iterable[str]] = _active_task_ids,
+    ) -> None:
         self.client = client
         self.worker_id = worker_id
         self.disk_path = disk_path
@@ -75,10 +79,10 @@ class WorkerCollector(Collector):
             ("hivemind_host_disk_percent", "Watched filesystem in use (%).", snap.disk_percent),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
-        yield CounterMetricFamily("hivemind_host_network_sent_bytes", "Bytes sent by the host.",
-                                  value=snap.net_bytes_sent)
-        yield CounterMetricFamily("hivemind_host_network_received_bytes", "Bytes received by the host.",
-                                  value=snap.net_bytes_recv)
+        yield CounterMetricFamily("hivemind_host_network_sent_bytes", "Bytes sent by the host.", value=snap.net_bytes_sent)
+        yield CounterMetricFamily(
+            "hivemind_host_network_received_bytes", "Bytes received by the host.", value=snap.net_bytes_recv
+        )
         load = GaugeMetricFamily("hivemind_gpu_load_percent", "GPU load (%).", labels=["gpu", "name"])
         used = GaugeMetricFamily("hivemind_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu", "name"])
         temp = GaugeMetricFamily("hivemind_gpu_temperature_celsius", "GPU temperature.", labels=["gpu", "name"])
@@ -94,13 +98,14 @@ class WorkerCollector(Collector):
         yield from (load, used, temp, power)
 
     def _tasks(self) -> Iterator[Metric]:
-        cpu = GaugeMetricFamily("hivemind_task_cpu_percent", "CPU use of a running task, of its reserved cores (%).",
-                                labels=["task_id"])
-        cpu_s = GaugeMetricFamily("hivemind_task_cpu_seconds", "CPU seconds a running task used so far.",
-                                  labels=["task_id"])
+        cpu = GaugeMetricFamily(
+            "hivemind_task_cpu_percent", "CPU use of a running task, of its reserved cores (%).", labels=["task_id"]
+        )
+        cpu_s = GaugeMetricFamily("hivemind_task_cpu_seconds", "CPU seconds a running task used so far.", labels=["task_id"])
         mem = GaugeMetricFamily("hivemind_task_memory_bytes", "Memory of a running task.", labels=["task_id"])
-        mem_pct = GaugeMetricFamily("hivemind_task_memory_percent", "Memory of a running task, of its limit (%).",
-                                    labels=["task_id"])
+        mem_pct = GaugeMetricFamily(
+            "hivemind_task_memory_percent", "Memory of a running task, of its limit (%).", labels=["task_id"]
+        )
         ids = list(self.active_task_ids())
         samples = self.client.mget([keys.task_usage(task_id) for task_id in ids]) if ids else []
         for task_id, raw in zip(ids, samples):
@@ -124,15 +129,16 @@ class WorkerCollector(Collector):
             if name.startswith("tasks:"):
                 tasks.add_metric([name.removeprefix("tasks:")], float(value))
         yield tasks
-        yield CounterMetricFamily("hivemind_task_cpu_seconds", "CPU seconds used by finished tasks.",
-                                  value=float(totals.get("cpu_seconds", 0)))
-        yield CounterMetricFamily("hivemind_cpt_awarded", "CPT credit earned by finished tasks.",
-                                  value=float(totals.get("cpt_awarded", 0)))
+        yield CounterMetricFamily(
+            "hivemind_task_cpu_seconds", "CPU seconds used by finished tasks.", value=float(totals.get("cpu_seconds", 0))
+        )
+        yield CounterMetricFamily(
+            "hivemind_cpt_awarded", "CPT credit earned by finished tasks.", value=float(totals.get("cpt_awarded", 0))
+        )
 
 
 def serve(settings: Settings, client: redis.Redis | None = None, port: int | None = None) -> tuple[Any, Any]:
     """Start the HTTP server on its own registry; returns (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(client or payload_redis(settings),
-                                      settings.worker_id, settings.monitor_disk_path))
+    registry.register(WorkerCollector(client or payload_redis(settings), settings.worker_id, settings.monitor_disk_path))
     return start_http_server(settings.metrics_port if port is None else port, registry=registry)

@@ -78,8 +78,10 @@ def pack(tar: bytes, skipped: list[str], max_bytes: int) -> bytes | None:
         raise CheckpointRefused(f"checkpoint not saved: {skipped[0]}{more}")
     out = io.BytesIO()
     files = total = 0
-    with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as source, \
-            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+    with (
+        tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+    ):
         for member in source:
             name = member.name.removeprefix("./").rstrip("/")
             if not name or name == ".":
@@ -91,8 +93,9 @@ def pack(tar: bytes, skipped: list[str], max_bytes: int) -> bytes | None:
                 raise CheckpointRefused(f"checkpoint not saved: {name!r}: {why}")
             total += member.size if member.isfile() else 0
             if total > max_bytes:
-                raise CheckpointRefused(f"checkpoint not saved: its files pass the limit of {max_bytes} bytes "
-                                        "(HIVEMIND_CHECKPOINT_MAX_BYTES)")
+                raise CheckpointRefused(
+                    f"checkpoint not saved: its files pass the limit of {max_bytes} bytes (HIVEMIND_CHECKPOINT_MAX_BYTES)"
+                )
             info = zipfile.ZipInfo(name + "/" if member.isdir() else name, _zip_time(member.mtime))
             info.external_attr = ((0o040000 | 0o755) if member.isdir() else (0o100000 | 0o644)) << 16
             body = source.extractfile(member) if member.isfile() else None
@@ -172,8 +175,9 @@ class CheckpointStore:
         data = cast(bytes, data)
         actual = digest_of(data)
         if actual != pointer.digest:
-            raise CheckpointRefused(f"checkpoint refused: its bytes hash to sha256:{actual}, not {pointer.ref} "
-                                    "(changed in storage)")
+            raise CheckpointRefused(
+                f"checkpoint refused: its bytes hash to sha256:{actual}, not {pointer.ref} (changed in storage)"
+            )
         return pointer, data
 
     def clear(self, task_id: str) -> None:

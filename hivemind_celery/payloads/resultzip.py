@@ -93,20 +93,27 @@ def _execution_log(outcome: TaskOutcome, node: str, stopped: bool, notes: Sequen
         f"stopped by request: {'yes' if stopped else 'no'}",
     ]
     # The reward's inputs, over the duration above; each step over its own time.
-    for label, usage in (("usage (whole run)", outcome.usage), ("set-up step", outcome.setup_usage),
-                         ("main step", outcome.main_usage)):
+    for label, usage in (
+        ("usage (whole run)", outcome.usage),
+        ("set-up step", outcome.setup_usage),
+        ("main step", outcome.main_usage),
+    ):
         if usage is not None:
-            lines.append(f"{label}: {usage.cpu_seconds:.3f} CPU s, {usage.cpu_percent:.1f} % of the reserved "
-                         f"cores over {usage.wall_seconds:.3f} s, peak {usage.memory_peak_bytes} bytes "
-                         f"({usage.source})")
+            lines.append(
+                f"{label}: {usage.cpu_seconds:.3f} CPU s, {usage.cpu_percent:.1f} % of the reserved "
+                f"cores over {usage.wall_seconds:.3f} s, peak {usage.memory_peak_bytes} bytes "
+                f"({usage.source})"
+            )
     if len(outcome.attempts) > 1:  # it was interrupted and resumed (docs/checkpoints.md)
         lines.append(f"attempts ({len(outcome.attempts)}), reward their sum:")
         for attempt in outcome.attempts:
-            start = (f"from checkpoint {attempt.resumed_from}" if attempt.resumed_from else "from the beginning")
-            lines.append(f"  {attempt.number}. {attempt.ended} on {attempt.worker or '-'} at "
-                         f"{stamp(attempt.started_at)}, {attempt.wall_seconds:.1f} s, {attempt.cpu_seconds:.3f} CPU s, "
-                         f"reward {attempt.reward if attempt.reward is not None else '-'}, {start}, "
-                         f"{attempt.checkpoints_saved} checkpoint(s) saved")
+            start = f"from checkpoint {attempt.resumed_from}" if attempt.resumed_from else "from the beginning"
+            lines.append(
+                f"  {attempt.number}. {attempt.ended} on {attempt.worker or '-'} at "
+                f"{stamp(attempt.started_at)}, {attempt.wall_seconds:.1f} s, {attempt.cpu_seconds:.3f} CPU s, "
+                f"reward {attempt.reward if attempt.reward is not None else '-'}, {start}, "
+                f"{attempt.checkpoints_saved} checkpoint(s) saved"
+            )
     if notes:
         lines.append(f"notes ({len(notes)}):")
         lines.extend(f"  {note}" for note in notes[:MAX_NOTES_LISTED])

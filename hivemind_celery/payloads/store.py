@@ -51,9 +51,7 @@ class PayloadStore:
         """Store `data`; returns its reference. With `client` (a pipeline) the write is
         queued there and done by its execute()."""
         if len(data) > self.max_bytes:
-            raise PayloadTooLarge(
-                f"payload is {len(data)} bytes, above the limit of {self.max_bytes} bytes"
-            )
+            raise PayloadTooLarge(f"payload is {len(data)} bytes, above the limit of {self.max_bytes} bytes")
         digest = digest_of(data)
         (client or self._redis).set(keys.payload(digest), data, ex=self.ttl)
         return REF_PREFIX + digest

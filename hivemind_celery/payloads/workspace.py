@@ -56,8 +56,17 @@ REQUIREMENTS = "requirements.txt"
 # The runtime appends the operator's options: index, target directory (put on
 # the main step's PYTHONPATH), binary-only, CA bundle, proxy (runtime/setup_step.py).
 SETUP_COMMAND = [
-    "python3", "-I", "-m", "pip", "install", "--isolated", "--no-cache-dir", "--disable-pip-version-check",
-    "--no-input", "-r", REQUIREMENTS,
+    "python3",
+    "-I",
+    "-m",
+    "pip",
+    "install",
+    "--isolated",
+    "--no-cache-dir",
+    "--disable-pip-version-check",
+    "--no-input",
+    "-r",
+    REQUIREMENTS,
 ]
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
 MAX_REQUIREMENTS_BYTES = 64 * 1024
@@ -237,8 +246,7 @@ def inspect_zip(data: bytes, limits: ZipLimits | None = None) -> ZipManifest:
         total += entry.size
         if total > limits.max_unpacked_bytes:
             raise WorkspaceError(
-                f"entry {entry.name!r}: the zip unpacks to more than the limit of "
-                f"{limits.max_unpacked_bytes} bytes"
+                f"entry {entry.name!r}: the zip unpacks to more than the limit of {limits.max_unpacked_bytes} bytes"
             )
     for entry in entries.values():
         parent = entry.name.rpartition("/")[0]
@@ -335,8 +343,7 @@ def _file_mode(entry: ZipEntry) -> int:
     return 0o755 if entry.executable else 0o644  # never setuid/setgid/sticky
 
 
-def zip_to_tar(data: bytes, manifest: ZipManifest,
-               extra: Sequence[tuple[str, bytes | None, ZipManifest | None]] = ()) -> bytes:
+def zip_to_tar(data: bytes, manifest: ZipManifest, extra: Sequence[tuple[str, bytes | None, ZipManifest | None]] = ()) -> bytes:
     """The workspace as a tar for put_archive into /workspace: owned by the
     task user, plain modes, directories (declared or implied) first. Each
     `extra` (directory, zip, its manifest) adds that directory, and the checked
@@ -416,8 +423,7 @@ def entry_command(manifest: ZipManifest) -> list[str]:
         return ["python3", "-u", python_files[0]]
     if SHELL_ENTRY in root:
         # bash where the image has it (most scripts assume it), sh otherwise.
-        return ["sh", "-c", f"if command -v bash >/dev/null 2>&1; then exec bash {SHELL_ENTRY}; "
-                f"else exec sh {SHELL_ENTRY}; fi"]
+        return ["sh", "-c", f"if command -v bash >/dev/null 2>&1; then exec bash {SHELL_ENTRY}; else exec sh {SHELL_ENTRY}; fi"]
     raise WorkspaceError(
         "no entry point: the zip has none of main.py, app.py, run.py, start.py, another "
         "root-level .py file or run.sh, and the task names no command"

@@ -25,16 +25,27 @@ if TYPE_CHECKING:
     from hivemind_celery.runtime.process import ProcessRuntime
 
 __all__ = [
-    "DockerRuntime", "DockerStatsSource", "Job", "JobResult", "ProcessRuntime", "Runtime", "RuntimeRefused",
-    "Started", "get_runtime", "source_for",
+    "DockerRuntime",
+    "DockerStatsSource",
+    "Job",
+    "JobResult",
+    "ProcessRuntime",
+    "Runtime",
+    "RuntimeRefused",
+    "Started",
+    "get_runtime",
+    "source_for",
 ]
 
-__getattr__ = lazy_names(__name__, {
-    "DockerRuntime": "hivemind_celery.runtime.docker_driver",
-    "DockerStatsSource": "hivemind_celery.runtime.docker_stats",
-    "source_for": "hivemind_celery.runtime.docker_stats",
-    "ProcessRuntime": "hivemind_celery.runtime.process",
-})
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "DockerRuntime": "hivemind_celery.runtime.docker_driver",
+        "DockerStatsSource": "hivemind_celery.runtime.docker_stats",
+        "source_for": "hivemind_celery.runtime.docker_stats",
+        "ProcessRuntime": "hivemind_celery.runtime.process",
+    },
+)
 
 
 def get_runtime(settings: Settings) -> Runtime:

@@ -82,8 +82,9 @@ def _relative(name: str, top: str | None) -> str | None:
     return name[len(top) + 1 :]
 
 
-def bounded_copy(chunks: Iterable[bytes], max_bytes: int, top: str | None = "workspace",
-                 leave_out: str | None = None) -> WorkspaceCopy:
+def bounded_copy(
+    chunks: Iterable[bytes], max_bytes: int, top: str | None = "workspace", leave_out: str | None = None
+) -> WorkspaceCopy:
     """Filter a workspace tar stream; `top` is the directory the stream's names
     start with (Docker puts the copied directory's own name first). A top-level
     `leave_out` (the worker's own .hivemind/) is left out without a note."""
@@ -135,8 +136,9 @@ class AccessDenied(HivemindError):
     """copy_dir(denied_is_error=True) met something the worker may not read."""
 
 
-def copy_dir(root: str | os.PathLike[str], max_bytes: int, denied_is_error: bool = False,
-             leave_out: str | None = None) -> WorkspaceCopy:
+def copy_dir(
+    root: str | os.PathLike[str], max_bytes: int, denied_is_error: bool = False, leave_out: str | None = None
+) -> WorkspaceCopy:
     """The workspace directory `root` as a bounded tar (see the module doc).
     The task must have ended: the tree is read as it stands. What the worker
     may not read is noted and left out, or with denied_is_error raises

@@ -112,7 +112,7 @@ class Runtime(Protocol):
 
 
 def exit_reason(step: str, exit_code: int | None) -> str:
-    """"task failed with exit code 137 (killed by SIGKILL)": a code above 128 is
+    """ "task failed with exit code 137 (killed by SIGKILL)": a code above 128 is
     a signal, which usually came from outside the task (dockerd stopping, the
     kernel's OOM killer, an operator)."""
     reason = f"{step} failed with exit code {exit_code}"

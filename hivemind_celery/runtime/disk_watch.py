@@ -127,25 +127,27 @@ class DiskWatch(threading.Thread):
 
     def verdict(self, use: DiskUse) -> str | None:
         if use.unreadable:
-            return (f"the task made {use.unreadable!r} in its workspace unreadable to the worker, "
-                    "so its disk use cannot be measured")
+            return (
+                f"the task made {use.unreadable!r} in its workspace unreadable to the worker, so its disk use cannot be measured"
+            )
         if use.too_deep:
-            return (f"the task nested directories more than {MAX_DEPTH} levels deep in its workspace, "
-                    "past what the worker measures")
+            return (
+                f"the task nested directories more than {MAX_DEPTH} levels deep in its workspace, past what the worker measures"
+            )
         if self.max_mb and use.bytes > self.max_mb * MiB:
-            return (f"the task used more than {self.max_mb} MiB of disk in its workspace "
-                    f"({use.bytes // MiB} MiB measured; cap HIVEMIND_WORKSPACE_MAX_MB)")
+            return (
+                f"the task used more than {self.max_mb} MiB of disk in its workspace "
+                f"({use.bytes // MiB} MiB measured; cap HIVEMIND_WORKSPACE_MAX_MB)"
+            )
         if self.max_files and use.entries > self.max_files:
-            return (f"the task created more than {self.max_files} files in its workspace "
-                    "(cap HIVEMIND_WORKSPACE_MAX_FILES)")
+            return f"the task created more than {self.max_files} files in its workspace (cap HIVEMIND_WORKSPACE_MAX_FILES)"
         return None
 
     def stop(self) -> None:
         self._halt.set()
 
 
-def start_watch(paths: list[str | None], max_mb: int, max_files: int, interval: float,
-                task_id: str = "") -> DiskWatch | None:
+def start_watch(paths: list[str | None], max_mb: int, max_files: int, interval: float, task_id: str = "") -> DiskWatch | None:
     """A started watch over the volumes' host directories, or None when
     there is no cap or the worker cannot see them (it runs in a container
     without the Docker volumes directory mounted): said once per process."""
@@ -156,9 +158,12 @@ def start_watch(paths: list[str | None], max_mb: int, max_files: int, interval: 
     if len(visible) < len(paths):
         if not _warned_invisible:
             _warned_invisible = True
-            log.warning("the workspace cap is not enforced: this worker cannot see the task volumes' "
-                        "directories (%s); mount the Docker volumes directory into the worker",
-                        ", ".join(str(p) for p in paths), extra={"task_id": task_id})
+            log.warning(
+                "the workspace cap is not enforced: this worker cannot see the task volumes' "
+                "directories (%s); mount the Docker volumes directory into the worker",
+                ", ".join(str(p) for p in paths),
+                extra={"task_id": task_id},
+            )
         return None
     watch = DiskWatch(visible, max_mb, max_files, interval, task_id)
     watch.start()

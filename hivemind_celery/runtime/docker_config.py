@@ -69,8 +69,7 @@ def setup_argv(job: Job, settings: Settings, has_ca: bool) -> list[str]:
     if not setup_step.is_pip(job.setup_command):
         return list(job.setup_command or [])
     proxy = _relay_url() if setup_proxied(job, settings) else None
-    pip = [*(job.setup_command or []),
-           *setup_step.pip_options(settings, DEPS_DIR, CA_FILE if has_ca else None, proxy)]
+    pip = [*(job.setup_command or []), *setup_step.pip_options(settings, DEPS_DIR, CA_FILE if has_ca else None, proxy)]
     if proxy is None:
         return pip
     relay = Path(setup_proxy.__file__).read_text()
@@ -83,12 +82,17 @@ def step_env(job: Job, role: str, has_deps: bool, has_ca: bool, settings: Settin
     base = {"HOME": WORKSPACE, "HIVEMIND_TASK_ID": job.spec.task_id}
     if role == "setup":
         proxied = setup_proxied(job, settings)
-        return {**setup_step.setup_env(SETUP_HOME, SETUP_TMP, CA_FILE if has_ca else None,
-                                       _relay_url() if proxied else None),
-                "HIVEMIND_TASK_ID": job.spec.task_id}
-    env = {**base, "PYTHONUNBUFFERED": "1", **job.spec.env,
-           "HIVEMIND_CHECKPOINT_DIR": f"{WORKSPACE}/{CHECKPOINT_DIR}",
-           "HIVEMIND_CHECKPOINT_INTERVAL": f"{settings.checkpoint_interval:g}"}
+        return {
+            **setup_step.setup_env(SETUP_HOME, SETUP_TMP, CA_FILE if has_ca else None, _relay_url() if proxied else None),
+            "HIVEMIND_TASK_ID": job.spec.task_id,
+        }
+    env = {
+        **base,
+        "PYTHONUNBUFFERED": "1",
+        **job.spec.env,
+        "HIVEMIND_CHECKPOINT_DIR": f"{WORKSPACE}/{CHECKPOINT_DIR}",
+        "HIVEMIND_CHECKPOINT_INTERVAL": f"{settings.checkpoint_interval:g}",
+    }
     if has_deps:
         env["PYTHONPATH"] = ":".join(p for p in (DEPS_DIR, job.spec.env.get("PYTHONPATH", "")) if p)
     return env

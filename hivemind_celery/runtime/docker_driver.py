@@ -101,8 +101,9 @@ class StepEnd:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not (self.timed_out or self.stopped or self.vanished or self.oom_killed
-                                            or self.over_disk or self.frozen_too_long)
+        return self.exit_code == 0 and not (
+            self.timed_out or self.stopped or self.vanished or self.oom_killed or self.over_disk or self.frozen_too_long
+        )
 
 
 def _deps_tar(ca_bundle: bytes | None) -> bytes:
@@ -192,22 +193,38 @@ class DockerRuntime:
             return self._run_steps(job, tail, on_start, stop_check, started_at, containers, volumes)
         except ImageNotFound as exc:  # removed between the check and create
             forget_image(job.image)
-            return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
-                             reason=f"image {job.image!r} disappeared before the task started: {exc}")
+            return JobResult(
+                TaskStatus.FAILED,
+                None,
+                started_at,
+                _now(),
+                tail.text(),
+                reason=f"image {job.image!r} disappeared before the task started: {exc}",
+            )
         except NotFound as exc:
             log.warning("task's container or volume vanished: %s", exc, extra={"task_id": task_id})
             return self._result(job, "main", StepEnd(vanished=True), None, started_at, tail)
         except APIError as exc:
             log.warning("docker refused the task: %s", exc, extra={"task_id": task_id})
-            return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
-                             reason=f"docker refused the task: {exc.explanation or exc}"
-                             + _gpu_note(job, containers))
+            return JobResult(
+                TaskStatus.FAILED,
+                None,
+                started_at,
+                _now(),
+                tail.text(),
+                reason=f"docker refused the task: {exc.explanation or exc}" + _gpu_note(job, containers),
+            )
         except requests.exceptions.ConnectionError as exc:
             # dockerd stopped or restarted under the task (it kills its containers).
             log.warning("lost dockerd mid-task: %s", exc, extra={"task_id": task_id})
-            return JobResult(TaskStatus.FAILED, None, started_at, _now(), tail.text(),
-                             reason="the worker lost its connection to dockerd while the task ran "
-                             f"(dockerd stopped or restarted): {exc}")
+            return JobResult(
+                TaskStatus.FAILED,
+                None,
+                started_at,
+                _now(),
+                tail.text(),
+                reason=f"the worker lost its connection to dockerd while the task ran (dockerd stopped or restarted): {exc}",
+            )
         finally:
             self._left[task_id] = (containers, volumes)
             if not defer_cleanup:
@@ -222,8 +239,13 @@ class DockerRuntime:
         if job.setup_command:
             deps = self.client.volumes.create(**volume_kwargs(settings, task_id, "deps"))
             volumes.append(deps)
-        watch = start_watch([v.attrs.get("Mountpoint") for v in volumes], settings.workspace_max_mb,
-                            settings.workspace_max_files, settings.workspace_check_interval, task_id)
+        watch = start_watch(
+            [v.attrs.get("Mountpoint") for v in volumes],
+            settings.workspace_max_mb,
+            settings.workspace_max_files,
+            settings.workspace_check_interval,
+            task_id,
+        )
         try:
             return self._run_in(job, workspace, deps, watch, tail, on_start, stop_check, started_at, containers)
         finally:
@@ -255,8 +277,7 @@ class DockerRuntime:
             tail.note("set-up done")
         if stop_check():
             end = StepEnd(stopped=True)
-            return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail,
-                                workspace, measured)
+            return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail, workspace, measured)
         main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
         containers.append(main)
         if not job.setup_command:
@@ -274,8 +295,11 @@ class DockerRuntime:
                 volume_io.unpack(tar, path)
                 return
             except (OSError, tarfile.TarError) as exc:  # the API overwrites whatever got written
-                log.warning("could not write the volume directly, using the Docker API: %s", exc,
-                            extra={"task_id": container.labels.get(LABEL_TASK)})
+                log.warning(
+                    "could not write the volume directly, using the Docker API: %s",
+                    exc,
+                    extra={"task_id": container.labels.get(LABEL_TASK)},
+                )
         container.put_archive(mount, tar)
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
@@ -284,8 +308,10 @@ class DockerRuntime:
             parent = task_cgroup.docker_parent(self.settings.worker_id, job.spec.task_id, role)
             earlier = task_cgroup.locate(parent)  # an earlier attempt's: its totals would mix in
             if earlier is not None and not earlier.remove():
-                log.warning("an earlier attempt's cgroup is still busy; this step's totals are sampled",
-                            extra={"task_id": job.spec.task_id})
+                log.warning(
+                    "an earlier attempt's cgroup is still busy; this step's totals are sampled",
+                    extra={"task_id": job.spec.task_id},
+                )
                 parent = None
             else:
                 self._task_cgroups.setdefault(job.spec.task_id, []).append(parent)
@@ -297,9 +323,12 @@ class DockerRuntime:
             driver = str(self.client.info().get("CgroupDriver") or "")
             self._cgroup_parents = task_cgroup.docker_parents_usable(driver)
             if not self._cgroup_parents:
-                log.warning("task containers get no cgroup parent of their own (cgroup driver %r, or the "
-                            "host's cgroups are not writable from here): usage totals are the last reading "
-                            "before each container exits", driver)
+                log.warning(
+                    "task containers get no cgroup parent of their own (cgroup driver %r, or the "
+                    "host's cgroups are not writable from here): usage totals are the last reading "
+                    "before each container exits",
+                    driver,
+                )
         return self._cgroup_parents
 
     def _measure(self, job: Job, container, end: StepEnd) -> UsageSummary | None:  # type: ignore[no-untyped-def]
@@ -318,9 +347,17 @@ class DockerRuntime:
             self._host_cpus = float(self.client.info().get("NCPU") or 1)
         return self._host_cpus
 
-    def _run_step(self, container, timeout: float, stop_check, tail: LogTail,  # type: ignore[no-untyped-def]
-                  watch: DiskWatch | None, on_start: OnStart | None = None, task_id: str = "",
-                  reader: Callable[[], WorkspaceCopy | None] | None = None) -> StepEnd:
+    def _run_step(
+        self,
+        container,
+        timeout: float,
+        stop_check,
+        tail: LogTail,  # type: ignore[no-untyped-def]
+        watch: DiskWatch | None,
+        on_start: OnStart | None = None,
+        task_id: str = "",
+        reader: Callable[[], WorkspaceCopy | None] | None = None,
+    ) -> StepEnd:
         began = time.monotonic()
         container.start()
         if on_start is not None:
@@ -331,8 +368,13 @@ class DockerRuntime:
         waiter.start()
         end = StepEnd()
         deadline = time.monotonic() + timeout
-        freezer = Freezer(self._should_freeze, container.pause, container.unpause,
-                          self.settings.max_frozen_seconds, container.labels.get(LABEL_TASK, ""))
+        freezer = Freezer(
+            self._should_freeze,
+            container.pause,
+            container.unpause,
+            self.settings.max_frozen_seconds,
+            container.labels.get(LABEL_TASK, ""),
+        )
         while not waiter.done.wait(POLL_SECONDS):
             if stop_check():
                 end.stopped = True
@@ -388,8 +430,17 @@ class DockerRuntime:
             reaper.remove_container(container)
 
     # --- result -------------------------------------------------------------
-    def _result(self, job: Job, role: str, end: StepEnd, container, started_at: datetime,  # type: ignore[no-untyped-def]
-                tail: LogTail, workspace=None, measured: dict | None = None) -> JobResult:
+    def _result(
+        self,
+        job: Job,
+        role: str,
+        end: StepEnd,
+        container,
+        started_at: datetime,  # type: ignore[no-untyped-def]
+        tail: LogTail,
+        workspace=None,
+        measured: dict | None = None,
+    ) -> JobResult:
         status, reason = _status(job, role, end, self.settings)
         copy = checkpoint = None
         if container is not None and not end.vanished:
@@ -420,8 +471,9 @@ class DockerRuntime:
             except FileNotFoundError:
                 return None  # the task removed it
             except (OSError, AccessDenied) as exc:
-                log.info("checkpoint not readable in place, copying it through the Docker API: %s", exc,
-                         extra={"task_id": task_id})
+                log.info(
+                    "checkpoint not readable in place, copying it through the Docker API: %s", exc, extra={"task_id": task_id}
+                )
         try:
             chunks, _ = container.get_archive(f"{WORKSPACE}/{CHECKPOINT_DIR}", chunk_size=1024 * 1024)
             return bounded_copy(chunks, cap, top=Path(CHECKPOINT_DIR).name)
@@ -435,12 +487,12 @@ class DockerRuntime:
             try:
                 return copy_dir(path, self.settings.result_max_bytes, denied_is_error=True, leave_out=RESERVED_DIR)
             except (OSError, AccessDenied) as exc:  # e.g. a non-root worker and a file of mode 0600
-                log.info("workspace not readable in place, copying it through the Docker API: %s", exc,
-                         extra={"task_id": task_id})
+                log.info(
+                    "workspace not readable in place, copying it through the Docker API: %s", exc, extra={"task_id": task_id}
+                )
         try:
             chunks, _ = container.get_archive(WORKSPACE, chunk_size=1024 * 1024)
-            return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name,
-                                leave_out=RESERVED_DIR)
+            return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name, leave_out=RESERVED_DIR)
         except (NotFound, APIError) as exc:
             log.warning("could not copy the workspace out: %s", exc, extra={"task_id": task_id})
             return None
@@ -482,19 +534,32 @@ def _gpu_note(job: Job, containers: list) -> str:
             continue
         for request in (container.attrs.get("HostConfig") or {}).get("DeviceRequests") or []:
             recorded += request.get("DeviceIDs") or []
-    return (f" (a GPU task: the host's Docker could not give it GPUs {', '.join(job.gpu_devices)}; "
-            f"its container was created with DeviceIDs {recorded}; is NVIDIA's container toolkit installed?)")
+    return (
+        f" (a GPU task: the host's Docker could not give it GPUs {', '.join(job.gpu_devices)}; "
+        f"its container was created with DeviceIDs {recorded}; is NVIDIA's container toolkit installed?)"
+    )
 
 
-def _announce(container, on_start: OnStart, task_id: str,  # type: ignore[no-untyped-def]
-              reader: Callable[[], WorkspaceCopy | None] | None = None) -> None:
+def _announce(
+    container,
+    on_start: OnStart,
+    task_id: str,  # type: ignore[no-untyped-def]
+    reader: Callable[[], WorkspaceCopy | None] | None = None,
+) -> None:
     try:
         container.reload()
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         parent = (container.attrs.get("HostConfig") or {}).get("CgroupParent")
         cgroup = task_cgroup.locate(parent) if parent else None
-        on_start(Started(task_id=task_id, container_id=container.id, pid=pid,
-                         cgroup=cgroup.paths if cgroup is not None else None, read_checkpoint=reader))
+        on_start(
+            Started(
+                task_id=task_id,
+                container_id=container.id,
+                pid=pid,
+                cgroup=cgroup.paths if cgroup is not None else None,
+                read_checkpoint=reader,
+            )
+        )
     except Exception:  # a failing sampler must not stop the task
         log.exception("on_start callback failed", extra={"task_id": task_id})
 

@@ -115,8 +115,8 @@ class Follower(threading.Thread):
         # Forward the rest only when the log lines up with what the stream gave;
         # when it does not (the log rotated meanwhile), the last lines at least.
         start = self.received - len(self.recent)
-        if len(everything) > self.received and everything[start:self.received] == self.recent:
-            self.tail.add(everything[self.received:])
+        if len(everything) > self.received and everything[start : self.received] == self.recent:
+            self.tail.add(everything[self.received :])
             return
         self.skipped = True
         self._add_last_lines()

@@ -22,8 +22,14 @@ ShouldFreeze = Callable[[], bool]
 
 
 class Freezer:
-    def __init__(self, should_freeze: ShouldFreeze | None, freeze: Callable[[], None],
-                 thaw: Callable[[], None], max_frozen: float, task_id: str) -> None:
+    def __init__(
+        self,
+        should_freeze: ShouldFreeze | None,
+        freeze: Callable[[], None],
+        thaw: Callable[[], None],
+        max_frozen: float,
+        task_id: str,
+    ) -> None:
         self._should_freeze = should_freeze
         self._freeze = freeze
         self._thaw = thaw
@@ -50,8 +56,7 @@ class Freezer:
             try:
                 self._freeze()
             except Exception:  # noqa: BLE001 - a step that cannot be frozen runs on
-                log.warning("could not freeze the task; it runs on", exc_info=True,
-                            extra={"task_id": self.task_id})
+                log.warning("could not freeze the task; it runs on", exc_info=True, extra={"task_id": self.task_id})
                 return False
             self._since = time.monotonic()
             log.info("task frozen (the site is paused)", extra={"task_id": self.task_id})
@@ -75,11 +80,12 @@ class Freezer:
         try:
             return bool(self._should_freeze and self._should_freeze())
         except Exception:  # noqa: BLE001 - Redis briefly gone: keep the state it has
-            log.warning("freeze check failed; keeping the task as it is", exc_info=True,
-                        extra={"task_id": self.task_id})
+            log.warning("freeze check failed; keeping the task as it is", exc_info=True, extra={"task_id": self.task_id})
             return self._since is not None
 
 
 def frozen_reason(max_frozen: float) -> str:
-    return (f"stopped: frozen by the owner's pause for longer than this site's limit of {max_frozen:g} s "
-            "(HIVEMIND_MAX_FROZEN_SECONDS)")
+    return (
+        f"stopped: frozen by the owner's pause for longer than this site's limit of {max_frozen:g} s "
+        "(HIVEMIND_MAX_FROZEN_SECONDS)"
+    )

@@ -58,9 +58,7 @@ def ensure_image(client: docker.DockerClient, settings: Settings, image: str, ta
         client.images.get(image)
         _seen_present[image] = time.monotonic()
     except (APIError, DockerException, TimeoutError, OSError) as exc:
-        raise ImageUnavailable(
-            f"image {image!r} is not present on this worker and could not be pulled: {exc}"
-        ) from exc
+        raise ImageUnavailable(f"image {image!r} is not present on this worker and could not be pulled: {exc}") from exc
 
 
 def _pull(client: docker.DockerClient, image: str, timeout: float) -> None:

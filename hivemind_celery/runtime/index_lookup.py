@@ -66,8 +66,7 @@ def project_files(settings: Settings, requirement: str, task_id: str = "") -> Pr
     verify: bool | str = settings.ca_bundle if os.access(settings.ca_bundle, os.R_OK) else True
     try:
         with requests.Session() as session:
-            response = session.get(url, timeout=TIMEOUT, verify=verify, stream=True,
-                                   headers={"Accept": "text/html"})
+            response = session.get(url, timeout=TIMEOUT, verify=verify, stream=True, headers={"Accept": "text/html"})
             if response.status_code == 404:
                 return ProjectFiles(name, (), ())
             response.raise_for_status()

@@ -34,8 +34,7 @@ class LogTail:
                 self._on_output(chunk)
             except Exception:  # a broken consumer must not end the task; say so once
                 self._callback_failed = True
-                log.exception("output callback failed; output is no longer forwarded",
-                              extra={"task_id": self._task_id})
+                log.exception("output callback failed; output is no longer forwarded", extra={"task_id": self._task_id})
 
     def note(self, text: str) -> None:
         """A line of our own in the output (e.g. which step starts)."""

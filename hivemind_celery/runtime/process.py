@@ -161,18 +161,29 @@ class ProcessRuntime:
             checkpoint = _read_checkpoint(task_dir, self.settings) if role == "main" else None
             status, reason = _status(job, role, end, self.settings)
             if role == "setup" and status is TaskStatus.FAILED and end.exit_code:
-                reason = setup_step.explain_failure(tail.text(), self.settings,
-                                                    lookup=partial(project_files, self.settings)) or reason
-            return JobResult(status, end.exit_code, started_at, _now(), tail.text(), reason,
-                             copy.tar, end.stopped or end.frozen_too_long, copy.skipped,
-                             step_usage={name: usage for name, usage in step_usage.items() if usage},
-                             checkpoint=checkpoint)
+                reason = (
+                    setup_step.explain_failure(tail.text(), self.settings, lookup=partial(project_files, self.settings)) or reason
+                )
+            return JobResult(
+                status,
+                end.exit_code,
+                started_at,
+                _now(),
+                tail.text(),
+                reason,
+                copy.tar,
+                end.stopped or end.frozen_too_long,
+                copy.skipped,
+                step_usage={name: usage for name, usage in step_usage.items() if usage},
+                checkpoint=checkpoint,
+            )
         finally:
             shutil.rmtree(task_dir, ignore_errors=True)
 
     # --- one step -----------------------------------------------------------
-    def _step(self, job: Job, role: str, task_dir: Path, tail: LogTail, should_stop: ShouldStop | None,
-              on_start: OnStart | None) -> _StepEnd:
+    def _step(
+        self, job: Job, role: str, task_dir: Path, tail: LogTail, should_stop: ShouldStop | None, on_start: OnStart | None
+    ) -> _StepEnd:
         argv = _setup_argv(job, task_dir, self.settings) if role == "setup" else list(job.command)
         timeout = self.settings.setup_timeout if role == "setup" else job.timeout
         limits = _limits(job, timeout, self.settings)
@@ -181,10 +192,24 @@ class ProcessRuntime:
         note_in, note_out = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _LAUNCHER, json.dumps(limits),
-                 json.dumps(cgroup.procs_files if cgroup else []), str(note_out), *argv], pass_fds=(note_out,),
-                cwd=task_dir / "workspace", env=_env(job, role, task_dir, self.settings), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                [
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    _LAUNCHER,
+                    json.dumps(limits),
+                    json.dumps(cgroup.procs_files if cgroup else []),
+                    str(note_out),
+                    *argv,
+                ],
+                pass_fds=(note_out,),
+                cwd=task_dir / "workspace",
+                env=_env(job, role, task_dir, self.settings),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
             )
         except BaseException:
             os.close(note_in)
@@ -196,9 +221,15 @@ class ProcessRuntime:
         _write_pid_file(task_dir, proc.pid)
         if on_start is not None:
             try:
-                on_start(Started(task_id=job.spec.task_id, container_id=None, pid=proc.pid,
-                                 cgroup=cgroup.paths if cgroup else None,
-                                 read_checkpoint=partial(_read_checkpoint, task_dir, self.settings)))
+                on_start(
+                    Started(
+                        task_id=job.spec.task_id,
+                        container_id=None,
+                        pid=proc.pid,
+                        cgroup=cgroup.paths if cgroup else None,
+                        read_checkpoint=partial(_read_checkpoint, task_dir, self.settings),
+                    )
+                )
             except Exception:  # a failing sampler must not stop the task
                 log.exception("on_start callback failed", extra={"task_id": job.spec.task_id})
         reader = threading.Thread(target=_pump, args=(proc, tail), daemon=True)
@@ -207,9 +238,13 @@ class ProcessRuntime:
         deadline = time.monotonic() + timeout
         asked_to_stop = safe_stop_check(should_stop, job.spec.task_id)
         # SIGSTOP/SIGCONT of the step's process group (its cgroup here has no freezer controller)
-        freezer = Freezer(self._should_freeze, partial(_killpg, proc.pid, signal.SIGSTOP),
-                          partial(_killpg, proc.pid, signal.SIGCONT), self.settings.max_frozen_seconds,
-                          job.spec.task_id)
+        freezer = Freezer(
+            self._should_freeze,
+            partial(_killpg, proc.pid, signal.SIGSTOP),
+            partial(_killpg, proc.pid, signal.SIGCONT),
+            self.settings.max_frozen_seconds,
+            job.spec.task_id,
+        )
         rusage = None
         while True:
             rusage = _wait4(proc, POLL_SECONDS)
@@ -280,8 +315,11 @@ def _limits(job: Job, timeout: float, settings: Settings) -> dict[str, int]:
     }
     if os.getuid() != 0:  # root ignores RLIMIT_NPROC anyway
         uid = os.getuid()
-        current = sum(p.info["num_threads"] or 0 for p in psutil.process_iter(["uids", "num_threads"])
-                      if p.info["uids"] and p.info["uids"].real == uid)
+        current = sum(
+            p.info["num_threads"] or 0
+            for p in psutil.process_iter(["uids", "num_threads"])
+            if p.info["uids"] and p.info["uids"].real == uid
+        )
         limits["RLIMIT_NPROC"] = current + job.pids
     return limits
 
@@ -294,8 +332,7 @@ def _setup_argv(job: Job, task_dir: Path, settings: Settings) -> list[str]:
     """pip with the operator's options (no egress restriction here: see setup_step)."""
     if not setup_step.is_pip(job.setup_command):
         return list(job.setup_command or [])
-    return [*(job.setup_command or []),
-            *setup_step.pip_options(settings, str(task_dir / "deps"), _setup_cert(settings), None)]
+    return [*(job.setup_command or []), *setup_step.pip_options(settings, str(task_dir / "deps"), _setup_cert(settings), None)]
 
 
 def _env(job: Job, role: str, task_dir: Path, settings: Settings) -> dict[str, str]:
@@ -309,10 +346,13 @@ def _env(job: Job, role: str, task_dir: Path, settings: Settings) -> dict[str, s
     }
     deps = str(task_dir / "deps")
     if role == "setup":  # none of the task's variables, and HOME outside the workspace: they could redirect pip
-        return {**base, **setup_step.setup_env(str(task_dir / "home"), str(task_dir / "tmp"),
-                                               _setup_cert(settings), None)}
-    env = {**base, **job.spec.env, "HIVEMIND_CHECKPOINT_DIR": str(task_dir / "workspace" / CHECKPOINT_DIR),
-           "HIVEMIND_CHECKPOINT_INTERVAL": f"{settings.checkpoint_interval:g}"}
+        return {**base, **setup_step.setup_env(str(task_dir / "home"), str(task_dir / "tmp"), _setup_cert(settings), None)}
+    env = {
+        **base,
+        **job.spec.env,
+        "HIVEMIND_CHECKPOINT_DIR": str(task_dir / "workspace" / CHECKPOINT_DIR),
+        "HIVEMIND_CHECKPOINT_INTERVAL": f"{settings.checkpoint_interval:g}",
+    }
     env["PYTHONPATH"] = ":".join(p for p in (deps, job.spec.env.get("PYTHONPATH", "")) if p)
     # Only the GPUs the task holds (none for a CPU task); after the task's own variables, which cannot widen it.
     env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = ",".join(job.gpu_devices)
@@ -380,8 +420,9 @@ def _read_note(note_in: int) -> float:
         os.close(note_in)
 
 
-def _step_usage(job: Job, cgroup: task_cgroup.TaskCgroup | None, rusage: resource.struct_rusage | None,
-                wall: float, before_join: float) -> UsageSummary | None:
+def _step_usage(
+    job: Job, cgroup: task_cgroup.TaskCgroup | None, rusage: resource.struct_rusage | None, wall: float, before_join: float
+) -> UsageSummary | None:
     """The step's totals once it ended: its cgroup's (whatever is still inside is
     killed first, so the counts are final) plus what the launcher spent before
     joining it, else the reaped process's rusage."""
@@ -396,8 +437,7 @@ def _step_usage(job: Job, cgroup: task_cgroup.TaskCgroup | None, rusage: resourc
                 if rusage is not None:  # the launcher's own figure can never exceed the kernel's
                     before_join = min(before_join, rusage.ru_utime + rusage.ru_stime)
                     peak = int(rusage.ru_maxrss) * 1024  # a floor where the cgroup keeps no memory counters
-                return step_usage.from_counters(counters, wall, cpus, memory, before_join=before_join,
-                                                memory_peak_floor=peak)
+                return step_usage.from_counters(counters, wall, cpus, memory, before_join=before_join, memory_peak_floor=peak)
         finally:
             cgroup.remove()
     return step_usage.from_rusage(rusage, wall, cpus, memory) if rusage is not None else None

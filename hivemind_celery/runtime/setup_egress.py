@@ -31,8 +31,12 @@ class ProxyReport:
     problem: str = ""  # why the proxy itself was not serving, if it was not
 
 
-def start_proxy(client: docker.DockerClient, job: Job, settings: Settings,  # type: ignore[no-untyped-def]
-                deps_volume: str):
+def start_proxy(
+    client: docker.DockerClient,
+    job: Job,
+    settings: Settings,  # type: ignore[no-untyped-def]
+    deps_volume: str,
+):
     """Create and start the proxy; the caller removes it (it is returned at once)."""
     container = client.containers.create(**proxy_kwargs(job, settings, deps_volume))
     container.start()
@@ -50,8 +54,7 @@ def finish_proxy(container, task_id: str) -> ProxyReport:  # type: ignore[no-unt
         report.problem = f"the set-up proxy could not be read: {exc}"
         log.warning(report.problem, extra={"task_id": task_id})
         return report
-    report.denied = sorted({line.split(" ", 1)[1].strip() for line in text.splitlines()
-                            if line.startswith("DENIED ")})
+    report.denied = sorted({line.split(" ", 1)[1].strip() for line in text.splitlines() if line.startswith("DENIED ")})
     if not running:
         report.problem = f"the set-up proxy had stopped: {text.strip()[-500:]}"
         log.warning(report.problem, extra={"task_id": task_id})

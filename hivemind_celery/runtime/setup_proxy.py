@@ -71,8 +71,10 @@ async def _splice(a: tuple, b: tuple) -> None:  # type: ignore[type-arg]
 
 async def _answer(writer: asyncio.StreamWriter, status: str, text: str) -> None:
     body = (text + "\n").encode()
-    writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                 f"Connection: close\r\n\r\n".encode() + body)
+    writer.write(
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
     try:
         await writer.drain()
     except (ConnectionError, OSError):
@@ -123,8 +125,7 @@ class Proxy:
             # One request per connection: a kept-alive client could name another host next.
             path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
             kept = [line for line in lines[1:] if line and not line.lower().startswith(_HOP_HEADERS)]
-            upstream[1].write("\r\n".join([f"{method} {path} HTTP/1.1", *kept, "Connection: close", "", ""])
-                              .encode("latin-1"))
+            upstream[1].write("\r\n".join([f"{method} {path} HTTP/1.1", *kept, "Connection: close", "", ""]).encode("latin-1"))
         await _splice((reader, writer), upstream)
 
 

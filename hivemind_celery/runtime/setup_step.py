@@ -51,7 +51,7 @@ def allowed_endpoints(settings: Settings) -> list[tuple[str, int]]:
 def is_pip(setup_command: list[str] | None) -> bool:
     """Is this the requirements install? Any other set-up command (only tests
     build one) runs as given, with no network and none of pip's options."""
-    return list(setup_command or [])[:len(SETUP_COMMAND)] == SETUP_COMMAND
+    return list(setup_command or [])[: len(SETUP_COMMAND)] == SETUP_COMMAND
 
 
 def pip_options(settings: Settings, target: str, cert: str | None, proxy: str | None) -> list[str]:
@@ -90,8 +90,9 @@ def setup_env(home: str, tmp: str, cert: str | None, proxy: str | None) -> dict[
     return env
 
 
-def explain_failure(log_text: str, settings: Settings, denied: Sequence[str] = (),
-                    lookup: Callable[[str], ProjectFiles | None] | None = None) -> str | None:
+def explain_failure(
+    log_text: str, settings: Settings, denied: Sequence[str] = (), lookup: Callable[[str], ProjectFiles | None] | None = None
+) -> str | None:
     """One sentence for a failed set-up step, naming what was missing or
     refused; None when pip's output says nothing we recognise. `lookup` asks
     the index what it holds for a requirement (index_lookup.project_files)."""
@@ -102,8 +103,10 @@ def explain_failure(log_text: str, settings: Settings, denied: Sequence[str] = (
         hosts = ", ".join(name[:100] for name in refused[:5])
         if len(refused) > 5:
             hosts += f" and {len(refused) - 5} more"
-        return (f"{STEP} failed: it tried to reach {hosts}, which this site does not allow (the set-up step "
-                f"may reach only the package index {index} and HIVEMIND_SETUP_ALLOWED_HOSTS)")
+        return (
+            f"{STEP} failed: it tried to reach {hosts}, which this site does not allow (the set-up step "
+            f"may reach only the package index {index} and HIVEMIND_SETUP_ALLOWED_HOSTS)"
+        )
     versions = {name: listed.strip() for name, listed in _VERSIONS.findall(text)}
     names = list(dict.fromkeys(_NO_MATCH.findall(text)))
     if _UNREACHABLE.search(text):
@@ -114,21 +117,29 @@ def explain_failure(log_text: str, settings: Settings, denied: Sequence[str] = (
     name = names[-1]
     listed = versions.get(name, "none")
     if listed and listed != "none":
-        return (f"{STEP} failed: no version of {name!r} on the package index {index} matches the requirement "
-                f"(versions there: {listed})")
+        return (
+            f"{STEP} failed: no version of {name!r} on the package index {index} matches the requirement "
+            f"(versions there: {listed})"
+        )
     files = lookup(name) if lookup is not None else None
     if files is not None and not (files.wheels or files.sources):
         return f"{STEP} failed: {name!r} is not on the package index {index}"
     if settings.setup_allow_source_builds:
         return f"{STEP} failed: {name!r} was not found on the package index {index}"
     if files is not None and not files.wheels:
-        return (f"{STEP} failed: {name!r} is published only as source on the package index {index} "
-                f"({', '.join(files.sources[:3])}), and this site installs wheels only "
-                "(HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off)")
+        return (
+            f"{STEP} failed: {name!r} is published only as source on the package index {index} "
+            f"({', '.join(files.sources[:3])}), and this site installs wheels only "
+            "(HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off)"
+        )
     if files is not None:
-        return (f"{STEP} failed: {name!r} has no wheel for this image's Python and platform on the package index "
-                f"{index} (its wheels there: {', '.join(files.wheels[:3])}); this site installs wheels only "
-                "(HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off)")
-    return (f"{STEP} failed: {name!r} has no wheel for this image's Python and platform on the package index "
-            f"{index}; this site installs wheels only (HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off), so a package "
-            "published only as source cannot be installed (or it is not on that index at all)")
+        return (
+            f"{STEP} failed: {name!r} has no wheel for this image's Python and platform on the package index "
+            f"{index} (its wheels there: {', '.join(files.wheels[:3])}); this site installs wheels only "
+            "(HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off)"
+        )
+    return (
+        f"{STEP} failed: {name!r} has no wheel for this image's Python and platform on the package index "
+        f"{index}; this site installs wheels only (HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off), so a package "
+        "published only as source cannot be installed (or it is not on that index at all)"
+    )

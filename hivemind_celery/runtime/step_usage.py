@@ -20,9 +20,15 @@ def _with_percentages(usage: UsageSummary, cpus: float, memory_limit_bytes: int)
     return usage.model_copy(update={"cpu_percent": cpu, "memory_percent": memory})
 
 
-def from_counters(counters: CgroupCounters, wall_seconds: float, cpus: float,
-                  memory_limit_bytes: int, pids_peak: int = 0, before_join: float = 0.0,
-                  memory_peak_floor: int = 0) -> UsageSummary:
+def from_counters(
+    counters: CgroupCounters,
+    wall_seconds: float,
+    cpus: float,
+    memory_limit_bytes: int,
+    pids_peak: int = 0,
+    before_join: float = 0.0,
+    memory_peak_floor: int = 0,
+) -> UsageSummary:
     """`before_join`: CPU seconds the step's first process spent before it
     entered the cgroup (charged elsewhere), counted as its own;
     `memory_peak_floor`: a peak known otherwise (rusage), for a cgroup without
@@ -40,8 +46,7 @@ def from_counters(counters: CgroupCounters, wall_seconds: float, cpus: float,
     return _with_percentages(usage, cpus, memory_limit_bytes)
 
 
-def from_rusage(rusage: resource.struct_rusage, wall_seconds: float, cpus: float,
-                memory_limit_bytes: int) -> UsageSummary:
+def from_rusage(rusage: resource.struct_rusage, wall_seconds: float, cpus: float, memory_limit_bytes: int) -> UsageSummary:
     usage = UsageSummary(
         cpu_seconds=rusage.ru_utime + rusage.ru_stime,
         cpu_user_seconds=rusage.ru_utime,

@@ -31,19 +31,40 @@ if TYPE_CHECKING:
     from hivemind_celery.site.pause_gate import PauseGate
 
 __all__ = [
-    "HISTORY_MAX", "MISSED_BEATS", "REGISTERED",
-    "Activity", "DiskGate", "GpuAllocator", "GpuRefused", "Heartbeat", "PauseGate", "PreferencesError",
-    "PrefsStore", "Registry", "SiteCapacity", "Standing", "WorkerCapacity", "WorkerInfo",
-    "gpus_wanted", "local_capacity", "paused_reasons", "publish_standing", "read_standing", "worker_paused",
+    "HISTORY_MAX",
+    "MISSED_BEATS",
+    "REGISTERED",
+    "Activity",
+    "DiskGate",
+    "GpuAllocator",
+    "GpuRefused",
+    "Heartbeat",
+    "PauseGate",
+    "PreferencesError",
+    "PrefsStore",
+    "Registry",
+    "SiteCapacity",
+    "Standing",
+    "WorkerCapacity",
+    "WorkerInfo",
+    "gpus_wanted",
+    "local_capacity",
+    "paused_reasons",
+    "publish_standing",
+    "read_standing",
+    "worker_paused",
 ]
 
-__getattr__ = lazy_names(__name__, {
-    "DiskGate": "hivemind_celery.site.disk_gate",
-    "GpuAllocator": "hivemind_celery.site.gpu_allocator",
-    "GpuRefused": "hivemind_celery.site.gpu_allocator",
-    "gpus_wanted": "hivemind_celery.site.gpu_allocator",
-    "Heartbeat": "hivemind_celery.site.heartbeat",
-    "REGISTERED": "hivemind_celery.site.heartbeat",
-    "local_capacity": "hivemind_celery.site.heartbeat",
-    "PauseGate": "hivemind_celery.site.pause_gate",
-})
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "DiskGate": "hivemind_celery.site.disk_gate",
+        "GpuAllocator": "hivemind_celery.site.gpu_allocator",
+        "GpuRefused": "hivemind_celery.site.gpu_allocator",
+        "gpus_wanted": "hivemind_celery.site.gpu_allocator",
+        "Heartbeat": "hivemind_celery.site.heartbeat",
+        "REGISTERED": "hivemind_celery.site.heartbeat",
+        "local_capacity": "hivemind_celery.site.heartbeat",
+        "PauseGate": "hivemind_celery.site.pause_gate",
+    },
+)

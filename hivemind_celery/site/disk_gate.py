@@ -29,8 +29,9 @@ Consumers = Callable[[bool], None]  # True: consume the worker's queues; False: 
 
 
 class DiskGate:
-    def __init__(self, registry: Registry, capacity: WorkerCapacity, path: str, min_free_mb: int,
-                 consumers: Consumers | None = None) -> None:
+    def __init__(
+        self, registry: Registry, capacity: WorkerCapacity, path: str, min_free_mb: int, consumers: Consumers | None = None
+    ) -> None:
         self.registry = registry
         self.capacity = capacity
         self.path = path

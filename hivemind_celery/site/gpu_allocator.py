@@ -33,7 +33,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 # ARGV: task id, gpus wanted, MiB per GPU, share, ttl, then pairs (uuid, total MiB)
 # of the offered GPUs. Returns the uuids given (the task's earlier ones if it
 # holds some already), or an empty list when not enough are free now.
-_ALLOCATE = _EXPIRE + """
+_ALLOCATE = (
+    _EXPIRE
+    + """
 local task, count, need, share, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local deadline = now + ttl
 local holders, used, mine = {}, {}, {}
@@ -74,9 +76,12 @@ for i = 1, count do
 end
 return given
 """
+)
 
 # ARGV: task id, ttl. Pushes out the task's leases; returns how many it holds.
-_RENEW = _EXPIRE + """
+_RENEW = (
+    _EXPIRE
+    + """
 local n = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local owner = string.match(member, '^[^|]*|(.*)|%d+$')
@@ -87,9 +92,12 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return n
 """
+)
 
 # ARGV: task id. Drops the task's leases; returns how many went.
-_RELEASE = _EXPIRE + """
+_RELEASE = (
+    _EXPIRE
+    + """
 local n = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local owner = string.match(member, '^[^|]*|(.*)|%d+$')
@@ -100,6 +108,7 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return n
 """
+)
 
 
 class GpuRefused(HivemindError):
@@ -151,8 +160,7 @@ class GpuAllocator:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
-    def allocate(self, task_id: str, offered: list[GpuInfo], gpus: int, memory_mb: int,
-                 ttl: float) -> list[GpuInfo] | None:
+    def allocate(self, task_id: str, offered: list[GpuInfo], gpus: int, memory_mb: int, ttl: float) -> list[GpuInfo] | None:
         """Give the task `gpus` of the `offered` GPUs for `ttl` seconds: the GPUs,
         or None while not enough are free. Raises GpuRefused if they never could be."""
         if gpus < 1:
@@ -163,8 +171,7 @@ class GpuAllocator:
             pairs += [g.uuid, g.memory_total_mb]
         by_uuid = {g.uuid: g for g in offered}
         for _ in range(2):
-            given = self._allocate(keys=[self._key],
-                                   args=[task_id, gpus, int(memory_mb), self.share, float(ttl), *pairs])
+            given = self._allocate(keys=[self._key], args=[task_id, gpus, int(memory_mb), self.share, float(ttl), *pairs])
             if not given:
                 return None
             uuids = [u.decode() if isinstance(u, bytes) else str(u) for u in given]

@@ -47,8 +47,14 @@ def local_capacity(settings: Settings, worker_id: str, hostname: str, queues: li
 class Heartbeat:
     """Keeps one worker registered until `stop()`."""
 
-    def __init__(self, registry: Registry, capacity: WorkerCapacity, interval: float,
-                 reconcile_interval: float, gate: DiskGate | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        capacity: WorkerCapacity,
+        interval: float,
+        reconcile_interval: float,
+        gate: DiskGate | None = None,
+    ) -> None:
         self.registry = registry
         self.capacity = capacity
         self.gate = gate
@@ -60,9 +66,14 @@ class Heartbeat:
     def start(self) -> Heartbeat:
         self.registry.register(self.capacity)
         REGISTERED[self.capacity.worker_id] = self.capacity
-        log.info("registered in the site registry: %g CPUs, %d MiB, %d GPUs, queues %s",
-                 self.capacity.cpus, self.capacity.memory_mb, self.capacity.gpus,
-                 ",".join(self.capacity.queues), extra={"node_id": self.capacity.worker_id})
+        log.info(
+            "registered in the site registry: %g CPUs, %d MiB, %d GPUs, queues %s",
+            self.capacity.cpus,
+            self.capacity.memory_mb,
+            self.capacity.gpus,
+            ",".join(self.capacity.queues),
+            extra={"node_id": self.capacity.worker_id},
+        )
         if self.gate is not None:
             self.gate.check()
         self._thread.start()
@@ -71,8 +82,7 @@ class Heartbeat:
     def beat(self) -> None:
         if not self.registry.heartbeat(self.capacity.worker_id):
             # Counted gone (a long pause, a Redis restart): come back.
-            log.warning("registry had dropped this worker; registering again",
-                        extra={"node_id": self.capacity.worker_id})
+            log.warning("registry had dropped this worker; registering again", extra={"node_id": self.capacity.worker_id})
             self.registry.register(self.gate.offered if self.gate is not None else self.capacity)
         if self.gate is not None:
             self.gate.check()
@@ -81,8 +91,7 @@ class Heartbeat:
         client = self.registry.client
         if client.set(keys.registry_reconcile_lock(), self.capacity.worker_id, nx=True, ex=max(1, int(self.reconcile_interval))):
             dropped = self.registry.reconcile()
-            log.info("registry totals rebuilt (%d dangling entries dropped)", dropped,
-                     extra={"node_id": self.capacity.worker_id})
+            log.info("registry totals rebuilt (%d dangling entries dropped)", dropped, extra={"node_id": self.capacity.worker_id})
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval * random.uniform(0.8, 1.2)):
@@ -106,5 +115,6 @@ class Heartbeat:
             self.registry.unregister(self.capacity.worker_id)
             log.info("left the site registry", extra={"node_id": self.capacity.worker_id})
         except redis.RedisError as exc:
-            log.warning("could not leave the registry (it expires us instead): %s", exc,
-                        extra={"node_id": self.capacity.worker_id})
+            log.warning(
+                "could not leave the registry (it expires us instead): %s", exc, extra={"node_id": self.capacity.worker_id}
+            )

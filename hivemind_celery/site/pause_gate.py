@@ -49,11 +49,20 @@ def shared(capacity: WorkerCapacity, prefs: Preferences) -> WorkerCapacity:
 
 
 class PauseGate:
-    def __init__(self, store: PrefsStore, registry: Registry, capacity: WorkerCapacity,
-                 cpu_percent: Callable[[], float], consumers: Consumers | None = None,
-                 disk_gate: DiskGate | None = None, clock: Clock = local_now,
-                 owner_idle_seconds: Callable[[], float | None] = lambda: None,
-                 mode_id: str | None = None, sensors: Sensors | None = None, gpu_tasks: bool = False) -> None:
+    def __init__(
+        self,
+        store: PrefsStore,
+        registry: Registry,
+        capacity: WorkerCapacity,
+        cpu_percent: Callable[[], float],
+        consumers: Consumers | None = None,
+        disk_gate: DiskGate | None = None,
+        clock: Clock = local_now,
+        owner_idle_seconds: Callable[[], float | None] = lambda: None,
+        mode_id: str | None = None,
+        sensors: Sensors | None = None,
+        gpu_tasks: bool = False,
+    ) -> None:
         self.store = store
         self.mode_id = mode_id or capacity.worker_id  # whose key the running tasks poll
         self.registry = registry
@@ -123,5 +132,11 @@ class PauseGate:
             self.registry.register(self.disk_gate.offered)
         else:
             self.registry.register(offered)
-        log.info("offering %.3g CPUs and %d MiB (shares %g %% / %g %%)", offered.cpus, offered.memory_mb,
-                 prefs.cpu_share_percent, prefs.memory_share_percent, extra={"node_id": self.worker_id})
+        log.info(
+            "offering %.3g CPUs and %d MiB (shares %g %% / %g %%)",
+            offered.cpus,
+            offered.memory_mb,
+            prefs.cpu_share_percent,
+            prefs.memory_share_percent,
+            extra={"node_id": self.worker_id},
+        )

@@ -32,21 +32,23 @@ class PreferencesError(HivemindError, ValueError):
 
 def defaults(settings: Settings) -> Preferences:
     """The preferences the environment gives until someone saves others."""
-    return _validated({
-        "run_mode": settings.prefs_run_mode,
-        "suspend_above_cpu_percent": settings.prefs_suspend_above_cpu_percent,
-        "hours": settings.prefs_hours or None,
-        "cpu_share_percent": settings.prefs_cpu_share_percent,
-        "memory_share_percent": settings.prefs_memory_share_percent,
-        "gpus": settings.prefs_gpus or None,
-        "keep_free_disk_gb": settings.prefs_keep_free_disk_gb,
-        "pause_on_battery": settings.prefs_pause_on_battery,
-        "max_cpu_temperature_c": settings.prefs_max_cpu_temperature_c,
-        "max_gpu_temperature_c": settings.prefs_max_gpu_temperature_c,
-        "temperature_margin_c": settings.prefs_temperature_margin_c,
-        "resume_after_seconds": settings.prefs_resume_after_seconds,
-        "release_memory_after_minutes": settings.prefs_release_memory_after_minutes,
-    })
+    return _validated(
+        {
+            "run_mode": settings.prefs_run_mode,
+            "suspend_above_cpu_percent": settings.prefs_suspend_above_cpu_percent,
+            "hours": settings.prefs_hours or None,
+            "cpu_share_percent": settings.prefs_cpu_share_percent,
+            "memory_share_percent": settings.prefs_memory_share_percent,
+            "gpus": settings.prefs_gpus or None,
+            "keep_free_disk_gb": settings.prefs_keep_free_disk_gb,
+            "pause_on_battery": settings.prefs_pause_on_battery,
+            "max_cpu_temperature_c": settings.prefs_max_cpu_temperature_c,
+            "max_gpu_temperature_c": settings.prefs_max_gpu_temperature_c,
+            "temperature_margin_c": settings.prefs_temperature_margin_c,
+            "resume_after_seconds": settings.prefs_resume_after_seconds,
+            "release_memory_after_minutes": settings.prefs_release_memory_after_minutes,
+        }
+    )
 
 
 def _validated(fields: dict[str, Any]) -> Preferences:
@@ -54,8 +56,7 @@ def _validated(fields: dict[str, Any]) -> Preferences:
         return Preferences.model_validate(fields)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'preferences'}: {error['msg']}"
-            for error in exc.errors()
+            f"{'.'.join(str(part) for part in error['loc']) or 'preferences'}: {error['msg']}" for error in exc.errors()
         )
         raise PreferencesError(f"invalid preferences: {problems}") from None
 

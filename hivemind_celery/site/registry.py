@@ -80,9 +80,14 @@ class WorkerCapacity:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "worker_id": self.worker_id, "hostname": self.hostname, "cpus": self.cpus,
-            "memory_mb": self.memory_mb, "gpus": self.gpus, "gpu_memory_mb": self.gpu_memory_mb,
-            "gpu_names": list(self.gpu_names), "queues": list(self.queues),
+            "worker_id": self.worker_id,
+            "hostname": self.hostname,
+            "cpus": self.cpus,
+            "memory_mb": self.memory_mb,
+            "gpus": self.gpus,
+            "gpu_memory_mb": self.gpu_memory_mb,
+            "gpu_names": list(self.gpu_names),
+            "queues": list(self.queues),
         }
 
 
@@ -125,8 +130,12 @@ class SiteCapacity:
     queue_workers: dict[str, int]  # queue -> how many live workers consume it
 
     def can_fit(self, cpus: float, memory_mb: int, gpus: int = 0, gpu_memory_mb: int = 0) -> bool:
-        return (_milli(cpus) <= round(self.cpus_free * 1000) and memory_mb <= self.memory_mb_free
-                and gpus <= self.gpus_free and gpu_memory_mb <= self.gpu_memory_mb_free)
+        return (
+            _milli(cpus) <= round(self.cpus_free * 1000)
+            and memory_mb <= self.memory_mb_free
+            and gpus <= self.gpus_free
+            and gpu_memory_mb <= self.gpu_memory_mb_free
+        )
 
 
 def _milli(cpus: float) -> int:
@@ -162,18 +171,32 @@ class Registry:
     `heartbeat()` and `unregister()` (see site/heartbeat.py).
     """
 
-    def __init__(self, client: redis.Redis, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-                 missed_beats: int = MISSED_BEATS) -> None:
+    def __init__(
+        self, client: redis.Redis, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL, missed_beats: int = MISSED_BEATS
+    ) -> None:
         self.client = client
         self.ttl = heartbeat_interval * missed_beats
-        self._keys = [keys.workers_by_deadline(), keys.site_capacity(), keys.site_queues(),
-                      keys.site_gpu_names(), keys.allocations_by_deadline(), keys.site_allocated()]
+        self._keys = [
+            keys.workers_by_deadline(),
+            keys.site_capacity(),
+            keys.site_queues(),
+            keys.site_gpu_names(),
+            keys.allocations_by_deadline(),
+            keys.site_allocated(),
+        ]
         self._templates = [*_WORKER_INFO, *_ALLOCATION]
-        self._scripts = {name: client.register_script(source) for name, source in (
-            ("register", _REGISTER), ("heartbeat", _HEARTBEAT), ("unregister", _UNREGISTER),
-            ("capacity", _CAPACITY), ("allocate", _ALLOCATE), ("release", _RELEASE),
-            ("reconcile", _RECONCILE),
-        )}
+        self._scripts = {
+            name: client.register_script(source)
+            for name, source in (
+                ("register", _REGISTER),
+                ("heartbeat", _HEARTBEAT),
+                ("unregister", _UNREGISTER),
+                ("capacity", _CAPACITY),
+                ("allocate", _ALLOCATE),
+                ("release", _RELEASE),
+                ("reconcile", _RECONCILE),
+            )
+        }
 
     def _call(self, script: str, *args: Any, client: Any = None) -> Any:
         return self._scripts[script](keys=self._keys, args=[*self._templates, *args], client=client)
@@ -185,8 +208,7 @@ class Registry:
 
     def _register_args(self, capacity: WorkerCapacity, ttl: float | None) -> list[Any]:
         _check_id("worker_id", capacity.worker_id)
-        _check(cpus=capacity.cpus, memory_mb=capacity.memory_mb, gpus=capacity.gpus,
-               gpu_memory_mb=capacity.gpu_memory_mb)
+        _check(cpus=capacity.cpus, memory_mb=capacity.memory_mb, gpus=capacity.gpus, gpu_memory_mb=capacity.gpu_memory_mb)
         fields = {
             "hostname": capacity.hostname,
             "cpus_milli": _milli(capacity.cpus),
@@ -234,8 +256,7 @@ class Registry:
     def workers(self) -> list[WorkerInfo]:
         """Every live worker, for display. O(N): not for hot paths."""
         self._call("capacity")  # reap the expired first
-        members = cast(list[tuple[bytes, float]],
-                       self.client.zrange(keys.workers_by_deadline(), 0, -1, withscores=True))
+        members = cast(list[tuple[bytes, float]], self.client.zrange(keys.workers_by_deadline(), 0, -1, withscores=True))
         pipe = self.client.pipeline(transaction=False)
         for member, _ in members:
             pipe.hgetall(keys.worker_info(as_text(member)))
@@ -245,13 +266,18 @@ class Registry:
                 continue
             data = {as_text(k): as_text(v) for k, v in raw.items()}
             capacity = WorkerCapacity(
-                worker_id=as_text(member), hostname=data.get("hostname", ""),
-                cpus=int(data.get("cpus_milli", 0)) / 1000, memory_mb=int(data.get("memory_mb", 0)),
-                gpus=int(data.get("gpus", 0)), gpu_memory_mb=int(data.get("gpu_memory_mb", 0)),
-                gpu_names=json.loads(data.get("gpu_names", "[]")), queues=json.loads(data.get("queues", "[]")),
+                worker_id=as_text(member),
+                hostname=data.get("hostname", ""),
+                cpus=int(data.get("cpus_milli", 0)) / 1000,
+                memory_mb=int(data.get("memory_mb", 0)),
+                gpus=int(data.get("gpus", 0)),
+                gpu_memory_mb=int(data.get("gpu_memory_mb", 0)),
+                gpu_names=json.loads(data.get("gpu_names", "[]")),
+                queues=json.loads(data.get("queues", "[]")),
             )
-            infos.append(WorkerInfo(capacity, float(data.get("registered_at", 0)),
-                                    float(data.get("last_heartbeat", 0)), float(deadline)))
+            infos.append(
+                WorkerInfo(capacity, float(data.get("registered_at", 0)), float(data.get("last_heartbeat", 0)), float(deadline))
+            )
         return sorted(infos, key=lambda info: info.capacity.worker_id)
 
     # --- site totals ---------------------------------------------------------
@@ -282,8 +308,16 @@ class Registry:
         return self.capacity().can_fit(cpus, memory_mb, gpus, gpu_memory_mb)
 
     # --- allocations ---------------------------------------------------------
-    def allocate(self, task_id: str, cpus: float, memory_mb: int, gpus: int = 0,
-                 gpu_memory_mb: int = 0, ttl: float = 3600.0, require_fit: bool = False) -> bool:
+    def allocate(
+        self,
+        task_id: str,
+        cpus: float,
+        memory_mb: int,
+        gpus: int = 0,
+        gpu_memory_mb: int = 0,
+        ttl: float = 3600.0,
+        require_fit: bool = False,
+    ) -> bool:
         """Hold resources for a task until `release` or `ttl` seconds pass.
 
         Idempotent per task id: a second call (the worker's, after the
@@ -294,8 +328,18 @@ class Registry:
         """
         _check_id("task_id", task_id)
         _check(cpus=cpus, memory_mb=memory_mb, gpus=gpus, gpu_memory_mb=gpu_memory_mb, ttl=ttl)
-        return bool(self._call("allocate", task_id, _milli(cpus), int(memory_mb), int(gpus),
-                               int(gpu_memory_mb), float(ttl), "1" if require_fit else "0"))
+        return bool(
+            self._call(
+                "allocate",
+                task_id,
+                _milli(cpus),
+                int(memory_mb),
+                int(gpus),
+                int(gpu_memory_mb),
+                float(ttl),
+                "1" if require_fit else "0",
+            )
+        )
 
     def release(self, task_id: str) -> bool:
         """Give a task's resources back; False if it held none (idempotent)."""

@@ -70,7 +70,9 @@ end
 """ % {"batch": _REAP_BATCH}
 
 # ARGV[5..]: id, ttl, then field/value pairs
-REGISTER = _COMMON + """
+REGISTER = (
+    _COMMON
+    + """
 local t = now()
 reap(t)
 local id, ttl = ARGV[5], tonumber(ARGV[6])
@@ -87,8 +89,11 @@ count_worker(info, 1)
 redis.call('ZADD', KEYS[1], t + ttl, id)
 return 1
 """
+)
 
-HEARTBEAT = _COMMON + """
+HEARTBEAT = (
+    _COMMON
+    + """
 local t = now()
 reap(t)
 local id, ttl = ARGV[5], tonumber(ARGV[6])
@@ -97,8 +102,11 @@ redis.call('ZADD', KEYS[1], 'XX', t + ttl, id)
 redis.call('HSET', worker_key(id), 'last_heartbeat', t)
 return 1
 """
+)
 
-UNREGISTER = _COMMON + """
+UNREGISTER = (
+    _COMMON
+    + """
 reap(now())
 local id = ARGV[5]
 if not redis.call('ZSCORE', KEYS[1], id) then return 0 end
@@ -107,15 +115,21 @@ redis.call('DEL', worker_key(id))
 redis.call('ZREM', KEYS[1], id)
 return 1
 """
+)
 
-CAPACITY = _COMMON + """
+CAPACITY = (
+    _COMMON
+    + """
 reap(now())
 return {redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[6]),
         redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
 """
+)
 
 # ARGV[5..]: task id, cpus_milli, memory_mb, gpus, gpu_memory_mb, ttl, require_fit
-ALLOCATE = _COMMON + """
+ALLOCATE = (
+    _COMMON
+    + """
 local t = now()
 reap(t)
 local id, ttl = ARGV[5], tonumber(ARGV[10])
@@ -139,8 +153,11 @@ count_allocation(key, 1)
 redis.call('ZADD', KEYS[5], t + ttl, id)
 return 1
 """
+)
 
-RELEASE = _COMMON + """
+RELEASE = (
+    _COMMON
+    + """
 reap(now())
 local id = ARGV[5]
 local key = alloc_key(id)
@@ -150,8 +167,11 @@ count_allocation(key, -1)
 redis.call('DEL', key)
 return 1
 """
+)
 
-RECONCILE = _COMMON + """
+RECONCILE = (
+    _COMMON
+    + """
 reap(now())
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6])
 redis.call('HSET', KEYS[2], 'workers', 0)
@@ -170,3 +190,4 @@ local function recount(index, key_of, count)
 end
 return recount(KEYS[1], worker_key, count_worker) + recount(KEYS[5], alloc_key, count_allocation)
 """
+)

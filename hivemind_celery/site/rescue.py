@@ -77,8 +77,7 @@ def _hand_back(registry: Registry, connection: Any, worker: str) -> int:
     for task_id, tag in deliveries.items():
         # A tag already acknowledged or restored is simply not found.
         qos.restore_by_tag(as_text(tag), leftmost=True)
-        log.warning("handed the task of a dead worker back to its queue",
-                    extra={"task_id": as_text(task_id), "node_id": worker})
+        log.warning("handed the task of a dead worker back to its queue", extra={"task_id": as_text(task_id), "node_id": worker})
     pipe = registry.client.pipeline()
     pipe.delete(key)
     pipe.srem(keys.workers_with_deliveries(), worker)

@@ -68,11 +68,17 @@ def publish_standing(client: Any, node_id: str, pool: str, status: str | None = 
 def read_standing(client: redis.Redis) -> Standing:
     """The bridge's last standing; all empty (never joined) when no bridge published one lately."""
     stored = {as_text(k): as_text(v) for k, v in client.hgetall(keys.bridge_status()).items()}
-    return Standing(node_id=stored.get("node_id", ""), pool=stored.get("pool", ""), status=stored.get("status", ""),
-                    error=stored.get("error", ""), last_beat=_unix_time(stored.get("last_beat")),
-                    tunnel=stored.get("tunnel", ""), tunnel_address=stored.get("tunnel_address", ""),
-                    tunnel_network=stored.get("tunnel_network", ""),
-                    tunnel_handshake_at=_unix_time(stored.get("tunnel_handshake_at")))
+    return Standing(
+        node_id=stored.get("node_id", ""),
+        pool=stored.get("pool", ""),
+        status=stored.get("status", ""),
+        error=stored.get("error", ""),
+        last_beat=_unix_time(stored.get("last_beat")),
+        tunnel=stored.get("tunnel", ""),
+        tunnel_address=stored.get("tunnel_address", ""),
+        tunnel_network=stored.get("tunnel_network", ""),
+        tunnel_handshake_at=_unix_time(stored.get("tunnel_handshake_at")),
+    )
 
 
 def _unix_time(text: str | None) -> float | None:

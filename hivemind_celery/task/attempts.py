@@ -57,10 +57,14 @@ class AttemptLog:
         for index, attempt in enumerate(earlier):
             if attempt.ended == "running":
                 self._redis.lset(self.key, index, attempt.model_copy(update={"ended": "lost"}).model_dump_json())
-        attempt = Attempt(number=len(earlier) + 1, worker=worker, host=socket.gethostname(),
-                          started_at=datetime.now(UTC),
-                          resumed_from=resumed.ref if resumed else None,
-                          resumed_progress=resumed.progress if resumed else None)
+        attempt = Attempt(
+            number=len(earlier) + 1,
+            worker=worker,
+            host=socket.gethostname(),
+            started_at=datetime.now(UTC),
+            resumed_from=resumed.ref if resumed else None,
+            resumed_progress=resumed.progress if resumed else None,
+        )
         pipe = self._redis.pipeline()
         pipe.rpush(self.key, attempt.model_dump_json())
         pipe.expire(self.key, LOG_TTL)
@@ -84,9 +88,13 @@ class AttemptLog:
     def end(self, ended: AttemptEnd, outcome: TaskOutcome) -> None:
         """Close this attempt with the measured use of its run."""
         usage = outcome.usage
-        self.update(ended=ended, ended_at=outcome.finished_at or datetime.now(UTC),
-                    wall_seconds=outcome.duration, cpu_seconds=usage.cpu_seconds if usage else 0.0,
-                    reward=outcome.reward)
+        self.update(
+            ended=ended,
+            ended_at=outcome.finished_at or datetime.now(UTC),
+            wall_seconds=outcome.duration,
+            cpu_seconds=usage.cpu_seconds if usage else 0.0,
+            reward=outcome.reward,
+        )
 
     def clear(self) -> None:
         self._redis.delete(self.key)

@@ -49,8 +49,7 @@ class RunTask(Task):
         try:
             runtime().cleanup(task_id)
         except Exception:  # noqa: BLE001 - e.g. dockerd gone: the worker's reaper removes them later
-            log.warning("could not remove the task's containers now; the reaper will", exc_info=True,
-                        extra={"task_id": task_id})
+            log.warning("could not remove the task's containers now; the reaper will", exc_info=True, extra={"task_id": task_id})
 
 
 def run_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
@@ -64,8 +63,7 @@ def run_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
         # The id may itself be what is invalid: never build keys from it.
         return _answer(rejected_outcome("invalid", spec_error(exc), settings.worker_id))
     if spec.task_id != task_id:
-        return _answer(rejected_outcome(spec.task_id, "spec task_id differs from the Celery task id",
-                                        settings.worker_id))
+        return _answer(rejected_outcome(spec.task_id, "spec task_id differs from the Celery task id", settings.worker_id))
     try:
         return _answer(run_guarded(self, spec, store, settings))
     except TaskRequeued as exc:

@@ -34,8 +34,15 @@ RETRY_SECONDS = 2.0  # after a refused read, before the next try
 
 
 class Checkpointer(TaskObserver):
-    def __init__(self, task_id: str, store: CheckpointStore, settings: Settings, attempts: AttemptLog,
-                 say: Callable[[str], None], saved_digest: str | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        store: CheckpointStore,
+        settings: Settings,
+        attempts: AttemptLog,
+        say: Callable[[str], None],
+        saved_digest: str | None = None,
+    ) -> None:
         self.task_id = task_id
         self.store = store
         self.settings = settings
@@ -53,8 +60,7 @@ class Checkpointer(TaskObserver):
         reader = started.read_checkpoint
         if reader is None:
             return
-        self._thread = threading.Thread(target=self._loop, args=(reader,), name=f"checkpoint-{self.task_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, args=(reader,), name=f"checkpoint-{self.task_id}", daemon=True)
         self._thread.start()
 
     def _loop(self, reader: Callable[[], WorkspaceCopy | None]) -> None:
@@ -100,8 +106,7 @@ class Checkpointer(TaskObserver):
             self._last = pointer.digest
             self.saved += 1
             self.attempts.update(checkpoints_saved=self.saved, saved_progress=pointer.progress)
-            log.info("checkpoint saved (%d bytes, progress %s)", pointer.size, pointer.progress,
-                     extra={"task_id": self.task_id})
+            log.info("checkpoint saved (%d bytes, progress %s)", pointer.size, pointer.progress, extra={"task_id": self.task_id})
             return True
 
     def _refused(self, reason: str, last: bool) -> None:

@@ -40,8 +40,9 @@ class NoFreeGpu(GpuRefused):
 class GpuHold:
     """The GPUs one task holds; `gpus` is empty for a task that wants none."""
 
-    def __init__(self, spec: TaskSpec, client: redis.Redis, settings: Settings,
-                 offered: Callable[[], list[GpuInfo]] | None = None) -> None:
+    def __init__(
+        self, spec: TaskSpec, client: redis.Redis, settings: Settings, offered: Callable[[], list[GpuInfo]] | None = None
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.allocator = GpuAllocator(client, share=settings.gpu_share)
@@ -55,8 +56,7 @@ class GpuHold:
         return tuple(g.uuid for g in self.gpus)
 
     def used(self) -> list[GpuUsed]:
-        return [GpuUsed(index=g.index, uuid=g.uuid, name=g.name, memory_total_mb=g.memory_total_mb)
-                for g in self.gpus]
+        return [GpuUsed(index=g.index, uuid=g.uuid, name=g.name, memory_total_mb=g.memory_total_mb) for g in self.gpus]
 
     def acquire(self, should_stop: Callable[[], bool]) -> None:
         """Take the task's GPUs, waiting up to HIVEMIND_GPU_WAIT for busy ones.
@@ -77,14 +77,15 @@ class GpuHold:
             if should_stop():
                 return
             if time.monotonic() >= deadline:
-                raise NoFreeGpu(f"no {count} free GPU(s) on this host within {self.settings.gpu_wait:g}s "
-                                f"({len(offered)} offered, each shared by at most {self.settings.gpu_share} task(s))")
+                raise NoFreeGpu(
+                    f"no {count} free GPU(s) on this host within {self.settings.gpu_wait:g}s "
+                    f"({len(offered)} offered, each shared by at most {self.settings.gpu_share} task(s))"
+                )
             if not waited:
                 log.info("all GPUs busy; waiting for one", extra={"task_id": self.spec.task_id})
                 waited = True
             time.sleep(POLL_SECONDS)
-        log.info("GPUs held: %s", ", ".join(f"{g.index} ({g.uuid})" for g in self.gpus),
-                 extra={"task_id": self.spec.task_id})
+        log.info("GPUs held: %s", ", ".join(f"{g.index} ({g.uuid})" for g in self.gpus), extra={"task_id": self.spec.task_id})
         self._thread = threading.Thread(target=self._keep, name="gpu-lease", daemon=True)
         self._thread.start()
 
@@ -93,8 +94,7 @@ class GpuHold:
         while not self._stop.wait(ttl / 3):
             try:
                 if self.allocator.renew(self.spec.task_id, ttl) == 0:
-                    log.warning("the task's GPU leases lapsed (Redis away too long?)",
-                                extra={"task_id": self.spec.task_id})
+                    log.warning("the task's GPU leases lapsed (Redis away too long?)", extra={"task_id": self.spec.task_id})
             except redis.RedisError as exc:
                 log.warning("could not renew the GPU leases: %s", exc, extra={"task_id": self.spec.task_id})
 
@@ -107,5 +107,4 @@ class GpuHold:
         try:
             self.allocator.release(self.spec.task_id)
         except redis.RedisError as exc:
-            log.warning("could not give the GPUs back (they lapse instead): %s", exc,
-                        extra={"task_id": self.spec.task_id})
+            log.warning("could not give the GPUs back (they lapse instead): %s", exc, extra={"task_id": self.spec.task_id})

@@ -54,9 +54,7 @@ class TaskGuard:
     def acquire(self) -> bool:
         taken = self._redis.set(keys.task_lock(self.task_id), self._token, nx=True, ex=self.lock_ttl)
         if taken:
-            self._refresher = threading.Thread(
-                target=self._refresh, name=f"lock-{self.task_id}", daemon=True
-            )
+            self._refresher = threading.Thread(target=self._refresh, name=f"lock-{self.task_id}", daemon=True)
             self._refresher.start()
         return bool(taken)
 
@@ -85,10 +83,7 @@ class TaskGuard:
         return self.stored_outcome()
 
     def _refresh(self) -> None:
-        script = (
-            "if redis.call('get', KEYS[1]) == ARGV[1] then "
-            "return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
-        )
+        script = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
         while not self._stop.wait(self.lock_ttl / 3):
             try:
                 self._redis.eval(script, 1, keys.task_lock(self.task_id), self._token, self.lock_ttl)

@@ -20,9 +20,9 @@ class TaskRejected(HivemindError):
     """The task cannot run as asked; the message says why, for the submitter."""
 
 
-
-def prepare_job(spec: TaskSpec, store: PayloadStore, settings: Settings,
-                checkpoint: tuple[bytes, workspace.ZipManifest] | None = None) -> Job:
+def prepare_job(
+    spec: TaskSpec, store: PayloadStore, settings: Settings, checkpoint: tuple[bytes, workspace.ZipManifest] | None = None
+) -> Job:
     """Fetch and check everything a run needs; raise TaskRejected otherwise.
     The workspace gets the (empty, or restored: `checkpoint`, already checked)
     checkpoint directory."""
@@ -33,15 +33,11 @@ def prepare_job(spec: TaskSpec, store: PayloadStore, settings: Settings,
         raise TaskRejected("the task asks for network access, which this site does not allow")
     timeout = spec.timeout or settings.default_timeout
     if timeout > settings.max_timeout:
-        raise TaskRejected(
-            f"timeout {timeout:.0f}s is above this site's maximum of {settings.max_timeout:.0f}s"
-        )
+        raise TaskRejected(f"timeout {timeout:.0f}s is above this site's maximum of {settings.max_timeout:.0f}s")
     if spec.cpus > settings.max_cpus:
         raise TaskRejected(f"cpus {spec.cpus} is above this site's maximum of {settings.max_cpus}")
     if spec.memory_mb > settings.max_memory_mb:
-        raise TaskRejected(
-            f"memory_mb {spec.memory_mb} is above this site's maximum of {settings.max_memory_mb}"
-        )
+        raise TaskRejected(f"memory_mb {spec.memory_mb} is above this site's maximum of {settings.max_memory_mb}")
     try:
         data = store.get(spec.payload)
     except PayloadError as exc:

@@ -46,8 +46,15 @@ log = logging.getLogger(__name__)
 class UsageMeter:
     """Measures one task from its container's start to the end of its run."""
 
-    def __init__(self, task: Any, spec: TaskSpec, client: redis.Redis, settings: Settings,
-                 docker_client: Any = None, observers: list[TaskObserver] | None = None) -> None:
+    def __init__(
+        self,
+        task: Any,
+        spec: TaskSpec,
+        client: redis.Redis,
+        settings: Settings,
+        docker_client: Any = None,
+        observers: list[TaskObserver] | None = None,
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.docker_client = docker_client
@@ -71,8 +78,7 @@ class UsageMeter:
         notify(self.observers, "on_start", self.run, started)
         source = None
         try:
-            source = source_for(started.pid, started.container_id, with_gpu=self.spec.wants_gpu,
-                                cgroup=started.cgroup)
+            source = source_for(started.pid, started.container_id, with_gpu=self.spec.wants_gpu, cgroup=started.cgroup)
         except Exception:  # noqa: BLE001 - the fallback on the sampler's thread tries again
             log.exception("locating the task's cgroup failed", extra={"task_id": self.spec.task_id})
         fallback = None
@@ -84,9 +90,12 @@ class UsageMeter:
         elif source is None:
             fallback = partial(self._fallback_source, started)
         sampler = UsageSampler(
-            source, self.spec.task_id, cpus_reserved=self.spec.cpus,
+            source,
+            self.spec.task_id,
+            cpus_reserved=self.spec.cpus,
             memory_limit_bytes=self.spec.memory_mb * MiB,
-            interval=self.settings.sample_interval, on_sample=self.publish,
+            interval=self.settings.sample_interval,
+            on_sample=self.publish,
             open_source=fallback,
         )
         with self._lock:
@@ -95,8 +104,7 @@ class UsageMeter:
 
     def _fallback_source(self, started: Started) -> UsageSource | None:
         """On the sampler's thread: Docker's stats API where no cgroup is visible."""
-        source = source_for(started.pid, started.container_id, self._docker(started),
-                            with_gpu=self.spec.wants_gpu)
+        source = source_for(started.pid, started.container_id, self._docker(started), with_gpu=self.spec.wants_gpu)
         if source is None:
             log.warning("task cannot be measured; usage will be empty", extra={"task_id": self.spec.task_id})
             notify(self.observers, "on_unmeasured", self.run)
@@ -124,8 +132,9 @@ class UsageMeter:
             sampler = self._sampler
         return sampler.stop() if sampler is not None else None
 
-    def complete(self, outcome: TaskOutcome, policy: RewardPolicy | None = None,
-                 then: Callable[[TaskOutcome], TaskOutcome] | None = None) -> TaskOutcome:
+    def complete(
+        self, outcome: TaskOutcome, policy: RewardPolicy | None = None, then: Callable[[TaskOutcome], TaskOutcome] | None = None
+    ) -> TaskOutcome:
         """The outcome with usage and reward filled in; the observers told.
 
         A task none of whose steps started (rejected, refused) earns nothing
@@ -140,10 +149,13 @@ class UsageMeter:
             outcome = then(outcome)
         notify(self.observers, "on_finish", self.run, outcome)
         usage, reward = outcome.usage, outcome.reward
-        log.info("task usage: %.2f CPU s, peak %d MiB, reward %s CPT",
-                 usage.cpu_seconds if usage else 0.0,
-                 (usage.memory_peak_bytes if usage else 0) // MiB, reward,
-                 extra={"task_id": self.spec.task_id})
+        log.info(
+            "task usage: %.2f CPU s, peak %d MiB, reward %s CPT",
+            usage.cpu_seconds if usage else 0.0,
+            (usage.memory_peak_bytes if usage else 0) // MiB,
+            reward,
+            extra={"task_id": self.spec.task_id},
+        )
         return outcome
 
     def measure(self, outcome: TaskOutcome, policy: RewardPolicy | None = None) -> TaskOutcome:
@@ -154,8 +166,7 @@ class UsageMeter:
         reward: int | None = None
         if usage is not None and outcome.status is not TaskStatus.REJECTED:
             policy = policy or RewardPolicy.from_settings(self.settings)
-            reward = compute_reward(outcome.duration, usage.cpu_percent, usage.memory_percent,
-                                    usage.gpu_percent, policy)
+            reward = compute_reward(outcome.duration, usage.cpu_percent, usage.memory_percent, usage.gpu_percent, policy)
         return outcome.model_copy(update={"usage": usage, "main_usage": main, "reward": reward})
 
     def requeued(self) -> None:

@@ -122,8 +122,13 @@ class SignalObserver(TaskObserver):
 
     def on_finish(self, run: TaskRun, outcome: TaskOutcome) -> None:
         if outcome.reward is not None and outcome.usage is not None:
-            send(signals.task_rewarded, task_id=run.task_id, reward=outcome.reward,
-                 usage=outcome.usage.model_dump(mode="json"), duration=outcome.duration)
+            send(
+                signals.task_rewarded,
+                task_id=run.task_id,
+                reward=outcome.reward,
+                usage=outcome.usage.model_dump(mode="json"),
+                duration=outcome.duration,
+            )
         send(signals.task_container_finished, task_id=run.task_id, outcome=outcome.model_dump(mode="json"))
 
 
@@ -140,8 +145,7 @@ class AllocationObserver(TaskObserver):
         spec = run.spec
         ttl = max(ALLOCATION_TTL, run.settings.sample_interval * 10)
         try:
-            self.registry(run).allocate(spec.task_id, spec.cpus, spec.memory_mb, spec.gpus, spec.gpu_memory_mb,
-                                          ttl=ttl)
+            self.registry(run).allocate(spec.task_id, spec.cpus, spec.memory_mb, spec.gpus, spec.gpu_memory_mb, ttl=ttl)
         except redis.RedisError as exc:
             log.warning("could not hold the task's allocation: %s", exc, extra={"task_id": spec.task_id})
 
@@ -189,8 +193,7 @@ class LiveStateObserver(TaskObserver):
         if run.task is None:
             return
         try:
-            run.task.backend.store_result(run.task_id, {"usage": sample.as_dict()}, RUNNING_STATE,
-                                          request=run.request)
+            run.task.backend.store_result(run.task_id, {"usage": sample.as_dict()}, RUNNING_STATE, request=run.request)
         except Exception:  # noqa: BLE001 - monitoring is best effort; the task goes on
             log.warning("could not publish the live usage", exc_info=True, extra={"task_id": run.task_id})
 
@@ -209,8 +212,9 @@ class TotalsObserver(TaskObserver):
     def on_finish(self, run: TaskRun, outcome: TaskOutcome) -> None:
         usage = outcome.usage
         try:
-            record_totals(run.client, run.settings.worker_id, outcome.status.value,
-                          usage.cpu_seconds if usage else 0.0, outcome.reward or 0)
+            record_totals(
+                run.client, run.settings.worker_id, outcome.status.value, usage.cpu_seconds if usage else 0.0, outcome.reward or 0
+            )
         except redis.RedisError:
             log.warning("could not record worker totals", extra={"task_id": run.task_id})
 
@@ -223,11 +227,19 @@ class ConsoleObserver(TaskObserver):
     def on_start(self, run: TaskRun, started: Started) -> None:
         spec = run.spec
         try:
-            Activity(run.client).started(run.task_id, {
-                "worker": run.settings.worker_id, "cpus": spec.cpus, "memory_mb": spec.memory_mb,
-                "gpus": spec.gpus, "image": spec.image or run.settings.task_image, "owner": spec.owner or "",
-                "timeout": spec.timeout or run.settings.default_timeout, "container_id": started.container_id or "",
-            })
+            Activity(run.client).started(
+                run.task_id,
+                {
+                    "worker": run.settings.worker_id,
+                    "cpus": spec.cpus,
+                    "memory_mb": spec.memory_mb,
+                    "gpus": spec.gpus,
+                    "image": spec.image or run.settings.task_image,
+                    "owner": spec.owner or "",
+                    "timeout": spec.timeout or run.settings.default_timeout,
+                    "container_id": started.container_id or "",
+                },
+            )
         except redis.RedisError:
             log.warning("could not list the task as running", extra={"task_id": run.task_id})
 
@@ -241,5 +253,12 @@ class ConsoleObserver(TaskObserver):
 
 def default_observers() -> list[TaskObserver]:
     """A fresh list for each run (observers may keep what they made for it)."""
-    return [SignalObserver(), AllocationObserver(), UsageKeyObserver(), UsageEventObserver(),
-            LiveStateObserver(), TotalsObserver(), ConsoleObserver()]
+    return [
+        SignalObserver(),
+        AllocationObserver(),
+        UsageKeyObserver(),
+        UsageEventObserver(),
+        LiveStateObserver(),
+        TotalsObserver(),
+        ConsoleObserver(),
+    ]

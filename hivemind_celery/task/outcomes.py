@@ -42,8 +42,7 @@ def outcome_from_result(spec: TaskSpec, result: JobResult, worker: str) -> TaskO
 
 def _ended_now(task_id: str, status: TaskStatus, reason: str, worker: str) -> TaskOutcome:
     now = utcnow()
-    return TaskOutcome(task_id=task_id, status=status, started_at=now, finished_at=now, reason=reason,
-                       worker=worker)
+    return TaskOutcome(task_id=task_id, status=status, started_at=now, finished_at=now, reason=reason, worker=worker)
 
 
 def rejected_outcome(task_id: str, reason: str, worker: str) -> TaskOutcome:

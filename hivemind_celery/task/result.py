@@ -32,12 +32,12 @@ def store_result(
     try:
         ref = store.put(data)
     except PayloadTooLarge:
-        log.warning("result zip too large; storing it without the workspace",
-                    extra={"task_id": outcome.task_id})
+        log.warning("result zip too large; storing it without the workspace", extra={"task_id": outcome.task_id})
         note = (outcome.reason + "; " if outcome.reason else "") + "workspace too large to return"
         outcome = outcome.model_copy(update={"reason": note})
         ref = store.put(
-            resultzip.build_result_zip(None, outcome, node=settings.worker_id, stopped=stopped,
-                                       max_bytes=limit, notes=notes or ())
+            resultzip.build_result_zip(
+                None, outcome, node=settings.worker_id, stopped=stopped, max_bytes=limit, notes=notes or ()
+            )
         )
     return outcome.model_copy(update={"result_ref": ref})

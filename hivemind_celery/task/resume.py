@@ -69,8 +69,10 @@ def resumed_line(restored: Restored, attempt: int, worker: str) -> str:
         return f"attempt {attempt} on {worker}: {restored.refused}" if restored.refused else ""
     saved = datetime.fromtimestamp(pointer.saved_at, UTC).isoformat(timespec="seconds")
     progress = f", progress {pointer.progress:.0%}" if pointer.progress is not None else ""
-    return (f"attempt {attempt} on {worker}: resumed from the checkpoint saved at {saved} by attempt "
-            f"{pointer.attempt} on {pointer.worker}{progress}")
+    return (
+        f"attempt {attempt} on {worker}: resumed from the checkpoint saved at {saved} by attempt "
+        f"{pointer.attempt} on {pointer.worker}{progress}"
+    )
 
 
 def draining(client: redis.Redis, worker_id: str) -> bool:

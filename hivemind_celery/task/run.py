@@ -85,8 +85,7 @@ def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settin
         if outcome is not None:
             return outcome
         if time.monotonic() >= deadline:
-            return rejected_outcome(spec.task_id, "another run of this task never finished",
-                                    settings.worker_id)
+            return rejected_outcome(spec.task_id, "another run of this task never finished", settings.worker_id)
     try:
         attempts = guard.count_attempt()
         if attempts > settings.max_attempts:
@@ -125,8 +124,7 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
     pause = PauseRelease(client, settings)  # freezes while the worker is paused (worker/prefs.py)
 
     def should_stop() -> bool:  # asked to stop; or this worker stops, or a long pause: to resume later
-        return bool(client.exists(keys.task_stop(spec.task_id), keys.worker_draining(settings.worker_id))) \
-            or pause.due()
+        return bool(client.exists(keys.task_stop(spec.task_id), keys.worker_draining(settings.worker_id))) or pause.due()
 
     def stop_grace() -> float:  # time to write a last checkpoint when the task is to resume
         later = pause.released or draining(client, settings.worker_id)
@@ -175,13 +173,21 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
     if restored.refused:
         attempts.note(restored.refused)
     policy = RewardPolicy.from_settings(settings)
-    checkpointer = Checkpointer(spec.task_id, checkpoints, settings, attempts, say,
-                                restored.pointer.digest if restored.pointer else None)
+    checkpointer = Checkpointer(
+        spec.task_id, checkpoints, settings, attempts, say, restored.pointer.digest if restored.pointer else None
+    )
     observers = [*default_observers(), AttemptObserver(attempts, policy), checkpointer]
     meter = UsageMeter(task, spec, client, settings, observers=observers)  # samples from on_start
     try:
-        result = runtime().run(job, on_output=output.write, on_start=meter.on_start, should_stop=should_stop,
-                               defer_cleanup=True, should_freeze=pause.paused, stop_grace=stop_grace)
+        result = runtime().run(
+            job,
+            on_output=output.write,
+            on_start=meter.on_start,
+            should_stop=should_stop,
+            defer_cleanup=True,
+            should_freeze=pause.paused,
+            stop_grace=stop_grace,
+        )
     except RuntimeRefused as exc:
         log.warning("task refused by the runtime: %s", exc, extra={"task_id": spec.task_id})
         return store_result(rejected_outcome(spec.task_id, str(exc), settings.worker_id), store, settings)
@@ -200,10 +206,15 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
         measured = meter.measure(outcome_from_result(spec, result, settings.worker_id), policy)
         attempts.end("requeued" if requeue else "released", measured)
         meter.requeued()
-        why = ("the worker is stopping" if requeue else
-               f"the owner's pause passed {pause.after_minutes:g} min: its memory is released")
-        say(f"attempt {attempt.number} on {settings.worker_id}: {why}; {checkpointer.saved} checkpoint(s) "
-            "saved; the task goes back to its queue to resume")
+        why = (
+            "the worker is stopping"
+            if requeue
+            else f"the owner's pause passed {pause.after_minutes:g} min: its memory is released"
+        )
+        say(
+            f"attempt {attempt.number} on {settings.worker_id}: {why}; {checkpointer.saved} checkpoint(s) "
+            "saved; the task goes back to its queue to resume"
+        )
         output.flush()
         raise TaskRequeued(f"worker {settings.worker_id}: {why}")
     output.flush()
@@ -214,7 +225,5 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
 
     outcome = meter.complete(outcome_from_result(spec, result, settings.worker_id), policy, with_all_attempts)
     outcome = outcome.model_copy(update={"gpus": gpus.used()})
-    log.info("task finished: %s", outcome.status.value,
-             extra={"task_id": spec.task_id, "status": outcome.status.value})
-    return store_result(outcome, store, settings, result.workspace_tar, stopped=result.stopped,
-                        notes=result.workspace_notes)
+    log.info("task finished: %s", outcome.status.value, extra={"task_id": spec.task_id, "status": outcome.status.value})
+    return store_result(outcome, store, settings, result.workspace_tar, stopped=result.stopped, notes=result.workspace_notes)

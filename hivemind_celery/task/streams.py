@@ -87,9 +87,7 @@ class OutputStream:
             pipe.execute()
 
 
-def read_output(
-    client: redis.Redis, task_id: str, after: str = "0-0", count: int = 100
-) -> tuple[str, bytes]:
+def read_output(client: redis.Redis, task_id: str, after: str = "0-0", count: int = 100) -> tuple[str, bytes]:
     """New output after stream id `after`: (last id read, bytes)."""
     entries = client.xrange(keys.task_output(task_id), min=f"({after}", count=count)
     if not entries:

@@ -21,7 +21,25 @@ from hivemind_celery.usage.task_cpu import NonTaskCpu
 from hivemind_celery.usage.totals import step_totals, whole_run
 
 __all__ = [
-    "CgroupCounters", "CgroupGone", "CgroupPaths", "CgroupReader", "CgroupSource", "GpuInfo", "NonTaskCpu",
-    "ProcessSource", "Reading", "SourceGone", "UsageSample", "UsageSampler", "UsageSource",
-    "find_cgroup", "gpu", "host", "list_gpus", "offered_gpus", "step_totals", "task_cgroup", "whole_run",
+    "CgroupCounters",
+    "CgroupGone",
+    "CgroupPaths",
+    "CgroupReader",
+    "CgroupSource",
+    "GpuInfo",
+    "NonTaskCpu",
+    "ProcessSource",
+    "Reading",
+    "SourceGone",
+    "UsageSample",
+    "UsageSampler",
+    "UsageSource",
+    "find_cgroup",
+    "gpu",
+    "host",
+    "list_gpus",
+    "offered_gpus",
+    "step_totals",
+    "task_cgroup",
+    "whole_run",
 ]

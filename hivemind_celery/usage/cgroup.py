@@ -106,7 +106,7 @@ def join_mount(mount: Mount, path: str) -> Path:
     # The cgroup path is relative to the hierarchy's root; a mount may show
     # only a subtree of it (mount root not "/"), as inside a cgroup namespace.
     if mount.root != "/" and (path == mount.root or path.startswith(mount.root + "/")):
-        path = path[len(mount.root):]
+        path = path[len(mount.root) :]
     return Path(mount.point) / path.lstrip("/")
 
 
@@ -129,8 +129,9 @@ def find_cgroup(pid: int, proc: Path = Path("/proc")) -> CgroupPaths | None:
             v2_mount = mount
     if "cpuacct" in v1 and "memory" in v1 and "cpuacct" in v1_mounts and "memory" in v1_mounts:
         pids = join_mount(v1_mounts["pids"], v1["pids"]) if "pids" in v1 and "pids" in v1_mounts else None
-        paths = CgroupPaths(1, join_mount(v1_mounts["cpuacct"], v1["cpuacct"]),
-                            join_mount(v1_mounts["memory"], v1["memory"]), pids)
+        paths = CgroupPaths(
+            1, join_mount(v1_mounts["cpuacct"], v1["cpuacct"]), join_mount(v1_mounts["memory"], v1["memory"]), pids
+        )
     elif unified is not None and v2_mount is not None:
         directory = join_mount(v2_mount, unified)
         if not (directory / "cpu.stat").exists():

@@ -69,16 +69,18 @@ def _nvml_gpus(lib: Any) -> list[GpuInfo]:
         util = _optional(lib.nvmlDeviceGetUtilizationRates, handle)
         temperature = _optional(lib.nvmlDeviceGetTemperature, handle, lib.NVML_TEMPERATURE_GPU)
         power_mw = _optional(lib.nvmlDeviceGetPowerUsage, handle)
-        gpus.append(GpuInfo(
-            index=index,
-            name=as_text(lib.nvmlDeviceGetName(handle)),
-            uuid=as_text(lib.nvmlDeviceGetUUID(handle)),
-            load_percent=float(util.gpu) if util is not None else 0.0,
-            memory_used_mb=int(memory.used) // MiB,
-            memory_total_mb=int(memory.total) // MiB,
-            temperature_c=float(temperature) if temperature is not None else None,
-            power_w=power_mw / 1000.0 if power_mw is not None else None,
-        ))
+        gpus.append(
+            GpuInfo(
+                index=index,
+                name=as_text(lib.nvmlDeviceGetName(handle)),
+                uuid=as_text(lib.nvmlDeviceGetUUID(handle)),
+                load_percent=float(util.gpu) if util is not None else 0.0,
+                memory_used_mb=int(memory.used) // MiB,
+                memory_total_mb=int(memory.total) // MiB,
+                temperature_c=float(temperature) if temperature is not None else None,
+                power_w=power_mw / 1000.0 if power_mw is not None else None,
+            )
+        )
     return gpus
 
 
@@ -90,10 +92,16 @@ def _gputil_gpus() -> list[GpuInfo]:
     except Exception:  # noqa: BLE001 - missing, broken on 3.12, or no nvidia-smi
         return []
     return [
-        GpuInfo(index=int(gpu.id), name=str(gpu.name), uuid=str(gpu.uuid),
-                load_percent=float(gpu.load) * 100.0, memory_used_mb=int(gpu.memoryUsed),
-                memory_total_mb=int(gpu.memoryTotal), temperature_c=float(gpu.temperature),
-                power_w=None)
+        GpuInfo(
+            index=int(gpu.id),
+            name=str(gpu.name),
+            uuid=str(gpu.uuid),
+            load_percent=float(gpu.load) * 100.0,
+            memory_used_mb=int(gpu.memoryUsed),
+            memory_total_mb=int(gpu.memoryTotal),
+            temperature_c=float(gpu.temperature),
+            power_w=None,
+        )
         for gpu in found
     ]
 

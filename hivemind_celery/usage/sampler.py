@@ -343,7 +343,5 @@ class UsageSampler:
                 wall_seconds=self._last_at - self._started,
             )
             wall = self._last_at - self._started
-        cpu_percent, memory_percent = measured_percentages(
-            summary, self.cpus_reserved, self.memory_limit_bytes, wall
-        )
+        cpu_percent, memory_percent = measured_percentages(summary, self.cpus_reserved, self.memory_limit_bytes, wall)
         return summary.model_copy(update={"cpu_percent": cpu_percent, "memory_percent": memory_percent})

@@ -52,8 +52,9 @@ def gpu_temperature_c(devices: list[str], owner_gpus: list[str] | None = None) -
     return max(found) if found else None
 
 
-def read(gpu_tasks: bool, gpu_devices: list[str], battery: bool = True, heat: bool = True,
-         owner_gpus: list[str] | None = None) -> Readings:
+def read(
+    gpu_tasks: bool, gpu_devices: list[str], battery: bool = True, heat: bool = True, owner_gpus: list[str] | None = None
+) -> Readings:
     """The readings one worker judges by: the GPUs it lends when it runs GPU tasks,
     the CPU otherwise; only what a rule in force needs is read."""
     return Readings(

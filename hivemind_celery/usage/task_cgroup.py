@@ -195,8 +195,11 @@ def _own_layout(name: str) -> tuple[CgroupPaths, tuple[Path, ...]] | None:
         v1_mounts, v2_mount, _ = _mounts()
     except OSError:
         return None
-    wanted = {controller: join_mount(mount, v1_own[controller]) / TOP / name
-              for controller, mount in v1_mounts.items() if controller in v1_own}
+    wanted = {
+        controller: join_mount(mount, v1_own[controller]) / TOP / name
+        for controller, mount in v1_mounts.items()
+        if controller in v1_own
+    }
     v2 = None
     if not ("cpuacct" in wanted and "memory" in wanted):
         wanted = {}

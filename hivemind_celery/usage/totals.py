@@ -23,27 +23,31 @@ def _percentages(usage: UsageSummary, cpus: float, memory_limit_bytes: int) -> U
     return usage.model_copy(update={"cpu_percent": cpu, "memory_percent": memory})
 
 
-def step_totals(exact: UsageSummary | None, sampled: UsageSummary | None, cpus: float,
-                memory_limit_bytes: int) -> UsageSummary | None:
+def step_totals(
+    exact: UsageSummary | None, sampled: UsageSummary | None, cpus: float, memory_limit_bytes: int
+) -> UsageSummary | None:
     """One step: the runtime's exact totals with the sampler's extras, or the
     sampler's last reading where the runtime could not measure (a lower bound)."""
     if exact is None:
         return sampled
     if sampled is None:
         return exact
-    merged = exact.model_copy(update={
-        "memory_peak_bytes": max(exact.memory_peak_bytes, sampled.memory_peak_bytes),
-        "pids_peak": max(exact.pids_peak, sampled.pids_peak),
-        "oom_kills": max(exact.oom_kills, sampled.oom_kills),
-        "gpu_percent": sampled.gpu_percent,
-        "gpu_memory_peak_bytes": sampled.gpu_memory_peak_bytes,
-        "samples": sampled.samples,
-    })
+    merged = exact.model_copy(
+        update={
+            "memory_peak_bytes": max(exact.memory_peak_bytes, sampled.memory_peak_bytes),
+            "pids_peak": max(exact.pids_peak, sampled.pids_peak),
+            "oom_kills": max(exact.oom_kills, sampled.oom_kills),
+            "gpu_percent": sampled.gpu_percent,
+            "gpu_memory_peak_bytes": sampled.gpu_memory_peak_bytes,
+            "samples": sampled.samples,
+        }
+    )
     return _percentages(merged, cpus, memory_limit_bytes)
 
 
-def whole_run(setup: UsageSummary | None, main: UsageSummary | None, duration: float, cpus: float,
-              memory_limit_bytes: int) -> UsageSummary | None:
+def whole_run(
+    setup: UsageSummary | None, main: UsageSummary | None, duration: float, cpus: float, memory_limit_bytes: int
+) -> UsageSummary | None:
     """Both steps together over the task's duration (None if neither ran)."""
     steps = [step for step in (setup, main) if step is not None]
     if not steps:

@@ -11,8 +11,14 @@ from hivemind_celery.worker import draining, host_series, logs, metrics, prefs, 
 
 __all__ = ["WORKER_COMMANDS", "WORKER_HOOKS", "WORKER_STEPS"]
 
-WORKER_STEPS = (reaper.PeriodicReaper, registry.RegistryStep, rescue.RescueStep, metrics.MetricsStep,
-                host_series.HostSeriesStep, prefs.PrefsStep)
+WORKER_STEPS = (
+    reaper.PeriodicReaper,
+    registry.RegistryStep,
+    rescue.RescueStep,
+    metrics.MetricsStep,
+    host_series.HostSeriesStep,
+    prefs.PrefsStep,
+)
 WORKER_HOOKS = (
     (signals.setup_logging, logs.setup_logging),
     (signals.worker_init, reaper.reap_at_start),

@@ -34,9 +34,18 @@ def host_point(snap: host.HostSnapshot) -> dict[str, Any]:
         "disk_free_bytes": snap.disk_free_bytes,
         "net_sent_bytes": snap.net_bytes_sent,
         "net_recv_bytes": snap.net_bytes_recv,
-        "gpus": [{"index": g.index, "name": g.name, "load_percent": g.load_percent,
-                  "memory_used_mb": g.memory_used_mb, "memory_total_mb": g.memory_total_mb,
-                  "temperature_c": g.temperature_c, "power_w": g.power_w} for g in snap.gpus],
+        "gpus": [
+            {
+                "index": g.index,
+                "name": g.name,
+                "load_percent": g.load_percent,
+                "memory_used_mb": g.memory_used_mb,
+                "memory_total_mb": g.memory_total_mb,
+                "temperature_c": g.temperature_c,
+                "power_w": g.power_w,
+            }
+            for g in snap.gpus
+        ],
     }
 
 

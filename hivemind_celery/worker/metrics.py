@@ -43,4 +43,3 @@ class MetricsStep(bootsteps.StartStopStep):
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
-

@@ -68,21 +68,33 @@ class PrefsStep(bootsteps.StartStopStep):
         heartbeat = registry_step.heartbeat if registry_step is not None else None
         disk_gate = heartbeat.gate if heartbeat is not None else None
         cpu = NonTaskCpu(settings.worker_id)
-        registry = disk_gate.registry if disk_gate is not None else Registry(
-            client, heartbeat_interval=settings.registry_heartbeat_interval)
+        registry = (
+            disk_gate.registry
+            if disk_gate is not None
+            else Registry(client, heartbeat_interval=settings.registry_heartbeat_interval)
+        )
         gpu_tasks = "gpu" in queues
 
         def read_sensors(battery: bool, heat: bool, owner_gpus: list[str] | None) -> sensors.Readings:
             return sensors.read(gpu_tasks, settings.gpu_devices, battery, heat, owner_gpus)
 
         # The mode goes under the worker id the tasks know (HIVEMIND_WORKER_ID), not Celery's node name.
-        self.gate = PauseGate(PrefsStore(client, settings), registry, capacity, cpu.percent,
-                              consumers=consumers_switch(parent, queues), disk_gate=disk_gate,
-                              mode_id=settings.worker_id, sensors=read_sensors, gpu_tasks=gpu_tasks)
+        self.gate = PauseGate(
+            PrefsStore(client, settings),
+            registry,
+            capacity,
+            cpu.percent,
+            consumers=consumers_switch(parent, queues),
+            disk_gate=disk_gate,
+            mode_id=settings.worker_id,
+            sensors=read_sensors,
+            gpu_tasks=gpu_tasks,
+        )
         self._stop.clear()
         _wake.clear()
-        self._thread = threading.Thread(target=self._run, args=(settings.prefs_check_interval,),
-                                        name="hivemind-prefs", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(settings.prefs_check_interval,), name="hivemind-prefs", daemon=True
+        )
         self._thread.start()
 
     def next_wait(self, interval: float) -> float:

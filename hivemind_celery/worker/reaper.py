@@ -64,9 +64,7 @@ class PeriodicReaper(bootsteps.StartStopStep):
         self._timer_entry = None
 
     def start(self, worker) -> None:
-        self._timer_entry = worker.timer.call_repeatedly(
-            REAP_INTERVAL, lambda: reap(active_task_ids()), priority=10
-        )
+        self._timer_entry = worker.timer.call_repeatedly(REAP_INTERVAL, lambda: reap(active_task_ids()), priority=10)
 
     def stop(self, worker) -> None:
         if self._timer_entry is not None:

@@ -41,13 +41,18 @@ class RegistryStep(bootsteps.StartStopStep):
         settings = get_settings()
         queues = list(parent.app.amqp.queues.consume_from or parent.app.amqp.queues)
         capacity = local_capacity(settings, parent.hostname, socket.gethostname(), queues)
-        registry = Registry(payload_redis(settings),
-                            heartbeat_interval=settings.registry_heartbeat_interval)
-        gate = DiskGate(registry, capacity, settings.monitor_disk_path, settings.health_min_disk_free_mb,
-                        consumers=consumers_switch(parent, queues))
+        registry = Registry(payload_redis(settings), heartbeat_interval=settings.registry_heartbeat_interval)
+        gate = DiskGate(
+            registry,
+            capacity,
+            settings.monitor_disk_path,
+            settings.health_min_disk_free_mb,
+            consumers=consumers_switch(parent, queues),
+        )
         try:
-            self.heartbeat = Heartbeat(registry, capacity, settings.registry_heartbeat_interval,
-                                       settings.registry_reconcile_interval, gate).start()
+            self.heartbeat = Heartbeat(
+                registry, capacity, settings.registry_heartbeat_interval, settings.registry_reconcile_interval, gate
+            ).start()
         except redis.RedisError:
             # The worker can still run tasks; the bridge just does not see it.
             log.exception("could not register in the site registry", extra={"node_id": parent.hostname})
@@ -63,6 +68,7 @@ class RegistryStep(bootsteps.StartStopStep):
 def consumers_switch(parent: Any, queues: list[str]):  # type: ignore[no-untyped-def]
     """Start or stop this worker's consumers from any thread: a control message
     to itself, which the worker's own loop carries out."""
+
     def switch(on: bool) -> None:
         control = parent.app.control
         for queue in queues:
@@ -70,8 +76,8 @@ def consumers_switch(parent: Any, queues: list[str]):  # type: ignore[no-untyped
                 control.add_consumer(queue, destination=[parent.hostname], reply=False)
             else:
                 control.cancel_consumer(queue, destination=[parent.hostname], reply=False)
-    return switch
 
+    return switch
 
 
 def capabilities(state: Any) -> dict[str, Any]:

@@ -25,8 +25,7 @@ log = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=1)
 def _registry() -> Registry:
     settings = get_settings()
-    return Registry(payload_redis(settings),
-                    heartbeat_interval=settings.registry_heartbeat_interval)
+    return Registry(payload_redis(settings), heartbeat_interval=settings.registry_heartbeat_interval)
 
 
 def record_delivery(request: Any = None, **_: object) -> None:
@@ -82,10 +81,8 @@ class RescueStep(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         _hand_back(worker, own=True)
-        self._entry = worker.timer.call_repeatedly(get_settings().rescue_interval, lambda: _hand_back(worker),
-                                                   priority=10)
+        self._entry = worker.timer.call_repeatedly(get_settings().rescue_interval, lambda: _hand_back(worker), priority=10)
 
     def stop(self, worker: Any) -> None:
         if self._entry is not None:
             self._entry.cancel()
-

@@ -16,8 +16,7 @@ def cleanup_revoked(request=None, terminated: bool = False, **_: object) -> None
         return
     task_id = request.id
     # Do not block the main loop on the Docker API.
-    threading.Thread(target=kill_and_record, args=(task_id,), name=f"revoke-{task_id}",
-                     daemon=True).start()
+    threading.Thread(target=kill_and_record, args=(task_id,), name=f"revoke-{task_id}", daemon=True).start()
 
 
 def kill_and_record(task_id: str) -> None:

@@ -53,8 +53,11 @@ def test_ten_tasks_keep_both_slots_busy(site: StandInSite) -> None:
         refusals = [r for r in site.double.refusals if r[0] >= rounds[0].at]
     assert refusals == [], refusals
     for round_ in rounds:
-        running = sum(1 for t in tasks if t.running_at is not None and t.running_at <= round_.at
-                      and (t.result_at is None or t.result_at > round_.at))
+        running = sum(
+            1
+            for t in tasks
+            if t.running_at is not None and t.running_at <= round_.at and (t.result_at is None or t.result_at > round_.at)
+        )
         assert round_.nodes[SITE][1]["cpu_score"] == (SLOTS - running) * CPU_SCORE, (round_, running)
     assert len(intervals) == 10
 
@@ -62,8 +65,11 @@ def test_ten_tasks_keep_both_slots_busy(site: StandInSite) -> None:
 def test_a_bridge_restart_keeps_capacity_right(site: StandInSite) -> None:
     scenarios.restart_keeps_capacity(site)
     node = site.double.node(SITE)
-    wait_for(lambda: node.available == node.total, timeout=30,
-             what=f"available_* back to the totals ({node.available} vs {node.total})")
+    wait_for(
+        lambda: node.available == node.total,
+        timeout=30,
+        what=f"available_* back to the totals ({node.available} vs {node.total})",
+    )
     with site.double.lock:
         registered = {(r.cpu_score, r.memory_gb, r.cpu_cores) for _, r in site.double.registrations}
     assert len(registered) == 1 and next(iter(registered))[0] == SLOTS * CPU_SCORE, registered

@@ -32,12 +32,15 @@ def redis_url(redis_base: str) -> str:
     return f"{redis_base}/{HEARTBEAT_DB}"
 
 
-def test_registration_keeps_the_totals_and_follows_workers(start_bridge: Callable[..., Bridge],
-                                                           pool: RecordingPool, db: redis.Redis) -> None:
+def test_registration_keeps_the_totals_and_follows_workers(
+    start_bridge: Callable[..., Bridge], pool: RecordingPool, db: redis.Redis
+) -> None:
     registry = add_worker(db, cpus=4, memory_mb=8192)
     start_bridge(registration_interval=3600.0)  # only the first registration is due by the clock
-    wait_for(lambda: pool.of("RegisterWorkerNode") and pool.of("RegisterWorkerNode")[-1].cpu_score == 400,
-             "the first registration with all four cores")
+    wait_for(
+        lambda: pool.of("RegisterWorkerNode") and pool.of("RegisterWorkerNode")[-1].cpu_score == 400,
+        "the first registration with all four cores",
+    )
 
     count = len(pool.of("RegisterWorkerNode"))
     registry.allocate("a-task", 3.5, 1024, ttl=600)
@@ -49,8 +52,10 @@ def test_registration_keeps_the_totals_and_follows_workers(start_bridge: Callabl
     wait_for(lambda: pool.of("ReportStatus")[-1].status == "Idle", "Idle again once freed")
 
     add_worker(db, "w2", cpus=2, memory_mb=4096)
-    latest = wait_for(lambda: [r for r in pool.of("RegisterWorkerNode") if r.cpu_score == 600],
-                      "a registration with the new worker's cores, before the interval")
+    latest = wait_for(
+        lambda: [r for r in pool.of("RegisterWorkerNode") if r.cpu_score == 600],
+        "a registration with the new worker's cores, before the interval",
+    )
     assert (latest[-1].cpu_cores, latest[-1].memory_gb) == (6, 12)
 
     # A worker going (a restart, say) never shrinks the registration: the status says it.
@@ -63,8 +68,9 @@ def test_registration_keeps_the_totals_and_follows_workers(start_bridge: Callabl
     assert len(pool.of("RegisterWorkerNode")) == count
 
 
-def test_accepting_a_task_reports_status_at_once(start_bridge: Callable[..., Bridge], pool: RecordingPool,
-                                                 db: redis.Redis) -> None:
+def test_accepting_a_task_reports_status_at_once(
+    start_bridge: Callable[..., Bridge], pool: RecordingPool, db: redis.Redis
+) -> None:
     """Right after an accepted task (the deployed pool now holds the node BUSY), a
     ReportStatus saying Idle while room remains; the heartbeat interval here is 30 s."""
     add_worker(db, cpus=4, memory_mb=8192)
@@ -76,8 +82,9 @@ def test_accepting_a_task_reports_status_at_once(start_bridge: Callable[..., Bri
     assert after[0].status == "Idle" and after[0].running_tasks == 1
 
 
-def test_refused_node_usage_never_fails_the_beat(start_bridge: Callable[..., Bridge], pool: RecordingPool,
-                                                 db: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+def test_refused_node_usage_never_fails_the_beat(
+    start_bridge: Callable[..., Bridge], pool: RecordingPool, db: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     add_worker(db, cpus=4, memory_mb=8192)
     pool.refuse_node_usage = True  # answers success=false, like a pool that does not know the node id
     start_bridge(registration_interval=3600.0)
@@ -100,8 +107,9 @@ def test_a_wake_cuts_a_retry_wait() -> None:
     assert not wake.is_set()  # consumed, so the next wait is a whole one
 
 
-def test_delivered_result_makes_the_bridge_report_at_once(start_bridge: Callable[..., Bridge],
-                                                          pool: RecordingPool, db: redis.Redis) -> None:
+def test_delivered_result_makes_the_bridge_report_at_once(
+    start_bridge: Callable[..., Bridge], pool: RecordingPool, db: redis.Redis
+) -> None:
     """The room a finished task frees is reported right after its result is delivered,
     not at the next heartbeat (30 s here, the longest allowed)."""
     add_worker(db, cpus=4, memory_mb=8192)
@@ -114,8 +122,7 @@ def test_delivered_result_makes_the_bridge_report_at_once(start_bridge: Callable
     wait_for(lambda: len(pool.of("ReportStatus")) > beats, "a heartbeat right after the delivery", limit=10)
 
 
-def test_stored_result_wakes_the_relay(start_bridge: Callable[..., Bridge], pool: RecordingPool,
-                                       db: redis.Redis) -> None:
+def test_stored_result_wakes_the_relay(start_bridge: Callable[..., Bridge], pool: RecordingPool, db: redis.Redis) -> None:
     """A worker storing the outcome (Celery's Redis backend publishes it) starts a relay
     pass at once; the relay interval here is 30 s."""
     add_worker(db, cpus=4, memory_mb=8192)
@@ -126,8 +133,9 @@ def test_stored_result_wakes_the_relay(start_bridge: Callable[..., Bridge], pool
     wait_for(lambda: pool.of("TaskResultUpload", "t-watch"), "the result delivered on the stored state", limit=10)
 
 
-def test_the_bridge_keeps_its_standing_for_the_console(start_bridge: Callable[..., Bridge], pool: RecordingPool,
-                                                       db: redis.Redis) -> None:
+def test_the_bridge_keeps_its_standing_for_the_console(
+    start_bridge: Callable[..., Bridge], pool: RecordingPool, db: redis.Redis
+) -> None:
     """The console's Overview reads whether the site is joined from hm:bridge:status."""
     from hivemind_celery.core import keys
 

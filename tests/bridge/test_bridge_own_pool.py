@@ -46,8 +46,9 @@ def test_a_bridge_restart_keeps_capacity_right(site: OwnPoolSite) -> None:
 
     def nothing_held() -> bool:
         row = site.site.row("SELECT reserved_cpu_score AS reserved, cpu_score FROM nodes WHERE node_id = ?", SITE)
-        held = site.site.row("SELECT COUNT(*) AS n FROM tasks WHERE node_id = ? AND result_at IS NULL"
-                             " AND status IN ('RUNNING', 'STOPPED')", SITE)
+        held = site.site.row(
+            "SELECT COUNT(*) AS n FROM tasks WHERE node_id = ? AND result_at IS NULL AND status IN ('RUNNING', 'STOPPED')", SITE
+        )
         return row["reserved"] == 0 and row["cpu_score"] == SLOTS * CPU_SCORE and held["n"] == 0
 
     wait_for(nothing_held, timeout=30, what="the node's whole capacity free on our pool after everything ended")

@@ -41,37 +41,55 @@ def start_bridge(redis_url: str, double: DeployedPoolDouble, **values: object) -
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     add_worker(client, cpus=2, memory_mb=4096)
-    settings = Settings(redis_url=redis_url, username="site-r", password=PASSWORD, nodepool_address=double.address,
-                        bridge_port=0, bridge_bind="127.0.0.1", heartbeat_interval=0.3, registration_interval=5.0,
-                        relay_interval=0.2, **values)
+    settings = Settings(
+        redis_url=redis_url,
+        username="site-r",
+        password=PASSWORD,
+        nodepool_address=double.address,
+        bridge_port=0,
+        bridge_bind="127.0.0.1",
+        heartbeat_interval=0.3,
+        registration_interval=5.0,
+        relay_interval=0.2,
+        **values,
+    )
     return Bridge(settings).start()
 
 
 def upload(double: DeployedPoolDouble, task_id: str) -> None:
     client = Client(double.address.replace("localhost", "127.0.0.1"))
     try:
-        reply = client.master.UploadTask(pb.UploadTaskRequest(
-            task_id=task_id, task_zip=make_zip({"main.py": "print(1)\n"}), cpu_score=100, token=client.login("owner")))
+        reply = client.master.UploadTask(
+            pb.UploadTaskRequest(
+                task_id=task_id, task_zip=make_zip({"main.py": "print(1)\n"}), cpu_score=100, token=client.login("owner")
+            )
+        )
         assert reply.success, reply.message
     finally:
         client.close()
 
 
-@pytest.mark.parametrize(("values", "reason"), [
-    ({"bridge_allowed_callers": "10.9.9.9"}, "address not allowed"),
-    ({"bridge_secret": "a-secret-the-deployed-pool-never-sends"}, "missing or wrong x-hivemind-secret"),
-])
-def test_refusal_is_silent_on_the_pool_and_logged_by_the_bridge(redis_url: str, double: DeployedPoolDouble,
-                                                                 caplog: pytest.LogCaptureFixture,
-                                                                 values: dict, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"bridge_allowed_callers": "10.9.9.9"}, "address not allowed"),
+        ({"bridge_secret": "a-secret-the-deployed-pool-never-sends"}, "missing or wrong x-hivemind-secret"),
+    ],
+)
+def test_refusal_is_silent_on_the_pool_and_logged_by_the_bridge(
+    redis_url: str, double: DeployedPoolDouble, caplog: pytest.LogCaptureFixture, values: dict, reason: str
+) -> None:
     caplog.set_level(logging.WARNING, logger="bridge.callers")
     bridge = start_bridge(redis_url, double, **values)
     try:
-        wait_for(lambda: "site-r" in double.nodes and double.node("site-r").status == "Idle",
-                 what="the site Idle on the stand-in")
+        wait_for(
+            lambda: "site-r" in double.nodes and double.node("site-r").status == "Idle", what="the site Idle on the stand-in"
+        )
         upload(double, "refused-1")
-        wait_for(lambda: len([r for r in double.refusals if r[1] == "refused-1"]) >= 2,
-                 what="the stand-in retrying the refused task at a later round")
+        wait_for(
+            lambda: len([r for r in double.refusals if r[1] == "refused-1"]) >= 2,
+            what="the stand-in retrying the refused task at a later round",
+        )
         task = double.tasks["refused-1"]
         assert (task.status, task.message) == ("PENDING", "")  # nothing for the owner to see
         lines = [r for r in caplog.records if r.name == "bridge.callers" and reason in r.getMessage()]

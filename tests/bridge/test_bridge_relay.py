@@ -60,8 +60,9 @@ def sent_output(pool: RecordingPool, task_id: str) -> str:
     return "".join(request.output for request in pool.of("TaskOutputUpload", task_id))
 
 
-def test_output_usage_and_result_are_relayed_once(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                                  pool: RecordingPool) -> None:
+def test_output_usage_and_result_are_relayed_once(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool
+) -> None:
     registry = add_worker(db, cpus=4, memory_mb=8192)
     bridge = start_bridge()
     assert execute(bridge, "t-relay", cpu_usage=200.0).success
@@ -95,8 +96,9 @@ def test_output_usage_and_result_are_relayed_once(start_bridge: Callable[..., Br
     assert sent_output(pool, "t-relay").count("line 1") == 1
 
 
-def test_restarted_bridge_resumes_what_it_owes(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                               pool: RecordingPool, redis_url: str) -> None:
+def test_restarted_bridge_resumes_what_it_owes(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool, redis_url: str
+) -> None:
     add_worker(db)
     settings = bridge_settings(redis_url, pool)
     first = start_bridge(settings)
@@ -114,8 +116,9 @@ def test_restarted_bridge_resumes_what_it_owes(start_bridge: Callable[..., Bridg
     assert len(pool.of("TaskResultUpload", "t-resume")) == 1
 
 
-def test_pool_down_then_back_gets_the_result(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                             pool: RecordingPool, caplog: pytest.LogCaptureFixture) -> None:
+def test_pool_down_then_back_gets_the_result(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool, caplog: pytest.LogCaptureFixture
+) -> None:
     add_worker(db)
     bridge = start_bridge()
     assert execute(bridge, "t-outage").success
@@ -123,8 +126,10 @@ def test_pool_down_then_back_gets_the_result(start_bridge: Callable[..., Bridge]
     pool.stop()
     write_output(db, "t-outage", b"while the pool was away\n")
     finish(db, bridge, "t-outage")
-    wait_for(lambda: "relay failed" in caplog.text and "heartbeat failed" in caplog.text,
-             "failed relay and heartbeat attempts while the pool is down")
+    wait_for(
+        lambda: "relay failed" in caplog.text and "heartbeat failed" in caplog.text,
+        "failed relay and heartbeat attempts while the pool is down",
+    )
     assert bridge.outbox.owes("t-outage")
 
     with pool._lock:
@@ -139,8 +144,7 @@ def test_pool_down_then_back_gets_the_result(start_bridge: Callable[..., Bridge]
     assert bridge.heartbeat._thread.is_alive()
 
 
-def test_refused_result_is_sent_again(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                      pool: RecordingPool) -> None:
+def test_refused_result_is_sent_again(start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool) -> None:
     add_worker(db)
     pool.refuse_results = 2
     bridge = start_bridge()
@@ -151,7 +155,8 @@ def test_refused_result_is_sent_again(start_bridge: Callable[..., Bridge], db: r
 
 
 def test_a_finished_tasks_room_is_free_before_its_result_is_acknowledged(
-        start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool) -> None:
+    start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool
+) -> None:
     """Nothing of a finished task runs any more: the pool may send the next one
     while the result is still on its way (here: refused twice, then taken). The
     worker gives the room back itself; the relay does it when that failed."""
@@ -168,16 +173,16 @@ def test_a_finished_tasks_room_is_free_before_its_result_is_acknowledged(
     assert registry.capacity().cpus_free == 2.0
 
 
-def test_revoked_task_delivers_its_stored_outcome(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                                  pool: RecordingPool) -> None:
+def test_revoked_task_delivers_its_stored_outcome(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool
+) -> None:
     add_worker(db)
     bridge = start_bridge()
     assert execute(bridge, "t-revoked").success
     assert stop_task(bridge, "t-revoked").success
     # A killed task has no Celery result of its own; the worker's main process
     # stores a cancelled outcome under the task's outcome key.
-    outcome = rejected_outcome("t-revoked", "terminated by revoke", "w").model_copy(
-        update={"status": TaskStatus.CANCELLED})
+    outcome = rejected_outcome("t-revoked", "terminated by revoke", "w").model_copy(update={"status": TaskStatus.CANCELLED})
     outcome = store_result(outcome, PayloadStore(db, bridge.settings), bridge.settings, stopped=True)
     TaskGuard(db, "t-revoked").store_outcome(outcome)
     bridge.celery.backend.mark_as_revoked("t-revoked", "terminated")
@@ -187,8 +192,9 @@ def test_revoked_task_delivers_its_stored_outcome(start_bridge: Callable[..., Br
         assert "task_stopped.txt" in archive.namelist()
 
 
-def test_failure_without_outcome_is_not_invented(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                                 pool: RecordingPool, caplog: pytest.LogCaptureFixture) -> None:
+def test_failure_without_outcome_is_not_invented(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = add_worker(db, cpus=2)
     bridge = start_bridge()
     assert execute(bridge, "t-crashed").success
@@ -203,8 +209,9 @@ def test_failure_without_outcome_is_not_invented(start_bridge: Callable[..., Bri
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_real_worker_end_to_end(start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool,
-                                start_worker: Callable[..., Any], redis_url: str) -> None:
+def test_real_worker_end_to_end(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool, start_worker: Callable[..., Any], redis_url: str
+) -> None:
     """Bridge -> Celery over Redis -> a real worker running Docker -> relay."""
     worker = start_worker(queues="cpu", concurrency=1)
     bridge = start_bridge()
@@ -213,8 +220,7 @@ def test_real_worker_end_to_end(start_bridge: Callable[..., Bridge], db: redis.R
     task_zip = make_zip({"main.py": "print('hello from the task')\nopen('out.txt', 'w').write('42')\n"})
     reply = execute(bridge, "t-e2e", task_zip, cpu_usage=100.0, memory_gb=1)
     assert reply.success, reply.message
-    results = wait_for(lambda: pool.of("TaskResultUpload", "t-e2e"), "the result from the real worker",
-                       limit=240)
+    results = wait_for(lambda: pool.of("TaskResultUpload", "t-e2e"), "the result from the real worker", limit=240)
     report = report_of(results[0].result_zip)
     assert report["status"] == "succeeded", (report, worker.log())
     with zipfile.ZipFile(io.BytesIO(results[0].result_zip)) as archive:

@@ -38,8 +38,9 @@ def redis_url(redis_base: str) -> str:
 
 
 # -- session: login, registration, heartbeat -----------------------------------
-def test_login_register_and_status_follow_the_registry(start_bridge: Callable[..., Bridge], pool: RecordingPool,
-                                                       db: redis.Redis) -> None:
+def test_login_register_and_status_follow_the_registry(
+    start_bridge: Callable[..., Bridge], pool: RecordingPool, db: redis.Redis
+) -> None:
     bridge = start_bridge()
     node_id = bridge.config.node_id
     wait_for(lambda: latest_status(pool) == "No workers", "status 'No workers' with no live worker")
@@ -69,8 +70,9 @@ def test_login_register_and_status_follow_the_registry(start_bridge: Callable[..
     wait_for(lambda: latest_status(pool) == "Idle", "Idle again after the allocation was released")
 
 
-def test_wrong_password_keeps_retrying_without_crashing(start_bridge: Callable[..., Bridge],
-                                                        pool: RecordingPool, caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_password_keeps_retrying_without_crashing(
+    start_bridge: Callable[..., Bridge], pool: RecordingPool, caplog: pytest.LogCaptureFixture
+) -> None:
     bridge = start_bridge(password="not-the-password")
     wait_for(lambda: len(pool.of("Login")) >= 2, "a second login attempt after the refusal")
     assert pool.of("ReportStatus") == []
@@ -86,8 +88,7 @@ def test_token_is_refreshed_before_it_expires(start_bridge: Callable[..., Bridge
     wait_for(lambda: len(pool.of("ReportStatus")) >= 3, "heartbeats with the refreshed token")
 
 
-def test_pool_forgetting_the_token_means_login_again(start_bridge: Callable[..., Bridge],
-                                                     pool: RecordingPool) -> None:
+def test_pool_forgetting_the_token_means_login_again(start_bridge: Callable[..., Bridge], pool: RecordingPool) -> None:
     start_bridge()
     wait_for(lambda: pool.of("ReportStatus"), "a first heartbeat")
     with pool._lock:
@@ -98,8 +99,9 @@ def test_pool_forgetting_the_token_means_login_again(start_bridge: Callable[...,
 
 
 # -- who may call ---------------------------------------------------------------------
-def test_unknown_caller_is_refused_but_health_answers(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_caller_is_refused_but_health_answers(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     add_worker(db)
     bridge = start_bridge(bridge_allowed_callers="10.9.9.9")
     with pytest.raises(grpc.RpcError) as refused:
@@ -149,9 +151,9 @@ def test_shared_secret_is_required_when_set(start_bridge: Callable[..., Bridge],
         ("t-toomany", None, {"cpu_usage": 1e7}, "at most"),
     ],
 )
-def test_bad_requests_are_refused_with_a_reason(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                                task_id: str, zip_bytes: bytes | None, resources: dict,
-                                                reason: str) -> None:
+def test_bad_requests_are_refused_with_a_reason(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, task_id: str, zip_bytes: bytes | None, resources: dict, reason: str
+) -> None:
     registry = add_worker(db)
     bridge = start_bridge(payload_max_bytes=256 * 1024)
     before = registry.capacity()
@@ -207,8 +209,7 @@ def test_gpu_task_goes_to_gpu_never_cpu(start_bridge: Callable[..., Bridge], db:
     assert queued(db, "cpu") == []
 
 
-def test_full_site_refuses_and_reports_busy(start_bridge: Callable[..., Bridge], db: redis.Redis,
-                                            pool: RecordingPool) -> None:
+def test_full_site_refuses_and_reports_busy(start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool) -> None:
     add_worker(db, cpus=1, memory_mb=2048)
     bridge = start_bridge()
     assert execute(bridge, "t-fill").success

@@ -96,9 +96,20 @@ def test_allowlist_cidrs_star_and_odd_peers() -> None:
 def Cap(**values: object) -> SiteCapacity:  # noqa: N802 - reads like the type it makes
     """A registry SiteCapacity: one 8-core, 16 GiB worker, nothing allocated."""
     base: dict[str, object] = dict(
-        workers=1, cpus_total=8.0, cpus_free=8.0, memory_mb_total=16384, memory_mb_free=16384, gpus_total=0,
-        gpus_free=0, gpu_memory_mb_total=0, gpu_memory_mb_free=0, allocations=0, gpu_names=[], queues=["cpu"],
-        gpu_models={}, queue_workers={"cpu": 1},
+        workers=1,
+        cpus_total=8.0,
+        cpus_free=8.0,
+        memory_mb_total=16384,
+        memory_mb_free=16384,
+        gpus_total=0,
+        gpus_free=0,
+        gpu_memory_mb_total=0,
+        gpu_memory_mb_free=0,
+        allocations=0,
+        gpu_names=[],
+        queues=["cpu"],
+        gpu_models={},
+        queue_workers={"cpu": 1},
     )
     base.update(values)
     return SiteCapacity(**base)  # type: ignore[arg-type]
@@ -117,20 +128,31 @@ def test_status_is_exactly_idle_only_while_another_task_fits() -> None:
 def test_registration_carries_the_totals_whatever_is_allocated() -> None:
     """The deployed pool clamps its own available_* to every registration: the figures
     must be the site's totals, the same while tasks run as when it is empty."""
-    busy = Cap(cpus_free=2.5, memory_mb_free=3000, gpus_total=2, gpus_free=1, gpu_memory_mb_total=49152,
-               gpu_memory_mb_free=24576, gpu_models={"NVIDIA A10": 1, "NVIDIA H100": 2})
+    busy = Cap(
+        cpus_free=2.5,
+        memory_mb_free=3000,
+        gpus_total=2,
+        gpus_free=1,
+        gpu_memory_mb_total=49152,
+        gpu_memory_mb_free=24576,
+        gpu_models={"NVIDIA A10": 1, "NVIDIA H100": 2},
+    )
     ad = capacity.advertised(busy, cpu_score_per_core=100, gpu_score_per_gpu=50)
     assert (ad.cpu_cores, ad.cpu_score, ad.memory_gb) == (8, 800, 16)
     assert (ad.gpu_score, ad.gpu_memory_gb, ad.gpu_name) == (100, 48, "NVIDIA H100")
-    idle = Cap(gpus_total=2, gpus_free=2, gpu_memory_mb_total=49152, gpu_memory_mb_free=49152,
-               gpu_models={"NVIDIA A10": 1, "NVIDIA H100": 2})
+    idle = Cap(
+        gpus_total=2,
+        gpus_free=2,
+        gpu_memory_mb_total=49152,
+        gpu_memory_mb_free=49152,
+        gpu_models={"NVIDIA A10": 1, "NVIDIA H100": 2},
+    )
     assert capacity.advertised(idle, 100, 50) == ad
 
 
 def test_registered_figures_never_shrink() -> None:
     two = capacity.advertised(Cap(cpus_total=2.0, cpus_free=2.0), 100, 100)
-    none_live = capacity.advertised(Cap(workers=0, cpus_total=0, cpus_free=0, memory_mb_total=0,
-                                        memory_mb_free=0), 100, 100)
+    none_live = capacity.advertised(Cap(workers=0, cpus_total=0, cpus_free=0, memory_mb_total=0, memory_mb_free=0), 100, 100)
     assert capacity.never_less(None, none_live) == none_live
     assert capacity.never_less(two, none_live) == two
     grown = capacity.advertised(Cap(cpus_total=6.0, cpus_free=6.0, gpus_total=1, gpu_models={"A10": 1}), 100, 100)
@@ -226,7 +248,10 @@ def test_token_expiry_reads_exp_without_the_secret() -> None:
 
 def test_usage_sample_parsing() -> None:
     assert usage_sample(b'{"cpu_percent": 55.5, "memory_percent": 10, "gpu_percent": 0}') == {
-        "cpu_usage": 55.5, "memory_usage": 10.0, "gpu_usage": 0.0, "gpu_memory_usage": 0.0,
+        "cpu_usage": 55.5,
+        "memory_usage": 10.0,
+        "gpu_usage": 0.0,
+        "gpu_memory_usage": 0.0,
     }
     with_gpu = usage_sample(b'{"gpu_percent": 80, "gpu_memory_bytes": 1073741824}', gpu_memory_mb=4096)
     assert with_gpu is not None
@@ -234,5 +259,8 @@ def test_usage_sample_parsing() -> None:
     assert usage_sample(b"not json") is None
     assert usage_sample(b"[1, 2]") is None
     assert usage_sample(b'{"cpu_percent": "high"}') == {
-        "cpu_usage": 0.0, "memory_usage": 0.0, "gpu_usage": 0.0, "gpu_memory_usage": 0.0,
+        "cpu_usage": 0.0,
+        "memory_usage": 0.0,
+        "gpu_usage": 0.0,
+        "gpu_memory_usage": 0.0,
     }

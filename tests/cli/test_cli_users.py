@@ -38,8 +38,7 @@ def invoke(args: list[str], env: dict[str, str]):  # noqa: ANN201 - click Result
 
 
 def add(db: Path, name: str, balance: int = 0, password: str = PASSWORD):  # noqa: ANN201
-    return invoke(["users", "add", name, "--password", password, "--balance", str(balance)],
-                  {"HIVEMIND_NODEPOOL_DB": str(db)})
+    return invoke(["users", "add", name, "--password", password, "--balance", str(balance)], {"HIVEMIND_NODEPOOL_DB": str(db)})
 
 
 @pytest.fixture()
@@ -94,12 +93,18 @@ def _play_worker(pool: RunningPool, worker: TestWorker, report: dict) -> threadi
         task_id = worker.executed_ids[0]
         client = Client(pool.address)
         token = client.login("node1")
-        wait_for(lambda: pool.pool.store.conn.execute(
-            "SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()[0] == "RUNNING", what="RUNNING")
-        client.worker.TaskOutputUpload(pb.TaskOutputUploadRequest(task_id=task_id, output="hello from task\n",
-                                                                  token=token))
-        client.worker.TaskResultUpload(pb.TaskResultUploadRequest(
-            task_id=task_id, result_zip=result_zip({**report, "task_id": task_id}, {"out.txt": "42"}), token=token))
+        wait_for(
+            lambda: (
+                pool.pool.store.conn.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()[0] == "RUNNING"
+            ),
+            what="RUNNING",
+        )
+        client.worker.TaskOutputUpload(pb.TaskOutputUploadRequest(task_id=task_id, output="hello from task\n", token=token))
+        client.worker.TaskResultUpload(
+            pb.TaskResultUploadRequest(
+                task_id=task_id, result_zip=result_zip({**report, "task_id": task_id}, {"out.txt": "42"}), token=token
+            )
+        )
         client.close()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -119,8 +124,7 @@ def test_submit_wait_json_then_status_logs_result(pool: RunningPool, tmp_path: P
         report = {"status": "succeeded", "exit_code": 0, "reward": 1, "usage": {"cpu_percent": 10}}
         thread = _play_worker(pool, worker, report)
 
-        result = invoke(["submit", str(task_dir), "--wait", "--json", "--poll", "0.1", "--cpu-score", "50"],
-                        user_env(pool))
+        result = invoke(["submit", str(task_dir), "--wait", "--json", "--poll", "0.1", "--cpu-score", "50"], user_env(pool))
         thread.join(timeout=30)
         assert result.exit_code == 0, result.output
         final = json.loads(result.stdout)
@@ -167,8 +171,12 @@ def test_submit_refusals_and_stop(pool: RunningPool, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "old,new,expected",
-    [("", "abc", "abc"), ("abc", "abcdef", "def"), ("x" * 2000 + "abc", "x" * 1500 + "abcdef", "def"),
-     ("gone", "all new", "all new")],
+    [
+        ("", "abc", "abc"),
+        ("abc", "abcdef", "def"),
+        ("x" * 2000 + "abc", "x" * 1500 + "abcdef", "def"),
+        ("gone", "all new", "all new"),
+    ],
 )
 def test_follow_prints_only_new_output(old: str, new: str, expected: str) -> None:
     assert new_output(old, new) == expected

@@ -52,8 +52,18 @@ def test_set_show_pause_resume(store) -> None:
 
 
 def test_stepping_aside_fields(store) -> None:
-    done = runner.invoke(app, ["prefs", "set", "pause_on_battery=off", "max_cpu_temperature_c=85",
-                               "max_gpu_temperature_c=80", "temperature_margin_c=7", "resume_after_seconds=120"])
+    done = runner.invoke(
+        app,
+        [
+            "prefs",
+            "set",
+            "pause_on_battery=off",
+            "max_cpu_temperature_c=85",
+            "max_gpu_temperature_c=80",
+            "temperature_margin_c=7",
+            "resume_after_seconds=120",
+        ],
+    )
     assert done.exit_code == 0, done.output
     prefs = store.load()
     assert (prefs.pause_on_battery, prefs.max_cpu_temperature_c, prefs.max_gpu_temperature_c) == (False, 85, 80)
@@ -62,19 +72,22 @@ def test_stepping_aside_fields(store) -> None:
     assert store.load().max_cpu_temperature_c is None and store.load().pause_on_battery is True
 
 
-@pytest.mark.parametrize(("args", "named"), [
-    (["prefs", "set", "max_cpu_temperature_c=hot"], "max_cpu_temperature_c"),
-    (["prefs", "set", "max_gpu_temperature_c=200"], "max_gpu_temperature_c"),
-    (["prefs", "set", "temperature_margin_c=-2"], "temperature_margin_c"),
-    (["prefs", "set", "pause_on_battery=sometimes"], "pause_on_battery"),
-    (["prefs", "set", "resume_after_seconds=9999"], "resume_after_seconds"),
-    (["prefs", "set", "cpu_share_percent=0"], "cpu_share_percent"),
-    (["prefs", "set", "hours=25:00-07:00"], "HH:MM"),
-    (["prefs", "set", "colour=red"], "colour"),
-    (["prefs", "set", "release_memory_after_minutes=-5"], "release_memory_after_minutes"),
-    (["prefs", "set", "no-equals-sign"], "KEY=VALUE"),
-    (["pause", "--for", "soon"], "duration"),
-])
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["prefs", "set", "max_cpu_temperature_c=hot"], "max_cpu_temperature_c"),
+        (["prefs", "set", "max_gpu_temperature_c=200"], "max_gpu_temperature_c"),
+        (["prefs", "set", "temperature_margin_c=-2"], "temperature_margin_c"),
+        (["prefs", "set", "pause_on_battery=sometimes"], "pause_on_battery"),
+        (["prefs", "set", "resume_after_seconds=9999"], "resume_after_seconds"),
+        (["prefs", "set", "cpu_share_percent=0"], "cpu_share_percent"),
+        (["prefs", "set", "hours=25:00-07:00"], "HH:MM"),
+        (["prefs", "set", "colour=red"], "colour"),
+        (["prefs", "set", "release_memory_after_minutes=-5"], "release_memory_after_minutes"),
+        (["prefs", "set", "no-equals-sign"], "KEY=VALUE"),
+        (["pause", "--for", "soon"], "duration"),
+    ],
+)
 def test_bad_input_is_refused_by_name(store, args: list[str], named: str) -> None:
     before = store.load()
     done = runner.invoke(app, args)
@@ -85,4 +98,6 @@ def test_bad_input_is_refused_by_name(store, args: list[str], named: str) -> Non
 def test_parsers() -> None:
     assert parse_duration("90") == 90 and parse_duration("15m") == 900 and parse_duration("1.5h") == 5400
     assert parse_assignments(["suspend_above_cpu_percent=off", "run_mode=when_idle"]) == {
-        "suspend_above_cpu_percent": None, "run_mode": "when_idle"}
+        "suspend_above_cpu_percent": None,
+        "run_mode": "when_idle",
+    }

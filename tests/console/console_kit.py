@@ -33,8 +33,13 @@ def free_port() -> int:
 
 def console_env(redis_url: str, state_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVEMIND_")}
-    env.update(REDIS_URL=redis_url, HIVEMIND_CONSOLE_STATE_DIR=str(state_dir), PYTHONPATH=str(ROOT),
-               PYTHONUNBUFFERED="1", HIVEMIND_NODEPOOL_ADDRESS="127.0.0.1:1")
+    env.update(
+        REDIS_URL=redis_url,
+        HIVEMIND_CONSOLE_STATE_DIR=str(state_dir),
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+        HIVEMIND_NODEPOOL_ADDRESS="127.0.0.1:1",
+    )
     env.update(extra)
     return env
 
@@ -52,9 +57,13 @@ class Console:
 def start_console(redis_url: str, tmp: Path, **env: str) -> Console:
     port = free_port()
     log_path = tmp / "console.log"
-    proc = subprocess.Popen([sys.executable, "-m", "hivemind.cli", "console", "--port", str(port)], cwd=ROOT,
-                            env=console_env(redis_url, tmp / "state", **env),
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hivemind.cli", "console", "--port", str(port)],
+        cwd=ROOT,
+        env=console_env(redis_url, tmp / "state", **env),
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -42,10 +42,27 @@ def test_task_charts_plot_cpu_memory_and_gpu() -> None:
 
 
 def test_machine_charts_add_each_gpus_load_memory_temperature_and_power() -> None:
-    gpu = {"index": 0, "name": "stand-in", "load_percent": 40.0, "memory_used_mb": 900, "memory_total_mb": 16000,
-           "temperature_c": 55.0, "power_w": 120.0}
-    points = [{"t": t, "cpu_percent": 10, "memory_percent": 20, "disk_percent": 30, "net_sent_bytes": 1000 * t,
-               "net_recv_bytes": 2000 * t, "gpus": [gpu]} for t in range(4)]
+    gpu = {
+        "index": 0,
+        "name": "stand-in",
+        "load_percent": 40.0,
+        "memory_used_mb": 900,
+        "memory_total_mb": 16000,
+        "temperature_c": 55.0,
+        "power_w": 120.0,
+    }
+    points = [
+        {
+            "t": t,
+            "cpu_percent": 10,
+            "memory_percent": 20,
+            "disk_percent": 30,
+            "net_sent_bytes": 1000 * t,
+            "net_recv_bytes": 2000 * t,
+            "gpus": [gpu],
+        }
+        for t in range(4)
+    ]
     charts = machine_charts(points)
     assert {"cpu", "memory", "disk", "network"} <= set(charts)
     for name in ("gpu0 load", "gpu0 memory", "gpu0 temperature", "gpu0 power"):

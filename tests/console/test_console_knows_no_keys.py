@@ -44,8 +44,12 @@ def violations(source: str, where: str) -> list[str]:
                 target = f"{node.module}.{alias.name}"
                 if target == KEY_MODULE or _is_module(target):
                     found.append(f"{where}:{node.lineno}: imports the module {target}")
-        elif isinstance(node, ast.Attribute) and node.attr == "keys" and isinstance(node.value, ast.Attribute) \
-                and node.value.attr == "core":
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr == "keys"
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "core"
+        ):
             found.append(f"{where}:{node.lineno}: uses core.keys")
     return found
 
@@ -55,7 +59,7 @@ def console_sources() -> list[Path]:
 
 
 def test_the_check_sees_what_it_looks_for() -> None:
-    bad = '''
+    bad = """
 from hivemind_celery.core import keys
 from hivemind_celery.core.keys import site_problems
 from hivemind_celery.site.registry import Registry
@@ -63,7 +67,7 @@ import hivemind_celery.core
 KEY = "hm:site:running"
 def f(c):
     return c.get(hivemind_celery.core.keys.task_usage("t"))
-'''
+"""
     found = violations(bad, "bad.py")
     assert any("imports the module hivemind_celery.core.keys" in v for v in found), found
     assert any("from hivemind_celery.core.keys import" in v for v in found), found

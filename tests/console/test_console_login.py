@@ -75,9 +75,14 @@ def test_an_api_call_without_a_session_is_refused(console) -> None:
 
 
 def test_off_loopback_needs_a_password(redis_url, tmp_path) -> None:
-    done = subprocess.run([sys.executable, "-m", "hivemind.cli", "console", "--host", "0.0.0.0", "--port", "1"],
-                          cwd=ROOT, env=console_env(redis_url, tmp_path / "state"), capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "hivemind.cli", "console", "--host", "0.0.0.0", "--port", "1"],
+        cwd=ROOT,
+        env=console_env(redis_url, tmp_path / "state"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "HIVEMIND_CONSOLE_PASSWORD" in done.stderr
     assert not (tmp_path / "state" / "password").exists()

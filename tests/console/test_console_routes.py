@@ -58,8 +58,7 @@ class Visitor:
     cookie: str = ""
     set_cookies: list[str] = field(default_factory=list)
 
-    def request(self, method: str, path: str, form: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
+    def request(self, method: str, path: str, form: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Reply:
         parts = urllib.parse.urlsplit(self.url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         sent = dict(headers or {})
@@ -233,8 +232,7 @@ def overview(visitor: Visitor) -> dict:
 def test_the_overview_counts_live_workers_by_the_registrys_rule(owner: Visitor, redis_client) -> None:
     redis_client.flushdb()
     registry = Registry(redis_client)
-    assert (overview(owner)["state"], overview(owner)["workers"], overview(owner)["worker_beat"]) == (
-        "Offline", 0, None)
+    assert (overview(owner)["state"], overview(owner)["workers"], overview(owner)["worker_beat"]) == ("Offline", 0, None)
     registry.register(WorkerCapacity(worker_id="w-steady", hostname="h", cpus=2, memory_mb=512))
     registry.register(WorkerCapacity(worker_id="w-dying", hostname="h", cpus=2, memory_mb=512), ttl=0.3)
     seen = overview(owner)
@@ -253,7 +251,12 @@ def test_the_overview_shows_the_bridges_standing(owner: Visitor, redis_client) -
     publish_standing(redis_client, "node-77", "pool.test:50051", status="Idle")
     seen = overview(owner)
     assert (seen["joined"], seen["node_id"], seen["pool"], seen["pool_status"], seen["pool_error"]) == (
-        True, "node-77", "pool.test:50051", "Idle", "")
+        True,
+        "node-77",
+        "pool.test:50051",
+        "Idle",
+        "",
+    )
     assert seen["last_beat"] == pytest.approx(time.time(), abs=30)
     publish_standing(redis_client, "node-77", "pool.test:50051", error="UNAVAILABLE: no route")
     seen = overview(owner)
@@ -266,12 +269,29 @@ def test_a_running_task_shows_its_usage_and_output_tail(owner: Visitor, redis_cl
     task_id = "t-shown"
     Activity(redis_client).started(task_id, {"worker": "w-1", "cpus": 1.0, "memory_mb": 256})
     redis_client.set(keys.task_lock(task_id), b"holder", ex=60)  # as the running worker holds it
-    run = TaskRun(spec=TaskSpec(task_id=task_id, payload="sha256:" + "0" * 64), client=redis_client,
-                  settings=Settings(redis_url=redis_url))
-    UsageKeyObserver().on_sample(run, UsageSample(
-        task_id=task_id, timestamp=time.time(), elapsed_s=1.0, cpu_seconds=1.5, cpu_user_seconds=1.5,
-        cpu_system_seconds=0.0, cpu_percent=42.0, memory_bytes=3 << 20, memory_peak_bytes=3 << 20,
-        memory_percent=1.0, pids=1, oom_kills=0, gpu_percent=0.0, gpu_memory_bytes=0, source="cgroup"))
+    run = TaskRun(
+        spec=TaskSpec(task_id=task_id, payload="sha256:" + "0" * 64), client=redis_client, settings=Settings(redis_url=redis_url)
+    )
+    UsageKeyObserver().on_sample(
+        run,
+        UsageSample(
+            task_id=task_id,
+            timestamp=time.time(),
+            elapsed_s=1.0,
+            cpu_seconds=1.5,
+            cpu_user_seconds=1.5,
+            cpu_system_seconds=0.0,
+            cpu_percent=42.0,
+            memory_bytes=3 << 20,
+            memory_peak_bytes=3 << 20,
+            memory_percent=1.0,
+            pids=1,
+            oom_kills=0,
+            gpu_percent=0.0,
+            gpu_memory_bytes=0,
+            source="cgroup",
+        ),
+    )
     stream = OutputStream(redis_client, task_id)
     stream.write(b"tick 7\n")
     stream.flush()

@@ -55,8 +55,9 @@ def ticking(seconds: int) -> str:
 @pytest.fixture(scope="module")
 def worker(start_worker, redis_client):
     redis_client.delete(keys.site_prefs())
-    return start_worker("cpu", concurrency=2, HIVEMIND_SAMPLE_INTERVAL="1", HIVEMIND_PREFS_CHECK_INTERVAL="0.5",
-                        HIVEMIND_CHECKPOINT_INTERVAL="1")
+    return start_worker(
+        "cpu", concurrency=2, HIVEMIND_SAMPLE_INTERVAL="1", HIVEMIND_PREFS_CHECK_INTERVAL="0.5", HIVEMIND_CHECKPOINT_INTERVAL="1"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +65,16 @@ def submit(celery_app, redis_client, redis_url, worker):
     store = PayloadStore(redis_client, Settings(redis_url=redis_url))
 
     def send(files: dict[str, str], name: str, timeout: float = 120, **spec: object):
-        task = TaskSpec(task_id=f"{name}-{uuid.uuid4().hex[:8]}", payload=store.put(make_zip(files)), cpus=1.0,
-                        memory_mb=256, timeout=timeout, **spec)
-        return celery_app.send_task(TASK_NAME, args=[task.model_dump(mode="json")], task_id=task.task_id,
-                                    queue="cpu")
+        task = TaskSpec(
+            task_id=f"{name}-{uuid.uuid4().hex[:8]}",
+            payload=store.put(make_zip(files)),
+            cpus=1.0,
+            memory_mb=256,
+            timeout=timeout,
+            **spec,
+        )
+        return celery_app.send_task(TASK_NAME, args=[task.model_dump(mode="json")], task_id=task.task_id, queue="cpu")
+
     return send
 
 
@@ -187,8 +194,7 @@ def test_pause_freezes_the_task_and_resume_lets_it_finish(page, submit, docker_c
     page.wait_for_url("**/preferences?notice=Paused")
     wait_for(lambda: paused_state(docker_client, result.id), 10, "the container frozen after Pause")
     frozen_at = time.monotonic()
-    wait_for(lambda: (page.reload() or True) and page.locator("#mode-state").inner_text() == "Paused", 10,
-             "the page says Paused")
+    wait_for(lambda: (page.reload() or True) and page.locator("#mode-state").inner_text() == "Paused", 10, "the page says Paused")
     screenshot(page, "preferences-paused")
     page.goto("/running")
     assert "Paused" in page.locator(".notice.warn").inner_text()
@@ -291,8 +297,7 @@ COUNTING = (
 )
 
 
-def test_progress_and_checkpoint_age_while_running_and_attempts_in_history(page, submit, redis_client,
-                                                                          redis_url) -> None:
+def test_progress_and_checkpoint_age_while_running_and_attempts_in_history(page, submit, redis_client, redis_url) -> None:
     prefs = PrefsStore(redis_client, Settings(redis_url=redis_url))
     redis_client.delete(keys.site_prefs())
     prefs.update(release_memory_after_minutes=0.02)  # a pause over 1.2 s releases the task
@@ -302,14 +307,18 @@ def test_progress_and_checkpoint_age_while_running_and_attempts_in_history(page,
         log_in(page)
         page.goto("/running")
         card = page.locator(f"#task-{task_id}")
-        wait_for(lambda: (page.reload() or True) and card.locator(".progress").count() == 1, 60,
-                 "the task's progress on the page")
+        wait_for(
+            lambda: (page.reload() or True) and card.locator(".progress").count() == 1, 60, "the task's progress on the page"
+        )
         assert re.fullmatch(r"\d+ %", card.locator(".progress").inner_text())
         assert card.locator(".checkpoint-age").inner_text()
         screenshot(page, "running-checkpoint")
         prefs.pause()
-        wait_for(lambda: b"its memory is released" in b"".join(
-            f[b"data"] for _, f in redis_client.xrange(keys.task_output(task_id))), 60, "the task released")
+        wait_for(
+            lambda: b"its memory is released" in b"".join(f[b"data"] for _, f in redis_client.xrange(keys.task_output(task_id))),
+            60,
+            "the task released",
+        )
         prefs.resume()
         outcome = outcome_of(result)
     finally:

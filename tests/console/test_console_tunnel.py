@@ -20,8 +20,15 @@ def test_the_overview_shows_the_tunnel_as_the_bridge_published_it(redis_client, 
     redis_client.delete(keys.bridge_status())
     view = SiteView(redis_client, Settings(redis_url=redis_url))
     assert view.overview().tunnel == ""  # a site without a tunnel shows none
-    status = TunnelStatus(interface="hmwg0", joined=True, up=True, address="10.88.0.2", network="10.88.0.0/24",
-                          pool_address="10.88.0.1", handshake_age=12.0)
+    status = TunnelStatus(
+        interface="hmwg0",
+        joined=True,
+        up=True,
+        address="10.88.0.2",
+        network="10.88.0.0/24",
+        pool_address="10.88.0.1",
+        handshake_age=12.0,
+    )
     publish(redis_client, status, "up")
     overview = view.overview()
     assert (overview.tunnel, overview.tunnel_address, overview.tunnel_network) == ("up", "10.88.0.2", "10.88.0.0/24")
@@ -38,11 +45,27 @@ def test_the_overview_template_renders_the_tunnel_row() -> None:
 
     env = Environment(loader=FileSystemLoader("hivemind/console/templates"), autoescape=True)
     env.filters["ago"] = lambda value: "never" if value is None else "12 s ago"
-    base = dict(joined=True, node_id="site1", pool="pool:50051", pool_status="Idle", pool_error="", last_beat=None,
-                state="Idle", why="ready", running=0, workers=1, worker_beat=None, cpt_today=0, cpt_total=0,
-                balance=None, balance_note="")
-    html = env.get_template("_overview.html").render(overview=Overview(**base, tunnel="up", tunnel_address="10.88.0.2",
-                                                                tunnel_network="10.88.0.0/24",
-                                                                tunnel_handshake_at=time.time()))
+    base = dict(
+        joined=True,
+        node_id="site1",
+        pool="pool:50051",
+        pool_status="Idle",
+        pool_error="",
+        last_beat=None,
+        state="Idle",
+        why="ready",
+        running=0,
+        workers=1,
+        worker_beat=None,
+        cpt_today=0,
+        cpt_total=0,
+        balance=None,
+        balance_note="",
+    )
+    html = env.get_template("_overview.html").render(
+        overview=Overview(
+            **base, tunnel="up", tunnel_address="10.88.0.2", tunnel_network="10.88.0.0/24", tunnel_handshake_at=time.time()
+        )
+    )
     assert 'id="tunnel"' in html and "10.88.0.2 in 10.88.0.0/24" in html and "12 s ago" in html
     assert 'id="tunnel"' not in env.get_template("_overview.html").render(overview=Overview(**base))

@@ -38,8 +38,9 @@ def documented_names() -> set[str]:
 
 
 def test_generated_tables_are_up_to_date():
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-config-doc.py"), "--check"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-config-doc.py"), "--check"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr + done.stdout
 
 
@@ -50,8 +51,11 @@ def test_every_settings_field_of_every_settings_class_is_documented():
     assert {"hivemind_celery.core.settings.Settings", "nodepool.settings.NodePoolSettings"} <= names
     documented = documented_names()
     missing = [
-        env for cls in classes for name, field in cls.model_fields.items()
-        for env in gen.env_names(cls, name, field) if env not in documented
+        env
+        for cls in classes
+        for name, field in cls.model_fields.items()
+        for env in gen.env_names(cls, name, field)
+        if env not in documented
     ]
     assert missing == []
 
@@ -64,8 +68,12 @@ def test_every_variable_read_directly_is_documented():
 
 
 def test_no_documented_variable_is_unknown_to_the_code():
-    known = {env for cls in gen.settings_classes() for name, field in cls.model_fields.items()
-             for env in gen.env_names(cls, name, field)}
+    known = {
+        env
+        for cls in gen.settings_classes()
+        for name, field in cls.model_fields.items()
+        for env in gen.env_names(cls, name, field)
+    }
     known |= set(gen.direct_reads())
     known |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", COMPOSE.read_text())) if COMPOSE.exists() else set()
     stale = {name for name in documented_names() if name.startswith("HIVEMIND_") and name not in known}
@@ -103,7 +111,7 @@ def test_an_undescribed_variable_read_in_code_stops_the_generator(tmp_path: Path
     package = tmp_path / "hivemind_celery"
     package.mkdir()
     # Split so this file itself does not read like a variable read to the scan.
-    (package / "thing.py").write_text('import os\nLEVEL = os.environ' + '.get("HIVEMIND_BRAND_NEW")\n')
+    (package / "thing.py").write_text("import os\nLEVEL = os.environ" + '.get("HIVEMIND_BRAND_NEW")\n')
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "go.sh").write_text('echo "${HIVEMIND_FROM_SHELL:-x}"\n')
     monkeypatch.setattr(gen, "ROOT", tmp_path)

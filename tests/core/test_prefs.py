@@ -26,10 +26,18 @@ def test_run_mode_never_pauses() -> None:
     assert mode.paused and "paused by the owner" in mode.reason
 
 
-@pytest.mark.parametrize(("moment", "state"), [
-    (at(21, 59), "paused"), (at(22, 0), "running"), (at(23, 30), "running"), (at(0, 0), "running"),
-    (at(6, 59), "running"), (at(7, 0), "paused"), (at(12, 0), "paused"),
-])
+@pytest.mark.parametrize(
+    ("moment", "state"),
+    [
+        (at(21, 59), "paused"),
+        (at(22, 0), "running"),
+        (at(23, 30), "running"),
+        (at(0, 0), "running"),
+        (at(6, 59), "running"),
+        (at(7, 0), "paused"),
+        (at(12, 0), "paused"),
+    ],
+)
 def test_hours_crossing_midnight(moment: datetime, state: str) -> None:
     mode = decide(Preferences(hours=Hours(start="22:00", end="07:00")), moment, 0.0, None)
     assert mode.state == state
@@ -37,8 +45,9 @@ def test_hours_crossing_midnight(moment: datetime, state: str) -> None:
         assert mode.reason == "outside the hours 22:00-07:00"
 
 
-@pytest.mark.parametrize(("moment", "state"), [(at(8, 59), "paused"), (at(9, 0), "running"),
-                                               (at(16, 59), "running"), (at(17, 0), "paused")])
+@pytest.mark.parametrize(
+    ("moment", "state"), [(at(8, 59), "paused"), (at(9, 0), "running"), (at(16, 59), "running"), (at(17, 0), "paused")]
+)
 def test_hours_within_a_day(moment: datetime, state: str) -> None:
     assert decide(Preferences(hours="09:00-17:00"), moment, 0.0, None).state == state
 
@@ -69,11 +78,19 @@ def test_first_rule_wins_in_the_owners_order() -> None:
     assert decide(prefs, NOON, 90.0, None).reason.startswith("paused by the owner until")
 
 
-@pytest.mark.parametrize(("fields", "named"), [
-    ({"hours": "25:00-07:00"}, "HH:MM"), ({"hours": "22:00"}, "START-END"), ({"hours": "07:00-07:00"}, "empty"),
-    ({"cpu_share_percent": 0}, "cpu_share_percent"), ({"memory_share_percent": 101}, "memory_share_percent"),
-    ({"run_mode": "sometimes"}, "run_mode"), ({"gpus": ["0", "x y"]}, "GPU index"), ({"colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"hours": "25:00-07:00"}, "HH:MM"),
+        ({"hours": "22:00"}, "START-END"),
+        ({"hours": "07:00-07:00"}, "empty"),
+        ({"cpu_share_percent": 0}, "cpu_share_percent"),
+        ({"memory_share_percent": 101}, "memory_share_percent"),
+        ({"run_mode": "sometimes"}, "run_mode"),
+        ({"gpus": ["0", "x y"]}, "GPU index"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_bad_preferences_name_what_is_wrong(fields: dict, named: str) -> None:
     with pytest.raises(ValidationError, match=named):
         Preferences.model_validate(fields)

@@ -76,7 +76,12 @@ def test_decide_puts_the_owner_and_the_hours_before_the_machine() -> None:
 
 
 def test_limits_are_checked() -> None:
-    for bad in ({"max_cpu_temperature_c": 0}, {"max_gpu_temperature_c": 151}, {"temperature_margin_c": -1},
-                {"resume_after_seconds": 3601}, {"pause_on_battery": "perhaps"}):
+    for bad in (
+        {"max_cpu_temperature_c": 0},
+        {"max_gpu_temperature_c": 151},
+        {"temperature_margin_c": -1},
+        {"resume_after_seconds": 3601},
+        {"pause_on_battery": "perhaps"},
+    ):
         with pytest.raises(ValidationError):
             Preferences.model_validate(bad)

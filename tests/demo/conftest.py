@@ -20,7 +20,13 @@ def checkout(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVEMIND_") and k != "REDIS_URL"}
     env.update(PYTHONPATH=str(repo), HIVEMIND_TASK_IMAGE=PYTHON_IMAGE, COLUMNS="120")
-    where = subprocess.run([sys.executable, "-c", "import hivemind_celery; print(hivemind_celery.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [sys.executable, "-c", "import hivemind_celery; print(hivemind_celery.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert where.startswith(str(repo)), f"the copy is not the code under test: {where}"
     return repo, work, env

@@ -43,8 +43,9 @@ def demo_containers(docker_client, work: Path) -> list[str]:
 @pytest.mark.timeout(600)
 def test_demo_runs_the_examples_and_stops_cleanly(checkout, docker_client, tmp_path):
     repo, work, env = checkout
-    done = subprocess.run(demo("--exit-when-done", "--max-wait", "400"), cwd=work, env=env,
-                          capture_output=True, text=True, timeout=560)
+    done = subprocess.run(
+        demo("--exit-when-done", "--max-wait", "400"), cwd=work, env=env, capture_output=True, text=True, timeout=560
+    )
     out = done.stdout + done.stderr
     summary = json.loads((work / ".hivemind" / "demo-summary.json").read_text())
     outcomes = {row["example"]: row for row in summary["examples"]}
@@ -71,8 +72,14 @@ def test_demo_runs_the_examples_and_stops_cleanly(checkout, docker_client, tmp_p
 
     # A second run reuses the first one's database, accounts and Redis data.
     creds = (work / ".hivemind" / "demo-credentials.json").read_text()
-    again = subprocess.run(demo("--exit-when-done", "--only", "failing_task", "--no-flower"),
-                           cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        demo("--exit-when-done", "--only", "failing_task", "--no-flower"),
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert "created Node Pool user" not in again.stdout
     assert (work / ".hivemind" / "demo-credentials.json").read_text() == creds
@@ -82,8 +89,14 @@ def test_demo_runs_the_examples_and_stops_cleanly(checkout, docker_client, tmp_p
 @pytest.mark.timeout(300)
 def test_ctrl_c_stops_every_part(checkout, docker_client, tmp_path):
     repo, work, env = checkout
-    proc = subprocess.Popen(demo("--only", "slow_task", "--task-timeout", "120", "--no-flower"),
-                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        demo("--only", "slow_task", "--task-timeout", "120", "--no-flower"),
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     site_file = work / ".hivemind" / "demo-site.json"
     deadline = time.monotonic() + 180
     containers: list[str] = []
@@ -107,8 +120,14 @@ def test_ctrl_c_stops_every_part(checkout, docker_client, tmp_path):
 @pytest.mark.timeout(300)
 def test_keep_running_then_stop(checkout, docker_client, tmp_path):
     repo, work, env = checkout
-    kept = subprocess.run(demo("--keep-running", "--only", "failing_task", "--no-flower"),
-                          cwd=work, env=env, capture_output=True, text=True, timeout=240)
+    kept = subprocess.run(
+        demo("--keep-running", "--only", "failing_task", "--no-flower"),
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     out = kept.stdout + kept.stderr
     assert kept.returncode == 0, out
     site = json.loads((work / ".hivemind" / "demo-site.json").read_text())
@@ -119,8 +138,7 @@ def test_keep_running_then_stop(checkout, docker_client, tmp_path):
     with urllib.request.urlopen(site["console"] + "login", timeout=10) as reply:
         assert reply.status == 200
     assert all(running(pid) for pid in site["pids"].values()), out
-    stopped = subprocess.run(demo("--stop"), cwd=work, env=env, capture_output=True, text=True,
-                             timeout=120)
+    stopped = subprocess.run(demo("--stop"), cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not any(running(pid) for pid in site["pids"].values())
     assert leftovers(tmp_path) == []

@@ -41,15 +41,22 @@ QUICK = ("--only", "cpu_task", "--only", "failing_task", "--max-wait", "300")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HIVEMIND_", "PIP_")) and k not in ("REDIS_URL", "PYTHONPATH", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HIVEMIND_", "PIP_")) and k not in ("REDIS_URL", "PYTHONPATH", "VIRTUAL_ENV")
+    }
     env.update(HIVEMIND_TASK_IMAGE=PYTHON_IMAGE, COLUMNS="80", **extra)
     return env
 
 
 def pip_install(python: Path, target: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links",
-                           str(WHEELHOUSE), str(target)], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(WHEELHOUSE), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +72,11 @@ def fresh_install(tmp_path_factory) -> Path:
     if done.returncode != 0:
         # First time on this machine (or new dependencies): fill the wheelhouse from PyPI.
         WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(WHEELHOUSE), str(clone),
-                        "hatchling", "grpcio-tools>=1.66,<2"], check=True, timeout=900)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(WHEELHOUSE), str(clone), "hatchling", "grpcio-tools>=1.66,<2"],
+            check=True,
+            timeout=900,
+        )
         done = pip_install(python, clone)
     assert done.returncode == 0, done.stdout + done.stderr
     shutil.rmtree(clone)  # the demo must not need the checkout any more
@@ -76,14 +86,26 @@ def fresh_install(tmp_path_factory) -> Path:
 @pytest.mark.timeout(900)
 def test_pip_install_then_demo_from_anywhere(fresh_install: Path, docker_client, tmp_path: Path):
     bin_dir = fresh_install
-    where = subprocess.run([str(bin_dir / "python"), "-c", "import hivemind_celery; print(hivemind_celery.__file__)"],
-                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import hivemind_celery; print(hivemind_celery.__file__)"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "site-packages" in where, f"not an installed copy: {where}"
     work = tmp_path / "somewhere-else"
     work.mkdir()
     # All the examples, as a newcomer runs it (requirements_task's set-up step reaches PyPI).
-    done = subprocess.run([str(bin_dir / "hivemind"), "demo", "--exit-when-done", "--max-wait", "400"], cwd=work,
-                          env=clean_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(bin_dir / "hivemind"), "demo", "--exit-when-done", "--max-wait", "400"],
+        cwd=work,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     summary = json.loads((work / ".hivemind" / "demo-summary.json").read_text())
@@ -91,8 +113,13 @@ def test_pip_install_then_demo_from_anywhere(fresh_install: Path, docker_client,
     assert summary["started_dockerd"] is False, out  # the machine's dockerd was up
     assert re.search(r"\(docker\s+runtime", out) and "NO ISOLATION" not in out, out
     outcomes = {row["example"]: row["outcome"] for row in summary["examples"]}
-    assert outcomes == {"cpu_task": "succeeded", "requirements_task": "succeeded", "failing_task": "failed",
-                        "slow_task": "timed_out", "gpu_task": "succeeded" if summary["gpus"] else "skipped"}, out
+    assert outcomes == {
+        "cpu_task": "succeeded",
+        "requirements_task": "succeeded",
+        "failing_task": "failed",
+        "slow_task": "timed_out",
+        "gpu_task": "succeeded" if summary["gpus"] else "skipped",
+    }, out
     # The fresh venv has no Flower: the hint names the extra that brings it.
     assert re.search(r"pip\s+install\s+'hivemind-celery\[flower\]'", out), out
     # The live table's last frame: every column filled, the task's last output line kept
@@ -122,9 +149,14 @@ def test_demo_starts_a_stopped_dockerd_and_stops_it(checkout, docker_client, tmp
     assert dockerd.socket_state(host.socket) == "absent"
     own = dockerd.own_daemon(host, work / ".hivemind")
     try:
-        done = subprocess.run(demo("--exit-when-done", "--no-flower", *QUICK), cwd=work,
-                              env=env | {"DOCKER_HOST": host.url, "COLUMNS": "300"},
-                              capture_output=True, text=True, timeout=800)
+        done = subprocess.run(
+            demo("--exit-when-done", "--no-flower", *QUICK),
+            cwd=work,
+            env=env | {"DOCKER_HOST": host.url, "COLUMNS": "300"},
+            capture_output=True,
+            text=True,
+            timeout=800,
+        )
         out = done.stdout + done.stderr
         assert f"starting it on {host.socket}" in out, out
         assert done.returncode == 0, out
@@ -132,7 +164,9 @@ def test_demo_starts_a_stopped_dockerd_and_stops_it(checkout, docker_client, tmp
         assert summary["started_dockerd"] is True and summary["docker_host"] == host.url, out
         assert summary["runtime"] == "docker", out
         assert {row["example"]: row["outcome"] for row in summary["examples"]} == {
-            "cpu_task": "succeeded", "failing_task": "failed"}, out
+            "cpu_task": "succeeded",
+            "failing_task": "failed",
+        }, out
         # It had no images: the demo built the task image on that daemon.
         assert f"The task image {PYTHON_IMAGE} is missing: building it" in out, out
         assert (own.state / "data").is_dir()
@@ -146,15 +180,21 @@ def test_demo_starts_a_stopped_dockerd_and_stops_it(checkout, docker_client, tmp
         docker_client.ping()  # the machine's own dockerd is untouched
 
         # Left up with the site (--keep-running), it goes with `--stop`; its images stayed.
-        kept = subprocess.run(demo("--keep-running", "--no-flower", "--only", "failing_task"), cwd=work,
-                              env=env | {"DOCKER_HOST": host.url, "COLUMNS": "300"},
-                              capture_output=True, text=True, timeout=300)
+        kept = subprocess.run(
+            demo("--keep-running", "--no-flower", "--only", "failing_task"),
+            cwd=work,
+            env=env | {"DOCKER_HOST": host.url, "COLUMNS": "300"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         out = kept.stdout + kept.stderr
         assert kept.returncode == 0, out
         assert f"starting it on {host.socket}" in out and "building it" not in out, out
         assert dockerd.socket_state(host.socket) == "serving" and dockerd.bridge_exists(own.bridge), out
-        stopped = subprocess.run(demo("--stop"), cwd=work, env=env | {"DOCKER_HOST": host.url},
-                                 capture_output=True, text=True, timeout=200)
+        stopped = subprocess.run(
+            demo("--stop"), cwd=work, env=env | {"DOCKER_HOST": host.url}, capture_output=True, text=True, timeout=200
+        )
         out = stopped.stdout + stopped.stderr
         assert stopped.returncode == 0 and "stopping dockerd" in out, out
         assert dockerd.socket_state(host.socket) != "serving"
@@ -181,15 +221,27 @@ def test_no_docker_at_all_falls_back_and_says_isolation_is_off(checkout, tmp_pat
         if shutil.which(tool):
             (bare_path / tool).symlink_to(shutil.which(tool))
     env = env | {"DOCKER_HOST": f"unix://{tmp_path}/nobody.sock", "PATH": str(bare_path), "COLUMNS": "100"}
-    refused = subprocess.run(demo("--exit-when-done", "--no-flower", "--runtime", "docker", "--only", "failing_task"),
-                             cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        demo("--exit-when-done", "--no-flower", "--runtime", "docker", "--only", "failing_task"),
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = refused.stdout + refused.stderr
     assert refused.returncode == 1, out
     assert "Docker is not installed" in out and "apt-get install docker.io" in out, out
     assert not (work / ".hivemind" / "logs" / "redis.log").exists(), "a service started before the check"
 
-    done = subprocess.run(demo("--exit-when-done", "--no-flower", "--only", "failing_task"), cwd=work, env=env,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        demo("--exit-when-done", "--no-flower", "--only", "failing_task"),
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert json.loads((work / ".hivemind" / "demo-summary.json").read_text())["runtime"] == "process"
@@ -203,8 +255,9 @@ def test_no_docker_at_all_falls_back_and_says_isolation_is_off(checkout, tmp_pat
 def test_missing_examples_stop_the_demo_before_anything_starts(checkout):
     repo, work, env = checkout
     (repo / "hivemind" / "demo" / "examples" / "cpu_task" / "main.py").unlink()
-    done = subprocess.run(demo("--exit-when-done", "--only", "cpu_task"), cwd=work, env=env,
-                          capture_output=True, text=True, timeout=100)
+    done = subprocess.run(
+        demo("--exit-when-done", "--only", "cpu_task"), cwd=work, env=env, capture_output=True, text=True, timeout=100
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
     assert "cpu_task" in out and "pip install --force-reinstall hivemind-celery" in " ".join(out.split()), out

@@ -98,8 +98,9 @@ def test_live_table_fills_every_column_in_80_columns():
     skipped.skipped = "no GPU on this machine"
     lines = rendered(rows)
     assert all(len(line) <= 80 for line in lines)
-    by_name = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[1:-1]]
-               for line in lines if line.startswith("│")}
+    by_name = {
+        line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")
+    }
     assert by_name["cpu_task"][1:3] == ["RUNNING", "12s"]
     assert by_name["cpu_task"][3].startswith("round 3 of 6") and by_name["cpu_task"][3].endswith("…")
     # A finished task shows its measured duration and keeps its last output line.

@@ -59,21 +59,26 @@ def typed(name: str, mode: int) -> zipfile.ZipInfo:
 
 def renamed(placeholder: bytes, raw: bytes) -> Callable[[], bytes]:
     """A zip whose second entry's name bytes are `raw` (zipfile will not write them)."""
+
     def make() -> bytes:
         data = build([("main.py", GOOD_MAIN), (placeholder.decode(), b"x")])
         assert len(placeholder) == len(raw) and data.count(placeholder) == 2
         return data.replace(placeholder, raw)
+
     return make
 
 
-def patched(offsets: tuple[tuple[bytes, int], ...], fmt: str, *values: int,
-            compression: int = zipfile.ZIP_STORED) -> Callable[[], bytes]:
+def patched(
+    offsets: tuple[tuple[bytes, int], ...], fmt: str, *values: int, compression: int = zipfile.ZIP_STORED
+) -> Callable[[], bytes]:
     """A one-entry zip with fields at (signature, offset) overwritten in both headers."""
+
     def make() -> bytes:
         data = bytearray(build([("main.py", GOOD_MAIN)], compression))
         for signature, offset in offsets:
             struct.pack_into(fmt, data, data.find(signature) + offset, *values)
         return bytes(data)
+
     return make
 
 
@@ -85,6 +90,7 @@ def flags(bits: int) -> Callable[[], bytes]:
             (value,) = struct.unpack_from("<H", data, at)
             struct.pack_into("<H", data, at, value | bits)
         return bytes(data)
+
     return make
 
 
@@ -100,8 +106,7 @@ def many_small_bombs() -> bytes:
 
 
 def tiny_files(count: int) -> Callable[[], bytes]:
-    return lambda: build([("main.py", GOOD_MAIN)] + [(f"f/{i}.txt", b"") for i in range(count - 1)],
-                         zipfile.ZIP_STORED)
+    return lambda: build([("main.py", GOOD_MAIN)] + [(f"f/{i}.txt", b"") for i in range(count - 1)], zipfile.ZIP_STORED)
 
 
 def huge_declared() -> bytes:
@@ -164,10 +169,8 @@ ZIP_CASES: list[Case] = [
     Case("empty-zip", lambda: build([]), "holds no files"),
     Case("truncated-zip", truncated, "not a"),
     Case("encrypted", flags(0x1), "encrypted"),
-    Case("unknown-compression", patched(((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)), "<H", 99),
-         "unsupported compression"),
-    Case("no-entry-point", lambda: build([("README.md", b"nothing to run"), ("sub/main.py", GOOD_MAIN)]),
-         "no entry point"),
+    Case("unknown-compression", patched(((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)), "<H", 99), "unsupported compression"),
+    Case("no-entry-point", lambda: build([("README.md", b"nothing to run"), ("sub/main.py", GOOD_MAIN)]), "no entry point"),
     # -- requirements.txt
     Case("req-editable-root", requirements("-e /\n"), "pip options"),
     Case("req-file-url", requirements("file:///etc\n"), "local paths and urls"),
@@ -177,8 +180,7 @@ ZIP_CASES: list[Case] = [
     Case("req-index-url", requirements("--index-url http://evil.example/simple\nrequests\n"), "pip options"),
     Case("req-include-other", requirements("-r other.txt\n"), "pip options"),
     Case("req-variable", requirements("${HOME}\n"), "variables"),
-    Case("req-not-utf8", lambda: build([("main.py", GOOD_MAIN), ("requirements.txt", b"\xff\xfe\x00r")]),
-         "not valid utf-8"),
+    Case("req-not-utf8", lambda: build([("main.py", GOOD_MAIN), ("requirements.txt", b"\xff\xfe\x00r")]), "not valid utf-8"),
 ]
 
 # The bridge checks headers only (it never unpacks: a 1 GiB zip is not

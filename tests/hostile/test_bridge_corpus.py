@@ -49,8 +49,7 @@ def registry(db: redis.Redis):
     return add_worker(db, "corpus-worker", cpus=4, memory_mb=8192)
 
 
-def refused(bridge: Bridge, db: redis.Redis, registry, task_id: str, zip_bytes: bytes | None = None,
-            **resources: object) -> str:
+def refused(bridge: Bridge, db: redis.Redis, registry, task_id: str, zip_bytes: bytes | None = None, **resources: object) -> str:
     before = registry.capacity()
     reply = execute(bridge, task_id, zip_bytes, **resources)
     assert not reply.success, f"{task_id!r} was accepted"
@@ -90,9 +89,11 @@ def test_hostile_resources_refused(bridge, db, registry, resources: dict, reason
 
 def _raw_execute(bridge: Bridge, raw: bytes) -> pb.ExecuteTaskResponse:
     with grpc.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-        call = channel.unary_unary("/nodepool.WorkerNodeService/ExecuteTask",
-                                   request_serializer=lambda b: b,
-                                   response_deserializer=pb.ExecuteTaskResponse.FromString)
+        call = channel.unary_unary(
+            "/nodepool.WorkerNodeService/ExecuteTask",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.ExecuteTaskResponse.FromString,
+        )
         return call(raw, timeout=30)
 
 

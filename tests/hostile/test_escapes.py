@@ -34,9 +34,15 @@ WORKSPACE_MAX_FILES = 2000
 
 @pytest.fixture(scope="module")
 def worker(start_worker):
-    return start_worker("cpu", HIVEMIND_TMPFS_SIZE=f"{TMP_CAP_MB}m", HIVEMIND_STOP_GRACE=str(STOP_GRACE),
-                        HIVEMIND_RESULT_MAX_BYTES=str(RESULT_CAP), HIVEMIND_WORKSPACE_MAX_MB=str(WORKSPACE_CAP_MB),
-                        HIVEMIND_WORKSPACE_MAX_FILES=str(WORKSPACE_MAX_FILES), HIVEMIND_WORKSPACE_CHECK_INTERVAL="0.5")
+    return start_worker(
+        "cpu",
+        HIVEMIND_TMPFS_SIZE=f"{TMP_CAP_MB}m",
+        HIVEMIND_STOP_GRACE=str(STOP_GRACE),
+        HIVEMIND_RESULT_MAX_BYTES=str(RESULT_CAP),
+        HIVEMIND_WORKSPACE_MAX_MB=str(WORKSPACE_CAP_MB),
+        HIVEMIND_WORKSPACE_MAX_FILES=str(WORKSPACE_MAX_FILES),
+        HIVEMIND_WORKSPACE_CHECK_INTERVAL="0.5",
+    )
 
 
 def run(celery_app, store, files: dict[str, str], timeout_s: float = 180, **spec_fields) -> tuple[TaskSpec, object]:
@@ -79,11 +85,9 @@ print("filled", written, error)
 
 
 # /dev/shm is Docker's default 64 MiB tmpfs (the runtime sets no shm size).
-@pytest.mark.parametrize(("target", "cap_mb"), [("/tmp/fill", TMP_CAP_MB), ("/dev/shm/fill", 64)],
-                         ids=["tmp", "dev-shm"])
+@pytest.mark.parametrize(("target", "cap_mb"), [("/tmp/fill", TMP_CAP_MB), ("/dev/shm/fill", 64)], ids=["tmp", "dev-shm"])
 def test_filling_a_disk_stops_at_its_cap(worker, celery_app, store, target: str, cap_mb: int) -> None:
-    _, result = run(celery_app, store, {"fill.py": FILL}, command=["python3", "fill.py", target],
-                    memory_mb=512)
+    _, result = run(celery_app, store, {"fill.py": FILL}, command=["python3", "fill.py", target], memory_mb=512)
     outcome = outcome_of(result)
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
     probe = report(store, outcome)
@@ -106,10 +110,12 @@ print("done", flush=True)
 """
 
 
-@pytest.mark.parametrize(("kind", "cap_variable"), [("bytes", "HIVEMIND_WORKSPACE_MAX_MB"),
-                                                    ("files", "HIVEMIND_WORKSPACE_MAX_FILES")])
-def test_filling_the_workspace_kills_the_task_at_its_cap(worker, celery_app, store, docker_client,
-                                                         kind: str, cap_variable: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "cap_variable"), [("bytes", "HIVEMIND_WORKSPACE_MAX_MB"), ("files", "HIVEMIND_WORKSPACE_MAX_FILES")]
+)
+def test_filling_the_workspace_kills_the_task_at_its_cap(
+    worker, celery_app, store, docker_client, kind: str, cap_variable: str
+) -> None:
     """/workspace is a Docker volume that overlay2 on ext4 cannot size-cap; the
     worker measures it while the task runs and kills the task past its cap."""
     spec, result = run(celery_app, store, {"grow.py": GROW}, command=["python3", "grow.py", kind], memory_mb=512)
@@ -126,8 +132,10 @@ def test_filling_the_workspace_kills_the_task_at_its_cap(worker, celery_app, sto
 def test_filling_the_workspace_returns_no_more_than_the_result_cap(worker, celery_app, store) -> None:
     """Within the workspace cap, what comes back is bounded too: the copy stops
     at HIVEMIND_RESULT_MAX_BYTES and names the files it left out."""
-    writer = ("import os\nfor i in range(3):\n    open(f'big{i}.bin', 'wb').write(os.urandom(10 * 1024 * 1024))\n"
-              "print('wrote 30 MiB')\n")
+    writer = (
+        "import os\nfor i in range(3):\n    open(f'big{i}.bin', 'wb').write(os.urandom(10 * 1024 * 1024))\n"
+        "print('wrote 30 MiB')\n"
+    )
     _, result = run(celery_app, store, {"main.py": writer})
     outcome = outcome_of(result)
     assert outcome.succeeded, outcome.reason
@@ -242,8 +250,10 @@ def test_cpu_spinner_gets_no_more_than_its_quota(worker, celery_app, store) -> N
     usage = outcome.usage
     assert usage is not None and usage.samples > 0 and usage.cpu_seconds > 0, usage
     cores_used = usage.cpu_seconds / outcome.duration
-    print(f"spinner: {usage.cpu_seconds:.2f} cpu-s over {outcome.duration:.2f} s = {cores_used:.3f} cores "
-          f"(quota 0.5); cpu_percent {usage.cpu_percent:.1f}")
+    print(
+        f"spinner: {usage.cpu_seconds:.2f} cpu-s over {outcome.duration:.2f} s = {cores_used:.3f} cores "
+        f"(quota 0.5); cpu_percent {usage.cpu_percent:.1f}"
+    )
     assert cores_used <= 0.5 * 1.1, cores_used  # CFS quota, with 10% for sampling edges
 
 
@@ -266,8 +276,7 @@ def test_task_ignoring_sigterm_is_killed_after_the_grace_on_timeout(worker, cele
     assert containers_of(docker_client, spec.task_id) == []
 
 
-def test_task_ignoring_sigterm_is_killed_after_the_grace_on_stop(worker, celery_app, store, redis_client,
-                                                                 docker_client) -> None:
+def test_task_ignoring_sigterm_is_killed_after_the_grace_on_stop(worker, celery_app, store, redis_client, docker_client) -> None:
     spec, result = run(celery_app, store, {"main.py": IGNORE_TERM})
     deadline = time.monotonic() + 60
     while b"up" not in read_output(redis_client, spec.task_id)[1] and time.monotonic() < deadline:

@@ -32,8 +32,7 @@ def worker(start_worker):
 
 def run(celery_app, store, files, **fields):
     spec = TaskSpec(task_id=f"f-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)), **fields)
-    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                                      queue="cpu")
+    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="cpu")
 
 
 class PeakRss:
@@ -86,9 +85,11 @@ def test_gigabytes_of_stdout_stay_bounded(worker, celery_app, store, redis_clien
     entries = redis_client.xlen(key)
     with zipfile.ZipFile(io.BytesIO(store.get(outcome.result_ref))) as archive:
         task_logs = archive.getinfo("task_logs.txt").file_size
-    print(f"flood {FLOOD_MIB} MiB: stream {stream_bytes / MiB:.1f} MiB in {entries} entries; "
-          f"log tail {len(outcome.log_tail)} chars; task_logs.txt {task_logs} bytes; "
-          f"worker RSS {baseline / MiB:.0f} MiB before, peak {rss.peak / MiB:.0f} MiB")
+    print(
+        f"flood {FLOOD_MIB} MiB: stream {stream_bytes / MiB:.1f} MiB in {entries} entries; "
+        f"log tail {len(outcome.log_tail)} chars; task_logs.txt {task_logs} bytes; "
+        f"worker RSS {baseline / MiB:.0f} MiB before, peak {rss.peak / MiB:.0f} MiB"
+    )
     assert "flood done" in outcome.log_tail
     assert "earlier bytes dropped" in outcome.log_tail
     assert len(outcome.log_tail.encode()) <= TAIL + 200

@@ -58,8 +58,7 @@ def source_worker(start_worker, index):
 
 
 def run(celery_app, store, files: dict[str, str], queue: str = "cpu", **spec_fields) -> TaskOutcome:
-    spec = TaskSpec(task_id=f"s-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)), memory_mb=256,
-                    **spec_fields)
+    spec = TaskSpec(task_id=f"s-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)), memory_mb=256, **spec_fields)
     result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue=queue)
     return celery_outcome(result, 240)
 
@@ -72,9 +71,11 @@ def result_files(store, outcome: TaskOutcome) -> dict[str, bytes]:
 def hostile_config(index: LocalIndex) -> str:
     elsewhere = f"{DOCKER_HOST}:{index.elsewhere.port}"
     # extra-index-url and find-links: the set-up step's own options set no such thing to override them.
-    return (f"[global]\nindex-url = http://{elsewhere}/simple\nextra-index-url = http://{elsewhere}/simple\n"
-            f"find-links = http://{elsewhere}/files/\ntrusted-host = {DOCKER_HOST}\n"
-            "no-binary = :all:\n[install]\nindex-url = http://127.0.0.1:9/simple\n")
+    return (
+        f"[global]\nindex-url = http://{elsewhere}/simple\nextra-index-url = http://{elsewhere}/simple\n"
+        f"find-links = http://{elsewhere}/files/\ntrusted-host = {DOCKER_HOST}\n"
+        "no-binary = :all:\n[install]\nindex-url = http://127.0.0.1:9/simple\n"
+    )
 
 
 # Each place pip (or Python, before pip runs) would read something from: the
@@ -84,8 +85,10 @@ PLACES = {
     "legacy-home-config": lambda cfg: {".pip/pip.conf": cfg},
     "workspace-root-config": lambda cfg: {"pip.conf": cfg, "pip.ini": cfg},
     "shadow-pip-package": lambda cfg: {"pip/__init__.py": "", "pip/__main__.py": PLANTED},
-    "user-site-code": lambda cfg: {".local/lib/python3.11/site-packages/usercustomize.py": PLANTED,
-                                   ".local/lib/python3.11/site-packages/evil.pth": "import os; " + PLANTED},
+    "user-site-code": lambda cfg: {
+        ".local/lib/python3.11/site-packages/usercustomize.py": PLANTED,
+        ".local/lib/python3.11/site-packages/evil.pth": "import os; " + PLANTED,
+    },
     "sitecustomize-in-workspace": lambda cfg: {"sitecustomize.py": PLANTED},
 }
 
@@ -104,11 +107,22 @@ def test_config_and_code_shipped_in_the_task_are_ignored(worker, celery_app, sto
 
 def test_pip_variables_in_the_spec_env_are_ignored(worker, celery_app, store, index) -> None:
     elsewhere = f"http://{DOCKER_HOST}:{index.elsewhere.port}/simple"
-    env = {"PIP_INDEX_URL": elsewhere, "PIP_EXTRA_INDEX_URL": elsewhere, "PIP_TRUSTED_HOST": DOCKER_HOST,
-           "PIP_CONFIG_FILE": "/workspace/pip.conf", "PIP_NO_BINARY": ":all:", "HOME": "/workspace",
-           "PYTHONPATH": "/workspace", "PYTHONSTARTUP": "/workspace/sitecustomize.py"}
-    files = {"requirements.txt": "hmwheel\n", "main.py": "import hmwheel\n", "pip.conf": hostile_config(index),
-             "sitecustomize.py": PLANTED}
+    env = {
+        "PIP_INDEX_URL": elsewhere,
+        "PIP_EXTRA_INDEX_URL": elsewhere,
+        "PIP_TRUSTED_HOST": DOCKER_HOST,
+        "PIP_CONFIG_FILE": "/workspace/pip.conf",
+        "PIP_NO_BINARY": ":all:",
+        "HOME": "/workspace",
+        "PYTHONPATH": "/workspace",
+        "PYTHONSTARTUP": "/workspace/sitecustomize.py",
+    }
+    files = {
+        "requirements.txt": "hmwheel\n",
+        "main.py": "import hmwheel\n",
+        "pip.conf": hostile_config(index),
+        "sitecustomize.py": PLANTED,
+    }
     outcome = run(celery_app, store, files, env=env)
     assert outcome.status is TaskStatus.SUCCEEDED, (outcome.reason, outcome.log_tail)
     assert f"Looking in indexes: {index.url()}" in outcome.log_tail
@@ -119,13 +133,15 @@ def test_pip_variables_in_the_spec_env_are_ignored(worker, celery_app, store, in
     assert index.elsewhere.hits == []
 
 
-def test_source_only_package_fails_with_a_reason_and_its_build_never_runs(worker, celery_app, store, index,
-                                                                          docker_client) -> None:
+def test_source_only_package_fails_with_a_reason_and_its_build_never_runs(
+    worker, celery_app, store, index, docker_client
+) -> None:
     outcome = run(celery_app, store, {"requirements.txt": "hmwheel\nhmsdist\n", "main.py": "print('MAIN RAN')\n"})
     assert outcome.status is TaskStatus.FAILED
-    assert outcome.reason.startswith("set-up step (pip install -r requirements.txt) failed: 'hmsdist' is published "
-                                     f"only as source on the package index {index.url()} (hmsdist-1.0.tar.gz)"), \
-        outcome.reason
+    assert outcome.reason.startswith(
+        "set-up step (pip install -r requirements.txt) failed: 'hmsdist' is published "
+        f"only as source on the package index {index.url()} (hmsdist-1.0.tar.gz)"
+    ), outcome.reason
     assert "HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off" in outcome.reason
     assert "MAIN RAN" not in outcome.log_tail
     assert MARKER not in result_files(store, outcome)
@@ -147,15 +163,16 @@ def test_a_wheel_linked_on_another_host_is_refused_by_the_set_up_proxy(worker, c
     outcome = run(celery_app, store, {"requirements.txt": "hmfar\n", "main.py": "import hmfar\n"})
     assert outcome.status is TaskStatus.FAILED
     far = f"{DOCKER_HOST}:{index.elsewhere.port}"
-    assert outcome.reason.startswith(f"set-up step (pip install -r requirements.txt) failed: it tried to reach {far}, "
-                                     "which this site does not allow"), outcome.reason
+    assert outcome.reason.startswith(
+        f"set-up step (pip install -r requirements.txt) failed: it tried to reach {far}, which this site does not allow"
+    ), outcome.reason
     assert index.elsewhere.hits == []
 
 
 def test_source_builds_when_the_operator_allows_them_and_their_code_still_cannot_get_out(
-        source_worker, celery_app, store, index) -> None:
-    outcome = run(celery_app, store, {"requirements.txt": "hmsdist\n", "main.py": "import hmsdist\n"},
-                  queue="gpu")
+    source_worker, celery_app, store, index
+) -> None:
+    outcome = run(celery_app, store, {"requirements.txt": "hmsdist\n", "main.py": "import hmsdist\n"}, queue="gpu")
     assert outcome.status is TaskStatus.SUCCEEDED, (outcome.reason, outcome.log_tail)
     assert "HMSDIST OK" in outcome.log_tail
     probe = json.loads(result_files(store, outcome)[MARKER])  # the build ran, as the operator allowed
@@ -173,15 +190,27 @@ def test_the_proxy_works_when_files_go_through_the_docker_api(docker_client, ind
     from hivemind_celery.runtime.docker_driver import DockerRuntime
     from tests.services_kit import PYTHON_IMAGE
 
-    runtime = DockerRuntime(Settings(worker_id=f"test-setup-api-{uuid.uuid4().hex[:6]}", volume_io="api",
-                                     setup_index_url=index.url(), setup_allowed_hosts=[], stop_grace=1),
-                            client=docker_client)
+    runtime = DockerRuntime(
+        Settings(
+            worker_id=f"test-setup-api-{uuid.uuid4().hex[:6]}",
+            volume_io="api",
+            setup_index_url=index.url(),
+            setup_allowed_hosts=[],
+            stop_grace=1,
+        ),
+        client=docker_client,
+    )
     data = make_zip({"requirements.txt": "hmwheel\n", "main.py": "import hmwheel\n"})
     manifest = workspace.inspect_zip(data)
     spec = TaskSpec(task_id=f"s-{uuid.uuid4().hex[:10]}", payload="sha256:" + "0" * 64, memory_mb=256)
-    job = Job(spec=spec, image=PYTHON_IMAGE, command=workspace.entry_command(manifest),
-              workspace_tar=workspace.zip_to_tar(data, manifest), timeout=60,
-              setup_command=workspace.setup_command(manifest))
+    job = Job(
+        spec=spec,
+        image=PYTHON_IMAGE,
+        command=workspace.entry_command(manifest),
+        workspace_tar=workspace.zip_to_tar(data, manifest),
+        timeout=60,
+        setup_command=workspace.setup_command(manifest),
+    )
     try:
         result = runtime.run(job)
     finally:

@@ -30,8 +30,7 @@ def good_spec(store: PayloadStore, **fields: object) -> dict:
 
 
 def send(celery_app, spec_json: dict, task_id: str | None = None):
-    return celery_app.send_task(TASK_NAME, args=[spec_json], task_id=task_id or spec_json.get("task_id") or None,
-                                queue="cpu")
+    return celery_app.send_task(TASK_NAME, args=[spec_json], task_id=task_id or spec_json.get("task_id") or None, queue="cpu")
 
 
 def outcome_of(result, timeout: float = 180) -> TaskOutcome:
@@ -50,16 +49,16 @@ def test_hostile_zip_is_rejected_by_the_worker(worker, celery_app, store, case: 
 
 
 @pytest.mark.parametrize(("name", "fields", "field"), SPEC_CASES, ids=[c[0] for c in SPEC_CASES])
-def test_hostile_spec_is_rejected_naming_the_field(worker, celery_app, store, name: str, fields: dict,
-                                                   field: str) -> None:
+def test_hostile_spec_is_rejected_naming_the_field(worker, celery_app, store, name: str, fields: dict, field: str) -> None:
     outcome = outcome_of(send(celery_app, good_spec(store, **fields)))
     assert outcome.status is TaskStatus.REJECTED, (name, outcome.status, outcome.reason)
     assert field in outcome.reason, outcome.reason
 
 
 @pytest.mark.parametrize("task_id", BAD_TASK_IDS, ids=lambda t: repr(t)[:24])
-def test_task_id_with_separators_or_shell_metacharacters_is_rejected(worker, celery_app, store, docker_client,
-                                                                     task_id: str) -> None:
+def test_task_id_with_separators_or_shell_metacharacters_is_rejected(
+    worker, celery_app, store, docker_client, task_id: str
+) -> None:
     mine = f"hivemind.worker={worker.worker_id}"
     assert docker_leftovers(docker_client, mine) == ([], [])  # earlier cases' containers are gone
     spec = good_spec(store, task_id=task_id)

@@ -33,8 +33,13 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
 def _claims(pool: RunningPool, username: str, exp_offset: float) -> dict:
     row = pool.pool.store.conn.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
     now = int(time.time())
-    return {"sub": username, "uid": row["id"], "iat": now, "exp": now + int(exp_offset),
-            "acct": pool.pool.tokens._account_mark(row["id"])}
+    return {
+        "sub": username,
+        "uid": row["id"],
+        "iat": now,
+        "exp": now + int(exp_offset),
+        "acct": pool.pool.tokens._account_mark(row["id"]),
+    }
 
 
 def bad_tokens(pool: RunningPool) -> dict[str, str]:
@@ -102,22 +107,29 @@ def _bearer(token: str) -> tuple[tuple[str, str], ...]:
 RPCS: dict[str, Callable[[Client, str], tuple[bool, str]]] = {
     "Transfer": lambda c, t: _pair(c.users.Transfer(pb.TransferRequest(token=t, receiver_username="bob", amount=1))),
     "GetBalance": lambda c, t: _pair(c.users.GetBalance(pb.GetBalanceRequest(token=t))),
-    "RegisterWorkerNode": lambda c, t: _pair(c.nodes.RegisterWorkerNode(
-        pb.RegisterWorkerNodeRequest(node_id="alice", hostname="localhost", port=50053), metadata=_bearer(t))),
-    "ReportStatus": lambda c, t: _pair(c.nodes.ReportStatus(
-        pb.RunningStatusRequest(node_id="alice", status="Idle"), metadata=_bearer(t))),
-    "UploadTask": lambda c, t: _pair(c.master.UploadTask(
-        pb.UploadTaskRequest(task_id="auth-probe", task_zip=make_zip(), token=t))),
+    "RegisterWorkerNode": lambda c, t: _pair(
+        c.nodes.RegisterWorkerNode(
+            pb.RegisterWorkerNodeRequest(node_id="alice", hostname="localhost", port=50053), metadata=_bearer(t)
+        )
+    ),
+    "ReportStatus": lambda c, t: _pair(
+        c.nodes.ReportStatus(pb.RunningStatusRequest(node_id="alice", status="Idle"), metadata=_bearer(t))
+    ),
+    "UploadTask": lambda c, t: _pair(
+        c.master.UploadTask(pb.UploadTaskRequest(task_id="auth-probe", task_zip=make_zip(), token=t))
+    ),
     "GetTaskResult": lambda c, t: _pair(c.master.GetTaskResult(pb.GetTaskResultRequest(task_id="x", token=t))),
     "StopTask": lambda c, t: _pair(c.master.StopTask(pb.StopTaskRequest(task_id="x", token=t))),
     "GetAllUserTasks": lambda c, t: _aborts(lambda: c.master.GetAllUserTasks(pb.GetAllUserTasksRequest(token=t))),
     "GetTasklog": lambda c, t: _aborts(lambda: c.master.GetTasklog(pb.TasklogRequest(task_id="x", token=t))),
-    "TaskOutputUpload": lambda c, t: _pair(c.worker.TaskOutputUpload(
-        pb.TaskOutputUploadRequest(task_id="x", output="o", token=t))),
+    "TaskOutputUpload": lambda c, t: _pair(
+        c.worker.TaskOutputUpload(pb.TaskOutputUploadRequest(task_id="x", output="o", token=t))
+    ),
     "TaskOutput": lambda c, t: _pair(c.worker.TaskOutput(pb.TaskOutputRequest(task_id="x", output="o", token=t))),
     "TaskUsage": lambda c, t: _pair(c.worker.TaskUsage(pb.TaskUsageRequest(task_id="0", cpu_usage=5, token=t))),
-    "TaskResultUpload": lambda c, t: _pair(c.worker.TaskResultUpload(
-        pb.TaskResultUploadRequest(task_id="x", result_zip=result_zip(), token=t))),
+    "TaskResultUpload": lambda c, t: _pair(
+        c.worker.TaskResultUpload(pb.TaskResultUploadRequest(task_id="x", result_zip=result_zip(), token=t))
+    ),
 }
 
 
@@ -199,8 +211,7 @@ def test_signed_tokens_with_wrong_claims_are_refused(pool: RunningPool, client: 
     tokens = {
         "no-exp": jwt.encode({k: v for k, v in alice.items() if k != "exp"}, TEST_SECRET, algorithm="HS256"),
         "no-acct": jwt.encode({k: v for k, v in alice.items() if k != "acct"}, TEST_SECRET, algorithm="HS256"),
-        "alice-name-bob-id": jwt.encode({**alice, "uid": bob["uid"], "acct": bob["acct"]}, TEST_SECRET,
-                                        algorithm="HS256"),
+        "alice-name-bob-id": jwt.encode({**alice, "uid": bob["uid"], "acct": bob["acct"]}, TEST_SECRET, algorithm="HS256"),
         "bob-acct-on-alice": jwt.encode({**alice, "acct": bob["acct"]}, TEST_SECRET, algorithm="HS256"),
         "uid-as-text": jwt.encode({**alice, "uid": str(alice["uid"])}, TEST_SECRET, algorithm="HS256"),
         "not-yet-valid": jwt.encode({**alice, "nbf": now + 3600}, TEST_SECRET, algorithm="HS256"),

@@ -55,9 +55,16 @@ def pool(tmp_path: Path) -> Iterator[RunningPool]:
 def bridge(pool: RunningPool, db: redis.Redis, redis_base: str) -> Iterator[Bridge]:
     add_worker(db, cpus=4, memory_mb=8192)
     settings = Settings(
-        redis_url=f"{redis_base}/{POOL_BRIDGE_DB}", username="site1", password=PASSWORD,
-        nodepool_address=pool.address.replace("127.0.0.1", "localhost"), bridge_port=0, bridge_bind="127.0.0.1",
-        bridge_secret=WORKER_SECRET, heartbeat_interval=0.2, registration_interval=0.5, relay_interval=0.1,
+        redis_url=f"{redis_base}/{POOL_BRIDGE_DB}",
+        username="site1",
+        password=PASSWORD,
+        nodepool_address=pool.address.replace("127.0.0.1", "localhost"),
+        bridge_port=0,
+        bridge_bind="127.0.0.1",
+        bridge_secret=WORKER_SECRET,
+        heartbeat_interval=0.2,
+        registration_interval=0.5,
+        relay_interval=0.1,
     )
     running = Bridge(settings).start()
     yield running
@@ -66,16 +73,21 @@ def bridge(pool: RunningPool, db: redis.Redis, redis_base: str) -> Iterator[Brid
 
 def test_pool_and_bridge_speak_the_same_protocol(pool: RunningPool, bridge: Bridge, db: redis.Redis) -> None:
     store = pool.pool.store
-    wait_for(lambda: store.conn.execute("SELECT status FROM nodes WHERE node_id = 'site1'").fetchone(),
-             what="the bridge's registration")
-    wait_for(lambda: store.conn.execute("SELECT status FROM nodes WHERE node_id = 'site1'").fetchone()[0] == "Idle",
-             what="the bridge reporting Idle")
+    wait_for(
+        lambda: store.conn.execute("SELECT status FROM nodes WHERE node_id = 'site1'").fetchone(),
+        what="the bridge's registration",
+    )
+    wait_for(
+        lambda: store.conn.execute("SELECT status FROM nodes WHERE node_id = 'site1'").fetchone()[0] == "Idle",
+        what="the bridge reporting Idle",
+    )
 
     client = Client(pool.address)
     owner = client.login("owner")
     task_id = new_task_id()
-    reply = client.master.UploadTask(pb.UploadTaskRequest(task_id=task_id, task_zip=make_zip(), memory_gb=1,
-                                                          cpu_score=100, token=owner))
+    reply = client.master.UploadTask(
+        pb.UploadTaskRequest(task_id=task_id, task_zip=make_zip(), memory_gb=1, cpu_score=100, token=owner)
+    )
     assert reply.success, reply.message
     wait_for(lambda: task_status(client, owner, task_id).status == "RUNNING", what="task RUNNING on the bridge")
     assert task_status(client, owner, task_id).message == "running on site1"

@@ -72,8 +72,9 @@ def test_dispatches_only_to_an_idle_node(pool: RunningPool, client: Client, work
     assert w.executed_ids == []
     assert task_status(client, owner, task_id).status == "PENDING"
 
-    reply = client.nodes.ReportStatus(pb.RunningStatusRequest(node_id="cpu1", status="Idle"),
-                                      metadata=(("authorization", f"Bearer {node_token}"),))
+    reply = client.nodes.ReportStatus(
+        pb.RunningStatusRequest(node_id="cpu1", status="Idle"), metadata=(("authorization", f"Bearer {node_token}"),)
+    )
     assert reply.success
     wait_for(lambda: task_status(client, owner, task_id).status == "RUNNING", what="task RUNNING")
     assert w.executed_ids == [task_id]
@@ -99,8 +100,17 @@ def test_capacity_and_gpu_rules(pool: RunningPool, client: Client, workers: list
     owner = client.login("owner")
     small, gpu, big = worker(workers), worker(workers), worker(workers)
     register_node(client, client.login("cpu1"), "cpu1", small.port, memory_gb=4, cpu_score=100)
-    register_node(client, client.login("gpu1"), "gpu1", gpu.port, memory_gb=4, cpu_score=100,
-                  gpu_score=500, gpu_memory_gb=16, gpu_name="NVIDIA A100-SXM4-80GB")
+    register_node(
+        client,
+        client.login("gpu1"),
+        "gpu1",
+        gpu.port,
+        memory_gb=4,
+        cpu_score=100,
+        gpu_score=500,
+        gpu_memory_gb=16,
+        gpu_name="NVIDIA A100-SXM4-80GB",
+    )
 
     too_big = submit(client, owner, memory_gb=32)
     gpu_task = submit(client, owner, gpu_memory_gb=8, gpu_name="a100")
@@ -118,8 +128,7 @@ def test_capacity_and_gpu_rules(pool: RunningPool, client: Client, workers: list
     assert gpu.executed_ids == [gpu_task]
 
 
-def test_reservations_keep_a_node_from_being_overcommitted(pool: RunningPool, client: Client,
-                                                           workers: list[TestWorker]) -> None:
+def test_reservations_keep_a_node_from_being_overcommitted(pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
     """A task's request is held on its node from dispatch to result, as the deployed pool
     does: neither a heartbeat nor a re-registration of the same totals gives it back."""
     owner, node_token = client.login("owner"), client.login("cpu1")
@@ -132,14 +141,14 @@ def test_reservations_keep_a_node_from_being_overcommitted(pool: RunningPool, cl
     register_node(client, node_token, "cpu1", w.port, memory_gb=4, cpu_score=100)  # same totals, Idle again
     settle(pool)
     assert w.executed_ids == [first]  # the first task still holds its 3 GB
-    reply = client.worker.TaskResultUpload(pb.TaskResultUploadRequest(task_id=first, result_zip=result_zip(),
-                                                                     token=node_token))
+    reply = client.worker.TaskResultUpload(pb.TaskResultUploadRequest(task_id=first, result_zip=result_zip(), token=node_token))
     assert reply.success, reply.message
     wait_for(lambda: w.executed_ids == [first, second], what="second task once the first one's result arrived")
 
 
-def test_a_refusing_node_leaves_the_task_pending_with_the_reason(pool: RunningPool, client: Client,
-                                                                 workers: list[TestWorker]) -> None:
+def test_a_refusing_node_leaves_the_task_pending_with_the_reason(
+    pool: RunningPool, client: Client, workers: list[TestWorker]
+) -> None:
     owner = client.login("owner")
     w = worker(workers, accept=False, reason="site full")
     register_node(client, client.login("cpu1"), "cpu1", w.port)
@@ -161,8 +170,7 @@ def test_an_unreachable_node_leaves_the_task_pending(pool: RunningPool, client: 
     assert task_status(client, owner, task_id).status == "PENDING"
 
 
-def test_stop_reaches_the_node_and_the_late_result_is_kept(pool: RunningPool, client: Client,
-                                                           workers: list[TestWorker]) -> None:
+def test_stop_reaches_the_node_and_the_late_result_is_kept(pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
     owner, node_token = client.login("owner"), client.login("cpu1")
     w = worker(workers)
     register_node(client, node_token, "cpu1", w.port)
@@ -175,8 +183,7 @@ def test_stop_reaches_the_node_and_the_late_result_is_kept(pool: RunningPool, cl
     assert task_status(client, owner, task_id).status == "STOPPED"
 
     packed = result_zip({"status": "cancelled", "reason": "stopped"}, {"task_stopped.txt": "stopped"})
-    reply = client.worker.TaskResultUpload(pb.TaskResultUploadRequest(task_id=task_id, result_zip=packed,
-                                                                      token=node_token))
+    reply = client.worker.TaskResultUpload(pb.TaskResultUploadRequest(task_id=task_id, result_zip=packed, token=node_token))
     assert reply.success, reply.message
     fetched = client.master.GetTaskResult(pb.GetTaskResultRequest(task_id=task_id, token=owner))
     assert fetched.success and fetched.result_zip == packed
@@ -184,7 +191,8 @@ def test_stop_reaches_the_node_and_the_late_result_is_kept(pool: RunningPool, cl
 
 
 def test_a_round_with_a_stale_pending_list_does_not_send_a_task_again(
-        pool: RunningPool, client: Client, workers: list[TestWorker], monkeypatch: pytest.MonkeyPatch) -> None:
+    pool: RunningPool, client: Client, workers: list[TestWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A round reads the PENDING tasks, then skips those whose ExecuteTask is in flight.
     A call that ends between the two leaves a RUNNING task on the round's list; sent
     again, the node answers "already accepted" and the pool took that for a task
@@ -210,7 +218,8 @@ def test_a_round_with_a_stale_pending_list_does_not_send_a_task_again(
 
 
 def test_a_task_stopped_while_its_execute_call_is_on_its_way_is_stopped_on_the_node(
-        pool: RunningPool, client: Client, workers: list[TestWorker]) -> None:
+    pool: RunningPool, client: Client, workers: list[TestWorker]
+) -> None:
     owner, node_token = client.login("owner"), client.login("cpu1")
     w = worker(workers, hold=threading.Event())
     register_node(client, node_token, "cpu1", w.port)
@@ -251,15 +260,13 @@ def test_output_and_usage_from_the_assigned_node(pool: RunningPool, client: Clie
 
     keep = pool.pool.settings.output_keep_bytes
     for chunk in ("line one\n", "x" * keep, "last line\n"):
-        reply = client.worker.TaskOutputUpload(pb.TaskOutputUploadRequest(task_id=task_id, output=chunk,
-                                                                          token=node_token))
+        reply = client.worker.TaskOutputUpload(pb.TaskOutputUploadRequest(task_id=task_id, output=chunk, token=node_token))
         assert reply.success, reply.message
     log = client.master.GetTasklog(pb.TasklogRequest(task_id=task_id, token=owner)).log
     assert log.endswith("x" * 100 + "last line\n")
     assert len(log.encode()) == keep and "line one" not in log
 
-    reply = client.worker.TaskUsage(pb.TaskUsageRequest(task_id=task_id, cpu_usage=42.5, memory_usage=250.0,
-                                                        token=node_token))
+    reply = client.worker.TaskUsage(pb.TaskUsageRequest(task_id=task_id, cpu_usage=42.5, memory_usage=250.0, token=node_token))
     assert reply.success, reply.message
     info = task_status(client, owner, task_id)
     assert info.cpu_usage == pytest.approx(42.5) and info.memory_usage == 100.0  # clamped
@@ -299,17 +306,27 @@ def test_execute_deadline_grows_with_size_up_to_the_cap(tmp_path) -> None:  # no
     assert client.execute_deadline(10**12) == settings.execute_deadline_max_s
 
 
-@pytest.mark.parametrize("wanted,offered,ok", [("", "", True), ("Any", "", True), ("any", "Tesla T4", True),
-                                               ("a100", "NVIDIA A100-SXM4-80GB", True), ("H100", "NVIDIA A100", False),
-                                               ("T4", "", False)])
+@pytest.mark.parametrize(
+    "wanted,offered,ok",
+    [
+        ("", "", True),
+        ("Any", "", True),
+        ("any", "Tesla T4", True),
+        ("a100", "NVIDIA A100-SXM4-80GB", True),
+        ("H100", "NVIDIA A100", False),
+        ("T4", "", False),
+    ],
+)
 def test_gpu_name_rule(wanted: str, offered: str, ok: bool) -> None:
     from nodepool.dispatcher import gpu_name_matches
 
     assert gpu_name_matches(wanted, offered) is ok
 
 
-def test_a_node_that_refused_is_asked_again_once_it_reports_idle(hour_backoff_pool,  # noqa: ANN001
-                                                                 workers: list[TestWorker]) -> None:
+def test_a_node_that_refused_is_asked_again_once_it_reports_idle(
+    hour_backoff_pool,  # noqa: ANN001
+    workers: list[TestWorker],
+) -> None:
     """A refusal is often a race between a dispatch and the node's last report:
     the node's next Idle report ends the back-off (an hour here)."""
     running, client = hour_backoff_pool
@@ -329,6 +346,7 @@ def test_a_node_that_refused_is_asked_again_once_it_reports_idle(hour_backoff_po
 
 
 def report_status(client: Client, token: str, status: str) -> None:
-    reply = client.nodes.ReportStatus(pb.RunningStatusRequest(node_id="cpu1", status=status),
-                                      metadata=(("authorization", f"Bearer {token}"),))
+    reply = client.nodes.ReportStatus(
+        pb.RunningStatusRequest(node_id="cpu1", status=status), metadata=(("authorization", f"Bearer {token}"),)
+    )
     assert reply.success, reply.message

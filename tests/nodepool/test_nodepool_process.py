@@ -18,20 +18,26 @@ from tests.nodepool_kit import PASSWORD, Client, free_port, serving, wait_for
 from tests.services_kit import ROOT
 
 
-@pytest.mark.parametrize("command", [["-m", "nodepool"], ["-m", "hivemind.cli", "nodepool"]],
-                         ids=["python -m nodepool", "hivemind nodepool"])
+@pytest.mark.parametrize(
+    "command", [["-m", "nodepool"], ["-m", "hivemind.cli", "nodepool"]], ids=["python -m nodepool", "hivemind nodepool"]
+)
 def test_pool_process_serves_and_stops(tmp_path: Path, command: list[str]) -> None:
     db = tmp_path / "pool.db"
     store = Store(db)
     accounts.create_user(store, "alice", PASSWORD, balance=7)
     store.close()
     port = free_port()
-    env = {**os.environ, "HIVEMIND_NODEPOOL_DB": str(db), "HIVEMIND_NODEPOOL_PORT": str(port),
-           "HIVEMIND_NODEPOOL_HOST": "127.0.0.1", "HIVEMIND_LOG_JSON": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HIVEMIND_NODEPOOL_DB": str(db),
+        "HIVEMIND_NODEPOOL_PORT": str(port),
+        "HIVEMIND_NODEPOOL_HOST": "127.0.0.1",
+        "HIVEMIND_LOG_JSON": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     log_path = tmp_path / "pool.log"
     with log_path.open("w") as log_file:
-        process = subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=env,
-                                   stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             address = f"127.0.0.1:{port}"
             wait_for(lambda: serving(address), timeout=30, what="the pool's health check")

@@ -39,12 +39,14 @@ def test_restart_keeps_tasks_and_results(tmp_path: Path) -> None:
         started = new_task_id()
         assert client.master.UploadTask(pb.UploadTaskRequest(task_id=started, task_zip=make_zip(), token=owner)).success
         wait_for(lambda: task_status(client, owner, started).status == "RUNNING", what="task RUNNING")
-        assert client.worker.TaskOutputUpload(pb.TaskOutputUploadRequest(task_id=started, output="half way\n",
-                                                                         token=node)).success
+        assert client.worker.TaskOutputUpload(
+            pb.TaskOutputUploadRequest(task_id=started, output="half way\n", token=node)
+        ).success
 
         # Restart with the node busy, so a task uploaded meanwhile stays pending across it.
-        client.nodes.ReportStatus(pb.RunningStatusRequest(node_id="node1", status="Running 1 task"),
-                                  metadata=(("authorization", f"Bearer {node}"),))
+        client.nodes.ReportStatus(
+            pb.RunningStatusRequest(node_id="node1", status="Running 1 task"), metadata=(("authorization", f"Bearer {node}"),)
+        )
         waiting = new_task_id()
         assert client.master.UploadTask(pb.UploadTaskRequest(task_id=waiting, task_zip=make_zip(), token=owner)).success
         # The pool is "down" long enough that its node's last report is older than the silence limit.
@@ -62,8 +64,7 @@ def test_restart_keeps_tasks_and_results(tmp_path: Path) -> None:
 
         # The running task's result arrives after the restart and is paid.
         data = result_zip({"status": "succeeded", "duration_s": 1, "usage": {"cpu_percent": 50, "memory_percent": 50}})
-        assert client.worker.TaskResultUpload(pb.TaskResultUploadRequest(task_id=started, result_zip=data,
-                                                                         token=node)).success
+        assert client.worker.TaskResultUpload(pb.TaskResultUploadRequest(task_id=started, result_zip=data, token=node)).success
         register_node(client, node, "node1", worker.port)  # Idle again: the waiting task goes out
         wait_for(lambda: task_status(client, owner, waiting).status == "RUNNING", what="waiting task RUNNING")
 

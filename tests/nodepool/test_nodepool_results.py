@@ -67,8 +67,12 @@ def balances(pool: RunningPool) -> tuple[int, int]:
 def test_result_pays_the_node_once_with_capped_figures(pool: RunningPool, client: Client, worker: TestWorker) -> None:
     task_id, owner, node = running_task(pool, client, worker, ran_for_s=1800)
     # The report claims two hours and impossible percentages; the pool saw about 30 minutes.
-    report = {"task_id": task_id, "status": "succeeded", "duration_s": 7200,
-              "usage": {"cpu_percent": 500.0, "memory_percent": 90.0, "gpu_percent": -3}}
+    report = {
+        "task_id": task_id,
+        "status": "succeeded",
+        "duration_s": 7200,
+        "usage": {"cpu_percent": 500.0, "memory_percent": 90.0, "gpu_percent": -3},
+    }
     data = result_zip(report)
     before = balances(pool)
     reply = upload_result(client, node, task_id, data)
@@ -95,8 +99,7 @@ def test_result_pays_the_node_once_with_capped_figures(pool: RunningPool, client
     assert pool.pool.store.conn.execute("SELECT COUNT(*) FROM ledger WHERE task_id = ?", (task_id,)).fetchone()[0] == 1
 
 
-def test_owner_pays_what_they_have_and_never_goes_negative(pool: RunningPool, client: Client,
-                                                           worker: TestWorker) -> None:
+def test_owner_pays_what_they_have_and_never_goes_negative(pool: RunningPool, client: Client, worker: TestWorker) -> None:
     task_id, _, node = running_task(pool, client, worker, ran_for_s=3600)
     with pool.pool.store.transaction() as conn:
         conn.execute("UPDATE users SET balance = 2 WHERE username = 'owner'")
@@ -107,12 +110,12 @@ def test_owner_pays_what_they_have_and_never_goes_negative(pool: RunningPool, cl
     assert balances(pool) == (0, 2)
 
 
-def test_without_a_report_the_pool_uses_its_usage_samples(pool: RunningPool, client: Client,
-                                                           worker: TestWorker) -> None:
+def test_without_a_report_the_pool_uses_its_usage_samples(pool: RunningPool, client: Client, worker: TestWorker) -> None:
     task_id, owner, node = running_task(pool, client, worker, ran_for_s=2400)
     for cpu, memory in ((80.0, 40.0), (100.0, 60.0)):
-        assert client.worker.TaskUsage(pb.TaskUsageRequest(task_id=task_id, cpu_usage=cpu, memory_usage=memory,
-                                                           token=node)).success
+        assert client.worker.TaskUsage(
+            pb.TaskUsageRequest(task_id=task_id, cpu_usage=cpu, memory_usage=memory, token=node)
+        ).success
     assert upload_result(client, node, task_id, result_zip(None)).success
     paid = results.payment_for(pool.pool.store, task_id)
     assert paid.source == "samples"
@@ -137,8 +140,7 @@ def test_a_failed_run_is_marked_failed_with_its_reason(pool: RunningPool, client
     assert info.status == "FAILED" and "memory limit 1 GiB reached" in info.message
 
 
-def test_results_from_another_node_or_not_zips_are_refused(pool: RunningPool, client: Client,
-                                                           worker: TestWorker) -> None:
+def test_results_from_another_node_or_not_zips_are_refused(pool: RunningPool, client: Client, worker: TestWorker) -> None:
     task_id, owner, node = running_task(pool, client, worker)
     intruder = client.login("node2")
     reply = upload_result(client, intruder, task_id, result_zip({"status": "succeeded"}))
@@ -154,11 +156,11 @@ def test_report_reading_survives_hostile_zips() -> None:
     assert results.read_report(make_zip({"execution_report.json": "[1, 2]"})) is None
     huge = make_zip({"execution_report.json": "{" + " " * (results.MAX_REPORT_BYTES + 1) + "}"})
     assert results.read_report(huge) is None
-    assert results.report_duration({"started_at": "2026-01-01T00:00:00+00:00",
-                                    "finished_at": "2026-01-01T00:01:30+00:00"}) == 90.0
+    assert (
+        results.report_duration({"started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:01:30+00:00"}) == 90.0
+    )
     assert results.report_duration({"duration_s": float("nan")}) is None
     assert results.report_duration({"duration": True}) is None
-
 
 
 @settings(max_examples=300, deadline=None)
@@ -173,9 +175,17 @@ def test_arbitrary_bytes_never_crash_the_zip_checks(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["status", "duration_s", "duration", "started_at", "finished_at", "usage"]),
-                       st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
-                       | st.dictionaries(st.text(max_size=15), st.floats() | st.text(max_size=5), max_size=4)))
+@given(
+    st.dictionaries(
+        st.sampled_from(["status", "duration_s", "duration", "started_at", "finished_at", "usage"]),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.text(max_size=30)
+        | st.dictionaries(st.text(max_size=15), st.floats() | st.text(max_size=5), max_size=4),
+    )
+)
 def test_any_report_gives_payable_figures(report: dict) -> None:
     duration, cpu, memory, gpu, source = results._assess(report, 100.0, (0, 0.0, 0.0, 0.0))
     assert 0.0 <= duration <= 100.0

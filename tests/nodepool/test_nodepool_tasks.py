@@ -23,8 +23,13 @@ MAX_TASK_BYTES = 4096
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
     # Dispatch effectively off: these tests look at tasks while they are PENDING.
-    with serving_pool(tmp_path_factory.mktemp("tasks"), {"alice": 0, "bob": 0}, max_task_bytes=MAX_TASK_BYTES,
-                      max_result_bytes=MAX_TASK_BYTES, dispatch_interval_s=3600) as running:
+    with serving_pool(
+        tmp_path_factory.mktemp("tasks"),
+        {"alice": 0, "bob": 0},
+        max_task_bytes=MAX_TASK_BYTES,
+        max_result_bytes=MAX_TASK_BYTES,
+        dispatch_interval_s=3600,
+    ) as running:
         yield running
 
 

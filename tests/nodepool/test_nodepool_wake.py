@@ -28,8 +28,9 @@ def test_upload_is_dispatched_without_waiting_for_the_interval(tmp_path: Path) -
         add_user(running, "node1")
         register_node(client, client.login("node1"), "node1", worker.port)
         task_id = new_task_id()
-        reply = client.master.UploadTask(pb.UploadTaskRequest(task_id=task_id, task_zip=make_zip(), memory_gb=1,
-                                                              cpu_score=100, token=client.login("owner")))
+        reply = client.master.UploadTask(
+            pb.UploadTaskRequest(task_id=task_id, task_zip=make_zip(), memory_gb=1, cpu_score=100, token=client.login("owner"))
+        )
         assert reply.success, reply.message
         wait_for(lambda: task_id in worker.executed_ids, timeout=10, what="the upload dispatched at once")
     finally:

@@ -22,9 +22,15 @@ def test_values_given_after_a_separator_or_bearer_are_masked() -> None:
 
 
 def test_text_log_line_keeps_the_extras_after_a_secret_word() -> None:
-    record = logging.makeLogRecord({
-        "msg": "refused %s from %s: missing or wrong %s", "args": ("ExecuteTask", "ipv4:10.1.2.3:4242",
-                                                                   "x-hivemind-secret"),
-        "levelname": "WARNING", "name": "bridge.callers", "node_id": "site1", "peer": "ipv4:10.1.2.3:4242"})
+    record = logging.makeLogRecord(
+        {
+            "msg": "refused %s from %s: missing or wrong %s",
+            "args": ("ExecuteTask", "ipv4:10.1.2.3:4242", "x-hivemind-secret"),
+            "levelname": "WARNING",
+            "name": "bridge.callers",
+            "node_id": "site1",
+            "peer": "ipv4:10.1.2.3:4242",
+        }
+    )
     line = TextFormatter("%(levelname)s %(name)s: %(message)s").format(record)
     assert line.endswith("missing or wrong x-hivemind-secret node_id=site1 peer=ipv4:10.1.2.3:4242"), line

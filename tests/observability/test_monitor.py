@@ -98,8 +98,10 @@ def test_health_cli_exit_codes(redis_url: str, monkeypatch) -> None:
 def test_collector_reads_host_tasks_and_totals(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     active = ["task-a", "task-b"]
-    client.set(keys.task_usage("task-a"), json.dumps(
-        {"cpu_percent": 75.0, "cpu_seconds": 12.5, "memory_bytes": 1048576, "memory_percent": 2.0}))
+    client.set(
+        keys.task_usage("task-a"),
+        json.dumps({"cpu_percent": 75.0, "cpu_seconds": 12.5, "memory_bytes": 1048576, "memory_percent": 2.0}),
+    )
     # task-b has no sample yet (still pulling its image): no series for it
     record_totals(client, "metrics-test", "succeeded", 3.5, 7)
     record_totals(client, "metrics-test", "failed", 1.0, 1)

@@ -54,19 +54,43 @@ def test_no_secret_in_any_log(start_worker, redis_url: str, tmp_path: Path) -> N
     worker = start_worker("cpu", HIVEMIND_LOG_JSON="1", HIVEMIND_LOG_LEVEL="DEBUG")
     try:
         with logs["pool"].open("wb") as out:
-            procs.append(subprocess.Popen([sys.executable, "-m", "nodepool"], cwd=tmp_path, stdout=out,
-                                          stderr=subprocess.STDOUT, env=_env(
-                HIVEMIND_NODEPOOL_DB=str(db), HIVEMIND_NODEPOOL_PORT=str(pool_port),
-                HIVEMIND_NODEPOOL_HOST="127.0.0.1", HIVEMIND_NODEPOOL_SECRET=secrets["token signing key"],
-                HIVEMIND_NODEPOOL_WORKER_SECRET=secrets["worker secret"], HIVEMIND_NODEPOOL_DISPATCH_INTERVAL_S="0.2")))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "nodepool"],
+                    cwd=tmp_path,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=_env(
+                        HIVEMIND_NODEPOOL_DB=str(db),
+                        HIVEMIND_NODEPOOL_PORT=str(pool_port),
+                        HIVEMIND_NODEPOOL_HOST="127.0.0.1",
+                        HIVEMIND_NODEPOOL_SECRET=secrets["token signing key"],
+                        HIVEMIND_NODEPOOL_WORKER_SECRET=secrets["worker secret"],
+                        HIVEMIND_NODEPOOL_DISPATCH_INTERVAL_S="0.2",
+                    ),
+                )
+            )
         wait_for(lambda: serving(f"127.0.0.1:{pool_port}"), timeout=30, what="the pool serving")
         with logs["bridge"].open("wb") as out:
-            procs.append(subprocess.Popen([sys.executable, "-m", "bridge"], cwd=tmp_path, stdout=out,
-                                          stderr=subprocess.STDOUT, env=_env(
-                REDIS_URL=redis_url, HIVEMIND_USERNAME="site1", HIVEMIND_PASSWORD=secrets["site password"],
-                HIVEMIND_NODEPOOL_ADDRESS=f"localhost:{pool_port}", HIVEMIND_BRIDGE_PORT=str(bridge_port),
-                HIVEMIND_BRIDGE_BIND="127.0.0.1", HIVEMIND_BRIDGE_SECRET=secrets["worker secret"],
-                HIVEMIND_HEARTBEAT_INTERVAL="0.5", HIVEMIND_RELAY_INTERVAL="0.2")))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bridge"],
+                    cwd=tmp_path,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=_env(
+                        REDIS_URL=redis_url,
+                        HIVEMIND_USERNAME="site1",
+                        HIVEMIND_PASSWORD=secrets["site password"],
+                        HIVEMIND_NODEPOOL_ADDRESS=f"localhost:{pool_port}",
+                        HIVEMIND_BRIDGE_PORT=str(bridge_port),
+                        HIVEMIND_BRIDGE_BIND="127.0.0.1",
+                        HIVEMIND_BRIDGE_SECRET=secrets["worker secret"],
+                        HIVEMIND_HEARTBEAT_INTERVAL="0.5",
+                        HIVEMIND_RELAY_INTERVAL="0.2",
+                    ),
+                )
+            )
         client = Client(f"127.0.0.1:{pool_port}")
         refused = client.users.Login(pb.LoginRequest(username="owner", password=secrets["wrong password tried"]))
         assert not refused.success
@@ -74,12 +98,21 @@ def test_no_secret_in_any_log(start_worker, redis_url: str, tmp_path: Path) -> N
         assert reply.success
         token = reply.token
         task_id = f"s-{uuid.uuid4().hex[:10]}"
-        upload = client.master.UploadTask(pb.UploadTaskRequest(
-            task_id=task_id, task_zip=make_zip({"main.py": "print('secret-free output')\n"}), memory_gb=1,
-            cpu_score=100, token=token))
+        upload = client.master.UploadTask(
+            pb.UploadTaskRequest(
+                task_id=task_id,
+                task_zip=make_zip({"main.py": "print('secret-free output')\n"}),
+                memory_gb=1,
+                cpu_score=100,
+                token=token,
+            )
+        )
         assert upload.success, upload.message
-        wait_for(lambda: (task_status(client, token, task_id) or pb.TaskInfo()).status == "COMPLETED", timeout=180,
-                 what="the task completed through pool, bridge and worker")
+        wait_for(
+            lambda: (task_status(client, token, task_id) or pb.TaskInfo()).status == "COMPLETED",
+            timeout=180,
+            what="the task completed through pool, bridge and worker",
+        )
         fetched = client.master.GetTaskResult(pb.GetTaskResultRequest(task_id=task_id, token=token))
         assert fetched.success
         client.close()

@@ -77,8 +77,9 @@ def test_an_empty_directory_is_no_checkpoint_and_the_task_gets_an_empty_one(tmp_
     task_zip = io.BytesIO()
     with zipfile.ZipFile(task_zip, "w") as archive:
         archive.writestr("main.py", "print(1)")
-    tar = workspace.zip_to_tar(task_zip.getvalue(), workspace.inspect_zip(task_zip.getvalue()),
-                               extra=[(CHECKPOINT_DIR, None, None)])
+    tar = workspace.zip_to_tar(
+        task_zip.getvalue(), workspace.inspect_zip(task_zip.getvalue()), extra=[(CHECKPOINT_DIR, None, None)]
+    )
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         names = archive.getnames()
     assert CHECKPOINT_DIR in names and not [n for n in names if n.startswith(CHECKPOINT_DIR + "/")]
@@ -144,13 +145,16 @@ def hostile_zip(name: str, mode: int = 0o100644, body: bytes = b"x") -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (hostile_zip("../escape"), "path escapes the workspace"),
-    (hostile_zip("/etc/cron.d/x"), "absolute path"),
-    (hostile_zip("link", stat.S_IFLNK | 0o777, b"/etc/passwd"), "symbolic link"),
-    (hostile_zip("dev", stat.S_IFCHR | 0o600), "device"),
-    (hostile_zip("big", body=b"z" * (CAP + 1)), "more than the limit"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (hostile_zip("../escape"), "path escapes the workspace"),
+        (hostile_zip("/etc/cron.d/x"), "absolute path"),
+        (hostile_zip("link", stat.S_IFLNK | 0o777, b"/etc/passwd"), "symbolic link"),
+        (hostile_zip("dev", stat.S_IFCHR | 0o600), "device"),
+        (hostile_zip("big", body=b"z" * (CAP + 1)), "more than the limit"),
+    ],
+)
 def test_a_hostile_stored_checkpoint_is_refused_by_the_zip_rules(store, redis_client, settings, data, reason) -> None:
     """Written straight into Redis with a matching digest, as someone with access to it could."""
     pointer = store.save("t4", data, 1, "w")

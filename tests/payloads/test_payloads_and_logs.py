@@ -65,8 +65,16 @@ def test_redact_masks_passwords_tokens_and_jwts():
 
 
 def test_json_log_lines_carry_extras_and_hide_secrets():
-    record = logging.makeLogRecord({"msg": "login with password=%s", "args": ("hunter2",),
-                                    "levelname": "INFO", "name": "t", "task_id": "t-1", "node_id": "n-1"})
+    record = logging.makeLogRecord(
+        {
+            "msg": "login with password=%s",
+            "args": ("hunter2",),
+            "levelname": "INFO",
+            "name": "t",
+            "task_id": "t-1",
+            "node_id": "n-1",
+        }
+    )
     line = json.loads(JsonFormatter().format(record))
     assert line["task_id"] == "t-1" and line["node_id"] == "n-1"
     assert "hunter2" not in json.dumps(line)

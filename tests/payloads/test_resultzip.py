@@ -35,9 +35,15 @@ def make_tar(members: list[tuple[str, bytes, bytes]], prefix: str = "") -> bytes
 def outcome(**changes: object) -> TaskOutcome:
     start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     fields: dict = dict(
-        task_id="t-1", status=TaskStatus.SUCCEEDED, exit_code=0, started_at=start,
-        finished_at=start + timedelta(seconds=12.5), worker="w1", log_tail="tail",
-        usage=UsageSummary(cpu_seconds=3.0, samples=4, source="cgroup"), reward=7,
+        task_id="t-1",
+        status=TaskStatus.SUCCEEDED,
+        exit_code=0,
+        started_at=start,
+        finished_at=start + timedelta(seconds=12.5),
+        worker="w1",
+        log_tail="tail",
+        usage=UsageSummary(cpu_seconds=3.0, samples=4, source="cgroup"),
+        reward=7,
     )
     fields.update(changes)
     return TaskOutcome(**fields)
@@ -50,10 +56,14 @@ def read_zip(data: bytes) -> dict[str, bytes]:
 
 
 def test_workspace_files_and_our_reports() -> None:
-    tar = make_tar([("out", tarfile.DIRTYPE, b""), ("out/result.csv", tarfile.REGTYPE, b"a,b\n1,2\n"),
-                    ("main.py", tarfile.REGTYPE, b"print(1)")])
-    files = read_zip(build_result_zip(tar, outcome(), node="node-9", logs="hello\n", stopped=False,
-                                      max_bytes=1 << 20))
+    tar = make_tar(
+        [
+            ("out", tarfile.DIRTYPE, b""),
+            ("out/result.csv", tarfile.REGTYPE, b"a,b\n1,2\n"),
+            ("main.py", tarfile.REGTYPE, b"print(1)"),
+        ]
+    )
+    files = read_zip(build_result_zip(tar, outcome(), node="node-9", logs="hello\n", stopped=False, max_bytes=1 << 20))
     assert files["out/result.csv"] == b"a,b\n1,2\n"
     assert files["main.py"] == b"print(1)"
     assert "out/" in files
@@ -79,30 +89,33 @@ def test_logs_default_to_the_outcome_tail_and_stop_is_recorded() -> None:
 
 
 def test_links_devices_bad_names_and_reserved_names_are_left_out_and_noted() -> None:
-    tar = make_tar([
-        ("link", tarfile.SYMTYPE, b"/etc/shadow"),
-        ("hard", tarfile.LNKTYPE, b"main.py"),
-        ("dev", tarfile.CHRTYPE, b""),
-        ("fifo", tarfile.FIFOTYPE, b""),
-        ("../escape.txt", tarfile.REGTYPE, b"x"),
-        ("bad\x1bname", tarfile.REGTYPE, b"x"),
-        ("execution_report.json", tarfile.REGTYPE, b'{"status": "succeeded", "reward": 1000000}'),
-        ("kept.txt", tarfile.REGTYPE, b"ok"),
-    ])
-    files = read_zip(build_result_zip(tar, outcome(status=TaskStatus.FAILED, exit_code=1), node="n",
-                                      logs="", stopped=False, max_bytes=1 << 20))
+    tar = make_tar(
+        [
+            ("link", tarfile.SYMTYPE, b"/etc/shadow"),
+            ("hard", tarfile.LNKTYPE, b"main.py"),
+            ("dev", tarfile.CHRTYPE, b""),
+            ("fifo", tarfile.FIFOTYPE, b""),
+            ("../escape.txt", tarfile.REGTYPE, b"x"),
+            ("bad\x1bname", tarfile.REGTYPE, b"x"),
+            ("execution_report.json", tarfile.REGTYPE, b'{"status": "succeeded", "reward": 1000000}'),
+            ("kept.txt", tarfile.REGTYPE, b"ok"),
+        ]
+    )
+    files = read_zip(
+        build_result_zip(tar, outcome(status=TaskStatus.FAILED, exit_code=1), node="n", logs="", stopped=False, max_bytes=1 << 20)
+    )
     assert set(files) == {"kept.txt", "execution_log.txt", "task_logs.txt", "execution_report.json"}
     assert json.loads(files["execution_report.json"])["status"] == "failed"  # ours wins
     log = files["execution_log.txt"].decode()
-    for name in ("'link'", "'hard'", "'dev'", "'fifo'", "'../escape.txt'", "'bad\\x1bname'",
-                 "'execution_report.json'"):
+    for name in ("'link'", "'hard'", "'dev'", "'fifo'", "'../escape.txt'", "'bad\\x1bname'", "'execution_report.json'"):
         assert f"skipped {name}" in log
 
 
 def test_size_cap_skips_big_files_but_keeps_later_small_ones() -> None:
     tar = make_tar([("big.bin", tarfile.REGTYPE, b"x" * 5000), ("small.txt", tarfile.REGTYPE, b"s" * 10)])
-    files = read_zip(build_result_zip(tar, outcome(), node="n", logs="", stopped=False, max_bytes=1000,
-                                      notes=["'huge': from the runtime"]))
+    files = read_zip(
+        build_result_zip(tar, outcome(), node="n", logs="", stopped=False, max_bytes=1000, notes=["'huge': from the runtime"])
+    )
     assert "big.bin" not in files and files["small.txt"] == b"s" * 10
     log = files["execution_log.txt"].decode()
     assert "skipped 'big.bin': 5000 bytes would exceed the result limit of 1000 bytes" in log
@@ -111,8 +124,7 @@ def test_size_cap_skips_big_files_but_keeps_later_small_ones() -> None:
 
 def test_truncated_workspace_tar_keeps_what_was_readable() -> None:
     tar = make_tar([("first.txt", tarfile.REGTYPE, b"1" * 600), ("second.txt", tarfile.REGTYPE, b"2" * 5000)])
-    files = read_zip(build_result_zip(tar[:2048], outcome(), node="n", logs="", stopped=False,
-                                      max_bytes=1 << 20))
+    files = read_zip(build_result_zip(tar[:2048], outcome(), node="n", logs="", stopped=False, max_bytes=1 << 20))
     assert files["first.txt"] == b"1" * 600
     assert "unreadable" in files["execution_log.txt"].decode()
 
@@ -123,9 +135,17 @@ def chunks_of(data: bytes, size: int = 700) -> list[bytes]:
 
 
 def test_bounded_copy_strips_the_top_dir_and_filters() -> None:
-    raw = make_tar([("", tarfile.DIRTYPE, b""), ("a", tarfile.DIRTYPE, b""), ("a/x.txt", tarfile.REGTYPE, b"x"),
-                    ("l", tarfile.SYMTYPE, b"/etc"), ("big", tarfile.REGTYPE, b"b" * 3000),
-                    ("y.txt", tarfile.REGTYPE, b"y")], prefix="workspace/")
+    raw = make_tar(
+        [
+            ("", tarfile.DIRTYPE, b""),
+            ("a", tarfile.DIRTYPE, b""),
+            ("a/x.txt", tarfile.REGTYPE, b"x"),
+            ("l", tarfile.SYMTYPE, b"/etc"),
+            ("big", tarfile.REGTYPE, b"b" * 3000),
+            ("y.txt", tarfile.REGTYPE, b"y"),
+        ],
+        prefix="workspace/",
+    )
     copy = bounded_copy(chunks_of(raw), max_bytes=100)
     with tarfile.open(fileobj=io.BytesIO(copy.tar)) as tar:
         assert [m.name for m in tar.getmembers()] == ["a", "a/x.txt", "y.txt"]
@@ -145,8 +165,7 @@ def test_bounded_copy_stops_reading_a_huge_stream() -> None:
 
 
 def test_bounded_copy_of_a_truncated_stream_ends_in_a_valid_tar() -> None:
-    raw = make_tar([("ok.txt", tarfile.REGTYPE, b"k" * 100), ("cut.txt", tarfile.REGTYPE, b"c" * 8000)],
-                   prefix="workspace/")
+    raw = make_tar([("ok.txt", tarfile.REGTYPE, b"k" * 100), ("cut.txt", tarfile.REGTYPE, b"c" * 8000)], prefix="workspace/")
     copy = bounded_copy([raw[:4096]], max_bytes=1 << 20)
     with tarfile.open(fileobj=io.BytesIO(copy.tar)) as tar:
         assert [m.name for m in tar.getmembers()] == ["ok.txt"]

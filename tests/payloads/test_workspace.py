@@ -268,11 +268,13 @@ def test_no_entry_point_is_an_error() -> None:
 
 # --- tar for put_archive and extraction for the process runtime ----------------
 def test_zip_to_tar_owns_files_by_task_user_with_plain_modes() -> None:
-    data = build_zip([
-        (typed("bin/tool.sh", stat.S_IFREG | 0o4755), b"#!/bin/sh\n"),  # setuid asked for
-        ("a/b/c.txt", b"hello"),
-        ("main.py", b"print(1)"),
-    ])
+    data = build_zip(
+        [
+            (typed("bin/tool.sh", stat.S_IFREG | 0o4755), b"#!/bin/sh\n"),  # setuid asked for
+            ("a/b/c.txt", b"hello"),
+            ("main.py", b"print(1)"),
+        ]
+    )
     manifest = inspect_zip(data)
     with tarfile.open(fileobj=io.BytesIO(zip_to_tar(data, manifest))) as tar:
         members = {m.name: m for m in tar.getmembers()}
@@ -285,8 +287,7 @@ def test_zip_to_tar_owns_files_by_task_user_with_plain_modes() -> None:
 
 
 def test_extract_to_dir(tmp_path: Path) -> None:
-    data = build_zip([("main.py", b"print(1)"), ("d/e/f.txt", b"x" * 10),
-                      (typed("run.sh", stat.S_IFREG | 0o6755), b"echo")])
+    data = build_zip([("main.py", b"print(1)"), ("d/e/f.txt", b"x" * 10), (typed("run.sh", stat.S_IFREG | 0o6755), b"echo")])
     extract_to_dir(data, inspect_zip(data), tmp_path)
     assert (tmp_path / "d/e/f.txt").read_bytes() == b"x" * 10
     assert stat.S_IMODE((tmp_path / "run.sh").stat().st_mode) & 0o7000 == 0

@@ -19,21 +19,33 @@ PAYLOAD = "sha256:" + "0" * 64
 
 
 def settings(**changes: object) -> Settings:
-    fields: dict = dict(worker_id=WORKER, task_image=PYTHON_IMAGE, allowed_images=[BUSYBOX_IMAGE],
-                        stop_grace=1, tmpfs_size="16m", log_tail_bytes=64 * 1024)
+    fields: dict = dict(
+        worker_id=WORKER,
+        task_image=PYTHON_IMAGE,
+        allowed_images=[BUSYBOX_IMAGE],
+        stop_grace=1,
+        tmpfs_size="16m",
+        log_tail_bytes=64 * 1024,
+    )
     fields.update(changes)
     return Settings(**fields)
 
 
-def make_job(files: dict[str, str], image: str = BUSYBOX_IMAGE, timeout: float = 20, pids: int = 64,
-             **spec: object) -> Job:
+def make_job(files: dict[str, str], image: str = BUSYBOX_IMAGE, timeout: float = 20, pids: int = 64, **spec: object) -> Job:
     data = make_zip(files)
     manifest = workspace.inspect_zip(data)
-    task_spec = TaskSpec(task_id=spec.pop("task_id", f"t-{uuid.uuid4().hex[:10]}"), payload=PAYLOAD,
-                         **{"memory_mb": 128, "cpus": 0.5, **spec})
-    return Job(spec=task_spec, image=image, command=workspace.entry_command(manifest),
-               workspace_tar=workspace.zip_to_tar(data, manifest), timeout=timeout,
-               setup_command=workspace.setup_command(manifest), pids=pids)
+    task_spec = TaskSpec(
+        task_id=spec.pop("task_id", f"t-{uuid.uuid4().hex[:10]}"), payload=PAYLOAD, **{"memory_mb": 128, "cpus": 0.5, **spec}
+    )
+    return Job(
+        spec=task_spec,
+        image=image,
+        command=workspace.entry_command(manifest),
+        workspace_tar=workspace.zip_to_tar(data, manifest),
+        timeout=timeout,
+        setup_command=workspace.setup_command(manifest),
+        pids=pids,
+    )
 
 
 def leftovers(client, task_id: str | None = None) -> tuple[list, list]:

@@ -165,6 +165,7 @@ def test_a_fifo_among_files_does_not_hang_the_copy(tmp_path: Path) -> None:
 
 # --- writing into a volume directory ------------------------------------------------
 
+
 def test_unpack_writes_the_job_files_owned_by_the_task_user(tmp_path: Path) -> None:
     data = make_zip({"main.py": "print(1)", "pkg/mod.py": "x = 1"})
     dest = tmp_path / "_data"

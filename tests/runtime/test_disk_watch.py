@@ -146,10 +146,17 @@ def test_a_directory_hidden_from_the_worker_is_reported() -> None:
         (top / "hidden").chmod(0)
         # Imports first: the interpreter's own files may not be readable by nobody.
         drop = "os.setgid(65534); os.setuid(65534); " if os.geteuid() == 0 else ""
-        probe = ("import os, sys; from hivemind_celery.runtime.disk_watch import measure; "
-                 f"{drop}print(measure([sys.argv[1]]).unreadable)")
-        out = subprocess.run([sys.executable, "-c", probe, str(top)], capture_output=True, text=True, timeout=30,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        probe = (
+            "import os, sys; from hivemind_celery.runtime.disk_watch import measure; "
+            f"{drop}print(measure([sys.argv[1]]).unreadable)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(top)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
         assert out.stdout.strip() == "hidden", out
     finally:
         (top / "hidden").chmod(0o755)

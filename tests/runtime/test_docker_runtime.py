@@ -99,10 +99,10 @@ def test_success_streams_output_and_returns_files(runtime, docker_client) -> Non
     files = tar_files(result.workspace_tar)
     assert files["out/answer.txt"] == b"42\n" and "run.sh" in files
     assert leftovers(docker_client, job.spec.task_id) == ([], [])
-    outcome = TaskOutcome(task_id=job.spec.task_id, status=result.status, exit_code=0,
-                          started_at=result.started_at, finished_at=result.finished_at)
-    zipped = build_result_zip(result.workspace_tar, outcome, node="n", logs=result.log_tail,
-                              stopped=False, max_bytes=1 << 20)
+    outcome = TaskOutcome(
+        task_id=job.spec.task_id, status=result.status, exit_code=0, started_at=result.started_at, finished_at=result.finished_at
+    )
+    zipped = build_result_zip(result.workspace_tar, outcome, node="n", logs=result.log_tail, stopped=False, max_bytes=1 << 20)
     with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
         assert archive.read("out/answer.txt") == b"42\n"
 
@@ -126,8 +126,9 @@ def test_timeout(runtime, docker_client) -> None:
 @pytest.mark.docker
 def test_stop_request_cancels(runtime) -> None:
     seen = threading.Event()
-    result = runtime.run(make_job({"run.sh": "echo ready; sleep 60"}, timeout=60),
-                         on_output=lambda chunk: seen.set(), should_stop=seen.is_set)
+    result = runtime.run(
+        make_job({"run.sh": "echo ready; sleep 60"}, timeout=60), on_output=lambda chunk: seen.set(), should_stop=seen.is_set
+    )
     assert result.status is TaskStatus.CANCELLED and result.stopped
     assert result.reason == "stopped by request"
 
@@ -209,8 +210,7 @@ def test_kill_from_another_process(runtime, docker_client) -> None:
     job = make_job({"run.sh": "echo up; sleep 120"}, timeout=120)
     started = threading.Event()
     results = []
-    runner = threading.Thread(target=lambda: results.append(
-        runtime.run(job, on_start=lambda _: started.set())))
+    runner = threading.Thread(target=lambda: results.append(runtime.run(job, on_start=lambda _: started.set())))
     runner.start()
     assert started.wait(30)
     killer = (
@@ -255,7 +255,9 @@ def test_leftovers_of_an_earlier_attempt_do_not_block_a_rerun(runtime, docker_cl
     job = make_job({"run.sh": "echo again"})
     task_id = job.spec.task_id
     docker_client.containers.create(
-        BUSYBOX_IMAGE, ["true"], name=object_name(WORKER, task_id, "main"),
+        BUSYBOX_IMAGE,
+        ["true"],
+        name=object_name(WORKER, task_id, "main"),
         labels={LABEL_WORKER: WORKER, LABEL_TASK: task_id, LABEL_ROLE: "main"},
     )
     result = runtime.run(job)
@@ -274,8 +276,7 @@ def test_missing_and_forbidden_images(docker_client) -> None:
 
 @pytest.mark.docker
 def test_requirements_setup_step_installs_outside_the_workspace(runtime) -> None:
-    files = {"requirements.txt": "six==1.16.0\n",
-             "main.py": "import six\nprint('six', six.__version__, six.__file__)\n"}
+    files = {"requirements.txt": "six==1.16.0\n", "main.py": "import six\nprint('six', six.__version__, six.__file__)\n"}
     result = runtime.run(make_job(files, image=PYTHON_IMAGE, memory_mb=256, timeout=60))
     if result.status is not TaskStatus.SUCCEEDED and "Successfully installed" not in result.log_tail:
         pytest.skip(f"PyPI not reachable from containers here: {result.reason}: {result.log_tail[-500:]}")
@@ -291,8 +292,9 @@ def test_failed_setup_step_fails_the_task_without_running_it(runtime) -> None:
     job = Job(**{**job.__dict__, "setup_network": False})  # pip cannot reach PyPI
     result = runtime.run(job)
     assert result.status is TaskStatus.FAILED
-    assert result.reason.startswith("set-up step (pip install -r requirements.txt) failed: the package index "
-                                    "https://pypi.org/simple could not be reached"), result.reason
+    assert result.reason.startswith(
+        "set-up step (pip install -r requirements.txt) failed: the package index https://pypi.org/simple could not be reached"
+    ), result.reason
     assert "MAIN RAN" not in result.log_tail
     assert set(tar_files(result.workspace_tar)) == set(files)
 

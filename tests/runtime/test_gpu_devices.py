@@ -26,14 +26,15 @@ from tests.usage.gpu_standin import UUIDS
 
 WORKER = f"test-gpu-{uuid.uuid4().hex[:8]}"
 PAYLOAD = "sha256:" + "0" * 64
-PRINT_DEVICES = ("import os\n"
-                 "print('CUDA=' + repr(os.environ.get('CUDA_VISIBLE_DEVICES')))\n"
-                 "print('NVIDIA=' + repr(os.environ.get('NVIDIA_VISIBLE_DEVICES')))\n")
+PRINT_DEVICES = (
+    "import os\n"
+    "print('CUDA=' + repr(os.environ.get('CUDA_VISIBLE_DEVICES')))\n"
+    "print('NVIDIA=' + repr(os.environ.get('NVIDIA_VISIBLE_DEVICES')))\n"
+)
 
 
 def settings(**changes: object) -> Settings:
-    fields: dict = dict(worker_id=WORKER, task_image=PYTHON_IMAGE, allowed_images=[BUSYBOX_IMAGE],
-                        stop_grace=1, tmpfs_size="16m")
+    fields: dict = dict(worker_id=WORKER, task_image=PYTHON_IMAGE, allowed_images=[BUSYBOX_IMAGE], stop_grace=1, tmpfs_size="16m")
     fields.update(changes)
     return Settings(**fields)
 
@@ -41,11 +42,16 @@ def settings(**changes: object) -> Settings:
 def make_job(files: dict[str, str], image: str, gpu_devices: tuple[str, ...], **spec: object) -> Job:
     data = make_zip(files)
     manifest = workspace.inspect_zip(data)
-    task_spec = TaskSpec(task_id=f"t-{uuid.uuid4().hex[:10]}", payload=PAYLOAD,
-                         **{"memory_mb": 128, "cpus": 0.5, **spec})
-    return Job(spec=task_spec, image=image, command=workspace.entry_command(manifest),
-               workspace_tar=workspace.zip_to_tar(data, manifest), timeout=20,
-               setup_command=workspace.setup_command(manifest), gpu_devices=gpu_devices)
+    task_spec = TaskSpec(task_id=f"t-{uuid.uuid4().hex[:10]}", payload=PAYLOAD, **{"memory_mb": 128, "cpus": 0.5, **spec})
+    return Job(
+        spec=task_spec,
+        image=image,
+        command=workspace.entry_command(manifest),
+        workspace_tar=workspace.zip_to_tar(data, manifest),
+        timeout=20,
+        setup_command=workspace.setup_command(manifest),
+        gpu_devices=gpu_devices,
+    )
 
 
 def test_device_request_names_the_held_gpus_and_the_setup_step_gets_none() -> None:

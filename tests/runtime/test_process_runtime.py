@@ -28,18 +28,23 @@ PAYLOAD = "sha256:" + "0" * 64
 
 @pytest.fixture
 def runtime(tmp_path) -> ProcessRuntime:  # noqa: ANN001
-    return ProcessRuntime(Settings(worker_id=f"test-proc-{uuid.uuid4().hex[:6]}", runtime="process",
-                                   runtime_dir=str(tmp_path / "rt"), stop_grace=1))
+    return ProcessRuntime(
+        Settings(worker_id=f"test-proc-{uuid.uuid4().hex[:6]}", runtime="process", runtime_dir=str(tmp_path / "rt"), stop_grace=1)
+    )
 
 
 def make_job(files: dict[str, str], timeout: float = 20, **spec: object) -> Job:
     data = make_zip(files)
     manifest = workspace.inspect_zip(data)
-    task_spec = TaskSpec(task_id=f"t-{uuid.uuid4().hex[:10]}", payload=PAYLOAD,
-                         **{"memory_mb": 256, "cpus": 1.0, **spec})
-    return Job(spec=task_spec, image="unused", command=workspace.entry_command(manifest),
-               workspace_tar=workspace.zip_to_tar(data, manifest), timeout=timeout,
-               setup_command=workspace.setup_command(manifest))
+    task_spec = TaskSpec(task_id=f"t-{uuid.uuid4().hex[:10]}", payload=PAYLOAD, **{"memory_mb": 256, "cpus": 1.0, **spec})
+    return Job(
+        spec=task_spec,
+        image="unused",
+        command=workspace.entry_command(manifest),
+        workspace_tar=workspace.zip_to_tar(data, manifest),
+        timeout=timeout,
+        setup_command=workspace.setup_command(manifest),
+    )
 
 
 def files_of(workspace_tar: bytes) -> dict[str, bytes]:
@@ -59,9 +64,13 @@ def test_success_streams_output_returns_files_and_hides_the_workers_environment(
     monkeypatch.setenv("REDIS_URL", "redis://:pw@host/0")
     seen: list[bytes] = []
     started: list[Started] = []
-    job = make_job({"main.py": "import os, pathlib\nprint('hello', sorted(k for k in os.environ))\n"
-                               "pathlib.Path('out').mkdir()\npathlib.Path('out/x.txt').write_text('42')\n"},
-                   env={"MY_SETTING": "on"})
+    job = make_job(
+        {
+            "main.py": "import os, pathlib\nprint('hello', sorted(k for k in os.environ))\n"
+            "pathlib.Path('out').mkdir()\npathlib.Path('out/x.txt').write_text('42')\n"
+        },
+        env={"MY_SETTING": "on"},
+    )
     result = runtime.run(job, on_output=seen.append, on_start=started.append)
     assert result.status is TaskStatus.SUCCEEDED, result.reason
     assert b"hello" in b"".join(seen) and "hello" in result.log_tail
@@ -79,10 +88,12 @@ def test_nonzero_exit_names_the_code(runtime) -> None:  # noqa: ANN001
 
 
 def test_timeout_kills_the_whole_process_group(runtime) -> None:  # noqa: ANN001
-    script = ("import subprocess, time\n"
-              "child = subprocess.Popen(['sleep', '300'])\n"
-              "print('child', child.pid, flush=True)\n"
-              "time.sleep(300)\n")
+    script = (
+        "import subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        "print('child', child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
     result = runtime.run(make_job({"main.py": script}, timeout=2))
     assert result.status is TaskStatus.TIMED_OUT
     child = int(result.log_tail.split("child ", 1)[1].split()[0])
@@ -93,8 +104,7 @@ def test_timeout_kills_the_whole_process_group(runtime) -> None:  # noqa: ANN001
 
 
 def test_memory_limit_is_enforced(runtime) -> None:  # noqa: ANN001
-    result = runtime.run(make_job({"main.py": "x = bytearray(600 * 1024 * 1024)\nprint('allocated')\n"},
-                                  memory_mb=200))
+    result = runtime.run(make_job({"main.py": "x = bytearray(600 * 1024 * 1024)\nprint('allocated')\n"}, memory_mb=200))
     assert result.status is TaskStatus.FAILED
     assert "MemoryError" in result.log_tail and "allocated" not in result.log_tail
 
@@ -129,8 +139,9 @@ def test_a_celery_worker_runs_tasks_with_it(start_worker, celery_app, redis_clie
 
     worker = start_worker(HIVEMIND_RUNTIME="process", HIVEMIND_RUNTIME_DIR=str(tmp_path / "worker-rt"))
     store = PayloadStore(redis_client, Settings(redis_url=redis_url))
-    spec = TaskSpec(task_id=f"proc-{uuid.uuid4().hex[:10]}",
-                    payload=store.put(make_zip({"main.py": "print('ran without docker')\n"})))
+    spec = TaskSpec(
+        task_id=f"proc-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip({"main.py": "print('ran without docker')\n"}))
+    )
     result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="cpu")
     outcome = celery_outcome(result, 120)
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
@@ -149,19 +160,27 @@ def test_the_checkpoint_directory_is_restored_read_while_running_and_left_out_of
     with zipfile.ZipFile(saved, "w") as archive:
         archive.writestr("state", "41")
     settings = Settings(checkpoint_max_bytes=1024 * 1024)
-    task = ("import os, time\n"
-            "d = os.environ['HIVEMIND_CHECKPOINT_DIR']\n"
-            "n = int(open(os.path.join(d, 'state')).read()) + 1\n"
-            "open(os.path.join(d, 'state.tmp'), 'w').write(str(n))\n"
-            "os.replace(os.path.join(d, 'state.tmp'), os.path.join(d, 'state'))\n"
-            "time.sleep(2)\n"
-            "open('out.txt', 'w').write(str(n))\n")
+    task = (
+        "import os, time\n"
+        "d = os.environ['HIVEMIND_CHECKPOINT_DIR']\n"
+        "n = int(open(os.path.join(d, 'state')).read()) + 1\n"
+        "open(os.path.join(d, 'state.tmp'), 'w').write(str(n))\n"
+        "os.replace(os.path.join(d, 'state.tmp'), os.path.join(d, 'state'))\n"
+        "time.sleep(2)\n"
+        "open('out.txt', 'w').write(str(n))\n"
+    )
     data = make_zip({"main.py": task})
     manifest = workspace.inspect_zip(data)
     job = make_job({"main.py": task})
-    job = Job(spec=job.spec, image="unused", command=job.command, timeout=20,
-              workspace_tar=workspace.zip_to_tar(data, manifest, extra=[
-                  (CHECKPOINT_DIR, saved.getvalue(), restorable(saved.getvalue(), settings))]))
+    job = Job(
+        spec=job.spec,
+        image="unused",
+        command=job.command,
+        timeout=20,
+        workspace_tar=workspace.zip_to_tar(
+            data, manifest, extra=[(CHECKPOINT_DIR, saved.getvalue(), restorable(saved.getvalue(), settings))]
+        ),
+    )
     while_running: list[bytes | None] = []
 
     def on_start(started: Started) -> None:

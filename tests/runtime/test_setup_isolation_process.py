@@ -45,19 +45,31 @@ def index(markers):
 
 
 def runtime(tmp_path: Path, index: LocalIndex, **changes: object) -> ProcessRuntime:
-    return ProcessRuntime(Settings(worker_id=f"test-setup-{uuid.uuid4().hex[:6]}", runtime="process",
-                                   runtime_dir=str(tmp_path / "rt"), stop_grace=1,
-                                   setup_index_url=index.url(LOOPBACK), setup_allowed_hosts=[], **changes))
+    return ProcessRuntime(
+        Settings(
+            worker_id=f"test-setup-{uuid.uuid4().hex[:6]}",
+            runtime="process",
+            runtime_dir=str(tmp_path / "rt"),
+            stop_grace=1,
+            setup_index_url=index.url(LOOPBACK),
+            setup_allowed_hosts=[],
+            **changes,
+        )
+    )
 
 
 def make_job(files: dict[str, str], env: dict[str, str] | None = None) -> Job:
     data = make_zip(files)
     manifest = workspace.inspect_zip(data)
-    spec = TaskSpec(task_id=f"t-{uuid.uuid4().hex[:10]}", payload="sha256:" + "0" * 64, memory_mb=1024,
-                    cpus=1.0, env=env or {})
-    return Job(spec=spec, image="unused", command=workspace.entry_command(manifest),
-               workspace_tar=workspace.zip_to_tar(data, manifest), timeout=120,
-               setup_command=workspace.setup_command(manifest))
+    spec = TaskSpec(task_id=f"t-{uuid.uuid4().hex[:10]}", payload="sha256:" + "0" * 64, memory_mb=1024, cpus=1.0, env=env or {})
+    return Job(
+        spec=spec,
+        image="unused",
+        command=workspace.entry_command(manifest),
+        workspace_tar=workspace.zip_to_tar(data, manifest),
+        timeout=120,
+        setup_command=workspace.setup_command(manifest),
+    )
 
 
 def names_in(workspace_tar: bytes | None) -> set[str]:
@@ -69,8 +81,10 @@ def names_in(workspace_tar: bytes | None) -> set[str]:
 def hostile_config(index: LocalIndex) -> str:
     # extra-index-url and find-links: the set-up step's own options set no such thing to override them.
     elsewhere = f"http://{LOOPBACK}:{index.elsewhere.port}"
-    return (f"[global]\nindex-url = {elsewhere}/simple\nextra-index-url = {elsewhere}/simple\n"
-            f"find-links = {elsewhere}/files/\nno-binary = :all:\n")
+    return (
+        f"[global]\nindex-url = {elsewhere}/simple\nextra-index-url = {elsewhere}/simple\n"
+        f"find-links = {elsewhere}/files/\nno-binary = :all:\n"
+    )
 
 
 PLACES = {
@@ -78,8 +92,10 @@ PLACES = {
     "legacy-home-config": lambda cfg: {".pip/pip.conf": cfg},
     "workspace-root-config": lambda cfg: {"pip.conf": cfg},
     "shadow-pip-package": lambda cfg: {"pip/__init__.py": "", "pip/__main__.py": PLANTED},
-    "user-site-code": lambda cfg: {".local/lib/python3.11/site-packages/usercustomize.py": PLANTED,
-                                   ".local/lib/python3.11/site-packages/evil.pth": "import os; " + PLANTED},
+    "user-site-code": lambda cfg: {
+        ".local/lib/python3.11/site-packages/usercustomize.py": PLANTED,
+        ".local/lib/python3.11/site-packages/evil.pth": "import os; " + PLANTED,
+    },
 }
 
 
@@ -96,8 +112,13 @@ def test_config_and_code_shipped_in_the_task_are_ignored(tmp_path, index, place:
 
 def test_pip_variables_in_the_spec_env_are_ignored(tmp_path, index) -> None:
     elsewhere = f"http://{LOOPBACK}:{index.elsewhere.port}/simple"
-    env = {"PIP_INDEX_URL": elsewhere, "PIP_EXTRA_INDEX_URL": elsewhere, "PIP_TRUSTED_HOST": LOOPBACK,
-           "PIP_CONFIG_FILE": "pip.conf", "PIP_NO_BINARY": ":all:"}
+    env = {
+        "PIP_INDEX_URL": elsewhere,
+        "PIP_EXTRA_INDEX_URL": elsewhere,
+        "PIP_TRUSTED_HOST": LOOPBACK,
+        "PIP_CONFIG_FILE": "pip.conf",
+        "PIP_NO_BINARY": ":all:",
+    }
     files = {"requirements.txt": "hmwheel\n", "main.py": "import hmwheel\n", "pip.conf": hostile_config(index)}
     result = runtime(tmp_path, index).run(make_job(files, env))
     assert result.status is TaskStatus.SUCCEEDED, (result.reason, result.log_tail)
@@ -108,8 +129,9 @@ def test_pip_variables_in_the_spec_env_are_ignored(tmp_path, index) -> None:
 def test_source_only_package_fails_with_a_reason_and_its_build_never_runs(tmp_path, index, markers) -> None:
     result = runtime(tmp_path, index).run(make_job({"requirements.txt": "hmsdist\n", "main.py": "print('MAIN RAN')\n"}))
     assert result.status is TaskStatus.FAILED
-    assert result.reason.startswith("set-up step (pip install -r requirements.txt) failed: 'hmsdist' is published "
-                                    "only as source"), result.reason
+    assert result.reason.startswith(
+        "set-up step (pip install -r requirements.txt) failed: 'hmsdist' is published only as source"
+    ), result.reason
     assert "HIVEMIND_SETUP_ALLOW_SOURCE_BUILDS is off" in result.reason
     assert "MAIN RAN" not in result.log_tail
     assert not (markers / MARKER).exists()
@@ -129,5 +151,7 @@ def test_source_builds_when_the_operator_allows_them(tmp_path, index, markers) -
 def test_a_package_the_index_does_not_have_is_named_as_missing(tmp_path, index) -> None:
     result = runtime(tmp_path, index).run(make_job({"requirements.txt": "hm-not-there>=1\n", "main.py": ""}))
     assert result.status is TaskStatus.FAILED
-    assert result.reason == ("set-up step (pip install -r requirements.txt) failed: 'hm-not-there>=1' is not on the "
-                             f"package index {index.url(LOOPBACK)}"), result.reason
+    assert result.reason == (
+        "set-up step (pip install -r requirements.txt) failed: 'hm-not-there>=1' is not on the "
+        f"package index {index.url(LOOPBACK)}"
+    ), result.reason

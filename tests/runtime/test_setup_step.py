@@ -48,8 +48,14 @@ def job(env: dict[str, str] | None = None) -> Job:
     data = make_zip({"main.py": "", "requirements.txt": "hmwheel\n"})
     manifest = workspace.inspect_zip(data)
     spec = TaskSpec(task_id=f"t-{uuid.uuid4().hex[:8]}", payload="sha256:" + "0" * 64, env=env or {})
-    return Job(spec=spec, image="img", command=["python3", "main.py"], workspace_tar=b"", timeout=10,
-               setup_command=workspace.setup_command(manifest))
+    return Job(
+        spec=spec,
+        image="img",
+        command=["python3", "main.py"],
+        workspace_tar=b"",
+        timeout=10,
+        setup_command=workspace.setup_command(manifest),
+    )
 
 
 # --- configuration as data ------------------------------------------------------------
@@ -59,8 +65,12 @@ def test_pip_runs_isolated_binary_only_from_the_operators_index() -> None:
     options = pip_options(Settings(), "/deps", None, None)
     assert options[:4] == ["--index-url", "https://pypi.org/simple", "--target", "/deps"]
     assert "--only-binary=:all:" in options and "--trusted-host" not in options
-    relaxed = pip_options(Settings(setup_allow_source_builds=True, setup_index_url="http://10.0.0.5:8080/simple/"),
-                          "/deps", "/ca.pem", "http://127.0.0.1:3128")
+    relaxed = pip_options(
+        Settings(setup_allow_source_builds=True, setup_index_url="http://10.0.0.5:8080/simple/"),
+        "/deps",
+        "/ca.pem",
+        "http://127.0.0.1:3128",
+    )
     assert "--only-binary=:all:" not in relaxed
     assert relaxed[relaxed.index("--index-url") + 1] == "http://10.0.0.5:8080/simple"
     assert relaxed[relaxed.index("--trusted-host") + 1] == "10.0.0.5"  # the operator chose plain HTTP
@@ -86,12 +96,11 @@ def test_docker_setup_container_has_no_network_and_none_of_the_tasks_variables()
     assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128"
     command = setup["command"]
     assert command[:3] == ["python3", "-I", "-c"] and command[4:7] == ["relay", PROXY_SOCKET, "3128"]
-    pip = command[command.index("--") + 1:]
+    pip = command[command.index("--") + 1 :]
     assert pip[:4] == ["python3", "-I", "-m", "pip"] and "--only-binary=:all:" in pip and "--proxy" in pip
     opened = container_kwargs(the_job, Settings(worker_id="w", setup_egress="open"), "setup", "ws", "deps", 2)
     assert opened["network_mode"] == "bridge" and opened["command"][:4] == ["python3", "-I", "-m", "pip"]
-    closed = container_kwargs(Job(**{**the_job.__dict__, "setup_network": False}), settings, "setup", "ws",
-                              "deps", 2)
+    closed = container_kwargs(Job(**{**the_job.__dict__, "setup_network": False}), settings, "setup", "ws", "deps", 2)
     assert closed["network_mode"] == "none" and "--proxy" not in closed["command"]
 
 
@@ -106,8 +115,7 @@ def test_proxy_container_is_hardened_and_carries_the_tasks_labels() -> None:
 
 
 def test_allowed_endpoints_and_index_url_checks() -> None:
-    settings = Settings(setup_index_url="https://pkgs.example.org:8443/simple", setup_allowed_hosts="cdn.example.org,"
-                        "[::1]:9000")
+    settings = Settings(setup_index_url="https://pkgs.example.org:8443/simple", setup_allowed_hosts="cdn.example.org,[::1]:9000")
     assert allowed_endpoints(settings) == [("pkgs.example.org", 8443), ("cdn.example.org", 443), ("::1", 9000)]
     for bad in ("ftp://pkgs.example.org/simple", "pkgs.example.org/simple", "https://user:token@pkgs/simple"):
         with pytest.raises(ValidationError, match="HIVEMIND_SETUP_INDEX_URL"):
@@ -138,8 +146,9 @@ def proxy(tmp_path, servers):
     index, _ = servers
     sock = tmp_path / "sock"
     config = {"socket": str(sock), "allow": [["127.0.0.1", index.port]]}
-    proc = subprocess.Popen([sys.executable, "-I", "-c", PROXY_SOURCE, "proxy", json.dumps(config)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-c", PROXY_SOURCE, "proxy", json.dumps(config)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "LISTENING"
     yield proc, sock
     proc.terminate()
@@ -160,14 +169,15 @@ def _ask(sock: Path, request: bytes) -> bytes:
 def test_proxy_forwards_only_to_the_index(proxy, servers) -> None:
     proc, sock = proxy
     index, elsewhere = servers
-    ok = _ask(sock, f"GET http://127.0.0.1:{index.port}/simple/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
-              .encode())
+    ok = _ask(sock, f"GET http://127.0.0.1:{index.port}/simple/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n".encode())
     assert ok.startswith(b"HTTP/1.0 200") and ok.endswith(b"INDEX PAGE") and index.hits == ["/simple/"]
     tunnel = _ask(sock, f"CONNECT 127.0.0.1:{index.port} HTTP/1.1\r\n\r\nGET /simple/ HTTP/1.0\r\n\r\n".encode())
     assert tunnel.startswith(b"HTTP/1.1 200 Connection established") and tunnel.endswith(b"INDEX PAGE")
-    for request in (f"GET http://127.0.0.1:{elsewhere.port}/secret HTTP/1.1\r\n\r\n",
-                    f"CONNECT 127.0.0.1:{elsewhere.port} HTTP/1.1\r\n\r\n",
-                    f"GET http://localhost:{index.port}/simple/ HTTP/1.1\r\n\r\n"):  # another name for the same host
+    for request in (
+        f"GET http://127.0.0.1:{elsewhere.port}/secret HTTP/1.1\r\n\r\n",
+        f"CONNECT 127.0.0.1:{elsewhere.port} HTTP/1.1\r\n\r\n",
+        f"GET http://localhost:{index.port}/simple/ HTTP/1.1\r\n\r\n",
+    ):  # another name for the same host
         assert _ask(sock, request.encode()).startswith(b"HTTP/1.1 403"), request
     assert _ask(sock, f"POST http://127.0.0.1:{index.port}/ HTTP/1.1\r\n\r\n".encode()).startswith(b"HTTP/1.1 405")
     assert _ask(sock, b"\x16\x03\x01garbage\r\n\r\n").startswith(b"HTTP/1.1 4")
@@ -181,14 +191,20 @@ def test_relay_carries_a_child_to_the_proxy_and_returns_its_exit_code(proxy, ser
     _, sock = proxy
     index, elsewhere = servers
     port = _free_port()
-    child = ("import sys, urllib.request as u\n"
-             f"o = u.build_opener(u.ProxyHandler({{'http': 'http://127.0.0.1:{port}'}}))\n"
-             f"print(o.open('http://127.0.0.1:{index.port}/simple/', timeout=10).read().decode())\n"
-             f"try: o.open('http://127.0.0.1:{elsewhere.port}/secret', timeout=10)\n"
-             "except Exception as exc: print('REFUSED', exc)\n"
-             "sys.exit(7)\n")
-    done = subprocess.run([sys.executable, "-I", "-c", PROXY_SOURCE, "relay", str(sock), str(port), "--",
-                           sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    child = (
+        "import sys, urllib.request as u\n"
+        f"o = u.build_opener(u.ProxyHandler({{'http': 'http://127.0.0.1:{port}'}}))\n"
+        f"print(o.open('http://127.0.0.1:{index.port}/simple/', timeout=10).read().decode())\n"
+        f"try: o.open('http://127.0.0.1:{elsewhere.port}/secret', timeout=10)\n"
+        "except Exception as exc: print('REFUSED', exc)\n"
+        "sys.exit(7)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", PROXY_SOURCE, "relay", str(sock), str(port), "--", sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 7, done.stderr
     assert "INDEX PAGE" in done.stdout and "REFUSED HTTP Error 403" in done.stdout
     assert elsewhere.hits == []
@@ -196,12 +212,18 @@ def test_relay_carries_a_child_to_the_proxy_and_returns_its_exit_code(proxy, ser
 
 def test_relay_without_a_proxy_gives_up_and_the_child_sees_it(tmp_path) -> None:
     port = _free_port()
-    child = ("import urllib.request as u, sys\n"
-             f"o = u.build_opener(u.ProxyHandler({{'http': 'http://127.0.0.1:{port}'}}))\n"
-             "try: o.open('http://127.0.0.1:1/', timeout=30)\n"
-             "except Exception as exc: print('FAILED', type(exc).__name__); sys.exit(3)\n")
-    done = subprocess.run([sys.executable, "-I", "-c", PROXY_SOURCE, "relay", str(tmp_path / "none"), str(port),
-                           "--", sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    child = (
+        "import urllib.request as u, sys\n"
+        f"o = u.build_opener(u.ProxyHandler({{'http': 'http://127.0.0.1:{port}'}}))\n"
+        "try: o.open('http://127.0.0.1:1/', timeout=30)\n"
+        "except Exception as exc: print('FAILED', type(exc).__name__); sys.exit(3)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", PROXY_SOURCE, "relay", str(tmp_path / "none"), str(port), "--", sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 3 and "FAILED" in done.stdout, (done.stdout, done.stderr)
 
 

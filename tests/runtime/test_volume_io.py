@@ -76,8 +76,11 @@ def test_files_go_in_and_out_the_chosen_way(counted_runtime, docker_client) -> N
     result = rt.run(job)
     assert result.status is TaskStatus.SUCCEEDED, result.reason
     assert "given" in result.log_tail
-    assert tar_files(result.workspace_tar) == {"run.sh": b"cat given.txt; echo made > made.txt",
-                                               "given.txt": b"given\n", "made.txt": b"made\n"}
+    assert tar_files(result.workspace_tar) == {
+        "run.sh": b"cat given.txt; echo made > made.txt",
+        "given.txt": b"given\n",
+        "made.txt": b"made\n",
+    }
     assert (counter.puts, counter.gets) == ((0, 0) if mode == "auto" else (1, 1))
     assert leftovers(docker_client, job.spec.task_id) == ([], [])
 
@@ -86,8 +89,10 @@ def test_files_go_in_and_out_the_chosen_way(counted_runtime, docker_client) -> N
 def test_set_up_step_files_go_in_the_chosen_way(counted_runtime) -> None:
     """Two volumes, two containers: the workspace and the deps directories."""
     rt, counter, mode = counted_runtime
-    job = dataclasses.replace(make_job({"run.sh": "ls -ld /opt/hivemind/deps; echo ran > ran.txt"}),
-                              setup_command=["sh", "-c", "touch /opt/hivemind/deps/installed && test -w /workspace"])
+    job = dataclasses.replace(
+        make_job({"run.sh": "ls -ld /opt/hivemind/deps; echo ran > ran.txt"}),
+        setup_command=["sh", "-c", "touch /opt/hivemind/deps/installed && test -w /workspace"],
+    )
     result = rt.run(job)
     assert result.status is TaskStatus.SUCCEEDED, (result.reason, result.log_tail)
     assert "ran.txt" in tar_files(result.workspace_tar)
@@ -199,8 +204,10 @@ def test_a_non_root_worker_copies_in_through_the_api_and_out_in_place_or_through
     copy from get_archive instead of leaving the file out."""
     docker_gid = os.stat("/var/run/docker.sock").st_gid
     # Made here: the child may not read the interpreter's lazily imported modules.
-    jobs = {"readable": make_job({"run.sh": "echo open > open.txt"}),
-            "private": make_job({"run.sh": "echo open > open.txt; echo mine > private.txt; chmod 600 private.txt"})}
+    jobs = {
+        "readable": make_job({"run.sh": "echo open > open.txt"}),
+        "private": make_job({"run.sh": "echo open > open.txt; echo mine > private.txt; chmod 600 private.txt"}),
+    }
 
     def work() -> dict:
         client = docker.from_env()
@@ -210,14 +217,17 @@ def test_a_non_root_worker_copies_in_through_the_api_and_out_in_place_or_through
         for name, job in jobs.items():
             before = (counter.puts, counter.gets)
             result = rt.run(job)
-            outcomes[name] = {"status": result.status.value, "files": sorted(tar_files(result.workspace_tar)),
-                              "puts": counter.puts - before[0], "gets": counter.gets - before[1]}
+            outcomes[name] = {
+                "status": result.status.value,
+                "files": sorted(tar_files(result.workspace_tar)),
+                "puts": counter.puts - before[0],
+                "gets": counter.gets - before[1],
+            }
         return outcomes
 
     got = _as_user(65534, [65534, docker_gid], work, volumes_like_compose=True)
     assert got["readable"] == {"status": "succeeded", "files": ["open.txt", "run.sh"], "puts": 1, "gets": 0}
-    assert got["private"] == {"status": "succeeded", "files": ["open.txt", "private.txt", "run.sh"],
-                              "puts": 1, "gets": 1}
+    assert got["private"] == {"status": "succeeded", "files": ["open.txt", "private.txt", "run.sh"], "puts": 1, "gets": 1}
 
 
 def test_copy_dir_says_when_it_may_not_read(tmp_path) -> None:  # type: ignore[no-untyped-def]

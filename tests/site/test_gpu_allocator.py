@@ -25,9 +25,19 @@ pytestmark = pytest.mark.redis
 
 
 def described(gpus: list[dict] = FOUR_GPUS) -> list[GpuInfo]:
-    return [GpuInfo(index=i, name=g["name"], uuid=g["uuid"], load_percent=0.0, memory_used_mb=0,
-                    memory_total_mb=g["memory_mb"], temperature_c=None, power_w=None)
-            for i, g in enumerate(gpus)]
+    return [
+        GpuInfo(
+            index=i,
+            name=g["name"],
+            uuid=g["uuid"],
+            load_percent=0.0,
+            memory_used_mb=0,
+            memory_total_mb=g["memory_mb"],
+            temperature_c=None,
+            power_w=None,
+        )
+        for i, g in enumerate(gpus)
+    ]
 
 
 @pytest.fixture()
@@ -55,7 +65,8 @@ def test_one_task_per_gpu_until_released(allocator: GpuAllocator) -> None:
     again = allocator.allocate("t4", offered, 1, 0, ttl=60)
     assert again is not None and again[0].uuid == UUIDS[1]
     assert sorted((lease.uuid, lease.task_id) for lease in allocator.leases()) == sorted(
-        [(UUIDS[0], "t0"), (UUIDS[1], "t4"), (UUIDS[2], "t2"), (UUIDS[3], "t3")])
+        [(UUIDS[0], "t0"), (UUIDS[1], "t4"), (UUIDS[2], "t2"), (UUIDS[3], "t3")]
+    )
 
 
 def test_a_task_asking_again_keeps_its_gpus(allocator: GpuAllocator) -> None:

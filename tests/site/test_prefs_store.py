@@ -20,8 +20,10 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 def store(redis_client):
     redis_client.flushdb()
-    return PrefsStore(redis_client, Settings(prefs_run_mode="when_idle", prefs_hours="22:00-07:00",
-                                             prefs_cpu_share_percent=50, prefs_gpus="0, 1"))
+    return PrefsStore(
+        redis_client,
+        Settings(prefs_run_mode="when_idle", prefs_hours="22:00-07:00", prefs_cpu_share_percent=50, prefs_gpus="0, 1"),
+    )
 
 
 def test_defaults_come_from_the_environment(store) -> None:
@@ -75,8 +77,15 @@ def test_gate_pauses_switches_consumers_and_scales_capacity(store, redis_client)
     registry = Registry(redis_client)
     switched: list[bool] = []
     load = [10.0]
-    gate = PauseGate(store, registry, WorkerCapacity("w1", "h", cpus=4.0, memory_mb=8000), lambda: load[0],
-                     consumers=switched.append, clock=lambda: datetime(2026, 12, 1, 23, 0), mode_id="w1")
+    gate = PauseGate(
+        store,
+        registry,
+        WorkerCapacity("w1", "h", cpus=4.0, memory_mb=8000),
+        lambda: load[0],
+        consumers=switched.append,
+        clock=lambda: datetime(2026, 12, 1, 23, 0),
+        mode_id="w1",
+    )
     store.update(run_mode="always", suspend_above_cpu_percent=50)
     assert not gate.check() and gate.mode.state == "running"
     assert registry.capacity().cpus_total == 2.0  # 50 % of 4 CPUs

@@ -31,14 +31,20 @@ def registry(redis_client: redis.Redis) -> Registry:
 
 
 def cpu_worker(name: str, cpus: float = 4, memory_mb: int = 8192) -> WorkerCapacity:
-    return WorkerCapacity(worker_id=name, hostname=f"host-{name}", cpus=cpus, memory_mb=memory_mb,
-                          queues=["cpu"])
+    return WorkerCapacity(worker_id=name, hostname=f"host-{name}", cpus=cpus, memory_mb=memory_mb, queues=["cpu"])
 
 
 def gpu_worker(name: str) -> WorkerCapacity:
-    return WorkerCapacity(worker_id=name, hostname=f"host-{name}", cpus=16, memory_mb=65536, gpus=2,
-                          gpu_memory_mb=2 * 81920, gpu_names=["NVIDIA H100", "NVIDIA H100"],
-                          queues=["gpu", "cpu"])
+    return WorkerCapacity(
+        worker_id=name,
+        hostname=f"host-{name}",
+        cpus=16,
+        memory_mb=65536,
+        gpus=2,
+        gpu_memory_mb=2 * 81920,
+        gpu_names=["NVIDIA H100", "NVIDIA H100"],
+        queues=["gpu", "cpu"],
+    )
 
 
 def wait_for(predicate, timeout: float = 15.0, step: float = 0.2):
@@ -123,8 +129,7 @@ def test_allocations_are_idempotent_and_released_once(registry: Registry) -> Non
     assert registry.allocate("t1", cpus=2.5, memory_mb=1000, gpus=1, gpu_memory_mb=40000)
     assert registry.allocate("t1", cpus=2.5, memory_mb=1000, gpus=1, gpu_memory_mb=40000)  # the worker's
     cap = registry.capacity()
-    assert (cap.cpus_free, cap.memory_mb_free, cap.gpus_free, cap.gpu_memory_mb_free) == (
-        13.5, 64536, 1, 163840 - 40000)
+    assert (cap.cpus_free, cap.memory_mb_free, cap.gpus_free, cap.gpu_memory_mb_free) == (13.5, 64536, 1, 163840 - 40000)
     assert cap.allocations == 1
     assert registry.can_fit(13.5, 64536, 1, 123840)
     assert not registry.can_fit(13.6, 1)
@@ -199,8 +204,7 @@ def test_bad_input_names_the_field(registry: Registry, call, message: str) -> No
 @pytest.mark.docker
 def test_real_celery_worker_registers_and_leaves(start_worker, celery_app, redis_client) -> None:
     registry = Registry(redis_client)
-    worker = start_worker("cpu", concurrency=1, HIVEMIND_CAPACITY_CPUS="1.5",
-                          HIVEMIND_REGISTRY_HEARTBEAT_INTERVAL="1")
+    worker = start_worker("cpu", concurrency=1, HIVEMIND_CAPACITY_CPUS="1.5", HIVEMIND_REGISTRY_HEARTBEAT_INTERVAL="1")
     listed = {w.capacity.worker_id: w for w in registry.workers()}
     assert worker.hostname in listed, worker.log()
     assert listed[worker.hostname].capacity.queues == ["cpu"]

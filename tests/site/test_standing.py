@@ -22,8 +22,7 @@ def client(redis_client):
 
 def test_nothing_published_reads_as_never_joined(client) -> None:
     standing = read_standing(client)
-    assert (standing.node_id, standing.pool, standing.status, standing.error, standing.last_beat) == (
-        "", "", "", "", None)
+    assert (standing.node_id, standing.pool, standing.status, standing.error, standing.last_beat) == ("", "", "", "", None)
     assert not standing.joined(heartbeat_interval=5.0)
 
 
@@ -31,8 +30,7 @@ def test_a_reported_status_reads_back_joined(client) -> None:
     before = time.time()
     publish_standing(client, "node-1", "pool.example:50051", status="Idle")
     standing = read_standing(client)
-    assert (standing.node_id, standing.pool, standing.status, standing.error) == (
-        "node-1", "pool.example:50051", "Idle", "")
+    assert (standing.node_id, standing.pool, standing.status, standing.error) == ("node-1", "pool.example:50051", "Idle", "")
     assert standing.last_beat is not None and before - 1 <= standing.last_beat <= time.time() + 1
     assert standing.joined(heartbeat_interval=5.0)
     assert 0 < client.ttl(keys.bridge_status()) <= STANDING_TTL

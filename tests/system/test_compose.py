@@ -19,12 +19,20 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SERVICES = {"redis", "nodepool", "bridge", "worker-cpu", "worker-gpu", "flower", "console"}
 WORKERS = {"worker-cpu": "cpu", "worker-gpu": "gpu"}
-REQUIRED = {"DOCKER_GID": "106", "HIVEMIND_USERNAME": "site1", "HIVEMIND_PASSWORD": "pw-for-the-test",
-            "FLOWER_BASIC_AUTH": "admin:pw-for-the-test", "HIVEMIND_CONSOLE_PASSWORD": "pw-for-the-test"}
+REQUIRED = {
+    "DOCKER_GID": "106",
+    "HIVEMIND_USERNAME": "site1",
+    "HIVEMIND_PASSWORD": "pw-for-the-test",
+    "FLOWER_BASIC_AUTH": "admin:pw-for-the-test",
+    "HIVEMIND_CONSOLE_PASSWORD": "pw-for-the-test",
+}
 SOCKET = "/var/run/docker.sock"
 # Host paths a service may mount: only the workers, only these (see the compose file).
-WORKER_HOST_MOUNTS = {f"{SOCKET}:{SOCKET}", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-                      "/var/lib/docker/volumes:/var/lib/docker/volumes:ro"}
+WORKER_HOST_MOUNTS = {
+    f"{SOCKET}:{SOCKET}",
+    "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+    "/var/lib/docker/volumes:/var/lib/docker/volumes:ro",
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +51,7 @@ def compose_variables() -> dict[str, str]:
 
 
 def env_example_variables() -> set[str]:
-    return {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines()
-            if re.match(r"^[A-Z][A-Z0-9_]*=", line)}
+    return {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"^[A-Z][A-Z0-9_]*=", line)}
 
 
 def command_text(service: dict) -> str:
@@ -53,6 +60,7 @@ def command_text(service: dict) -> str:
 
 
 # -- the compose tool itself ------------------------------------------------
+
 
 def compose_tool() -> list[str]:
     if shutil.which("docker-compose"):
@@ -66,9 +74,14 @@ def run_config(env: dict[str, str], tmp_path, *extra: str) -> subprocess.Complet
     # An empty env file, so a developer's .env never decides the outcome.
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    return subprocess.run([*compose_tool(), "--env-file", str(empty), "-f", str(COMPOSE_FILE), *extra,
-                           "config", "-q"], env={**clean, **env}, capture_output=True, text=True, timeout=60,
-                          cwd=ROOT)
+    return subprocess.run(
+        [*compose_tool(), "--env-file", str(empty), "-f", str(COMPOSE_FILE), *extra, "config", "-q"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.docker
@@ -88,6 +101,7 @@ def test_the_compose_tool_refuses_to_start_without_a_required_variable(name, tmp
 
 
 # -- the file's structure ---------------------------------------------------
+
 
 def test_the_site_services(services):
     assert set(services) == SERVICES
@@ -113,8 +127,14 @@ def test_the_gpu_profile_passes_the_owners_choice_of_gpus(tmp_path):
     clean = {k: v for k, v in os.environ.items() if k not in REQUIRED and not k.startswith("HIVEMIND_")}
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    done = subprocess.run([*compose_tool(), "--env-file", str(empty), "-f", str(COMPOSE_FILE), "--profile", "gpu",
-                           "config"], env={**clean, **env}, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        [*compose_tool(), "--env-file", str(empty), "-f", str(COMPOSE_FILE), "--profile", "gpu", "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     worker_env = yaml.safe_load(done.stdout)["services"]["worker-gpu"]["environment"]
     assert (worker_env["HIVEMIND_GPU_DEVICES"], str(worker_env["HIVEMIND_GPU_SHARE"])) == ("1,GPU-3333dddd", "2")
@@ -186,8 +206,9 @@ TUNNEL_FILE = ROOT / "docker-compose.tunnel.yml"
 
 @pytest.mark.docker
 def test_the_tunnel_override_is_accepted_and_needs_its_join_url(tmp_path):
-    ok = run_config({**REQUIRED, "HIVEMIND_TUNNEL_JOIN_URL": "https://pool.example/api/vpn/join"}, tmp_path,
-                    "-f", str(TUNNEL_FILE))
+    ok = run_config(
+        {**REQUIRED, "HIVEMIND_TUNNEL_JOIN_URL": "https://pool.example/api/vpn/join"}, tmp_path, "-f", str(TUNNEL_FILE)
+    )
     assert ok.returncode == 0, ok.stderr
     missing = run_config(REQUIRED, tmp_path, "-f", str(TUNNEL_FILE))
     assert missing.returncode != 0 and "HIVEMIND_TUNNEL_JOIN_URL" in missing.stderr

@@ -113,12 +113,25 @@ def test_gpu_task_is_routed_to_the_gpu_queue_only(site: Site, tmp_path: Path, st
     fails with a reason, which is not what is checked here."""
     gpu_worker = start_worker("gpu", concurrency=1, HIVEMIND_SAMPLE_INTERVAL="0.5")
     registry = Registry(redis_client)
-    registry.register(WorkerCapacity(worker_id="stand-in-gpu-machine", hostname="stand-in", cpus=1,
-                                     memory_mb=2048, gpus=1, gpu_memory_mb=8192, gpu_names=["Stand-in GPU"],
-                                     queues=["gpu"]), ttl=600)
+    registry.register(
+        WorkerCapacity(
+            worker_id="stand-in-gpu-machine",
+            hostname="stand-in",
+            cpus=1,
+            memory_mb=2048,
+            gpus=1,
+            gpu_memory_mb=8192,
+            gpu_names=["Stand-in GPU"],
+            queues=["gpu"],
+        ),
+        ttl=600,
+    )
     try:
-        wait_for(lambda: (site.row("SELECT gpu_score FROM nodes WHERE node_id = ?", SITE) or [0])[0] > 0,
-                 timeout=30, what="the bridge advertising the GPU")
+        wait_for(
+            lambda: (site.row("SELECT gpu_score FROM nodes WHERE node_id = ?", SITE) or [0])[0] > 0,
+            timeout=30,
+            what="the bridge advertising the GPU",
+        )
         task_id = submit(site, write_zip(tmp_path, {"main.py": "print('on a gpu?')\n"}), "--gpu")
         wait_status(site, task_id, {"COMPLETED", "FAILED"})
         with fetch_result(site, task_id, tmp_path) as result:
@@ -183,8 +196,11 @@ def test_corrupt_and_oversized_zips_are_refused_with_a_reason(site: Site, tmp_pa
     # refuses it with its reason, the pool shows that reason and keeps the task.
     big = write_zip(tmp_path, {"main.py": "print(1)\n", "blob.bin": os.urandom(BRIDGE_MAX_PAYLOAD_BYTES + 1024)})
     task_id = submit(site, big)
-    wait_for(lambda: "above this site's limit" in site.task(task_id)["message"], timeout=60,
-             what="the bridge's refusal reaching the task's status")
+    wait_for(
+        lambda: "above this site's limit" in site.task(task_id)["message"],
+        timeout=60,
+        what="the bridge's refusal reaching the task's status",
+    )
     assert site.task(task_id)["status"] == "PENDING"
     site.cli_ok("stop", task_id)
     # Bad zips never reached a worker, and the site still serves.
@@ -200,7 +216,9 @@ def test_execute_task_from_an_unknown_caller_is_refused(site: Site) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{site.bridge_port}") as channel:
         stub = pb_grpc.WorkerNodeServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
-            stub.ExecuteTask(pb.ExecuteTaskRequest(task_id="e2e-intruder", task_zip=make_zip({"main.py": "1"}),
-                                                   cpu_usage=100, memory_gb=1), timeout=10)
+            stub.ExecuteTask(
+                pb.ExecuteTaskRequest(task_id="e2e-intruder", task_zip=make_zip({"main.py": "1"}), cpu_usage=100, memory_gb=1),
+                timeout=10,
+            )
     assert refused.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
     assert not redis.Redis.from_url(site.redis_url).hexists(keys.bridge_owed(SITE), "e2e-intruder")

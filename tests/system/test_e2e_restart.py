@@ -63,8 +63,7 @@ def run_through_restart(site: Site, tmp_path: Path, restart) -> tuple[str, dict,
 
 
 def stored_results(site: Site, task_id: str) -> int:
-    return sum(1 for r in site.pool.log_records()
-               if r.get("task_id") == task_id and r["message"].startswith("result stored"))
+    return sum(1 for r in site.pool.log_records() if r.get("task_id") == task_id and r["message"].startswith("result stored"))
 
 
 def test_pool_restarted_mid_task_still_gets_the_result(site: Site, tmp_path: Path) -> None:
@@ -87,6 +86,9 @@ def test_bridge_killed_mid_task_delivers_the_result_exactly_once(site: Site, tmp
     task_id, report, gained, paid = run_through_restart(site, tmp_path, restart)
     assert gained == paid == expected_reward(report)
     assert stored_results(site, task_id) == 1
-    wait_for(lambda: not redis.Redis.from_url(site.redis_url).hexists(keys.bridge_owed(SITE), task_id),
-             timeout=30, what="the bridge's outbox letting go of the delivered task")
+    wait_for(
+        lambda: not redis.Redis.from_url(site.redis_url).hexists(keys.bridge_owed(SITE), task_id),
+        timeout=30,
+        what="the bridge's outbox letting go of the delivered task",
+    )
     assert "finished" in site.cli_ok("logs", task_id)

@@ -17,9 +17,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Nothing of the worker's side may be loaded by the bridge: the worker app and its
 # parts, usage measuring, runtimes, and what they bring (psutil, Docker, Prometheus).
-WORKER_SIDE = ("hivemind_celery.celery_app", "hivemind_celery.worker", "hivemind_celery.usage",
-               "hivemind_celery.runtime", "hivemind_celery.task.celery_task", "hivemind_celery.task.run",
-               "psutil", "docker", "prometheus_client")
+WORKER_SIDE = (
+    "hivemind_celery.celery_app",
+    "hivemind_celery.worker",
+    "hivemind_celery.usage",
+    "hivemind_celery.runtime",
+    "hivemind_celery.task.celery_task",
+    "hivemind_celery.task.run",
+    "psutil",
+    "docker",
+    "prometheus_client",
+)
 PACKAGES = ("core", "usage", "observability", "payloads", "runtime", "site", "task", "worker")
 
 

@@ -22,8 +22,7 @@ EDGES = ("hivemind", "bridge", "nodepool", "proto", "vpn")
 # hivemind_celery's own layers, bottom first: a module may import its own layer
 # or one below it. "client" is client.py (the Celery client: configuration and the
 # task's name); "app" is celery_app.py (the worker app) and the package's __init__.py.
-WORKER_LAYERS = ("core", "client", "usage", "observability", "payloads", "runtime", "site", "task", "worker",
-                 "app")
+WORKER_LAYERS = ("core", "client", "usage", "observability", "payloads", "runtime", "site", "task", "worker", "app")
 # What each edge may import of ours (besides itself and third-party code).
 EDGE_MAY_IMPORT = {
     "proto": set(),
@@ -149,16 +148,22 @@ def test_the_walk_sees_function_level_imports() -> None:
 
 
 def test_hivemind_celery_imports_no_edge() -> None:
-    bad = [f"{src}:{line} imports {dst}" for src, dst, line in IMPORTS
-           if src.split(".")[0] == "hivemind_celery" and dst.split(".")[0] in EDGES]
+    bad = [
+        f"{src}:{line} imports {dst}"
+        for src, dst, line in IMPORTS
+        if src.split(".")[0] == "hivemind_celery" and dst.split(".")[0] in EDGES
+    ]
     assert bad == []
 
 
 @pytest.mark.parametrize("edge", sorted(EDGE_MAY_IMPORT))
 def test_each_edge_imports_only_what_is_below_it(edge: str) -> None:
     allowed = EDGE_MAY_IMPORT[edge] | {edge}
-    bad = [f"{src}:{line} imports {dst}" for src, dst, line in IMPORTS
-           if src.split(".")[0] == edge and not any(dst == a or dst.startswith(a + ".") for a in allowed)]
+    bad = [
+        f"{src}:{line} imports {dst}"
+        for src, dst, line in IMPORTS
+        if src.split(".")[0] == edge and not any(dst == a or dst.startswith(a + ".") for a in allowed)
+    ]
     assert bad == []
 
 
@@ -212,6 +217,7 @@ def test_core_has_no_celery_and_no_docker() -> None:
 
 def test_no_import_cycles_between_packages() -> None:
     """Packages: the top-level ones, and hivemind_celery's and hivemind's folders."""
+
     def package(module: str) -> str:
         parts = module.split(".")
         return ".".join(parts[:2]) if parts[0] in ("hivemind_celery", "hivemind") and len(parts) > 2 else parts[0]
@@ -228,7 +234,7 @@ def test_no_import_cycles_between_packages() -> None:
         seen[node] = 1
         for nxt in sorted(graph[node]):
             if seen.get(nxt) == 1:
-                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt])
             elif nxt not in seen:
                 visit(nxt, path + [nxt])
         seen[node] = 2

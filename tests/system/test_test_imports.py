@@ -52,9 +52,12 @@ def fixtures_of(module: str) -> set[str]:
     path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
     if not path.is_file():
         return set()
-    return {node.name for node in ast.parse(path.read_text()).body
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-            and any("fixture" in ast.unparse(decorator) for decorator in node.decorator_list)}
+    return {
+        node.name
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and any("fixture" in ast.unparse(decorator) for decorator in node.decorator_list)
+    }
 
 
 def wrong_imports(path: Path, source: str) -> list[str]:
@@ -63,8 +66,9 @@ def wrong_imports(path: Path, source: str) -> list[str]:
         if is_test_module(module) and (module.startswith("tests.") or "." not in module):
             problems.append(f"{path.relative_to(ROOT)}:{line} imports {module}: move what it shares to a kit or conftest.py")
         if name is not None and name in fixtures_of(module):
-            problems.append(f"{path.relative_to(ROOT)}:{line} imports the fixture {name} from {module}: "
-                            "define it in a conftest.py instead")
+            problems.append(
+                f"{path.relative_to(ROOT)}:{line} imports the fixture {name} from {module}: define it in a conftest.py instead"
+            )
     return list(dict.fromkeys(problems))  # one line per wrong import, however many names it takes
 
 
@@ -73,17 +77,20 @@ def test_no_test_module_imports_another_or_a_conftest_or_a_fixture() -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("source", [
-    "from tests.bridge.test_bridge_service import add_worker\n",
-    "from tests.conftest import make_zip\n",
-    "from conftest import ROOT\n",
-    "import tests.nodepool.test_nodepool_auth\n",
-    "from tests.usage import test_usage_exact\n",
-    "from . import test_bridge_relay\n",
-    "def later():\n    from tests.conftest import ROOT\n",
-    "from tests.console.conftest import page\n",
-    "from tests.bridge.conftest import start_bridge\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from tests.bridge.test_bridge_service import add_worker\n",
+        "from tests.conftest import make_zip\n",
+        "from conftest import ROOT\n",
+        "import tests.nodepool.test_nodepool_auth\n",
+        "from tests.usage import test_usage_exact\n",
+        "from . import test_bridge_relay\n",
+        "def later():\n    from tests.conftest import ROOT\n",
+        "from tests.console.conftest import page\n",
+        "from tests.bridge.conftest import start_bridge\n",
+    ],
+)
 def test_the_check_sees_each_kind_of_wrong_import(source: str) -> None:
     assert wrong_imports(TESTS / "bridge" / "test_example.py", source)
 

@@ -25,14 +25,14 @@ def wait_for(check, what: str, limit: float = 60.0, every: float = 0.1) -> Any:
 
 def submit(celery_app, store: PayloadStore, files: dict, timeout: float):
     spec = TaskSpec(task_id=f"p-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)), timeout=timeout)
-    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                                      queue="cpu")
+    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="cpu")
 
 
 def running_container(docker_client, task_id: str):
     def find():
         found = docker_client.containers.list(filters={"label": f"hivemind.task_id={task_id}", "status": "running"})
         return found[0] if found else None
+
     return wait_for(find, f"the container of {task_id} running", limit=120)
 
 

@@ -32,7 +32,7 @@ STEPS = 24
 # adds its number to the sum and, in "each" mode, checkpoints (write, then
 # rename) with its progress. In "term" mode the state is written only when
 # SIGTERM comes (the grace period), in "never" mode not at all.
-COUNTER = r'''
+COUNTER = r"""
 import json, os, signal, sys, time
 ckpt = os.environ["HIVEMIND_CHECKPOINT_DIR"]
 mode = open("mode.txt").read().strip()
@@ -70,19 +70,25 @@ while state["next"] <= STEPS:
     print(f"step {state['next'] - 1}", flush=True)
 with open("result.json", "w") as f:
     json.dump({"sum": state["sum"], "first": first}, f)
-'''.replace("STEPS", str(STEPS))
+""".replace("STEPS", str(STEPS))
 RIGHT_SUM = STEPS * (STEPS + 1) // 2
 # Short limits, as in the fault drills: a dead worker is seen as gone within
 # seconds, its task's lock lapses in 6 s.
-FAST = {"HIVEMIND_TASK_LOCK_TTL": "6", "HIVEMIND_REGISTRY_HEARTBEAT_INTERVAL": "1",
-        "HIVEMIND_RESCUE_INTERVAL": "2", "HIVEMIND_SHUTDOWN_GRACE": "10"}
+FAST = {
+    "HIVEMIND_TASK_LOCK_TTL": "6",
+    "HIVEMIND_REGISTRY_HEARTBEAT_INTERVAL": "1",
+    "HIVEMIND_RESCUE_INTERVAL": "2",
+    "HIVEMIND_SHUTDOWN_GRACE": "10",
+}
 
 
 def submit(celery_app, store, mode: str) -> tuple[TaskSpec, AsyncResult]:
-    spec = TaskSpec(task_id=f"ck-{mode}-{uuid.uuid4().hex[:8]}", timeout=300,
-                    payload=store.put(make_zip({"main.py": COUNTER, "mode.txt": mode})))
-    result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                                  queue="cpu")
+    spec = TaskSpec(
+        task_id=f"ck-{mode}-{uuid.uuid4().hex[:8]}",
+        timeout=300,
+        payload=store.put(make_zip({"main.py": COUNTER, "mode.txt": mode})),
+    )
+    result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="cpu")
     return spec, result
 
 
@@ -110,12 +116,16 @@ def check_accounting(outcome: TaskOutcome) -> None:
 
 
 def test_worker_sigkilled_mid_task_resumes_on_another_from_its_last_checkpoint(
-        start_worker, celery_app, store, redis_client, redis_url) -> None:
+    start_worker, celery_app, store, redis_client, redis_url
+) -> None:
     victim = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="1", **FAST)
     spec, result = submit(celery_app, store, "each")
     checkpoints = CheckpointStore(redis_client, Settings(redis_url=redis_url))
-    wait_until(lambda: (p := checkpoints.latest(spec.task_id)) is not None and (p.progress or 0) >= 0.25, 120,
-               "a checkpoint a quarter of the way")
+    wait_until(
+        lambda: (p := checkpoints.latest(spec.task_id)) is not None and (p.progress or 0) >= 0.25,
+        120,
+        "a checkpoint a quarter of the way",
+    )
     assert kill_tree(victim.proc.pid) >= 2  # the main process and its pool child, at once
     saved = checkpoints.latest(spec.task_id)
     assert saved is not None and saved.progress is not None
@@ -139,7 +149,8 @@ def test_worker_sigkilled_mid_task_resumes_on_another_from_its_last_checkpoint(
 
 
 def test_worker_sigtermed_checkpoints_in_its_grace_requeues_and_a_restarted_worker_finishes(
-        start_worker, celery_app, store, redis_client, redis_url) -> None:
+    start_worker, celery_app, store, redis_client, redis_url
+) -> None:
     # Checkpoints only on SIGTERM, and the worker never saves on its own in this test's time:
     # what resumes is what the task wrote in its grace period.
     worker = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="3600", **FAST)
@@ -155,8 +166,7 @@ def test_worker_sigtermed_checkpoints_in_its_grace_requeues_and_a_restarted_work
     assert not redis_client.exists(keys.task_outcome(spec.task_id))
     assert AsyncResult(spec.task_id, app=celery_app).state not in ("FAILURE", "SUCCESS")
     assert redis_client.llen("cpu") == 1
-    restarted = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="3600", worker_id=worker.worker_id,
-                             **FAST)
+    restarted = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="3600", worker_id=worker.worker_id, **FAST)
     outcome = celery_outcome(result, 240)
     restarted.stop()
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
@@ -172,8 +182,7 @@ def test_worker_sigtermed_checkpoints_in_its_grace_requeues_and_a_restarted_work
     assert int(redis_client.get(keys.task_attempts(spec.task_id)) or 0) == 1  # the graceful stop used none up
 
 
-def test_a_task_that_never_checkpoints_restarts_from_scratch_and_succeeds(
-        start_worker, celery_app, store, redis_client) -> None:
+def test_a_task_that_never_checkpoints_restarts_from_scratch_and_succeeds(start_worker, celery_app, store, redis_client) -> None:
     worker = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="1", **FAST)
     spec, result = submit(celery_app, store, "never")
     wait_until(lambda: "step 3\n" in output_of(redis_client, spec.task_id), 120, "the task at step 3")
@@ -189,14 +198,17 @@ def test_a_task_that_never_checkpoints_restarts_from_scratch_and_succeeds(
 
 
 def test_a_checkpoint_holding_a_link_to_the_host_is_refused_and_the_task_ends_truthfully(
-        start_worker, celery_app, store, redis_client) -> None:
+    start_worker, celery_app, store, redis_client
+) -> None:
     worker = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="1", **FAST)
-    task = ("import os, time\n"
-            "d = os.environ['HIVEMIND_CHECKPOINT_DIR']\n"
-            "open(os.path.join(d, 'state'), 'w').write('1')\n"
-            "os.symlink('/etc/shadow', os.path.join(d, 'shadow'))\n"
-            "time.sleep(4)\n"
-            "print('done', flush=True)\n")
+    task = (
+        "import os, time\n"
+        "d = os.environ['HIVEMIND_CHECKPOINT_DIR']\n"
+        "open(os.path.join(d, 'state'), 'w').write('1')\n"
+        "os.symlink('/etc/shadow', os.path.join(d, 'shadow'))\n"
+        "time.sleep(4)\n"
+        "print('done', flush=True)\n"
+    )
     spec = TaskSpec(task_id=f"ck-link-{uuid.uuid4().hex[:8]}", payload=store.put(make_zip({"main.py": task})))
     result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="cpu")
     outcome = celery_outcome(result, 120)
@@ -211,7 +223,8 @@ def test_a_checkpoint_holding_a_link_to_the_host_is_refused_and_the_task_ends_tr
 
 
 def test_a_pause_longer_than_the_owners_limit_checkpoints_frees_the_memory_and_resumes_later(
-        start_worker, celery_app, store, redis_client, redis_url, docker_client) -> None:
+    start_worker, celery_app, store, redis_client, redis_url, docker_client
+) -> None:
     prefs = PrefsStore(redis_client, Settings(redis_url=redis_url))
     prefs.client.delete(keys.site_prefs())
     prefs.update(release_memory_after_minutes=0.05)  # 3 s
@@ -244,7 +257,8 @@ def test_a_pause_longer_than_the_owners_limit_checkpoints_frees_the_memory_and_r
 
 
 def test_a_checkpoint_changed_in_storage_is_refused_and_the_task_starts_over_truthfully(
-        start_worker, celery_app, store, redis_client, redis_url) -> None:
+    start_worker, celery_app, store, redis_client, redis_url
+) -> None:
     worker = start_worker("cpu", concurrency=1, HIVEMIND_CHECKPOINT_INTERVAL="3600", **FAST)
     spec, result = submit(celery_app, store, "term")
     wait_until(lambda: "step 3\n" in output_of(redis_client, spec.task_id), 120, "the task at step 3")

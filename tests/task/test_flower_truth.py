@@ -61,9 +61,23 @@ def flower(redis_url: str, tmp_path) -> Iterator[Callable[[str], dict[str, Any] 
     port = free_port()
     env = worker_env(redis_url, "flower", FLOWER_UNAUTHENTICATED_API="true")
     log = open(tmp_path / "flower.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "hivemind_celery", "flower",
-                             f"--port={port}", "--address=127.0.0.1", "--persistent=False"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "hivemind_celery",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+            "--persistent=False",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
     def task(task_id: str) -> dict[str, Any] | None:
         """Flower's record of one task (from its /api/tasks list), None while it has none."""
@@ -93,20 +107,23 @@ def example_zip() -> bytes:
     return make_zip({path.name: path.read_bytes() for path in FAILING.iterdir() if path.is_file()})
 
 
-def test_flower_shows_failure_and_the_bridge_relays_the_outcome(start_worker, bridge: Bridge, pool: RecordingPool,
-                                                                flower, redis_url: str) -> None:
+def test_flower_shows_failure_and_the_bridge_relays_the_outcome(
+    start_worker, bridge: Bridge, pool: RecordingPool, flower, redis_url: str
+) -> None:
     worker = start_worker("cpu", concurrency=1)
     wait_for(lambda: bridge.registry.capacity().workers >= 1, "the worker in the registry")
     # A succeeded task first: once Flower lists it, Flower is receiving the worker's events.
     assert execute(bridge, "t-ok", make_zip({"main.py": "print('fine')"}), cpu_usage=100.0, memory_gb=1).success
-    ok = wait_for(lambda: (flower("t-ok") or {}).get("state") == "SUCCESS" and flower("t-ok"), "t-ok in Flower",
-                  limit=240)
+    ok = wait_for(lambda: (flower("t-ok") or {}).get("state") == "SUCCESS" and flower("t-ok"), "t-ok in Flower", limit=240)
     assert ok["state"] == "SUCCESS"
 
     reply = execute(bridge, "t-fail", example_zip(), cpu_usage=100.0, memory_gb=1)
     assert reply.success, reply.message
-    record = wait_for(lambda: (flower("t-fail") or {}).get("state") in ("FAILURE", "SUCCESS") and flower("t-fail"),
-                      "t-fail finished in Flower", limit=240)
+    record = wait_for(
+        lambda: (flower("t-fail") or {}).get("state") in ("FAILURE", "SUCCESS") and flower("t-fail"),
+        "t-fail finished in Flower",
+        limit=240,
+    )
     assert record["state"] == "FAILURE", (record, worker.log())
     assert "failed" in (record.get("exception") or "")
 

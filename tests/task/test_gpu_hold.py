@@ -19,8 +19,18 @@ from hivemind_celery.usage.gpu import GpuInfo
 from tests.usage.gpu_standin import FOUR_GPUS, UUIDS, standin_gpus
 
 pytestmark = pytest.mark.redis
-T4 = [GpuInfo(index=3, name=FOUR_GPUS[3]["name"], uuid=FOUR_GPUS[3]["uuid"], load_percent=0.0, memory_used_mb=0,
-              memory_total_mb=FOUR_GPUS[3]["memory_mb"], temperature_c=None, power_w=None)]
+T4 = [
+    GpuInfo(
+        index=3,
+        name=FOUR_GPUS[3]["name"],
+        uuid=FOUR_GPUS[3]["uuid"],
+        load_percent=0.0,
+        memory_used_mb=0,
+        memory_total_mb=FOUR_GPUS[3]["memory_mb"],
+        temperature_c=None,
+        power_w=None,
+    )
+]
 
 
 def hold(client: redis.Redis, **settings: object) -> GpuHold:

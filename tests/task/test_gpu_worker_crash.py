@@ -23,10 +23,12 @@ pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
 
 def submit(celery_app, store: PayloadStore, files: dict[str, str], **fields: object):
-    spec = TaskSpec(task_id=f"gpu-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)),
-                    **{"gpus": 1, "memory_mb": 128, "cpus": 0.25, **fields})
-    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                                      queue="gpu")
+    spec = TaskSpec(
+        task_id=f"gpu-{uuid.uuid4().hex[:10]}",
+        payload=store.put(make_zip(files)),
+        **{"gpus": 1, "memory_mb": 128, "cpus": 0.25, **fields},
+    )
+    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="gpu")
 
 
 def wait_for(predicate, timeout: float):
@@ -45,8 +47,18 @@ def test_docker_is_asked_for_the_held_gpus_and_they_come_back(start_worker, cele
     Docker recorded on the container (read back before its removal)."""
     worker = start_worker(queues="gpu", concurrency=2, **worker_env())
     # Another task holds GPU 0 (a lease as a worker would take it): the tasks get others.
-    gpu0 = [GpuInfo(index=0, name="x", uuid=UUIDS[0], load_percent=0, memory_used_mb=0,
-                    memory_total_mb=FOUR_GPUS[0]["memory_mb"], temperature_c=None, power_w=None)]
+    gpu0 = [
+        GpuInfo(
+            index=0,
+            name="x",
+            uuid=UUIDS[0],
+            load_percent=0,
+            memory_used_mb=0,
+            memory_total_mb=FOUR_GPUS[0]["memory_mb"],
+            temperature_c=None,
+            power_w=None,
+        )
+    ]
     assert leases.allocate("someone-else", gpu0, 1, 0, ttl=120)
     try:
         results = [submit(celery_app, store, {"main.py": "print(1)\n"})[1] for _ in range(3)]
@@ -63,8 +75,14 @@ def test_docker_is_asked_for_the_held_gpus_and_they_come_back(start_worker, cele
 
 
 def test_a_killed_workers_gpu_comes_back(start_worker, celery_app, store, leases) -> None:
-    worker = start_worker(queues="gpu", concurrency=1, HIVEMIND_RUNTIME="process",
-                          HIVEMIND_GPU_DEVICES=UUIDS[3], HIVEMIND_GPU_LEASE_TTL="3", **worker_env())
+    worker = start_worker(
+        queues="gpu",
+        concurrency=1,
+        HIVEMIND_RUNTIME="process",
+        HIVEMIND_GPU_DEVICES=UUIDS[3],
+        HIVEMIND_GPU_LEASE_TTL="3",
+        **worker_env(),
+    )
     spec, _ = submit(celery_app, store, {"main.py": "import time\ntime.sleep(120)\n"})
     held = wait_for(lambda: [lease for lease in leases.leases() if lease.task_id == spec.task_id], timeout=60)
     assert held and held[0].uuid == UUIDS[3], worker.log()
@@ -73,8 +91,18 @@ def test_a_killed_workers_gpu_comes_back(start_worker, celery_app, store, leases
     for proc in [*main.children(recursive=True), main]:
         proc.send_signal(signal.SIGKILL)
     worker.proc.wait(10)
-    t4 = [GpuInfo(index=3, name="Stand-in T4", uuid=UUIDS[3], load_percent=0, memory_used_mb=0,
-                  memory_total_mb=FOUR_GPUS[3]["memory_mb"], temperature_c=None, power_w=None)]
+    t4 = [
+        GpuInfo(
+            index=3,
+            name="Stand-in T4",
+            uuid=UUIDS[3],
+            load_percent=0,
+            memory_used_mb=0,
+            memory_total_mb=FOUR_GPUS[3]["memory_mb"],
+            temperature_c=None,
+            power_w=None,
+        )
+    ]
     assert leases.allocate("next", t4, 1, 0, ttl=60) is None  # still held right after the crash
     # No one renews the lease now: it lapses after HIVEMIND_GPU_LEASE_TTL and the GPU is free again.
     got = wait_for(lambda: leases.allocate("next", t4, 1, 0, ttl=60), timeout=30)

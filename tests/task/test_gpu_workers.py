@@ -26,26 +26,39 @@ from tests.usage.gpu_standin import UUIDS, worker_env
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
 OFFERED = ["0", "1", UUIDS[3]]  # the owner keeps GPU 2 (by index and UUID both)
-HOLDER = ("import json, os, time\n"
-          "start = time.time()\n"
-          "time.sleep(2.5)\n"
-          "print('GPU_RUN ' + json.dumps({'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),\n"
-          "                               'start': start, 'end': time.time()}))\n")
+HOLDER = (
+    "import json, os, time\n"
+    "start = time.time()\n"
+    "time.sleep(2.5)\n"
+    "print('GPU_RUN ' + json.dumps({'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),\n"
+    "                               'start': start, 'end': time.time()}))\n"
+)
 
 
 @pytest.fixture(scope="module")
 def process_workers(start_worker, tmp_path_factory) -> list:
     rt = tmp_path_factory.mktemp("gpu-rt")
-    return [start_worker(queues="gpu", concurrency=2, HIVEMIND_RUNTIME="process", HIVEMIND_RUNTIME_DIR=str(rt),
-                         HIVEMIND_GPU_DEVICES=",".join(OFFERED), HIVEMIND_GPU_WAIT="60", **worker_env())
-            for _ in range(2)]
+    return [
+        start_worker(
+            queues="gpu",
+            concurrency=2,
+            HIVEMIND_RUNTIME="process",
+            HIVEMIND_RUNTIME_DIR=str(rt),
+            HIVEMIND_GPU_DEVICES=",".join(OFFERED),
+            HIVEMIND_GPU_WAIT="60",
+            **worker_env(),
+        )
+        for _ in range(2)
+    ]
 
 
 def submit(celery_app, store: PayloadStore, files: dict[str, str], **fields: object):
-    spec = TaskSpec(task_id=f"gpu-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip(files)),
-                    **{"gpus": 1, "memory_mb": 128, "cpus": 0.25, **fields})
-    return celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                                queue="gpu")
+    spec = TaskSpec(
+        task_id=f"gpu-{uuid.uuid4().hex[:10]}",
+        payload=store.put(make_zip(files)),
+        **{"gpus": 1, "memory_mb": 128, "cpus": 0.25, **fields},
+    )
+    return celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="gpu")
 
 
 def outcome_of(result, timeout: float = 120) -> TaskOutcome:

@@ -16,8 +16,11 @@ pytestmark = pytest.mark.redis
 def test_a_lone_line_is_flushed_without_more_output(redis_client: redis.Redis) -> None:
     stream = OutputStream(redis_client, "t-lone-line", flush_interval=0.3)
     stream.write(b"first line\n")  # within the interval of the stream's start: buffered
-    wait_for(lambda: read_output(redis_client, "t-lone-line")[1] == b"first line\n", timeout=10,
-             what="the buffered line flushed by the interval alone")
+    wait_for(
+        lambda: read_output(redis_client, "t-lone-line")[1] == b"first line\n",
+        timeout=10,
+        what="the buffered line flushed by the interval alone",
+    )
     stream.write(b"second\n")
     stream.write(b"third\n")
     stream.flush()

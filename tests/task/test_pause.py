@@ -35,8 +35,10 @@ from tests.task.pause_kit import freezer_state, running_container, submit, wait_
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 # 24 ticks of 0.25 s: about 6 s of running time.
-TICKING = {"main.py": "import time\nfor i in range(24):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\n"
-                      "print('done', flush=True)\n"}
+TICKING = {
+    "main.py": "import time\nfor i in range(24):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\n"
+    "print('done', flush=True)\n"
+}
 
 
 def consumed(celery_app, worker) -> list[str] | None:
@@ -68,13 +70,16 @@ def bridge_status(redis_client) -> str:
 
 
 def test_pause_freezes_the_container_and_resume_finishes_with_its_timeout(
-        start_worker, celery_app, store, prefs, redis_client, docker_client) -> None:
+    start_worker, celery_app, store, prefs, redis_client, docker_client
+) -> None:
     worker = start_worker("cpu", concurrency=1)
     # running time ~6 s + frozen >= 8 s is beyond the 10 s timeout: it succeeds only if frozen time does not count
     spec, result = submit(celery_app, store, TICKING, timeout=10)
     container = running_container(docker_client, spec.task_id)
-    wait_for(lambda: b"tick 2" in b"".join(f for _, e in redis_client.xrange(f"hm:task:{spec.task_id}:output")
-                                            for f in e.values()), "the task ticking")
+    wait_for(
+        lambda: b"tick 2" in b"".join(f for _, e in redis_client.xrange(f"hm:task:{spec.task_id}:output") for f in e.values()),
+        "the task ticking",
+    )
     assert bridge_status(redis_client) != "Paused"
     prefs.pause()
     wait_for(lambda: freezer_state(container) == "FROZEN", "the container's freezer FROZEN", limit=10)
@@ -99,7 +104,8 @@ def test_pause_freezes_the_container_and_resume_finishes_with_its_timeout(
 
 
 def test_frozen_past_the_limit_is_stopped_with_that_reason(
-        start_worker, celery_app, store, prefs, redis_client, docker_client) -> None:
+    start_worker, celery_app, store, prefs, redis_client, docker_client
+) -> None:
     worker = start_worker("cpu", concurrency=1, HIVEMIND_MAX_FROZEN_SECONDS="3")
     spec, result = submit(celery_app, store, TICKING, timeout=60)
     container = running_container(docker_client, spec.task_id)
@@ -128,8 +134,12 @@ def test_process_runtime_stops_the_process_group(start_worker, celery_app, store
         states = []
         for proc in psutil.process_iter(["cwd", "cmdline", "status"]):
             cmdline = proc.info["cmdline"] or []
-            if ((proc.info["cwd"] or "").startswith(str(tmp_path / spec.task_id)) and cmdline
-                    and cmdline[-1] == "main.py" and "-c" not in cmdline):
+            if (
+                (proc.info["cwd"] or "").startswith(str(tmp_path / spec.task_id))
+                and cmdline
+                and cmdline[-1] == "main.py"
+                and "-c" not in cmdline
+            ):
                 states.append(proc.info["status"])
         return states
 

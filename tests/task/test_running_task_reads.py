@@ -20,10 +20,23 @@ pytestmark = [pytest.mark.redis]
 
 
 def sample(task_id: str, cpu_percent: float) -> UsageSample:
-    return UsageSample(task_id=task_id, timestamp=1.0, elapsed_s=2.0, cpu_seconds=3.5, cpu_user_seconds=3.0,
-                       cpu_system_seconds=0.5, cpu_percent=cpu_percent, memory_bytes=1 << 20,
-                       memory_peak_bytes=2 << 20, memory_percent=12.5, pids=3, oom_kills=0, gpu_percent=0.0,
-                       gpu_memory_bytes=0, source="cgroup")
+    return UsageSample(
+        task_id=task_id,
+        timestamp=1.0,
+        elapsed_s=2.0,
+        cpu_seconds=3.5,
+        cpu_user_seconds=3.0,
+        cpu_system_seconds=0.5,
+        cpu_percent=cpu_percent,
+        memory_bytes=1 << 20,
+        memory_peak_bytes=2 << 20,
+        memory_percent=12.5,
+        pids=3,
+        oom_kills=0,
+        gpu_percent=0.0,
+        gpu_memory_bytes=0,
+        source="cgroup",
+    )
 
 
 def test_the_latest_usage_sample_reads_back(redis_client, redis_url) -> None:
@@ -31,8 +44,9 @@ def test_the_latest_usage_sample_reads_back(redis_client, redis_url) -> None:
     redis_client.delete(keys.task_usage(task_id))
     activity = Activity(redis_client)
     assert activity.usage(task_id) == {}, "not sampled yet"
-    run = TaskRun(spec=TaskSpec(task_id=task_id, payload="sha256:" + "0" * 64), client=redis_client,
-                  settings=Settings(redis_url=redis_url))
+    run = TaskRun(
+        spec=TaskSpec(task_id=task_id, payload="sha256:" + "0" * 64), client=redis_client, settings=Settings(redis_url=redis_url)
+    )
     UsageKeyObserver().on_sample(run, sample(task_id, 40.0))
     UsageKeyObserver().on_sample(run, sample(task_id, 60.0))
     assert activity.usage(task_id) == dataclasses.asdict(sample(task_id, 60.0))

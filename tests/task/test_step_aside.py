@@ -28,8 +28,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 STANDIN_DIR = Path(__file__).resolve().parents[1] / "usage" / "sensors_standin"
 # 40 ticks of 0.25 s: about 10 s of running time.
-TICKING = {"main.py": "import time\nfor i in range(40):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\n"
-                      "print('done', flush=True)\n"}
+TICKING = {
+    "main.py": "import time\nfor i in range(40):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\n"
+    "print('done', flush=True)\n"
+}
 RESUME_AFTER = 3.0
 
 
@@ -39,7 +41,8 @@ def store(redis_client, redis_url) -> PayloadStore:
 
 
 def test_unplugging_freezes_the_task_and_mains_power_thaws_it(
-        start_worker, celery_app, store, prefs, redis_client, docker_client, tmp_path) -> None:
+    start_worker, celery_app, store, prefs, redis_client, docker_client, tmp_path
+) -> None:
     machine = tmp_path / "sensors.json"
 
     def plugged(on_mains: bool) -> None:
@@ -47,12 +50,13 @@ def test_unplugging_freezes_the_task_and_mains_power_thaws_it(
 
     plugged(True)
     prefs.update(pause_on_battery=True, resume_after_seconds=RESUME_AFTER)
-    worker = start_worker("cpu", concurrency=1, PYTHONPATH=f"{STANDIN_DIR}:{ROOT}",
-                          SENSORS_STANDIN_FILE=str(machine))
+    worker = start_worker("cpu", concurrency=1, PYTHONPATH=f"{STANDIN_DIR}:{ROOT}", SENSORS_STANDIN_FILE=str(machine))
     spec, result = submit(celery_app, store, TICKING, timeout=60)
     container = running_container(docker_client, spec.task_id)
-    wait_for(lambda: b"tick 2" in b"".join(f for _, e in redis_client.xrange(f"hm:task:{spec.task_id}:output")
-                                            for f in e.values()), "the task ticking")
+    wait_for(
+        lambda: b"tick 2" in b"".join(f for _, e in redis_client.xrange(f"hm:task:{spec.task_id}:output") for f in e.values()),
+        "the task ticking",
+    )
     assert freezer_state(container) == "THAWED" and not prefs.mode().paused
 
     plugged(False)
@@ -81,8 +85,7 @@ def test_a_hot_cpu_pauses_the_cpu_worker_until_it_cools_below_the_margin(start_w
 
     cpu_at(60)
     prefs.update(max_cpu_temperature_c=80, temperature_margin_c=10, resume_after_seconds=0)
-    worker = start_worker("cpu", concurrency=1, PYTHONPATH=f"{STANDIN_DIR}:{ROOT}",
-                          SENSORS_STANDIN_FILE=str(machine))
+    worker = start_worker("cpu", concurrency=1, PYTHONPATH=f"{STANDIN_DIR}:{ROOT}", SENSORS_STANDIN_FILE=str(machine))
     wait_for(lambda: prefs.client.hlen("hm:site:modes") and not prefs.mode().paused, "running first", 15)
     cpu_at(85)
     hot = wait_for(lambda: prefs.mode().paused and prefs.mode(), "the heat pause", limit=15)
@@ -107,9 +110,15 @@ def test_a_hot_gpu_pauses_the_gpu_worker_and_not_for_a_hot_cpu(start_worker, pre
     heat(50, 55, 95)
     prefs.update(max_cpu_temperature_c=80, max_gpu_temperature_c=85, resume_after_seconds=0)
     env = gpu_worker_env()
-    worker = start_worker("gpu", concurrency=1, HIVEMIND_RUNTIME="process", HIVEMIND_GPU_DEVICES=f"{UUIDS[0]},1",
-                          NVML_STANDIN_TEMPERATURES=str(temperatures), SENSORS_STANDIN_FILE=str(machine),
-                          **{**env, "PYTHONPATH": f"{STANDIN_DIR}:{env['PYTHONPATH']}"})
+    worker = start_worker(
+        "gpu",
+        concurrency=1,
+        HIVEMIND_RUNTIME="process",
+        HIVEMIND_GPU_DEVICES=f"{UUIDS[0]},1",
+        NVML_STANDIN_TEMPERATURES=str(temperatures),
+        SENSORS_STANDIN_FILE=str(machine),
+        **{**env, "PYTHONPATH": f"{STANDIN_DIR}:{env['PYTHONPATH']}"},
+    )
     wait_for(lambda: prefs.client.hlen("hm:site:modes"), "the mode published", 15)
     time.sleep(6)  # past an idle worker's check interval: a hot CPU is not a GPU worker's concern
     assert not prefs.mode().paused, prefs.mode()

@@ -36,12 +36,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 BURN_SECONDS = 9
 BURNER = (
-    "import time\n"
-    f"end = time.monotonic() + {BURN_SECONDS}\n"
-    "n = 0\n"
-    "while time.monotonic() < end:\n"
-    "    n += 1\n"
-    "print('loops', n)\n"
+    f"import time\nend = time.monotonic() + {BURN_SECONDS}\nn = 0\nwhile time.monotonic() < end:\n    n += 1\nprint('loops', n)\n"
 )
 
 
@@ -97,17 +92,22 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(start_worker, celery_app, redis_client, redis_url) -> Run:
-    worker = start_worker("cpu", concurrency=1, extra_args=("--include", "tests.usage_signal_receiver"),
-                          HIVEMIND_SAMPLE_INTERVAL="1")
+    worker = start_worker(
+        "cpu", concurrency=1, extra_args=("--include", "tests.usage_signal_receiver"), HIVEMIND_SAMPLE_INTERVAL="1"
+    )
     store = PayloadStore(redis_client, Settings(redis_url=redis_url))
-    spec = TaskSpec(task_id=f"live-{uuid.uuid4().hex[:10]}", payload=store.put(make_zip({"main.py": BURNER})),
-                    cpus=1.0, memory_mb=256, timeout=120)
+    spec = TaskSpec(
+        task_id=f"live-{uuid.uuid4().hex[:10]}",
+        payload=store.put(make_zip({"main.py": BURNER})),
+        cpus=1.0,
+        memory_mb=256,
+        timeout=120,
+    )
     watcher = EventWatcher(celery_app)
     watcher.start()
     live: list[tuple[str, Any]] = []
     try:
-        result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id,
-                                      queue="cpu")
+        result = celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue="cpu")
         deadline = time.monotonic() + 180
         while not result.ready() and time.monotonic() < deadline:
             probe = celery_app.AsyncResult(spec.task_id)
@@ -136,8 +136,9 @@ def test_task_burned_cpu_and_returned_usage_and_reward(run: Run) -> None:
     assert usage.memory_peak_bytes > 1024 * 1024  # a Python interpreter ran
     # The return value (what Flower shows) holds the summary and the reward.
     assert run.raw["usage"]["cpu_seconds"] == usage.cpu_seconds
-    expected = compute_reward(outcome.duration, usage.cpu_percent, usage.memory_percent, usage.gpu_percent,
-                              RewardPolicy.from_settings(Settings()))
+    expected = compute_reward(
+        outcome.duration, usage.cpu_percent, usage.memory_percent, usage.gpu_percent, RewardPolicy.from_settings(Settings())
+    )
     assert run.raw["reward"] == outcome.reward == expected >= 1
 
 

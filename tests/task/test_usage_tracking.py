@@ -43,10 +43,12 @@ class Received:
         self.calls: dict[str, list[dict]] = {}
         self.receivers = []
         for signal in signals.ALL_SIGNALS:
+
             def receiver(sender, _name=signal.name, **kwargs):
                 assert sender == "hivemind.run_task"
                 kwargs.pop("signal", None)  # Celery adds the signal itself
                 self.calls.setdefault(_name, []).append(kwargs)
+
             signal.connect(receiver, weak=False)
             self.receivers.append((signal, receiver))
 
@@ -91,8 +93,15 @@ def test_tracker_publishes_and_rewards(celery_app, redis_client, docker_client) 
     listener.start()
     assert ready.wait(10)
     container = docker_client.containers.run(
-        BUSYBOX_IMAGE, ["sh", "-c", "timeout 2 yes > /dev/null; sleep 1"], detach=True, user="1000:1000",
-        network_mode="none", nano_cpus=1_000_000_000, mem_limit="64m", labels={"hivemind.test": "tracking"})
+        BUSYBOX_IMAGE,
+        ["sh", "-c", "timeout 2 yes > /dev/null; sleep 1"],
+        detach=True,
+        user="1000:1000",
+        network_mode="none",
+        nano_cpus=1_000_000_000,
+        mem_limit="64m",
+        labels={"hivemind.test": "tracking"},
+    )
     try:
         container.reload()
         tracker = UsageMeter(tracked, spec, redis_client, settings, docker_client)
@@ -112,8 +121,13 @@ def test_tracker_publishes_and_rewards(celery_app, redis_client, docker_client) 
         assert live.state == "RUNNING"
         assert live.info["usage"]["cpu_seconds"] > 0
         started = datetime.now(UTC) - timedelta(hours=1)
-        outcome = TaskOutcome(task_id="track-1", status=TaskStatus.SUCCEEDED, exit_code=0,
-                              started_at=started, finished_at=started + timedelta(hours=1))
+        outcome = TaskOutcome(
+            task_id="track-1",
+            status=TaskStatus.SUCCEEDED,
+            exit_code=0,
+            started_at=started,
+            finished_at=started + timedelta(hours=1),
+        )
         outcome = tracker.complete(outcome)
     finally:
         container.remove(force=True)
@@ -124,16 +138,18 @@ def test_tracker_publishes_and_rewards(celery_app, redis_client, docker_client) 
     usage = outcome.usage
     assert usage is not None and usage.source == "cgroup"
     assert 0.3 <= usage.cpu_seconds <= 2.5  # 2 s of `yes` under a 1-core quota
-    assert outcome.reward == compute_reward(3600, usage.cpu_percent, usage.memory_percent, usage.gpu_percent,
-                                            RewardPolicy.from_settings(settings))
+    assert outcome.reward == compute_reward(
+        3600, usage.cpu_percent, usage.memory_percent, usage.gpu_percent, RewardPolicy.from_settings(settings)
+    )
     assert outcome.reward >= 8  # an hour at any utilization: at least 10 x 0.8
 
     assert received["task_container_started"] == [{"task_id": "track-1", "container_id": container.id}]
     samples = received["resource_usage"]
     assert len(samples) >= 3 and {s["task_id"] for s in samples} == {"track-1"}
     assert samples[-1]["sample"]["cpu_seconds"] >= samples[0]["sample"]["cpu_seconds"]
-    assert received["task_rewarded"] == [{"task_id": "track-1", "reward": outcome.reward,
-                                          "usage": usage.model_dump(mode="json"), "duration": 3600.0}]
+    assert received["task_rewarded"] == [
+        {"task_id": "track-1", "reward": outcome.reward, "usage": usage.model_dump(mode="json"), "duration": 3600.0}
+    ]
     finished = received["task_container_finished"]
     assert len(finished) == 1 and finished[0]["outcome"]["reward"] == outcome.reward
 
@@ -168,8 +184,9 @@ def test_container_gone_before_start_is_not_measured(redis_client) -> None:
     tracker = UsageMeter(None, spec, redis_client, settings)
     tracker.on_start(Started("gone-1", "f" * 64, 0))
     now = datetime.now(UTC)
-    outcome = tracker.complete(TaskOutcome(task_id="gone-1", status=TaskStatus.SUCCEEDED, exit_code=0,
-                                           started_at=now, finished_at=now))
+    outcome = tracker.complete(
+        TaskOutcome(task_id="gone-1", status=TaskStatus.SUCCEEDED, exit_code=0, started_at=now, finished_at=now)
+    )
     assert tracker.docker_client is None  # no Docker client was even made
     assert outcome.usage is not None and outcome.usage.source == "none" and outcome.usage.samples == 0
     assert outcome.reward == 1

@@ -29,10 +29,10 @@ def cpu_worker(start_worker):
 
 def submit(celery_app, store, files_or_zip, queue=None, **spec_fields):
     data = files_or_zip if isinstance(files_or_zip, bytes) else make_zip(files_or_zip)
-    spec = TaskSpec(task_id=spec_fields.pop("task_id", f"t-{uuid.uuid4().hex[:10]}"),
-                    payload=store.put(data), **spec_fields)
-    return spec, celery_app.send_task(TASK_NAME, args=[spec.model_dump(mode="json")],
-                                      task_id=spec.task_id, queue=queue or spec.queue.value)
+    spec = TaskSpec(task_id=spec_fields.pop("task_id", f"t-{uuid.uuid4().hex[:10]}"), payload=store.put(data), **spec_fields)
+    return spec, celery_app.send_task(
+        TASK_NAME, args=[spec.model_dump(mode="json")], task_id=spec.task_id, queue=queue or spec.queue.value
+    )
 
 
 def outcome_of(result, timeout: float = 120) -> TaskOutcome:
@@ -45,11 +45,15 @@ def result_files(store, outcome) -> dict[str, bytes]:
 
 
 def test_success_returns_output_files_and_report(cpu_worker, celery_app, store, redis_client):
-    spec, result = submit(celery_app, store, {
-        "main.py": "import pathlib\nprint('hello from the task')\n"
-                   "pathlib.Path('out').mkdir()\npathlib.Path('out/answer.txt').write_text('42')\n",
-        "data/input.txt": "input",
-    })
+    spec, result = submit(
+        celery_app,
+        store,
+        {
+            "main.py": "import pathlib\nprint('hello from the task')\n"
+            "pathlib.Path('out').mkdir()\npathlib.Path('out/answer.txt').write_text('42')\n",
+            "data/input.txt": "input",
+        },
+    )
     outcome = outcome_of(result)
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.reason
     assert outcome.exit_code == 0
@@ -79,16 +83,14 @@ def test_nonzero_exit_is_failed_with_code(cpu_worker, celery_app, store):
 
 
 def test_timeout_is_reported_timed_out(cpu_worker, celery_app, store):
-    _, result = submit(celery_app, store, {"main.py": "import time\nprint('start', flush=True)\ntime.sleep(120)\n"},
-                       timeout=2)
+    _, result = submit(celery_app, store, {"main.py": "import time\nprint('start', flush=True)\ntime.sleep(120)\n"}, timeout=2)
     outcome = outcome_of(result)
     assert outcome.status is TaskStatus.TIMED_OUT
     assert outcome.duration < 60
 
 
 def test_memory_hog_is_oom_killed(cpu_worker, celery_app, store):
-    _, result = submit(celery_app, store, {"main.py": "b = bytearray(400 * 1024 * 1024)\nprint(len(b))\n"},
-                       memory_mb=64)
+    _, result = submit(celery_app, store, {"main.py": "b = bytearray(400 * 1024 * 1024)\nprint(len(b))\n"}, memory_mb=64)
     outcome = outcome_of(result)
     assert outcome.status is TaskStatus.OOM_KILLED, (outcome.status, outcome.reason)
 
@@ -162,8 +164,7 @@ def _zip_bomb() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("name, make, reason", [("symlink", _symlink_zip, "symbolic link"),
-                                                 ("zip-bomb", _zip_bomb, "ratio")])
+@pytest.mark.parametrize("name, make, reason", [("symlink", _symlink_zip, "symbolic link"), ("zip-bomb", _zip_bomb, "ratio")])
 def test_symlink_and_bomb_rejected(cpu_worker, celery_app, store, name, make, reason):
     _, result = submit(celery_app, store, make())
     outcome = outcome_of(result)
@@ -224,8 +225,11 @@ def test_revoke_terminate_removes_container_within_5s(cpu_worker, celery_app, st
 def test_stop_request_ends_cancelled_with_partial_result(cpu_worker, celery_app, store, redis_client):
     from hivemind_celery.task.cancellation import request_stop
 
-    spec, result = submit(celery_app, store, {
-        "main.py": "import time\nopen('partial.txt','w').write('half')\nprint('working', flush=True)\ntime.sleep(300)\n"})
+    spec, result = submit(
+        celery_app,
+        store,
+        {"main.py": "import time\nopen('partial.txt','w').write('half')\nprint('working', flush=True)\ntime.sleep(300)\n"},
+    )
     from hivemind_celery.task.streams import read_output
 
     deadline = time.monotonic() + 60
@@ -255,8 +259,8 @@ def test_gpu_task_goes_to_gpu_queue_only(start_worker, celery_app, store):
 def test_leftover_containers_reaped_at_start(start_worker, docker_client, celery_app):
     worker_id = f"reap-{uuid.uuid4().hex[:6]}"
     leftover = docker_client.containers.create(
-        BUSYBOX_IMAGE, ["sleep", "300"],
-        labels={"hivemind.worker": worker_id, "hivemind.task_id": "leftover-1"})
+        BUSYBOX_IMAGE, ["sleep", "300"], labels={"hivemind.worker": worker_id, "hivemind.task_id": "leftover-1"}
+    )
     worker = start_worker("cpu", worker_id=worker_id)
     try:
         remaining = docker_client.containers.list(all=True, filters={"id": leftover.id})
@@ -273,7 +277,11 @@ def test_hivemind_run_cli_prints_outcome_json(cpu_worker, redis_url, tmp_path):
     env = worker_env(redis_url, "cli-client")
     proc = subprocess.run(
         [sys.executable, "-m", "hivemind.cli", "run", str(task_dir), "--json", "-o", str(out_zip)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
     outcome = json.loads(proc.stdout)

@@ -34,7 +34,8 @@ BURNERS = {
     "3 s": BURN + "burn(3.0)\n" + REPORT,
     "0.5 s": BURN + "burn(0.5)\n" + REPORT,
     # Three forked workers of 0.4 s each and 0.2 s in the parent.
-    "forked workers": BURN + (
+    "forked workers": BURN
+    + (
         "workers = []\n"
         "for _ in range(3):\n"
         "    pid = os.fork()\n"
@@ -45,7 +46,8 @@ BURNERS = {
         "burn(0.2)\n"
         "for pid in workers:\n"
         "    os.waitpid(pid, 0)\n"
-    ) + REPORT,
+    )
+    + REPORT,
 }
 NOTHING = "pass\n"
 
@@ -53,11 +55,16 @@ NOTHING = "pass\n"
 def make_job(source: str, **spec: object) -> Job:
     data = make_zip({"main.py": source})
     manifest = workspace.inspect_zip(data)
-    task_spec = TaskSpec(task_id=f"exact-{uuid.uuid4().hex[:10]}", payload=PAYLOAD,
-                         **{"memory_mb": 256, "cpus": CPUS, **spec})
-    return Job(spec=task_spec, image=PYTHON_IMAGE, command=workspace.entry_command(manifest),
-               workspace_tar=workspace.zip_to_tar(data, manifest), timeout=120,
-               setup_command=workspace.setup_command(manifest), pids=64)
+    task_spec = TaskSpec(task_id=f"exact-{uuid.uuid4().hex[:10]}", payload=PAYLOAD, **{"memory_mb": 256, "cpus": CPUS, **spec})
+    return Job(
+        spec=task_spec,
+        image=PYTHON_IMAGE,
+        command=workspace.entry_command(manifest),
+        workspace_tar=workspace.zip_to_tar(data, manifest),
+        timeout=120,
+        setup_command=workspace.setup_command(manifest),
+        pids=64,
+    )
 
 
 def measured_run(runtime, settings: Settings, redis_client, job: Job) -> TaskOutcome:  # type: ignore[no-untyped-def]

@@ -88,8 +88,13 @@ def test_no_gpu_means_nothing() -> None:
 
 def _run(docker_client, image: str, command: list[str], **kwargs):
     return docker_client.containers.run(
-        image, command, detach=True, user="1000:1000", network_mode="none",
-        labels={"hivemind.test": "sampler"}, **kwargs,
+        image,
+        command,
+        detach=True,
+        user="1000:1000",
+        network_mode="none",
+        labels={"hivemind.test": "sampler"},
+        **kwargs,
     )
 
 
@@ -100,14 +105,16 @@ def _pid(container) -> int:
 
 @pytest.mark.docker
 def test_cpu_burner_under_half_a_core(docker_client) -> None:
-    container = _run(docker_client, BUSYBOX_IMAGE, ["sh", "-c", "timeout 3 yes > /dev/null; sleep 1"],
-                     nano_cpus=500_000_000, mem_limit="64m")
+    container = _run(
+        docker_client, BUSYBOX_IMAGE, ["sh", "-c", "timeout 3 yes > /dev/null; sleep 1"], nano_cpus=500_000_000, mem_limit="64m"
+    )
     samples: list[UsageSample] = []
     try:
         source = source_for(_pid(container), container.id, docker_client)
         assert isinstance(source, CgroupSource)
-        sampler = UsageSampler(source, "burner", cpus_reserved=0.5, memory_limit_bytes=64 * MiB,
-                               interval=0.5, on_sample=samples.append).start()
+        sampler = UsageSampler(
+            source, "burner", cpus_reserved=0.5, memory_limit_bytes=64 * MiB, interval=0.5, on_sample=samples.append
+        ).start()
         # Docker's stats API reads the same cgroup: it must agree with ours.
         before = source.read().cpu_seconds
         docker_view = DockerStatsSource(container).read().cpu_seconds
@@ -134,11 +141,9 @@ def test_cpu_burner_under_half_a_core(docker_client) -> None:
 @pytest.mark.docker
 def test_memory_peak_of_80_mb(docker_client) -> None:
     script = "b = bytearray(80 * 2**20); import time; time.sleep(1.5)"
-    container = _run(docker_client, PYTHON_IMAGE, ["python3", "-c", script], mem_limit="256m",
-                     memswap_limit="256m")
+    container = _run(docker_client, PYTHON_IMAGE, ["python3", "-c", script], mem_limit="256m", memswap_limit="256m")
     try:
-        sampler = UsageSampler(source_for(_pid(container), container.id), "mem", 1.0, 256 * MiB,
-                               interval=0.5).start()
+        sampler = UsageSampler(source_for(_pid(container), container.id), "mem", 1.0, 256 * MiB, interval=0.5).start()
         container.wait(timeout=30)
         summary = sampler.stop()
     finally:
@@ -152,11 +157,9 @@ def test_memory_peak_of_80_mb(docker_client) -> None:
 def test_oom_kill_is_counted(docker_client) -> None:
     # The child is killed, the shell lives on, so the cgroup still exists to read.
     script = "python3 -c 'bytearray(200 * 2**20)'; sleep 2"
-    container = _run(docker_client, PYTHON_IMAGE, ["sh", "-c", script], mem_limit="48m",
-                     memswap_limit="48m")
+    container = _run(docker_client, PYTHON_IMAGE, ["sh", "-c", script], mem_limit="48m", memswap_limit="48m")
     try:
-        sampler = UsageSampler(source_for(_pid(container), container.id), "oom", 1.0, 48 * MiB,
-                               interval=0.5).start()
+        sampler = UsageSampler(source_for(_pid(container), container.id), "oom", 1.0, 48 * MiB, interval=0.5).start()
         container.wait(timeout=30)
         summary = sampler.stop()
     finally:
@@ -182,8 +185,10 @@ def test_docker_stats_fallback_and_vanished_container(docker_client) -> None:
 
 
 def test_process_source_measures_a_process_tree() -> None:
-    code = ("import subprocess,sys; subprocess.run([sys.executable,'-c',"
-            "'import time\\nt=time.process_time()\\nwhile time.process_time()-t<0.6: pass'])")
+    code = (
+        "import subprocess,sys; subprocess.run([sys.executable,'-c',"
+        "'import time\\nt=time.process_time()\\nwhile time.process_time()-t<0.6: pass'])"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         source = source_for(proc.pid)
@@ -217,8 +222,7 @@ def test_slow_source_is_opened_on_the_sampler_thread() -> None:
         return ProcessSource(proc.pid)
 
     try:
-        sampler = UsageSampler(None, "slow", 1.0, 512 * MiB, interval=0.1, on_sample=published.append,
-                               open_source=open_source)
+        sampler = UsageSampler(None, "slow", 1.0, 512 * MiB, interval=0.1, on_sample=published.append, open_source=open_source)
         sampler.start()
         returned.set()
         deadline = time.monotonic() + 10
@@ -235,8 +239,9 @@ def test_slow_source_is_opened_on_the_sampler_thread() -> None:
 
 def test_no_source_at_all_publishes_nothing() -> None:
     published: list[UsageSample] = []
-    sampler = UsageSampler(None, "none", 1.0, 64 * MiB, interval=0.1, on_sample=published.append,
-                           open_source=lambda: None).start()
+    sampler = UsageSampler(
+        None, "none", 1.0, 64 * MiB, interval=0.1, on_sample=published.append, open_source=lambda: None
+    ).start()
     summary = sampler.stop()
     assert published == []
     assert summary.source == "none" and summary.samples == 0 and summary.cpu_seconds == 0
@@ -251,8 +256,9 @@ def test_gpu_task_on_a_host_without_gpu_measures_cpu_and_zero_gpu(docker_client)
 
     offer = local_capacity(Settings(), "w", "w@host", ["gpu", "cpu"])
     assert (offer.gpus, offer.gpu_memory_mb, offer.gpu_names) == (0, 0, [])
-    container = _run(docker_client, BUSYBOX_IMAGE, ["sh", "-c", "timeout 2 yes > /dev/null; sleep 1"],
-                     nano_cpus=1_000_000_000, mem_limit="64m")
+    container = _run(
+        docker_client, BUSYBOX_IMAGE, ["sh", "-c", "timeout 2 yes > /dev/null; sleep 1"], nano_cpus=1_000_000_000, mem_limit="64m"
+    )
     samples: list[UsageSample] = []
     try:
         source = source_for(_pid(container), container.id, with_gpu=True)

@@ -33,6 +33,7 @@ def machine(tmp_path, monkeypatch):
 
     def write(data: dict) -> None:
         path.write_text(json.dumps(data))
+
     write({})
     return write
 

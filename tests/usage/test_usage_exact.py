@@ -50,7 +50,8 @@ def check_exact(runtime, settings: Settings, redis_client, name: str) -> None:  
         assert outcome.main_usage is not None and outcome.main_usage.cpu_seconds == usage.cpu_seconds
         assert usage.cpu_seconds >= burned, f"{name}: counted {usage.cpu_seconds} of {burned} CPU s"
         assert usage.cpu_seconds - burned <= allowance, (
-            f"{name}: counted {usage.cpu_seconds} for {burned} CPU s, more than an empty run's {allowance}")
+            f"{name}: counted {usage.cpu_seconds} for {burned} CPU s, more than an empty run's {allowance}"
+        )
         # CPU % is the total over the task's duration and reserved cores, never a sample's rate.
         expected = usage.cpu_seconds / (outcome.duration * CPUS) * 100
         assert usage.wall_seconds == outcome.duration
@@ -59,15 +60,20 @@ def check_exact(runtime, settings: Settings, redis_client, name: str) -> None:  
 
 @pytest.fixture(scope="module")
 def process_runtime(tmp_path_factory) -> tuple[ProcessRuntime, Settings]:  # type: ignore[no-untyped-def]
-    settings = Settings(worker_id=f"exact-proc-{uuid.uuid4().hex[:6]}", runtime="process",
-                        runtime_dir=str(tmp_path_factory.mktemp("rt")), sample_interval=SAMPLE_INTERVAL)
+    settings = Settings(
+        worker_id=f"exact-proc-{uuid.uuid4().hex[:6]}",
+        runtime="process",
+        runtime_dir=str(tmp_path_factory.mktemp("rt")),
+        sample_interval=SAMPLE_INTERVAL,
+    )
     return ProcessRuntime(settings), settings
 
 
 @pytest.fixture(scope="module")
 def docker_runtime(docker_client) -> tuple[DockerRuntime, Settings]:  # type: ignore[no-untyped-def]
-    settings = Settings(worker_id=f"exact-docker-{uuid.uuid4().hex[:6]}", task_image=PYTHON_IMAGE,
-                        sample_interval=SAMPLE_INTERVAL, stop_grace=1)
+    settings = Settings(
+        worker_id=f"exact-docker-{uuid.uuid4().hex[:6]}", task_image=PYTHON_IMAGE, sample_interval=SAMPLE_INTERVAL, stop_grace=1
+    )
     runtime = DockerRuntime(settings, client=docker_client)
     yield runtime, settings
     runtime.reap(set())

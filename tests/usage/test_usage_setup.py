@@ -44,9 +44,15 @@ def setup_job() -> Job:
     data = make_zip({"requirements.txt": "six==1.16.0\n", "main.py": MAIN})
     manifest = workspace.inspect_zip(data)
     spec = TaskSpec(task_id=f"setup-{uuid.uuid4().hex[:10]}", payload=PAYLOAD, memory_mb=256, cpus=CPUS)
-    return Job(spec=spec, image=PYTHON_IMAGE, command=workspace.entry_command(manifest),
-               workspace_tar=workspace.zip_to_tar(data, manifest), timeout=120,
-               setup_command=workspace.setup_command(manifest), pids=64)
+    return Job(
+        spec=spec,
+        image=PYTHON_IMAGE,
+        command=workspace.entry_command(manifest),
+        workspace_tar=workspace.zip_to_tar(data, manifest),
+        timeout=120,
+        setup_command=workspace.setup_command(manifest),
+        pids=64,
+    )
 
 
 def check_setup_accounting(runtime, settings: Settings, redis_client) -> None:  # type: ignore[no-untyped-def]
@@ -83,15 +89,17 @@ def check_setup_accounting(runtime, settings: Settings, redis_client) -> None:  
 
 
 def test_process_runtime_reports_both_steps(redis_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(worker_id=f"setup-proc-{uuid.uuid4().hex[:6]}", runtime="process",
-                        runtime_dir=str(tmp_path / "rt"), sample_interval=600)
+    settings = Settings(
+        worker_id=f"setup-proc-{uuid.uuid4().hex[:6]}", runtime="process", runtime_dir=str(tmp_path / "rt"), sample_interval=600
+    )
     check_setup_accounting(ProcessRuntime(settings), settings, redis_client)
 
 
 @pytest.mark.docker
 def test_docker_runtime_reports_both_steps(docker_client, redis_client) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(worker_id=f"setup-docker-{uuid.uuid4().hex[:6]}", task_image=PYTHON_IMAGE,
-                        sample_interval=600, stop_grace=1)
+    settings = Settings(
+        worker_id=f"setup-docker-{uuid.uuid4().hex[:6]}", task_image=PYTHON_IMAGE, sample_interval=600, stop_grace=1
+    )
     runtime = DockerRuntime(settings, client=docker_client)
     try:
         check_setup_accounting(runtime, settings, redis_client)

@@ -43,8 +43,12 @@ ESCAPING = (
 
 
 def process_runtime(tmp_path: Path, worker: str | None = None) -> tuple[ProcessRuntime, Settings]:
-    settings = Settings(worker_id=worker or f"steps-proc-{uuid.uuid4().hex[:6]}", runtime="process",
-                        runtime_dir=str(tmp_path / "rt"), sample_interval=600)
+    settings = Settings(
+        worker_id=worker or f"steps-proc-{uuid.uuid4().hex[:6]}",
+        runtime="process",
+        runtime_dir=str(tmp_path / "rt"),
+        sample_interval=600,
+    )
     return ProcessRuntime(settings), settings
 
 
@@ -68,8 +72,7 @@ def test_process_runtime_without_a_cgroup_uses_the_reaped_rusage(tmp_path, redis
     can be made (a worker that is not root); this host could make one."""
     monkeypatch.setattr(task_cgroup, "create", lambda name: None)
     runtime, settings = process_runtime(tmp_path)
-    allowance = max(measured_run(runtime, settings, redis_client, make_job(NOTHING)).usage.cpu_seconds
-                    for _ in range(3))
+    allowance = max(measured_run(runtime, settings, redis_client, make_job(NOTHING)).usage.cpu_seconds for _ in range(3))
     outcome = measured_run(runtime, settings, redis_client, make_job(BURNERS["forked workers"]))
     usage = outcome.usage
     assert usage is not None and usage.source == "rusage"
@@ -96,8 +99,9 @@ def test_process_kill_from_another_runtime_reaches_the_steps_cgroup(tmp_path, re
 @pytest.mark.docker
 @needs_root
 def test_docker_step_parents_are_removed_and_reaped(docker_client, redis_client) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(worker_id=f"steps-docker-{uuid.uuid4().hex[:6]}", task_image=PYTHON_IMAGE,
-                        sample_interval=600, stop_grace=1)
+    settings = Settings(
+        worker_id=f"steps-docker-{uuid.uuid4().hex[:6]}", task_image=PYTHON_IMAGE, sample_interval=600, stop_grace=1
+    )
     runtime = DockerRuntime(settings, client=docker_client)
     job = make_job(BURN + "burn(0.2)\n" + REPORT)
     parent = task_cgroup.docker_parent(settings.worker_id, job.spec.task_id, "main")
@@ -118,10 +122,19 @@ def test_docker_step_parents_are_removed_and_reaped(docker_client, redis_client)
 
 
 def test_exact_step_totals_win_and_the_sampler_adds_what_only_it_sees() -> None:
-    exact = UsageSummary(cpu_seconds=2.0, cpu_user_seconds=1.5, cpu_system_seconds=0.5, memory_peak_bytes=100,
-                         source="cgroup", wall_seconds=4.0)
-    sampled = UsageSummary(cpu_seconds=0.01, memory_peak_bytes=150, pids_peak=3, gpu_percent=40.0,
-                           gpu_memory_peak_bytes=7, samples=1, source="cgroup", cpu_percent=100.0)
+    exact = UsageSummary(
+        cpu_seconds=2.0, cpu_user_seconds=1.5, cpu_system_seconds=0.5, memory_peak_bytes=100, source="cgroup", wall_seconds=4.0
+    )
+    sampled = UsageSummary(
+        cpu_seconds=0.01,
+        memory_peak_bytes=150,
+        pids_peak=3,
+        gpu_percent=40.0,
+        gpu_memory_peak_bytes=7,
+        samples=1,
+        source="cgroup",
+        cpu_percent=100.0,
+    )
     main = step_totals(exact, sampled, cpus=1.0, memory_limit_bytes=1000)
     assert main is not None
     assert (main.cpu_seconds, main.memory_peak_bytes, main.pids_peak, main.gpu_percent) == (2.0, 150, 3, 40.0)
@@ -132,10 +145,24 @@ def test_exact_step_totals_win_and_the_sampler_adds_what_only_it_sees() -> None:
 
 
 def test_whole_run_is_both_steps_over_the_tasks_duration() -> None:
-    setup = UsageSummary(cpu_seconds=3.0, cpu_user_seconds=2.0, cpu_system_seconds=1.0, memory_peak_bytes=400,
-                         oom_kills=0, source="cgroup", wall_seconds=6.0)
-    main = UsageSummary(cpu_seconds=1.0, cpu_user_seconds=1.0, memory_peak_bytes=200, gpu_percent=10.0,
-                        samples=2, source="cgroup", wall_seconds=2.0)
+    setup = UsageSummary(
+        cpu_seconds=3.0,
+        cpu_user_seconds=2.0,
+        cpu_system_seconds=1.0,
+        memory_peak_bytes=400,
+        oom_kills=0,
+        source="cgroup",
+        wall_seconds=6.0,
+    )
+    main = UsageSummary(
+        cpu_seconds=1.0,
+        cpu_user_seconds=1.0,
+        memory_peak_bytes=200,
+        gpu_percent=10.0,
+        samples=2,
+        source="cgroup",
+        wall_seconds=2.0,
+    )
     total = whole_run(setup, main, duration=10.0, cpus=2.0, memory_limit_bytes=800)
     assert total is not None
     assert (total.cpu_seconds, total.cpu_user_seconds, total.cpu_system_seconds) == (4.0, 3.0, 1.0)
@@ -151,8 +178,7 @@ def test_whole_run_is_both_steps_over_the_tasks_duration() -> None:
 @needs_root
 def test_process_step_cgroup_left_by_an_earlier_attempt_is_cleared_first(tmp_path, redis_client) -> None:  # type: ignore[no-untyped-def]
     runtime, settings = process_runtime(tmp_path)
-    allowance = max(measured_run(runtime, settings, redis_client, make_job(NOTHING)).usage.cpu_seconds
-                    for _ in range(3))
+    allowance = max(measured_run(runtime, settings, redis_client, make_job(NOTHING)).usage.cpu_seconds for _ in range(3))
     job = make_job(BURNERS["0.5 s"])
     # What a runner that died mid-step leaves: the step's cgroup, CPU time in it, a process still inside.
     leftover = task_cgroup.create(task_cgroup.leaf_name(settings.worker_id, job.spec.task_id, "main"))
@@ -190,8 +216,7 @@ def test_process_runtime_on_cgroup_v2(tmp_path, redis_client, monkeypatch) -> No
     if v2_only()[1] is None:
         pytest.skip("this host has no cgroup2 mount")
     runtime, settings = process_runtime(tmp_path)
-    allowance = max(measured_run(runtime, settings, redis_client, make_job(NOTHING)).usage.cpu_seconds
-                    for _ in range(3))
+    allowance = max(measured_run(runtime, settings, redis_client, make_job(NOTHING)).usage.cpu_seconds for _ in range(3))
     outcome = measured_run(runtime, settings, redis_client, make_job(BURNERS["forked workers"]))
     usage = outcome.usage
     assert usage is not None and usage.source == "cgroup"

@@ -35,9 +35,17 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
 
 
 class StandIn:
-    def __init__(self, server_public_key: str, endpoint: str, network: str = "10.0.0.0/24", host: str = "127.0.0.1",
-                 port: int = 0, hub_interface: str | None = None, allowed_ips: str | None = None,
-                 misbehave: str | None = None) -> None:
+    def __init__(
+        self,
+        server_public_key: str,
+        endpoint: str,
+        network: str = "10.0.0.0/24",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        hub_interface: str | None = None,
+        allowed_ips: str | None = None,
+        misbehave: str | None = None,
+    ) -> None:
         self.server_public_key = server_public_key
         self.endpoint = endpoint
         self.network = ipaddress.ip_network(network)
@@ -71,8 +79,9 @@ class StandIn:
             last = self._last_seen.get(client_ip)
             self._last_seen[client_ip] = now
             if self.misbehave == "429" or (last is not None and now - last < RATE_LIMIT_SECONDS):
-                return 429, json.dumps({"error": "too many requests", "rate_limit_seconds": RATE_LIMIT_SECONDS,
-                                        "client_ip": client_ip}).encode()
+                return 429, json.dumps(
+                    {"error": "too many requests", "rate_limit_seconds": RATE_LIMIT_SECONDS, "client_ip": client_ip}
+                ).encode()
             if self.misbehave == "500":
                 return 500, json.dumps({"success": False, "error": "failed to generate config"}).encode()
             if self.misbehave == "notjson":
@@ -84,18 +93,26 @@ class StandIn:
             self._next += 1
         keys = generate_key_pair()  # the server makes the client's private key: it knows it
         server_key = "not-a-key" if self.misbehave == "badkey" else self.server_public_key
-        config = (f"[Interface]\nPrivateKey = {keys.private_key}\nAddress = {address}/24\nDNS = 8.8.8.8, 1.1.1.1\n"
-                  f"MTU = 1420\n\n[Peer]\nPublicKey = {server_key}\nEndpoint = {self.endpoint}\n"
-                  f"AllowedIPs = {self.allowed_ips}\nPersistentKeepalive = 25\n")
+        config = (
+            f"[Interface]\nPrivateKey = {keys.private_key}\nAddress = {address}/24\nDNS = 8.8.8.8, 1.1.1.1\n"
+            f"MTU = 1420\n\n[Peer]\nPublicKey = {server_key}\nEndpoint = {self.endpoint}\n"
+            f"AllowedIPs = {self.allowed_ips}\nPersistentKeepalive = 25\n"
+        )
         if self.hub_interface:
-            subprocess.run(["wg", "set", self.hub_interface, "peer", keys.public_key, "allowed-ips",
-                            f"{address}/32"], check=True)
-        return 200, json.dumps({
-            "success": True, "message": "VPN config generated", "config": config, "client_name": name,
-            "client_ip": str(address), "server_endpoint": self.endpoint,
-            "generated_at": datetime.now(UTC).isoformat(), "config_file_path": f"/tmp/{name}.conf",
-            "filename": f"{name}.conf",
-        }).encode()
+            subprocess.run(["wg", "set", self.hub_interface, "peer", keys.public_key, "allowed-ips", f"{address}/32"], check=True)
+        return 200, json.dumps(
+            {
+                "success": True,
+                "message": "VPN config generated",
+                "config": config,
+                "client_name": name,
+                "client_ip": str(address),
+                "server_endpoint": self.endpoint,
+                "generated_at": datetime.now(UTC).isoformat(),
+                "config_file_path": f"/tmp/{name}.conf",
+                "filename": f"{name}.conf",
+            }
+        ).encode()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self

@@ -27,8 +27,7 @@ class Hub:
         return f"{POOL_WAN}:{HUB_PORT}"
 
     def up(self, peers: tuple[Peer, ...] = ()) -> Hub:
-        config = TunnelConfig(private_key=self.keys.private_key, addresses=(HUB_ADDRESS,), peers=peers,
-                              listen_port=HUB_PORT)
+        config = TunnelConfig(private_key=self.keys.private_key, addresses=(HUB_ADDRESS,), peers=peers, listen_port=HUB_PORT)
         self.link.up(config, VPN_NETWORK)
         return self
 
@@ -44,6 +43,13 @@ def volunteer_config(hub: Hub, keys: KeyPair, address: str, allowed: str = "10.7
     lines = ["[Interface]", f"PrivateKey = {keys.private_key}", f"Address = {address}/24"]
     if dns:
         lines.append(f"DNS = {dns}")
-    lines += ["MTU = 1420", "", "[Peer]", f"PublicKey = {hub.keys.public_key}", f"Endpoint = {hub.endpoint}",
-              f"AllowedIPs = {allowed}", "PersistentKeepalive = 25"]
+    lines += [
+        "MTU = 1420",
+        "",
+        "[Peer]",
+        f"PublicKey = {hub.keys.public_key}",
+        f"Endpoint = {hub.endpoint}",
+        f"AllowedIPs = {allowed}",
+        "PersistentKeepalive = 25",
+    ]
     return "\n".join(lines) + "\n"

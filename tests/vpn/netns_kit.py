@@ -64,8 +64,7 @@ class HomeInternet:
         self.volunteer = f"hmvol-{self.tag}"
         self.names = [self.pool, self.router, self.volunteer]
 
-    def in_ns(self, ns: str, *argv: str, check: bool = True, input: str | None = None
-              ) -> subprocess.CompletedProcess[str]:
+    def in_ns(self, ns: str, *argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", ns, *argv, check=check, input=input)
 
     def open(self) -> HomeInternet:
@@ -76,20 +75,34 @@ class HomeInternet:
                 # IPv6 link-local addresses settle at once (no DAD), so a snapshot taken right after
                 # `open()` is not overtaken by them a second later.
                 self.in_ns(ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0")
-            sh("ip", "link", "add", "wan0", "netns", self.pool, "type", "veth", "peer", "name", "wan1",
-               "netns", self.router)
-            sh("ip", "link", "add", "lan0", "netns", self.router, "type", "veth", "peer", "name", "lan1",
-               "netns", self.volunteer)
-            for ns, dev, address in ((self.pool, "wan0", POOL_WAN), (self.router, "wan1", ROUTER_WAN),
-                                     (self.router, "lan0", ROUTER_LAN), (self.volunteer, "lan1", VOLUNTEER_LAN)):
+            sh("ip", "link", "add", "wan0", "netns", self.pool, "type", "veth", "peer", "name", "wan1", "netns", self.router)
+            sh("ip", "link", "add", "lan0", "netns", self.router, "type", "veth", "peer", "name", "lan1", "netns", self.volunteer)
+            for ns, dev, address in (
+                (self.pool, "wan0", POOL_WAN),
+                (self.router, "wan1", ROUTER_WAN),
+                (self.router, "lan0", ROUTER_LAN),
+                (self.volunteer, "lan1", VOLUNTEER_LAN),
+            ):
                 self.in_ns(ns, "ip", "address", "add", f"{address}/24", "dev", dev)
                 self.in_ns(ns, "ip", "link", "set", dev, "up")
             self.in_ns(self.volunteer, "ip", "route", "add", "default", "via", ROUTER_LAN)
             self.in_ns(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             rules = [
                 ["-t", "nat", "-A", "POSTROUTING", "-o", "wan1", "-j", "MASQUERADE"],
-                ["-A", "FORWARD", "-i", "wan1", "-o", "lan0", "-m", "conntrack", "--ctstate",
-                 "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                [
+                    "-A",
+                    "FORWARD",
+                    "-i",
+                    "wan1",
+                    "-o",
+                    "lan0",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
                 ["-A", "FORWARD", "-i", "wan1", "-o", "lan0", "-j", "DROP"],
             ]
             for rule in rules:
@@ -124,17 +137,17 @@ class HomeInternet:
 
 
 # A listener and a dialer for reachability checks between the namespaces.
-SERVE = ("import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-         "s.bind(('0.0.0.0', 7070)); s.listen(); print('ready', flush=True); c,_=s.accept(); "
-         "c.sendall(b'hello from the volunteer'); c.close()")
-DIAL = ("import socket,sys; c=socket.create_connection((sys.argv[1], 7070), timeout=3); "
-        "print(c.recv(100).decode())")
+SERVE = (
+    "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+    "s.bind(('0.0.0.0', 7070)); s.listen(); print('ready', flush=True); c,_=s.accept(); "
+    "c.sendall(b'hello from the volunteer'); c.close()"
+)
+DIAL = "import socket,sys; c=socket.create_connection((sys.argv[1], 7070), timeout=3); print(c.recv(100).decode())"
 
 
 def serve_in(net: HomeInternet, ns: str) -> subprocess.Popen[str]:
     """A one-shot TCP server on port 7070 in namespace `ns`, ready when this returns."""
-    process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVE], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVE], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process
 

@@ -54,8 +54,9 @@ class NsProc:
 
     def start(self) -> NsProc:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *self.argv], cwd=ROOT, env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, *self.argv], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -82,8 +83,16 @@ class NsProc:
 
 
 class TunnelSite:
-    def __init__(self, net: HomeInternet, tmp: Path, *, tunnel: bool, check_interval: float = 1.0,
-                 deployed_join_url: str | None = None, bridge_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        net: HomeInternet,
+        tmp: Path,
+        *,
+        tunnel: bool,
+        check_interval: float = 1.0,
+        deployed_join_url: str | None = None,
+        bridge_env: dict[str, str] | None = None,
+    ) -> None:
         """deployed_join_url: join the (stand-in) deployed network there instead of our pool's hub,
         whose VPN is then off."""
         self.net, self.tmp = net, tmp
@@ -92,35 +101,96 @@ class TunnelSite:
         self.redis_url = f"redis://127.0.0.1:{REDIS_PORT}/0"
         self.interface = f"hmvpn{net.tag}"
         self.hub_interface = f"hmpool{net.tag}"
-        self.redis = NsProc(net.volunteer, ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1",
-                                            "--save", "", "--appendonly", "no"], os.environ.copy(), tmp / "redis.log")
-        self.pool = NsProc(net.pool, [sys.executable, "-m", "nodepool"], clean_env(
-            HIVEMIND_NODEPOOL_DB=str(self.db), HIVEMIND_NODEPOOL_PORT=str(POOL_PORT),
-            HIVEMIND_NODEPOOL_HOST="0.0.0.0", HIVEMIND_NODEPOOL_DISPATCH_INTERVAL_S="0.2",
-            HIVEMIND_NODEPOOL_NODE_BACKOFF_S="1", HIVEMIND_NODEPOOL_VPN="0" if deployed_join_url else "1",
-            HIVEMIND_NODEPOOL_VPN_ENDPOINT=f"{POOL_WAN}:{HUB_PORT}", HIVEMIND_NODEPOOL_VPN_INTERFACE=self.hub_interface,
-            HIVEMIND_NODEPOOL_VPN_USERSPACE="userspace", HIVEMIND_NODEPOOL_VPN_API_PORT=str(JOIN_PORT),
-            HIVEMIND_NODEPOOL_VPN_NETWORK="10.88.0.0/24",
-        ), tmp / "pool.log")
+        self.redis = NsProc(
+            net.volunteer,
+            ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            os.environ.copy(),
+            tmp / "redis.log",
+        )
+        self.pool = NsProc(
+            net.pool,
+            [sys.executable, "-m", "nodepool"],
+            clean_env(
+                HIVEMIND_NODEPOOL_DB=str(self.db),
+                HIVEMIND_NODEPOOL_PORT=str(POOL_PORT),
+                HIVEMIND_NODEPOOL_HOST="0.0.0.0",
+                HIVEMIND_NODEPOOL_DISPATCH_INTERVAL_S="0.2",
+                HIVEMIND_NODEPOOL_NODE_BACKOFF_S="1",
+                HIVEMIND_NODEPOOL_VPN="0" if deployed_join_url else "1",
+                HIVEMIND_NODEPOOL_VPN_ENDPOINT=f"{POOL_WAN}:{HUB_PORT}",
+                HIVEMIND_NODEPOOL_VPN_INTERFACE=self.hub_interface,
+                HIVEMIND_NODEPOOL_VPN_USERSPACE="userspace",
+                HIVEMIND_NODEPOOL_VPN_API_PORT=str(JOIN_PORT),
+                HIVEMIND_NODEPOOL_VPN_NETWORK="10.88.0.0/24",
+            ),
+            tmp / "pool.log",
+        )
         worker_id = f"vol-{uuid.uuid4().hex[:6]}"
-        self.worker = NsProc(net.volunteer, [
-            sys.executable, "-m", "celery", "-A", "hivemind_celery", "worker", "-Q", "cpu", "-c", "1", "--pool",
-            "prefork", "-n", f"{worker_id}@volunteer", "--without-heartbeat", "--without-mingle", "--without-gossip",
-            "-l", "INFO"], clean_env(
-            REDIS_URL=self.redis_url, HIVEMIND_WORKER_ID=worker_id, HIVEMIND_TASK_IMAGE=PYTHON_IMAGE,
-            HIVEMIND_ALLOWED_IMAGES=BUSYBOX_IMAGE, HIVEMIND_IMAGE_PULL_TIMEOUT="10", HIVEMIND_LOG_JSON="0",
-            HIVEMIND_CAPACITY_CPUS="1", HIVEMIND_SAMPLE_INTERVAL="0.5"), tmp / "worker.log")
-        tunnel_env = dict(
-            HIVEMIND_TUNNEL="1", HIVEMIND_TUNNEL_JOIN_MODE="deployed" if deployed_join_url else "own",
-            HIVEMIND_TUNNEL_JOIN_URL=deployed_join_url or f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join",
-            HIVEMIND_TUNNEL_STATE_DIR=str(self.state_dir), HIVEMIND_TUNNEL_INTERFACE=self.interface,
-            HIVEMIND_TUNNEL_CHECK_INTERVAL=str(check_interval), HIVEMIND_TUNNEL_METRICS_PORT=str(METRICS_PORT),
-        ) if tunnel else {}
-        self.bridge = NsProc(net.volunteer, [sys.executable, "-m", "bridge"], clean_env(
-            REDIS_URL=self.redis_url, HIVEMIND_NODEPOOL_ADDRESS=f"{POOL_WAN}:{POOL_PORT}",
-            HIVEMIND_USERNAME=SITE, HIVEMIND_PASSWORD=PASSWORD, HIVEMIND_BRIDGE_PORT=str(BRIDGE_PORT),
-            HIVEMIND_HEARTBEAT_INTERVAL="0.3", HIVEMIND_REGISTRATION_INTERVAL="0.5", HIVEMIND_RELAY_INTERVAL="0.2",
-            **tunnel_env, **(bridge_env or {})), tmp / "bridge.log")
+        self.worker = NsProc(
+            net.volunteer,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hivemind_celery",
+                "worker",
+                "-Q",
+                "cpu",
+                "-c",
+                "1",
+                "--pool",
+                "prefork",
+                "-n",
+                f"{worker_id}@volunteer",
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
+            ],
+            clean_env(
+                REDIS_URL=self.redis_url,
+                HIVEMIND_WORKER_ID=worker_id,
+                HIVEMIND_TASK_IMAGE=PYTHON_IMAGE,
+                HIVEMIND_ALLOWED_IMAGES=BUSYBOX_IMAGE,
+                HIVEMIND_IMAGE_PULL_TIMEOUT="10",
+                HIVEMIND_LOG_JSON="0",
+                HIVEMIND_CAPACITY_CPUS="1",
+                HIVEMIND_SAMPLE_INTERVAL="0.5",
+            ),
+            tmp / "worker.log",
+        )
+        tunnel_env = (
+            dict(
+                HIVEMIND_TUNNEL="1",
+                HIVEMIND_TUNNEL_JOIN_MODE="deployed" if deployed_join_url else "own",
+                HIVEMIND_TUNNEL_JOIN_URL=deployed_join_url or f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join",
+                HIVEMIND_TUNNEL_STATE_DIR=str(self.state_dir),
+                HIVEMIND_TUNNEL_INTERFACE=self.interface,
+                HIVEMIND_TUNNEL_CHECK_INTERVAL=str(check_interval),
+                HIVEMIND_TUNNEL_METRICS_PORT=str(METRICS_PORT),
+            )
+            if tunnel
+            else {}
+        )
+        self.bridge = NsProc(
+            net.volunteer,
+            [sys.executable, "-m", "bridge"],
+            clean_env(
+                REDIS_URL=self.redis_url,
+                HIVEMIND_NODEPOOL_ADDRESS=f"{POOL_WAN}:{POOL_PORT}",
+                HIVEMIND_USERNAME=SITE,
+                HIVEMIND_PASSWORD=PASSWORD,
+                HIVEMIND_BRIDGE_PORT=str(BRIDGE_PORT),
+                HIVEMIND_HEARTBEAT_INTERVAL="0.3",
+                HIVEMIND_REGISTRATION_INTERVAL="0.5",
+                HIVEMIND_RELAY_INTERVAL="0.2",
+                **tunnel_env,
+                **(bridge_env or {}),
+            ),
+            tmp / "bridge.log",
+        )
 
     # -- life -----------------------------------------------------------------------------
     def start(self) -> TunnelSite:
@@ -131,11 +201,20 @@ class TunnelSite:
         finally:
             store.close()
         self.redis.start()
-        wait_for(lambda: self.net.in_ns(self.net.volunteer, "redis-cli", "-p", str(REDIS_PORT), "ping",
-                                        check=False).stdout.strip() == "PONG", timeout=20, what="the site's Redis")
+        wait_for(
+            lambda: (
+                self.net.in_ns(self.net.volunteer, "redis-cli", "-p", str(REDIS_PORT), "ping", check=False).stdout.strip()
+                == "PONG"
+            ),
+            timeout=20,
+            what="the site's Redis",
+        )
         self.pool.start()
-        wait_for(lambda: "Node Pool serving" in self.pool.log(), timeout=120,
-                 what=f"the Node Pool serving (log tail: {self.pool.log()[-1500:]!r})")
+        wait_for(
+            lambda: "Node Pool serving" in self.pool.log(),
+            timeout=120,
+            what=f"the Node Pool serving (log tail: {self.pool.log()[-1500:]!r})",
+        )
         self.worker.start()
         wait_for(lambda: " ready." in self.worker.log(), timeout=90, what="the Celery worker ready")
         self.bridge.start()
@@ -161,10 +240,15 @@ class TunnelSite:
         return self.row("SELECT status, message, node_id, attempts, result_at FROM tasks WHERE task_id = ?", task_id)
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = clean_env(HIVEMIND_NODEPOOL_ADDRESS=f"127.0.0.1:{POOL_PORT}", HIVEMIND_USERNAME=OWNER,
-                        HIVEMIND_PASSWORD=PASSWORD)
-        return subprocess.run(["ip", "netns", "exec", self.net.pool, sys.executable, "-m", "hivemind.cli", *args],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        env = clean_env(HIVEMIND_NODEPOOL_ADDRESS=f"127.0.0.1:{POOL_PORT}", HIVEMIND_USERNAME=OWNER, HIVEMIND_PASSWORD=PASSWORD)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.net.pool, sys.executable, "-m", "hivemind.cli", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def submit(self, files: dict[str, str | bytes]) -> str:
         path = self.tmp / f"task-{uuid.uuid4().hex[:8]}.zip"
@@ -175,8 +259,11 @@ class TunnelSite:
         return task_id
 
     def wait_status(self, task_id: str, wanted: set[str], timeout: float = 180) -> str:
-        wait_for(lambda: (self.task(task_id) or {"status": ""})["status"] in wanted, timeout=timeout,
-                 what=f"{task_id} to reach {wanted} (now {dict(self.task(task_id) or {})!r})")
+        wait_for(
+            lambda: (self.task(task_id) or {"status": ""})["status"] in wanted,
+            timeout=timeout,
+            what=f"{task_id} to reach {wanted} (now {dict(self.task(task_id) or {})!r})",
+        )
         return str(self.task(task_id)["status"])  # type: ignore[index]
 
     def result(self, task_id: str) -> zipfile.ZipFile:
@@ -187,21 +274,32 @@ class TunnelSite:
 
     def standing(self) -> dict[str, str]:
         """The bridge's standing hash in the site's Redis (what the console's Overview shows)."""
-        out = self.net.in_ns(self.net.volunteer, "redis-cli", "-p", str(REDIS_PORT), "--raw", "hgetall",
-                             "hm:bridge:status").stdout.splitlines()
+        out = self.net.in_ns(
+            self.net.volunteer, "redis-cli", "-p", str(REDIS_PORT), "--raw", "hgetall", "hm:bridge:status"
+        ).stdout.splitlines()
         return dict(zip(out[::2], out[1::2]))
 
     def metrics(self) -> str:
-        return self.net.in_ns(self.net.volunteer, sys.executable, "-c", "import urllib.request, sys; "
-                              f"sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', "
-                              "timeout=5).read().decode())").stdout
+        return self.net.in_ns(
+            self.net.volunteer,
+            sys.executable,
+            "-c",
+            "import urllib.request, sys; "
+            f"sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', "
+            "timeout=5).read().decode())",
+        ).stdout
 
     def wait_registered(self, hostname: str, timeout: float = 90) -> None:
         def registered() -> bool:
             node = self.node()
             return node is not None and node["hostname"] == hostname and node["status"] == "Idle"
-        wait_for(registered, timeout=timeout, what=f"the site registered as {hostname} and Idle "
-                 f"(now {dict(self.node() or {})!r}; bridge log tail {self.bridge.log()[-1500:]!r})")
+
+        wait_for(
+            registered,
+            timeout=timeout,
+            what=f"the site registered as {hostname} and Idle "
+            f"(now {dict(self.node() or {})!r}; bridge log tail {self.bridge.log()[-1500:]!r})",
+        )
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001

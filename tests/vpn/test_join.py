@@ -31,9 +31,14 @@ def standin(request) -> Iterator[StandIn]:
 
 
 def tunnel_for(tmp_path, url: str, mode: str = "deployed") -> Tunnel:
-    settings = Settings(tunnel=True, tunnel_join_mode=mode, tunnel_join_url=url,
-                        tunnel_state_dir=str(tmp_path / "tunnel"), tunnel_interface="hmtestjoin0",
-                        username="volunteer-1")
+    settings = Settings(
+        tunnel=True,
+        tunnel_join_mode=mode,
+        tunnel_join_url=url,
+        tunnel_state_dir=str(tmp_path / "tunnel"),
+        tunnel_interface="hmtestjoin0",
+        username="volunteer-1",
+    )
     return Tunnel(settings, token=lambda: "a-login-token")
 
 
@@ -62,12 +67,16 @@ def test_a_join_asking_for_all_traffic_is_narrowed(tmp_path) -> None:
     assert [str(n) for n in joined.config.peers[0].allowed_ips] == ["10.0.0.0/24"]
 
 
-@pytest.mark.parametrize(("standin", "message"), [
-    ("429", "rate-limits joins \\(HTTP 429\\): try again in 5 s"),
-    ("500", "refused the join \\(HTTP 500\\): failed to generate config"),
-    ("notjson", "is not JSON"),
-    ("badkey", "unusable: the pool's join answer config: peer PublicKey is not a WireGuard key"),
-], indirect=["standin"])
+@pytest.mark.parametrize(
+    ("standin", "message"),
+    [
+        ("429", "rate-limits joins \\(HTTP 429\\): try again in 5 s"),
+        ("500", "refused the join \\(HTTP 500\\): failed to generate config"),
+        ("notjson", "is not JSON"),
+        ("badkey", "unusable: the pool's join answer config: peer PublicKey is not a WireGuard key"),
+    ],
+    indirect=["standin"],
+)
 def test_refusals_are_clear_and_change_nothing(standin: StandIn, tmp_path, message: str) -> None:
     tunnel = tunnel_for(tmp_path, standin.url)
     with pytest.raises(JoinError, match=message):
@@ -92,12 +101,15 @@ def test_a_join_url_that_does_not_answer(tmp_path) -> None:
     assert not tunnel.store.exists() and not tunnel.link.exists()
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("", "must be an http"),
-    ("ftp://pool.example/join", "must be an http"),
-    ("http://pool.example.com/api/vpn/join", "plain http to a public host"),
-    ("https://user:pw@pool.example.com/api/vpn/join", "must not carry credentials"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "must be an http"),
+        ("ftp://pool.example/join", "must be an http"),
+        ("http://pool.example.com/api/vpn/join", "plain http to a public host"),
+        ("https://user:pw@pool.example.com/api/vpn/join", "must not carry credentials"),
+    ],
+)
 def test_bad_join_urls(url: str, message: str) -> None:
     with pytest.raises(JoinError, match=message):
         check_join_url(url)

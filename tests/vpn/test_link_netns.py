@@ -17,6 +17,7 @@ from vpn.tools import Tools
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture
 def net() -> Iterator[HomeInternet]:
     require_netns_tools()
@@ -31,9 +32,16 @@ def test_without_a_tunnel_the_pool_cannot_reach_the_volunteer(net: HomeInternet)
     server = serve_in(net, net.volunteer)
     try:
         # The volunteer reaches out through its router ...
-        assert net.in_ns(net.volunteer, "python3", "-c",
-                         f"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('{POOL_WAN}', 9)); "
-                         "print(s.getsockname()[0])").stdout.strip() == VOLUNTEER_LAN
+        assert (
+            net.in_ns(
+                net.volunteer,
+                "python3",
+                "-c",
+                f"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('{POOL_WAN}', 9)); "
+                "print(s.getsockname()[0])",
+            ).stdout.strip()
+            == VOLUNTEER_LAN
+        )
         # ... but what the pool dials (the address the volunteer would register) never answers.
         done = dial_from(net, net.pool, VOLUNTEER_LAN)
         assert done.returncode != 0
@@ -48,8 +56,7 @@ def test_tunnel_through_nat_routes_only_the_vpn_network_and_is_undone(net: HomeI
     keys = generate_key_pair()
     hub.add_peer(keys.public_key, "10.77.0.2")
     # What the seed's example asks: all traffic and DNS through the pool.
-    config = parse_config(volunteer_config(hub, keys, "10.77.0.2", allowed="0.0.0.0/0, ::/0",
-                                           dns="8.8.8.8, 1.1.1.1"))
+    config = parse_config(volunteer_config(hub, keys, "10.77.0.2", allowed="0.0.0.0/0, ::/0", dns="8.8.8.8, 1.1.1.1"))
     assert config.dropped_dns == ("8.8.8.8", "1.1.1.1")
     narrowed = narrow_allowed_ips(config, VPN_NETWORK)
     assert [str(n) for n in narrowed.peers[0].allowed_ips] == ["10.77.0.0/24"]
@@ -67,8 +74,9 @@ def test_tunnel_through_nat_routes_only_the_vpn_network_and_is_undone(net: HomeI
         # Only the VPN network's connected route (and its local/broadcast entries) came in.
         assert added and all(link.name in line for line in added)
         assert not any(line.startswith("default") for line in added)
-        assert [line for line in during_routes.splitlines() if line.startswith("default")] == \
-            [line for line in before[0].splitlines() if line.startswith("default")]
+        assert [line for line in during_routes.splitlines() if line.startswith("default")] == [
+            line for line in before[0].splitlines() if line.startswith("default")
+        ]
         assert (during_rules, during_resolv) == before[1:]
         # The pool now reaches the volunteer at its tunnel address.
         server = serve_in(net, net.volunteer)
@@ -103,8 +111,7 @@ def test_wireguard_go_missing_is_one_clear_error_and_nothing_left(net: HomeInter
     before = net.snapshot(net.volunteer)
     keys = generate_key_pair()
     text = volunteer_config(Hub(net), keys, "10.77.0.2")
-    link = WireGuardLink(f"hmvpn{net.tag}", Tools(netns=net.volunteer, wireguard_go="/nonexistent/wireguard-go"),
-                         userspace=True)
+    link = WireGuardLink(f"hmvpn{net.tag}", Tools(netns=net.volunteer, wireguard_go="/nonexistent/wireguard-go"), userspace=True)
     with pytest.raises(TunnelToolMissing, match="Debian package wireguard-go"):
         link.up(narrow_allowed_ips(parse_config(text), VPN_NETWORK), VPN_NETWORK)
     assert not link.exists()

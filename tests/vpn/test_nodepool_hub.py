@@ -32,9 +32,15 @@ def pool(tmp_path) -> Iterator[tuple[HomeInternet, Store, VpnHub, JoinServer, To
     require_netns_tools()
     net = HomeInternet().open()
     store = Store(tmp_path / "pool.db")
-    settings = NodePoolSettings(db=tmp_path / "pool.db", vpn=True, vpn_network="10.88.0.0/24",
-                                vpn_interface=f"hmpool{net.tag}", vpn_endpoint=f"{POOL_WAN}:51820",
-                                vpn_userspace="userspace", vpn_sweep_s=0.2)
+    settings = NodePoolSettings(
+        db=tmp_path / "pool.db",
+        vpn=True,
+        vpn_network="10.88.0.0/24",
+        vpn_interface=f"hmpool{net.tag}",
+        vpn_endpoint=f"{POOL_WAN}:51820",
+        vpn_userspace="userspace",
+        vpn_sweep_s=0.2,
+    )
     tokens = TokenAuthority(store, "s" * 40, 600)
     hub = VpnHub(store, settings, Tools(netns=net.pool))
     api = None
@@ -91,8 +97,19 @@ def test_a_site_joins_with_only_its_public_key_and_keeps_its_address(pool) -> No
     peers = hub_peers(net, hub)
     assert keys.public_key not in peers and peers[new_keys.public_key] == "10.88.0.2/32"
     # The dispatcher dials a node with a peer at its tunnel address.
-    node = Node(node_id="site-a", user_id=1, hostname="192.168.77.2", port=50053, status="Idle", memory_gb=1,
-                cpu_score=100, gpu_score=0, gpu_memory_gb=0, gpu_name="", last_seen=0.0)
+    node = Node(
+        node_id="site-a",
+        user_id=1,
+        hostname="192.168.77.2",
+        port=50053,
+        status="Idle",
+        memory_gb=1,
+        cpu_score=100,
+        gpu_score=0,
+        gpu_memory_gb=0,
+        gpu_name="",
+        last_seen=0.0,
+    )
     assert hub.address_of(node) == "10.88.0.2:50053"
     assert hub.address_of(Node(**{**node.__dict__, "user_id": 99})) == "192.168.77.2:50053"
 
@@ -119,8 +136,10 @@ def test_refusals(pool) -> None:
     token = token_for(store, tokens, "site-c")
     key = generate_key_pair().public_key
     body = json.dumps({"client_name": "c", "public_key": key}).encode()
-    assert post(url, body, None) == (401, {"success": False, "error": "missing token: log in to the pool and send "
-                                                                      "Authorization: Bearer <token>"})
+    assert post(url, body, None) == (
+        401,
+        {"success": False, "error": "missing token: log in to the pool and send Authorization: Bearer <token>"},
+    )
     status, answer = post(url, body, "not-a-token")
     assert status == 401 and "invalid token" in answer["error"]
     status, answer = post(url, json.dumps({"public_key": "not a key"}).encode(), token)

@@ -18,15 +18,19 @@ from vpn.keys import public_key_of
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 DIAL_TCP = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)"
-EXECUTE = ("import sys, grpc; from proto import nodepool_pb2 as pb, nodepool_pb2_grpc as g\n"
-           "stub = g.WorkerNodeServiceStub(grpc.insecure_channel(sys.argv[1]))\n"
-           "try:\n    stub.ExecuteTask(pb.ExecuteTaskRequest(task_id='intruder'), timeout=10); print('ACCEPTED')\n"
-           "except grpc.RpcError as e:\n    print(e.code().name)\n")
+EXECUTE = (
+    "import sys, grpc; from proto import nodepool_pb2 as pb, nodepool_pb2_grpc as g\n"
+    "stub = g.WorkerNodeServiceStub(grpc.insecure_channel(sys.argv[1]))\n"
+    "try:\n    stub.ExecuteTask(pb.ExecuteTaskRequest(task_id='intruder'), timeout=10); print('ACCEPTED')\n"
+    "except grpc.RpcError as e:\n    print(e.code().name)\n"
+)
 
 # A second and a half of CPU, so the usage sampler sees it run.
-TASK = {"main.py": "import time\nprint('hello over the tunnel', flush=True)\nstart = time.time()\n"
-                   "while time.time() - start < 1.5:\n    pass\n"
-                   "open('/workspace/answer.txt', 'w').write(str(6 * 7))\n"}
+TASK = {
+    "main.py": "import time\nprint('hello over the tunnel', flush=True)\nstart = time.time()\n"
+    "while time.time() - start < 1.5:\n    pass\n"
+    "open('/workspace/answer.txt', 'w').write(str(6 * 7))\n"
+}
 
 
 @pytest.fixture
@@ -62,8 +66,7 @@ def test_without_a_tunnel_the_pool_cannot_dispatch_to_a_site_behind_nat(net, tmp
     try:
         site.wait_registered(VOLUNTEER_LAN)  # the private address is all it can say
         task_id = site.submit(TASK)
-        wait_for(lambda: "node did not take task" in site.pool.log(), timeout=120,
-                 what="the pool failing to reach the site")
+        wait_for(lambda: "node did not take task" in site.pool.log(), timeout=120, what="the pool failing to reach the site")
         failure = [r for r in site.pool.records() if r.get("task_id") == task_id and "did not take" in r.get("message", "")]
         assert failure and "UNAVAILABLE" in failure[0]["message"]
         assert site.task(task_id)["status"] == "PENDING"
@@ -115,12 +118,17 @@ def test_over_the_tunnel_a_task_runs_in_docker_and_comes_back(net, tmp_path) -> 
 
 def test_the_tunnel_torn_down_mid_task_comes_back_and_the_result_arrives_once(net, tmp_path) -> None:
     # The site talks to the pool inside the tunnel too: while it is down, the result waits.
-    site = TunnelSite(net, tmp_path, tunnel=True,
-                      bridge_env={"HIVEMIND_TUNNEL_NODEPOOL_ADDRESS": f"10.88.0.1:{POOL_PORT}"}).start()
+    site = TunnelSite(
+        net, tmp_path, tunnel=True, bridge_env={"HIVEMIND_TUNNEL_NODEPOOL_ADDRESS": f"10.88.0.1:{POOL_PORT}"}
+    ).start()
     try:
         site.wait_registered("10.88.0.2")
-        task_id = site.submit({"main.py": "import time\nprint('hello over the tunnel', flush=True)\n"
-                                          "time.sleep(8)\nopen('/workspace/answer.txt', 'w').write('42')\n"})
+        task_id = site.submit(
+            {
+                "main.py": "import time\nprint('hello over the tunnel', flush=True)\n"
+                "time.sleep(8)\nopen('/workspace/answer.txt', 'w').write('42')\n"
+            }
+        )
         site.wait_status(task_id, {"RUNNING"})
         # The tunnel dies under the running task (as when wireguard-go is killed or the link removed).
         net.in_ns(net.volunteer, "ip", "link", "delete", "dev", site.interface)
@@ -130,8 +138,9 @@ def test_the_tunnel_torn_down_mid_task_comes_back_and_the_result_arrives_once(ne
         row = site.task(task_id)
         assert row["attempts"] == 1 and row["result_at"] is not None
         # Once: one result accepted by the pool for this task.
-        stored = [r for r in site.pool.records()
-                  if r.get("task_id") == task_id and r.get("message", "").startswith("result stored")]
+        stored = [
+            r for r in site.pool.records() if r.get("task_id") == task_id and r.get("message", "").startswith("result stored")
+        ]
         assert len(stored) == 1, stored
         assert site.row("SELECT COUNT(*) AS n FROM ledger WHERE task_id = ?", task_id)["n"] == 1
         assert net.in_ns(net.volunteer, "ip", "link", "show", "dev", site.interface).returncode == 0
@@ -150,9 +159,30 @@ def test_against_a_stand_in_of_the_deployed_network_the_same_round_trip(net, tmp
 
     hub = Hub(net).up()
     standin = subprocess.Popen(
-        ["ip", "netns", "exec", net.pool, sys.executable, "-m", "tests.vpn.deployed_join_standin", "--port", "8099",
-         "--hub", hub.link.name, "--server-key", hub.keys.public_key, "--endpoint", f"{POOL_WAN}:{HUB_PORT}",
-         "--network", "10.77.0.0/24", "--allowed-ips", "0.0.0.0/0, ::/0"], stdout=subprocess.PIPE, text=True)
+        [
+            "ip",
+            "netns",
+            "exec",
+            net.pool,
+            sys.executable,
+            "-m",
+            "tests.vpn.deployed_join_standin",
+            "--port",
+            "8099",
+            "--hub",
+            hub.link.name,
+            "--server-key",
+            hub.keys.public_key,
+            "--endpoint",
+            f"{POOL_WAN}:{HUB_PORT}",
+            "--network",
+            "10.77.0.0/24",
+            "--allowed-ips",
+            "0.0.0.0/0, ::/0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     before = net.snapshot(net.volunteer)
     site = None
     try:

@@ -36,10 +36,31 @@ def internet() -> Iterator[tuple[HomeInternet, Hub]]:
     try:
         hub = Hub(net).up()
         standin = subprocess.Popen(
-            ["ip", "netns", "exec", net.pool, sys.executable, "-m", "tests.vpn.deployed_join_standin",
-             "--port", str(JOIN_PORT), "--hub", hub.link.name, "--server-key", hub.keys.public_key,
-             "--endpoint", f"{POOL_WAN}:{HUB_PORT}", "--network", "10.77.0.0/24", "--allowed-ips", "0.0.0.0/0, ::/0"],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                net.pool,
+                sys.executable,
+                "-m",
+                "tests.vpn.deployed_join_standin",
+                "--port",
+                str(JOIN_PORT),
+                "--hub",
+                hub.link.name,
+                "--server-key",
+                hub.keys.public_key,
+                "--endpoint",
+                f"{POOL_WAN}:{HUB_PORT}",
+                "--network",
+                "10.77.0.0/24",
+                "--allowed-ips",
+                "0.0.0.0/0, ::/0",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert standin.stdout is not None and standin.stdout.readline().strip() == "ready"
         yield net, hub
     finally:
@@ -52,12 +73,23 @@ def internet() -> Iterator[tuple[HomeInternet, Hub]]:
 
 
 def vpn(net: HomeInternet, state_dir: Path, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HIVEMIND_TUNNEL": "1", "HIVEMIND_TUNNEL_JOIN_MODE": "deployed",
-           "HIVEMIND_TUNNEL_JOIN_URL": url or f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join",
-           "HIVEMIND_TUNNEL_STATE_DIR": str(state_dir), "HIVEMIND_TUNNEL_INTERFACE": f"hmvpn{net.tag}",
-           "HIVEMIND_USERNAME": "volunteer-7"}
-    return subprocess.run(["ip", "netns", "exec", net.volunteer, sys.executable, "-m", "hivemind.cli", "vpn", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "HIVEMIND_TUNNEL": "1",
+        "HIVEMIND_TUNNEL_JOIN_MODE": "deployed",
+        "HIVEMIND_TUNNEL_JOIN_URL": url or f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join",
+        "HIVEMIND_TUNNEL_STATE_DIR": str(state_dir),
+        "HIVEMIND_TUNNEL_INTERFACE": f"hmvpn{net.tag}",
+        "HIVEMIND_USERNAME": "volunteer-7",
+    }
+    return subprocess.run(
+        ["ip", "netns", "exec", net.volunteer, sys.executable, "-m", "hivemind.cli", "vpn", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_volunteer_behind_nat_joins_the_deployed_network_and_the_pool_reaches_it(internet, tmp_path) -> None:
@@ -95,9 +127,19 @@ def test_a_volunteer_behind_nat_joins_the_deployed_network_and_the_pool_reaches_
     registry.register(TunnelCollector(Tunnel(settings, tools=Tools(netns=net.volunteer)).status))
     assert registry.get_sample_value("hivemind_tunnel_up") == 1.0
     assert 0 <= registry.get_sample_value("hivemind_tunnel_handshake_age_seconds") < 180
-    assert registry.get_sample_value("hivemind_tunnel_info", {
-        "interface": f"hmvpn{net.tag}", "address": "10.77.0.2", "network": "10.77.0.0/24", "pool_address": "",
-        "mode": "deployed"}) == 1.0
+    assert (
+        registry.get_sample_value(
+            "hivemind_tunnel_info",
+            {
+                "interface": f"hmvpn{net.tag}",
+                "address": "10.77.0.2",
+                "network": "10.77.0.0/24",
+                "pool_address": "",
+                "mode": "deployed",
+            },
+        )
+        == 1.0
+    )
 
     kept = (state / "tunnel.conf").read_text()
     assert "DNS" not in kept and "0.0.0.0/0" not in kept
@@ -140,12 +182,39 @@ def test_without_cap_net_admin_one_clear_error_names_it_and_nothing_changes(inte
 
 def unprivileged_up(net: HomeInternet, state: Path) -> None:
     before = net.snapshot(net.volunteer)
-    env = {**os.environ, "HIVEMIND_TUNNEL": "1", "HIVEMIND_TUNNEL_JOIN_MODE": "deployed",
-           "HIVEMIND_TUNNEL_JOIN_URL": f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join", "HOME": str(state),
-           "HIVEMIND_TUNNEL_STATE_DIR": str(state), "HIVEMIND_TUNNEL_INTERFACE": f"hmvpn{net.tag}"}
-    done = subprocess.run(["ip", "netns", "exec", net.volunteer, "setpriv", "--reuid=65534", "--regid=65534",
-                           "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m",
-                           "hivemind.cli", "vpn", "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "HIVEMIND_TUNNEL": "1",
+        "HIVEMIND_TUNNEL_JOIN_MODE": "deployed",
+        "HIVEMIND_TUNNEL_JOIN_URL": f"http://{POOL_WAN}:{JOIN_PORT}/api/vpn/join",
+        "HOME": str(state),
+        "HIVEMIND_TUNNEL_STATE_DIR": str(state),
+        "HIVEMIND_TUNNEL_INTERFACE": f"hmvpn{net.tag}",
+    }
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            net.volunteer,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            sys.executable,
+            "-m",
+            "hivemind.cli",
+            "vpn",
+            "up",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "CAP_NET_ADMIN" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert net.snapshot(net.volunteer) == before

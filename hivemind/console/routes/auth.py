@@ -29,8 +29,14 @@ def login_page(request: Request, console: State) -> Response:
 async def login(request: Request, console: State, form: CheckedForm) -> Response:
     if not auth.password_matches(str(form.get("password", "")), console.creds.password):
         await asyncio.sleep(WRONG_PASSWORD_DELAY_S)  # slows guessing; other requests go on
-        return render(console.templates, request, "login.html", status_code=401, error="Wrong password.",
-                      hint=str(console.creds.password_file or ""))
+        return render(
+            console.templates,
+            request,
+            "login.html",
+            status_code=401,
+            error="Wrong password.",
+            hint=str(console.creds.password_file or ""),
+        )
     request.session.clear()
     request.session.update(user="owner", csrf=auth.new_csrf_token())
     return RedirectResponse("/", status_code=303)

@@ -28,9 +28,17 @@ def known_page(name: str) -> str:
 def _page(request: Request, console: ConsoleState, name: str) -> Response:
     outcome = request.query_params.get("outcome", "")
     context = pages.context(console.view, name, outcome=outcome)
-    return render(console.templates, request, f"{name}.html", page=name, pages=pages.PAGES,
-                  outcomes=[s.value for s in TaskStatus], outcome_filter=outcome,
-                  notice=request.query_params.get("notice", ""), **context)
+    return render(
+        console.templates,
+        request,
+        f"{name}.html",
+        page=name,
+        pages=pages.PAGES,
+        outcomes=[s.value for s in TaskStatus],
+        outcome_filter=outcome,
+        notice=request.query_params.get("notice", ""),
+        **context,
+    )
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -39,8 +47,7 @@ def overview(request: Request, session: PageSession, console: State) -> Response
 
 
 @router.get("/{name}", response_class=HTMLResponse)
-def page(request: Request, name: Annotated[str, Depends(known_page)], session: PageSession,
-         console: State) -> Response:
+def page(request: Request, name: Annotated[str, Depends(known_page)], session: PageSession, console: State) -> Response:
     return _page(request, console, name)
 
 

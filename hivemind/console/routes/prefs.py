@@ -20,8 +20,16 @@ async def save_preferences(request: Request, form: CheckedForm, console: State) 
         console.view.prefs.update(**pages.preferences_from_form(form))
     except (PreferencesError, ValueError) as exc:
         context = {**pages.context(console.view, "preferences"), "error": str(exc)}
-        return render(console.templates, request, "preferences.html", status_code=400, page="preferences",
-                      pages=pages.PAGES, notice="", **context)
+        return render(
+            console.templates,
+            request,
+            "preferences.html",
+            status_code=400,
+            page="preferences",
+            pages=pages.PAGES,
+            notice="",
+            **context,
+        )
     return RedirectResponse("/preferences?notice=Preferences+saved", status_code=303)
 
 

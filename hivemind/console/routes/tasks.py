@@ -26,5 +26,6 @@ def result_zip(task_id: str, session: PageSession, console: State) -> Response:
         data = PayloadStore(console.client, console.settings).get(outcome.result_ref)
     except PayloadError as exc:
         return HTMLResponse(f"<h1>410</h1><p>The result is gone: {exc}</p>", status_code=410)
-    return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{task_id}-result.zip"'})
+    return Response(
+        data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{task_id}-result.zip"'}
+    )

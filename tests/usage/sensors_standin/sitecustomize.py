@@ -41,14 +41,14 @@ def sensors_battery():  # type: ignore[no-untyped-def]
     battery = _read().get("battery")
     if not battery:
         return None
-    return sbattery(percent=battery.get("percent", 50), secsleft=psutil.POWER_TIME_UNKNOWN,
-                    power_plugged=battery.get("power_plugged"))
+    return sbattery(
+        percent=battery.get("percent", 50), secsleft=psutil.POWER_TIME_UNKNOWN, power_plugged=battery.get("power_plugged")
+    )
 
 
 def sensors_temperatures(fahrenheit: bool = False):  # type: ignore[no-untyped-def]
     chips = _read().get("temperatures") or {}
-    return {name: [shwtemp(label="", current=float(t), high=None, critical=None) for t in temps]
-            for name, temps in chips.items()}
+    return {name: [shwtemp(label="", current=float(t), high=None, critical=None) for t in temps] for name, temps in chips.items()}
 
 
 if os.environ.get("SENSORS_STANDIN_FILE"):

@@ -12,7 +12,9 @@ if shutil.which("nvidia-smi") is None:
     sys.exit(2)
 listing = subprocess.run(
     ["nvidia-smi", "--query-gpu=index,name,memory.total,utilization.gpu", "--format=csv"],
-    capture_output=True, text=True, check=True,
+    capture_output=True,
+    text=True,
+    check=True,
 ).stdout
 print(listing, flush=True)
 with open("gpus.txt", "w") as out:
