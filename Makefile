@@ -14,9 +14,10 @@ demo: deps
 test: deps
 	scripts/with-services.sh $(BIN)/pytest $(PYTEST_ARGS)
 
-# ruff (style, imports, likely bugs) and mypy (types), both configured in pyproject.toml.
+# ruff (style, imports, likely bugs; the format) and mypy (types), all configured in pyproject.toml.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 deps: sysdeps venv
