@@ -21,6 +21,14 @@ ENV VIRTUAL_ENV=/opt/hivemind \
 # The services run as this user. Its home holds the Node Pool's database (a named
 # volume in compose inherits the owner). The workers also need the group owning the
 # host's /var/run/docker.sock: compose adds it with group_add (DOCKER_GID).
+# The tunnel's tools (docker-compose.tunnel.yml): the offline base has them already; a
+# registry base gets them from Debian's archive.
+RUN if ! command -v wireguard-go >/dev/null || ! command -v wg >/dev/null || ! command -v ip >/dev/null; then \
+        apt-get update -qq \
+     && apt-get install -y -qq --no-install-recommends wireguard-go wireguard-tools iproute2 \
+     && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/hivemind --create-home \
         --shell /usr/sbin/nologin hivemind \
  && python3 -m venv /opt/hivemind

@@ -54,7 +54,8 @@ if [ $FORCE = 1 ]; then scripts/build-images.sh --force; else scripts/build-imag
 
 step "base image $BASE_IMAGE"
 if ! have_image "$BASE_IMAGE" || [ $FORCE = 1 ]; then
-  tarball=$(debootstrap_tarball base-python python3,python3-venv,python3-pip,ca-certificates)
+  # wireguard-go, wireguard-tools, iproute2: the bridge's tunnel (docker-compose.tunnel.yml, docs/tunnel.md).
+  tarball=$(debootstrap_tarball base-python-wg python3,python3-venv,python3-pip,ca-certificates,wireguard-go,wireguard-tools,iproute2)
   docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'ENV LANG=C.UTF-8' "$tarball" "$BASE_IMAGE" >/dev/null
   echo "built $BASE_IMAGE"
