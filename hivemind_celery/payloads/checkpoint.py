@@ -41,7 +41,8 @@ from hivemind_celery.payloads.workspace import (
     ZipLimits,
     ZipManifest,
     inspect_zip,
-    path_problem,
+    tar_entry,
+    zip_time,
 )
 
 CHECKPOINT_DIR = f"{RESERVED_DIR}/checkpoint"  # relative to the workspace
@@ -83,12 +84,9 @@ def pack(tar: bytes, skipped: list[str], max_bytes: int) -> bytes | None:
         zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
     ):
         for member in source:
-            name = member.name.removeprefix("./").rstrip("/")
-            if not name or name == ".":
+            name, why = tar_entry(member)
+            if not name:
                 continue
-            why = path_problem(name)
-            if why is None and not (member.isfile() or member.isdir()):
-                why = "not a regular file or directory"
             if why:
                 raise CheckpointRefused(f"checkpoint not saved: {name!r}: {why}")
             total += member.size if member.isfile() else 0
@@ -96,16 +94,12 @@ def pack(tar: bytes, skipped: list[str], max_bytes: int) -> bytes | None:
                 raise CheckpointRefused(
                     f"checkpoint not saved: its files pass the limit of {max_bytes} bytes (HIVEMIND_CHECKPOINT_MAX_BYTES)"
                 )
-            info = zipfile.ZipInfo(name + "/" if member.isdir() else name, _zip_time(member.mtime))
+            info = zipfile.ZipInfo(name + "/" if member.isdir() else name, zip_time(member.mtime))
             info.external_attr = ((0o040000 | 0o755) if member.isdir() else (0o100000 | 0o644)) << 16
             body = source.extractfile(member) if member.isfile() else None
             archive.writestr(info, body.read() if body is not None else b"")
             files += member.isfile()
     return out.getvalue() if files else None
-
-
-def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
-    return time.gmtime(max(mtime, 315532800))[:6]
 
 
 def progress_of(data: bytes) -> float | None:

@@ -19,12 +19,11 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 import zipfile
 from collections.abc import Sequence
 
 from hivemind_celery.core.model import TaskOutcome
-from hivemind_celery.payloads.workspace import path_problem
+from hivemind_celery.payloads.workspace import tar_entry, zip_time
 
 EXECUTION_LOG = "execution_log.txt"
 TASK_LOGS = "task_logs.txt"
@@ -32,12 +31,6 @@ TASK_STOPPED = "task_stopped.txt"
 EXECUTION_REPORT = "execution_report.json"
 RESERVED_NAMES = frozenset({EXECUTION_LOG, TASK_LOGS, TASK_STOPPED, EXECUTION_REPORT})
 MAX_NOTES_LISTED = 100
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-
-
-def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
-    stamp = time.gmtime(max(mtime, 0))[:6]
-    return max(stamp, _ZIP_EPOCH)  # zip cannot store times before 1980
 
 
 def _add_workspace(archive: zipfile.ZipFile, workspace_tar: bytes, max_bytes: int, notes: list[str]) -> int:
@@ -45,12 +38,9 @@ def _add_workspace(archive: zipfile.ZipFile, workspace_tar: bytes, max_bytes: in
     try:
         with tarfile.open(fileobj=io.BytesIO(workspace_tar), mode="r|*") as tar:
             for member in tar:
-                name = member.name.removeprefix("./").rstrip("/")
-                if not name or name == ".":
+                name, why = tar_entry(member)
+                if not name:
                     continue
-                why = path_problem(name)
-                if why is None and not (member.isfile() or member.isdir()):
-                    why = "not a regular file or directory"
                 if why is None and name.split("/")[0] in RESERVED_NAMES:
                     why = "name reserved for the worker's report (the worker's file is kept)"
                 if why is None and member.isfile() and kept + member.size > max_bytes:
@@ -58,7 +48,7 @@ def _add_workspace(archive: zipfile.ZipFile, workspace_tar: bytes, max_bytes: in
                 if why:
                     notes.append(f"skipped {name!r}: {why}")
                     continue
-                info = zipfile.ZipInfo(name + "/" if member.isdir() else name, _zip_time(member.mtime))
+                info = zipfile.ZipInfo(name + "/" if member.isdir() else name, zip_time(member.mtime))
                 mode = 0o755 if member.isdir() or member.mode & 0o111 else 0o644
                 info.external_attr = ((0o040000 if member.isdir() else 0o100000) | mode) << 16
                 if member.isdir():

@@ -123,6 +123,26 @@ class ZipManifest:
         return sorted(names, key=lambda n: (n.count("/"), n))
 
 
+def tar_entry(member: tarfile.TarInfo) -> tuple[str, str | None]:
+    """A tar member's workspace path, and why it cannot be one (None: it can). An
+    empty path is the archive's own root, which callers pass over."""
+    name = member.name.removeprefix("./").rstrip("/")
+    if not name or name == ".":
+        return "", None
+    why = path_problem(name)
+    if why is None and not (member.isfile() or member.isdir()):
+        why = "not a regular file or directory"
+    return name, why
+
+
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
+    """A file time as a zip entry can hold it (zip cannot store times before 1980)."""
+    return max(time.gmtime(max(mtime, 0))[:6], _ZIP_EPOCH)
+
+
 def path_problem(name: str) -> str | None:
     """Why `name` cannot be a workspace path, or None when it can."""
     if not name:
