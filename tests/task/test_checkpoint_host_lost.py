@@ -27,7 +27,7 @@ from hivemind_celery.core.settings import Settings
 from hivemind_celery.payloads.checkpoint import CheckpointStore
 from hivemind_celery.task.outcomes import celery_outcome
 from tests.fault_kit import SecondDockerd, wait_until
-from tests.services_kit import BUSYBOX_IMAGE, PYTHON_IMAGE
+from tests.services_kit import BUSYBOX_IMAGE, PYTHON_IMAGE, missing
 from tests.task.checkpoint_kit import FAST, RIGHT_SUM, STEPS, check_accounting, output_of, result_json, submit
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -100,7 +100,8 @@ def lost_host() -> Iterator[SecondDockerd]:
         dockerd.ensure_image(PYTHON_IMAGE)
         dockerd.ensure_image(BUSYBOX_IMAGE)
     except (OSError, AssertionError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot run a second dockerd on this machine: {exc}")
+        dockerd.stop()
+        missing(f"cannot run a second dockerd on this machine: {exc}")
     try:
         yield dockerd
     finally:
