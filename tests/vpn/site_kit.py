@@ -71,6 +71,17 @@ class NsProc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_logged(self, marker: str, timeout: float, what: str) -> None:
+        """Wait until the log shows `marker`; fail with the log and the process's state as they
+        are then (not as they were when the wait began)."""
+        try:
+            wait_for(lambda: marker in self.log(), timeout=timeout, what=what)
+        except AssertionError:
+            state = (
+                "running" if self.proc is not None and self.proc.poll() is None else f"exited {self.proc and self.proc.poll()}"
+            )
+            raise AssertionError(f"timed out waiting for {what} ({state}; log tail: {self.log()[-1500:]!r})") from None
+
     def records(self) -> list[dict]:
         found = []
         for line in self.log().splitlines():
@@ -210,13 +221,9 @@ class TunnelSite:
             what="the site's Redis",
         )
         self.pool.start()
-        wait_for(
-            lambda: "Node Pool serving" in self.pool.log(),
-            timeout=120,
-            what=f"the Node Pool serving (log tail: {self.pool.log()[-1500:]!r})",
-        )
+        self.pool.wait_logged("Node Pool serving", timeout=120, what="the Node Pool serving")
         self.worker.start()
-        wait_for(lambda: " ready." in self.worker.log(), timeout=90, what="the Celery worker ready")
+        self.worker.wait_logged(" ready.", timeout=90, what="the Celery worker ready")
         self.bridge.start()
         return self
 
