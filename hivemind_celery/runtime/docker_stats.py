@@ -24,6 +24,7 @@ class DockerStatsSource:
 
     name: Source = "docker-stats"
     cheap = False
+    outlives = False
 
     def __init__(self, container: Any) -> None:
         self.container = container
@@ -64,7 +65,7 @@ def source_for(
     outlives the step's processes. A GPU task's container is read by its own
     cgroup, whose process list names the GPU's users."""
     if cgroup is not None and not (with_gpu and container_id is not None):
-        return CgroupSource(CgroupReader(cgroup), with_gpu=with_gpu)
+        return CgroupSource(CgroupReader(cgroup), with_gpu=with_gpu, outlives=True)
     if container_id is not None:
         reader = CgroupReader.for_pid(pid) if pid > 0 else None
         if reader is not None:

@@ -11,6 +11,8 @@ Docker removes a container's cgroup the moment its main process exits, so no
 read can be taken after the end. The sampler therefore reads the (cheap)
 counters every `read_interval` (a fraction of a second) and publishes only
 every `interval`; the totals miss at most the last `read_interval` of CPU time.
+A source that outlives the processes (a cgroup of the step's own, which the
+Docker runtime gives each step) is read only to publish and once at the end.
 A runtime that keeps the cgroup alive after the main step (an exec-style
 runtime) can call `finish()` before removing it for an exact last read.
 """
@@ -62,6 +64,7 @@ class Reading:
 class UsageSource(Protocol):
     name: Source
     cheap: bool  # a read takes microseconds (local files): safe on the task's start path
+    outlives: bool  # its counters stay readable after the measured processes end
 
     def read(self) -> Reading:
         """Raise SourceGone once the measured thing has ended."""
@@ -93,12 +96,17 @@ class UsageSample:
 
 
 class CgroupSource:
+    """`outlives`: the reader reads a cgroup of the step's own (usage/task_cgroup.py),
+    whose totals stay after its processes exit, not the container's, which
+    Docker removes with them."""
+
     name: Source = "cgroup"
 
-    def __init__(self, reader: CgroupReader, with_gpu: bool = False) -> None:
+    def __init__(self, reader: CgroupReader, with_gpu: bool = False, outlives: bool = False) -> None:
         self.reader = reader
         self.with_gpu = with_gpu
         self.cheap = not with_gpu  # NVML's first call initialises the driver
+        self.outlives = outlives
 
     def read(self) -> Reading:
         try:
@@ -129,6 +137,7 @@ class ProcessSource:
 
     name: Source = "process"
     cheap = True
+    outlives = False
 
     def __init__(self, pid: int) -> None:
         try:
@@ -234,12 +243,22 @@ class UsageSampler:
         if not self._done.is_set():  # stop() joins us, so nothing is published after it returns
             self._publish()
         next_publish = time.monotonic() + self.interval
-        while not self._done.wait(self.read_interval if self.source_name == "cgroup" else self.interval):
+        while not self._done.wait(self._read_every()):
             if not self._read() or self._emptied():
                 return
             if time.monotonic() >= next_publish:
                 next_publish += self.interval
                 self._publish()
+
+    def _read_every(self) -> float:
+        """Between publications, reads only bound what is lost when a container's
+        cgroup vanishes with its processes; a cgroup that outlives them is read
+        exactly at the end (`stop`), so it is read only to publish."""
+        with self._lock:
+            source = self.source
+        if source is not None and source.name == "cgroup" and not getattr(source, "outlives", False):
+            return self.read_interval
+        return self.interval
 
     def _read(self) -> bool:
         """One read into the totals; False once the source is gone."""

@@ -7,12 +7,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from hivemind_celery.runtime.docker_stats import DockerStatsSource, source_for
-from hivemind_celery.usage import gpu
+from hivemind_celery.usage import gpu, task_cgroup
 from hivemind_celery.usage.cgroup import (
     CgroupPaths,
     CgroupReader,
@@ -271,3 +272,50 @@ def test_gpu_task_on_a_host_without_gpu_measures_cpu_and_zero_gpu(docker_client)
     assert samples and all(s.gpu_percent == 0.0 and s.gpu_memory_bytes == 0 for s in samples)
     assert summary.cpu_seconds > 0.2
     assert (summary.gpu_percent, summary.gpu_memory_peak_bytes) == (0.0, 0)
+
+
+class CountedReads:
+    """A real source whose reads are counted (the test's only addition)."""
+
+    def __init__(self, source) -> None:  # type: ignore[no-untyped-def]
+        self.source, self.reads = source, 0
+        self.name, self.cheap, self.outlives = source.name, source.cheap, source.outlives
+
+    def read(self):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return self.source.read()
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading and removing a step's cgroup needs root")
+def test_a_cgroup_of_the_steps_own_is_read_only_to_publish_and_exactly_at_the_end(docker_client) -> None:
+    # The Docker runtime runs each step under a cgroup of its own (task_cgroup.docker_parent),
+    # which keeps its totals after Docker removes the container's: reading it four times
+    # a second only to bound a loss that cannot happen would cost the lender CPU for nothing.
+    parent = task_cgroup.docker_parent("sampler-outlives", uuid.uuid4().hex[:8], "main")
+    container = _run(
+        docker_client, BUSYBOX_IMAGE, ["sh", "-c", "timeout 2 yes > /dev/null; true"], cgroup_parent=parent, mem_limit="64m"
+    )
+    cgroup = task_cgroup.locate(parent)
+    try:
+        assert cgroup is not None, "dockerd did not make the step's cgroup where this host shows it"
+        found = source_for(_pid(container), container.id, docker_client, cgroup=cgroup.paths)
+        assert isinstance(found, CgroupSource) and found.outlives
+        source = CountedReads(found)
+        samples: list[UsageSample] = []
+        sampler = UsageSampler(
+            source, "outlives", cpus_reserved=1.0, memory_limit_bytes=64 * MiB, interval=0.5, on_sample=samples.append
+        ).start()
+        container.wait(timeout=30)
+        time.sleep(0.5)  # the container's own cgroup is gone by now; the step's is not
+        summary = sampler.stop()
+        after_exit = CgroupReader(cgroup.paths).read().cpu_seconds
+    finally:
+        container.remove(force=True)
+        if cgroup is not None:
+            cgroup.remove()
+    # One read at start, one per publication, one at stop; a container's own cgroup
+    # would have been read every 0.25 s (twice per publication here).
+    assert source.reads <= len(samples) + 2, (source.reads, len(samples))
+    assert summary.cpu_seconds == pytest.approx(after_exit, abs=1e-6)  # nothing lost to sampling
+    assert summary.cpu_seconds > 0.2
