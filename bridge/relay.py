@@ -9,7 +9,10 @@ the pool about the room while the result travels.
 A pass runs every HIVEMIND_RELAY_INTERVAL seconds, and at once when a worker
 stores a task state: Celery's Redis result backend publishes each stored
 state on a channel named after its key, which the relay watches (polling
-alone remains when the backend is not Redis or the watch fails).
+alone remains when the backend is not Redis or the watch fails). While the
+watch works, passes that find nothing to send space out, up to
+QUIET_PASSES_APART relay intervals apart: a silent task costs the lender one
+pass per stored usage sample (each wakes a pass), not one a second.
 
 State lives in Redis (outbox + output cursors), so a restarted bridge picks
 up where the last one stopped; output may be re-sent from the last cursor and
@@ -44,6 +47,9 @@ OUTPUT_BATCH_ENTRIES = 16
 RESULT_TIMEOUT = 120.0
 # How long an idle relay (nothing owed) sleeps before looking again, unwoken.
 IDLE_RELAY_WAIT = 30.0
+# While tasks are owed but passes find nothing new, the wait between them doubles up
+# to this many relay intervals (a stored state still wakes a pass at once).
+QUIET_PASSES_APART = 5
 # A pool that keeps refusing a result (it no longer knows the task) is given
 # up on after this many passes, so one task cannot hold the site forever.
 MAX_RESULT_REFUSALS = 5
@@ -65,6 +71,8 @@ class Relay:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._owed = 1  # until the first pass has looked
+        self._moved = 0  # output batches, usage samples and results sent so far
+        self._quiet_wait = parts.settings.relay_interval
         self._thread: threading.Thread | None = None
         # Called when a finished task's room was freed (the heartbeat's wake).
         self.on_freed: Callable[[], None] | None = None
@@ -113,6 +121,7 @@ class Relay:
     def _run(self) -> None:
         node_id = self._outbox.node_id
         while not self._stop.is_set():
+            moved = self._moved
             try:
                 for attempt in until_stopped(self._stop, "relay", node_id):
                     with attempt:
@@ -121,10 +130,20 @@ class Relay:
                 break  # only when stopping
             except Exception:  # noqa: BLE001 - a bug must not end the relay
                 log.exception("relay pass failed", extra={"node_id": node_id})
+            self._wake.wait(self._next_wait(self._moved != moved))
+            self._wake.clear()
+
+    def _next_wait(self, moved: bool) -> float:
+        interval = self._settings.relay_interval
+        if not self._owed:
             # Nothing owed: nothing to relay until a task is accepted (intake wakes
             # this) or a result is stored (the watch wakes it).
-            self._wake.wait(self._settings.relay_interval if self._owed else IDLE_RELAY_WAIT)
-            self._wake.clear()
+            return IDLE_RELAY_WAIT
+        if moved or self._watch is None:
+            self._quiet_wait = interval
+        else:
+            self._quiet_wait = min(self._quiet_wait * 2, interval * QUIET_PASSES_APART)
+        return self._quiet_wait
 
     # -- one pass ---------------------------------------------------------------
     def relay_once(self) -> int:
@@ -197,6 +216,7 @@ class Relay:
                 self._outbox.advance(task_id, last)
                 raise
             self._outbox.advance(task_id, last)
+            self._moved += 1
             cursor = last
             log.debug("sent %d bytes of output", len(data), extra=self._extra(task_id))
 
@@ -212,6 +232,7 @@ class Relay:
             return
         self._session.call(self._session.workers.TaskUsage, pb.TaskUsageRequest(task_id=task_id, **sample))
         self._last_usage[task_id] = raw
+        self._moved += 1
 
     # -- result -------------------------------------------------------------
     def _finished(self, task_id: str) -> TaskOutcome | None:
@@ -272,6 +293,7 @@ class Relay:
         )
         # Acknowledged: the pool has it. Forget the task.
         self._forget(task.task_id)
+        self._moved += 1
         log.info("delivered the result (%s, %d bytes)", outcome.status.value, len(zip_bytes), extra=extra)
         return True
 

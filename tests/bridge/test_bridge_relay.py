@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from bridge.outbox import OwedTask
 from bridge.server import Bridge
 from hivemind_celery.core import keys
 from hivemind_celery.core.model import TaskStatus
@@ -227,3 +229,34 @@ def test_real_worker_end_to_end(
         assert archive.read("out.txt") == b"42"
     assert "hello from the task" in sent_output(pool, "t-e2e")
     wait_for(lambda: not bridge.outbox.owes("t-e2e"), "the task struck from the outbox")
+
+
+def test_passes_space_out_while_an_owed_task_is_silent(
+    start_bridge: Callable[..., Bridge], db: redis.Redis, pool: RecordingPool
+) -> None:
+    add_worker(db, cpus=4, memory_mb=8192)
+    bridge = start_bridge(relay_interval=0.2)
+    assert bridge.relay is not None
+    relay = bridge.relay
+    passes: list[float] = []
+    real_pass = relay.relay_once
+
+    def counted_pass() -> int:
+        passes.append(time.monotonic())
+        return real_pass()
+
+    relay.relay_once = counted_pass  # type: ignore[method-assign]
+    # Owed as the intake records it, but not queued: this module's real worker must not run it.
+    bridge.outbox.add(OwedTask("t-quiet", "cpu", 1.0, 512, 0, 0, time.time()))
+    relay.wake()
+    time.sleep(4.0)
+    # Every 0.2 s would be about 20 passes; spaced out (0.2, 0.4, 0.8, then 1 s apart) about 7.
+    assert len(passes) <= 10, len(passes)
+
+    # Output with no stored state still goes, within the spaced-out wait.
+    write_output(db, "t-quiet", b"after a silence\n")
+    wait_for(lambda: sent_output(pool, "t-quiet") == "after a silence\n", "the output after a silence", limit=10)
+    # (That a stored state wakes a pass at once, whatever the wait: test_bridge_heartbeat's
+    # test_stored_result_wakes_the_relay, with a 30 s relay interval.)
+    finish(db, bridge, "t-quiet")
+    wait_for(lambda: pool.of("TaskResultUpload", "t-quiet"), "the result upload")
