@@ -205,6 +205,11 @@ def site_prefs() -> str:
     return f"{PREFIX}:site:prefs"
 
 
+def site_prefs_changed() -> str:
+    """Channel: a message each time the owner's preferences are saved (workers wake on it)."""
+    return f"{PREFIX}:site:prefs:changed"
+
+
 def site_modes() -> str:
     """Hash worker id -> the SiteMode JSON that worker last decided, with its time ("at")."""
     return f"{PREFIX}:site:modes"

@@ -3,13 +3,16 @@ the CLI and the console.
 
 Preferences live under one key as JSON; until someone saves them, the
 environment's HIVEMIND_PREFS_* defaults apply. The mode is what the workers last
-decided from them (worker/prefs.py publishes it every second); readers that find
-none (no worker up yet) see the site running."""
+decided from them (worker/prefs.py publishes it at each check, every 1-4 s);
+readers that find none (no worker up yet) see the site running. Saving them
+publishes a message the workers watch, so a change is judged at once."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +27,10 @@ from hivemind_celery.core.settings import Settings, get_settings
 # A published mode older than this is stale (its worker gone): readers see running
 # again rather than a pause nobody enforces.
 MODE_TTL_SECONDS = 10
+# How long the preferences watch's thread waits on its connection between wakes.
+WATCH_IDLE_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class PreferencesError(HivemindError, ValueError):
@@ -78,8 +85,12 @@ class PrefsStore:
             return defaults(self.settings)
 
     def save(self, prefs: Preferences) -> None:
+        """Store them, and tell the workers (they judge them again at once)."""
         checked = _validated(prefs.model_dump())
-        self.client.set(keys.site_prefs(), checked.model_dump_json())
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.site_prefs(), checked.model_dump_json())
+        pipe.publish(keys.site_prefs_changed(), b"1")
+        pipe.execute()
 
     def update(self, **fields: Any) -> Preferences:
         """Change the named fields (None clears an optional one); unknown names and
@@ -152,6 +163,25 @@ class PrefsStore:
         pipe.delete(keys.worker_mode(worker_id))
         pipe.hdel(keys.site_modes(), worker_id)
         pipe.execute()
+
+
+def watch_changes(client: redis.Redis, on_change: Callable[[], None]) -> Any:
+    """Call `on_change` (on a thread of redis-py's) whenever the preferences are saved;
+    the thread, to `.stop()`, or None when Redis cannot be watched (then poll)."""
+
+    def on_error(exc: BaseException, _pubsub: Any, _thread: Any) -> None:
+        log.debug("preferences watch: %s; resubscribing", exc)
+        on_change()  # a save may have been missed meanwhile
+        time.sleep(1.0)  # the pubsub reconnects and subscribes again on its next read
+
+    try:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(**{keys.site_prefs_changed(): lambda _message: on_change()})
+        # A message ends the wait at once; the timeout only paces an idle thread.
+        return pubsub.run_in_thread(sleep_time=WATCH_IDLE_SECONDS, daemon=True, exception_handler=on_error)
+    except redis.RedisError as exc:
+        log.warning("cannot watch the preferences (%s); checking them on a timer", exc)
+        return None
 
 
 def worker_paused(client: redis.Redis, worker_id: str) -> bool:

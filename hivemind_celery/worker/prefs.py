@@ -2,12 +2,15 @@
 thread of the worker's main process (celery_app adds this step, after the
 registry's, whose disk gate it shares).
 
-How often: every HIVEMIND_PREFS_CHECK_INTERVAL seconds while a task is here or a
-rule reads the machine (CPU, the owner's input), so a running task is paused
-within two seconds. Otherwise only the stored preferences and the clock can
-change the decision, and an idle worker looks every IDLE_CHECK_SECONDS (well
-inside the published mode's lifetime, site/prefs.MODE_TTL_SECONDS), and at once
-when a task arrives (the task_received hook below), before it can run long.
+How often: every HIVEMIND_PREFS_CHECK_INTERVAL seconds while a rule reads the
+machine (CPU, the owner's input). Otherwise the decision changes only when the
+owner saves the preferences (the step watches their channel and checks at once,
+so a running task is paused within about a second), with the clock (hours, a
+timed pause) and with the battery and heat: for those it looks every
+IDLE_CHECK_SECONDS (well inside the published mode's lifetime,
+site/prefs.MODE_TTL_SECONDS), and at once when a task arrives (the task_received
+hook below), before it can run long. Without the watch (Redis cannot be
+subscribed to) it looks every second while it holds a task, as before.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from hivemind_celery.core.redis_client import payload_redis
 from hivemind_celery.core.settings import get_settings
 from hivemind_celery.site.heartbeat import local_capacity
 from hivemind_celery.site.pause_gate import PauseGate
-from hivemind_celery.site.prefs import MODE_TTL_SECONDS, PrefsStore
+from hivemind_celery.site.prefs import MODE_TTL_SECONDS, PrefsStore, watch_changes
 from hivemind_celery.site.registry import Registry
 from hivemind_celery.usage import sensors
 from hivemind_celery.usage.task_cpu import NonTaskCpu
@@ -57,6 +60,7 @@ class PrefsStep(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watch: Any = None  # the preferences channel's thread (site/prefs.watch_changes)
         self.gate: PauseGate | None = None
 
     def start(self, parent: Any) -> None:
@@ -92,6 +96,7 @@ class PrefsStep(bootsteps.StartStopStep):
         )
         self._stop.clear()
         _wake.clear()
+        self._watch = watch_changes(client, _wake.set)
         self._thread = threading.Thread(
             target=self._run, args=(settings.prefs_check_interval,), name="hivemind-prefs", daemon=True
         )
@@ -99,7 +104,7 @@ class PrefsStep(bootsteps.StartStopStep):
 
     def next_wait(self, interval: float) -> float:
         gate = self.gate
-        if gate is None or gate.senses or _tasks_here():
+        if gate is None or gate.senses or (self._watch is None and _tasks_here()):
             return interval
         return max(interval, IDLE_CHECK_SECONDS)
 
@@ -120,6 +125,9 @@ class PrefsStep(bootsteps.StartStopStep):
     def stop(self, parent: Any) -> None:
         self._stop.set()
         _wake.set()
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
