@@ -7,7 +7,7 @@ to HIVEMIND_CONSOLE_SCREENSHOTS when set, and are kept after the run. The
 fixtures built on these live in tests/console/conftest.py.
 
 `start_held` starts `hivemind console` and waits for its activator to hold the
-port without connecting to it (a connection would start the console); `Visitor`
+port without connecting to it (a connection would start the console); `CookieClient`
 is a browser-like HTTP client (urllib with a cookie jar, no keep-alive) for the
 tests that watch the console's processes come and go.
 """
@@ -140,7 +140,7 @@ def console_children(console: Console) -> list[psutil.Process]:
     return alive
 
 
-class Visitor:
+class CookieClient:
     """A browser's requests without the browser: cookies kept, one connection per request."""
 
     def __init__(self, base: str) -> None:

@@ -22,10 +22,11 @@ from hivemind.console.serve import IdleWatch
 from tests.console.console_kit import (
     PASSWORD,
     Console,
-    Visitor,
+    CookieClient,
     console_children,
     console_env,
     free_port,
+    log_in,
     start_console,
     start_held,
     stop_console,
@@ -74,7 +75,7 @@ def test_the_port_is_held_with_no_console_until_someone_connects(redis_url, tmp_
         assert console_children(console) == []
         activator_pss = activator.memory_full_info().pss
 
-        visitor = Visitor(console.url)
+        visitor = CookieClient(console.url)
         status, page = visitor.get("/login")
         assert status == 200 and "HiveMind console" in page
         [child] = console_children(console)
@@ -92,7 +93,7 @@ def test_the_port_is_held_with_no_console_until_someone_connects(redis_url, tmp_
 def test_an_idle_console_exits_and_the_next_visit_starts_one_with_the_same_session(redis_url, tmp_path) -> None:
     console = start_held(redis_url, tmp_path, HIVEMIND_CONSOLE_PASSWORD=PASSWORD, HIVEMIND_CONSOLE_IDLE_EXIT=IDLE_EXIT)
     try:
-        visitor = Visitor(console.url)
+        visitor = CookieClient(console.url)
         assert visitor.log_in() == 200
         [first] = console_children(console)
         wait_for(lambda: not console_children(console), "the idle console exiting", console)
@@ -106,7 +107,7 @@ def test_an_idle_console_exits_and_the_next_visit_starts_one_with_the_same_sessi
         assert status == 200, body[:300]
         [second] = console_children(console)
         assert second.pid != first.pid
-        assert Visitor(console.url).get("/api/overview")[0] == 401
+        assert CookieClient(console.url).get("/api/overview")[0] == 401
     finally:
         stop_console(console)
 
@@ -118,7 +119,7 @@ def test_visits_that_come_while_the_console_starts_wait_and_are_all_served(redis
         statuses: list[int] = []
 
         def visit() -> None:
-            statuses.append(Visitor(console.url).get("/login")[0])
+            statuses.append(CookieClient(console.url).get("/login")[0])
 
         visits = [threading.Thread(target=visit) for _ in range(8)]
         for thread in visits:
@@ -137,7 +138,7 @@ def test_visits_that_come_while_the_console_starts_wait_and_are_all_served(redis
 def test_a_signal_to_the_activator_stops_the_console_too(redis_url, tmp_path, sig) -> None:
     console = start_held(redis_url, tmp_path, HIVEMIND_CONSOLE_PASSWORD=PASSWORD)
     try:
-        assert Visitor(console.url).get("/login")[0] == 200
+        assert CookieClient(console.url).get("/login")[0] == 200
         [child] = console_children(console)
         console.proc.send_signal(sig)
         assert console.proc.wait(60) == 0, console.log()
@@ -168,7 +169,7 @@ def test_a_console_that_cannot_start_is_reported_and_not_restarted_in_a_loop(red
     listener.close()  # the activator holds it now
     console = Console(f"http://127.0.0.1:{port}", proc, log_path)
     try:
-        status, body = Visitor(console.url).get("/login")
+        status, body = CookieClient(console.url).get("/login")
         assert status == 503, body
         assert "failed to start" in body
         log = console.log()
@@ -180,7 +181,7 @@ def test_a_console_that_cannot_start_is_reported_and_not_restarted_in_a_loop(red
         time.sleep(3 * FIRST_RETRY_S)  # no connection meanwhile: a hot loop would start consoles now
         assert console.log().count("a connection: starting the console") == starts
         assert console_children(console) == []
-        status, body = Visitor(console.url).get("/login")
+        status, body = CookieClient(console.url).get("/login")
         assert status == 503 and "failed to start" in body
         assert proc.poll() is None, "the activator keeps serving the port"
         assert holds_port(proc.pid, port)
@@ -218,7 +219,7 @@ def test_always_on_serves_from_the_command_itself(redis_url, tmp_path, args, env
         cmdline = psutil.Process(console.proc.pid).cmdline()
         assert cmdline[1:3] == ["-m", "hivemind.cli"], cmdline
         assert console_children(console) == []
-        assert Visitor(console.url).log_in() == 200
+        assert CookieClient(console.url).log_in() == 200
     finally:
         stop_console(console)
 
@@ -240,3 +241,30 @@ def test_idle_time_counts_from_the_last_request_or_open_connection() -> None:
     assert watch.idle_for(requests=1, busy=False, now=6.0) == 0.0  # a request came
     assert watch.idle_for(requests=1, busy=True, now=50.0) == 0.0  # a connection is open
     assert watch.idle_for(requests=1, busy=False, now=53.0) == 3.0
+
+
+# A headless browser's tabs are always visible, so the page's visibility is a
+# stand-in here: document.hidden is overridden and visibilitychange fired by hand,
+# as a browser does when the tab goes to the background and comes back.
+HIDE_SWITCH = """
+let hidden = false;
+Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+window.__setHidden = (value) => { hidden = value; document.dispatchEvent(new Event("visibilitychange")); };
+"""
+
+
+@pytest.mark.redis
+def test_a_tab_out_of_sight_stops_asking_so_the_console_can_go_idle(page, console) -> None:
+    page.add_init_script(HIDE_SWITCH)
+    log_in(page)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/fragment/" in request.url else None)
+    with page.expect_request(lambda request: "/fragment/overview" in request.url, timeout=30_000):
+        pass  # a visible page re-fetches its live part
+    page.evaluate("window.__setHidden(true)")
+    page.wait_for_timeout(500)  # a fetch already on its way when the tab went away
+    seen = len(asked)
+    page.wait_for_timeout(5_000)  # two and a half refresh periods
+    assert len(asked) == seen, asked[seen:]
+    with page.expect_request(lambda request: "/fragment/overview" in request.url, timeout=30_000):
+        page.evaluate("window.__setHidden(false)")  # back in sight: it asks again
