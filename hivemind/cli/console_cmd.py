@@ -42,8 +42,8 @@ def console(
     idle_exit = 0.0 if always_on else settings.console_idle_exit
     if idle_exit > 0:
         typer.echo(
-            f"It starts at the first connection (the first page takes a few seconds) and stops after "
-            f"{idle_exit:g} s with none; --always-on keeps it running."
+            f"It starts at the first connection (that page takes about a second) and stops after "
+            f"{idle_exit:g} s without one; --always-on keeps it running."
         )
         hand_over(listener, host, idle_exit)
     from hivemind.console.serve import serve
