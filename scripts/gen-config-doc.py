@@ -111,6 +111,12 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
     "BENCH_TUNNEL_TASKS": ("3", "bench/bench_tunnel.py", "Tasks per path and round of the tunnel benchmark."),
     "BENCH_WINDOW": ("45", "bench/bench_footprint.py", "Seconds each footprint window measures."),
     "BENCH_SETTLE": ("25", "bench/bench_footprint.py", "Seconds the started site settles before the idle window."),
+    "BENCH_CONSOLE_IDLE_EXIT": (
+        "10",
+        "bench/bench_footprint.py",
+        "The console's idle exit in the footprint bench (300 s on a site), so its windows begin once it has gone.",
+    ),
+    "BENCH_IDLE_EXIT": ("2", "bench/bench_console_wake.py", "The on-demand console's idle exit between the wake bench's rounds."),
     "BENCH_CONCURRENCY": ("2", "bench/bench_footprint.py", "Pool processes of the footprint bench's `cpu` worker."),
     "BENCH_CGROUP_READS": ("2000", "bench/bench_sampler.py", "cgroup reads the sampler benchmark times."),
     "BENCH_STATS_CALLS": ("5", "bench/bench_sampler.py", "Docker stats calls the sampler benchmark times."),

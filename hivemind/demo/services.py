@@ -229,7 +229,9 @@ def start_console(
 ) -> tuple[str, str]:
     """`hivemind console` on 127.0.0.1 with its generated password (kept 0600 in
     state_dir); the Node Pool account is the bridge's, for the balance.
-    Returns (url, password)."""
+    Returns (url, password). Ready when it answers a page: that first request
+    starts the console process under its activator (the pid the supervisor
+    holds), which exits again after HIVEMIND_CONSOLE_IDLE_EXIT idle seconds."""
     env = env | {
         "HIVEMIND_CONSOLE_STATE_DIR": str(state_dir),
         "HIVEMIND_NODEPOOL_ADDRESS": nodepool,

@@ -227,6 +227,13 @@ class Settings(BaseSettings):
     console_state_dir: str = Field(
         "~/.hivemind/console", description="Where the console keeps its generated password and session signing key (mode 0600)."
     )
+    console_idle_exit: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds with no request and no open connection after which the console's web process exits; "
+        "a small activator keeps the port and starts it again at the next connection. 0: always on "
+        "(as `hivemind console --always-on`).",
+    )
 
     # --- the owner's preferences: defaults until someone sets them (core/prefs.py) --
     prefs_run_mode: Literal["always", "when_idle", "never"] = Field(

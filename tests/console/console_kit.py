@@ -5,18 +5,30 @@ Playwright for Python (never `playwright install`; it would download one).
 Screenshots of each page go to tests/console/screenshots/ (git-ignored), or
 to HIVEMIND_CONSOLE_SCREENSHOTS when set, and are kept after the run. The
 fixtures built on these live in tests/console/conftest.py.
+
+`start_held` starts `hivemind console` and waits for its activator to hold the
+port without connecting to it (a connection would start the console); `CookieClient`
+is a browser-like HTTP client (urllib with a cookie jar, no keep-alive) for the
+tests that watch the console's processes come and go.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from tests.services_kit import ROOT
 
@@ -54,11 +66,13 @@ class Console:
         return self.log_path.read_text(errors="replace")[-8000:]
 
 
-def start_console(redis_url: str, tmp: Path, **env: str) -> Console:
+def start_console(redis_url: str, tmp: Path, *args: str, **env: str) -> Console:
+    """`hivemind console ARGS` answering /login (its first page: with the activator,
+    this starts the console process)."""
     port = free_port()
     log_path = tmp / "console.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hivemind.cli", "console", "--port", str(port)],
+        [sys.executable, "-m", "hivemind.cli", "console", "--port", str(port), *args],
         cwd=ROOT,
         env=console_env(redis_url, tmp / "state", **env),
         stdout=open(log_path, "wb"),
@@ -77,6 +91,81 @@ def start_console(redis_url: str, tmp: Path, **env: str) -> Console:
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"console not answering after 30 s:\n{log_path.read_text()}")
+
+
+HOLDING = "holding the console's port"
+
+
+def wait_for(check: Callable[[], object], what: str, console: Console, timeout: float = 60.0) -> object:
+    """Polls `check` until it returns something true; fails naming `what` with the log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}\n{console.log()}")
+
+
+def start_held(redis_url: str, tmp: Path, *args: str, **env: str) -> Console:
+    """`hivemind console` whose activator holds the port; nothing has connected yet."""
+    port = free_port()
+    log_path = tmp / "console.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hivemind.cli", "console", "--port", str(port), *args],
+        cwd=ROOT,
+        env=console_env(redis_url, tmp / "state", **env),
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    console = Console(f"http://127.0.0.1:{port}", proc, log_path)
+    wait_for(lambda: HOLDING in console.log() or proc.poll() is not None, "the activator holding the port", console)
+    assert proc.poll() is None, f"exited early:\n{console.log()}"
+    return console
+
+
+def console_children(console: Console) -> list[psutil.Process]:
+    """The console processes the activator runs now (zombies not counted)."""
+    try:
+        children = psutil.Process(console.proc.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    alive = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+class CookieClient:
+    """A browser's requests without the browser: cookies kept, one connection per request."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, path: str, timeout: float = 60.0) -> tuple[int, str]:
+        try:
+            with self.opener.open(self.base + path, timeout=timeout) as reply:
+                return reply.status, reply.read().decode(errors="replace")
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.read().decode(errors="replace")
+
+    def log_in(self, password: str = PASSWORD) -> int:
+        """Logs in through the form (its CSRF token included); the final status."""
+        status, page = self.get("/login")
+        assert status == 200, (status, page[:300])
+        token = re.search(r'name="csrf_token" value="([^"]*)"', page)
+        assert token, page[:500]
+        form = urllib.parse.urlencode({"csrf_token": token.group(1), "password": password}).encode()
+        try:
+            with self.opener.open(self.base + "/login", data=form, timeout=60) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as refused:
+            return refused.code
 
 
 def stop_console(console: Console) -> None:

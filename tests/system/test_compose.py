@@ -13,6 +13,7 @@ import subprocess
 import pytest
 import yaml
 
+from tests.console.console_kit import console_children, start_held, stop_console
 from tests.services_kit import ROOT, missing
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -150,6 +151,29 @@ def test_the_console_requires_a_password_from_the_environment(services):
     assert command_text(console).startswith("hivemind console --host 0.0.0.0")
     assert compose_variables()["HIVEMIND_CONSOLE_PASSWORD"].startswith(":?")
     assert console["environment"]["HIVEMIND_CONSOLE_PASSWORD"].startswith("${HIVEMIND_CONSOLE_PASSWORD:?")
+
+
+@pytest.mark.redis
+def test_the_console_health_check_sees_the_held_port_without_starting_the_console(services, redis_url, tmp_path):
+    """The console's check run for real against `hivemind console --host 0.0.0.0` (as the
+    container runs it) on a free port put in place of 5001: healthy while the activator holds
+    the port, and it never connects (no console is started by it); unhealthy once stopped."""
+    check = services["console"]["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and f"{5001:04X}" in check[1]
+    assert "5001" in command_text(services["console"])
+    console = start_held(redis_url, tmp_path, "--host", "0.0.0.0", HIVEMIND_CONSOLE_PASSWORD="pw-for-the-test")
+    port = int(console.url.rsplit(":", 1)[1])
+    script = check[1].replace(f":{5001:04X} ", f":{port:04X} ")
+
+    def healthy() -> bool:
+        return subprocess.run(["sh", "-c", script], timeout=10).returncode == 0
+
+    try:
+        assert healthy()
+        assert console_children(console) == [], "the check connected: it started the console"
+    finally:
+        stop_console(console)
+    assert not healthy()
 
 
 def test_published_ports_are_bound_to_loopback(services):

@@ -16,8 +16,12 @@
       document.body.classList.add("offline");
     }
   }
+  // A tab out of sight asks nothing, so a page left open in the background lets
+  // the console exit when idle (it starts again when the tab comes back).
   function tick() {
+    if (document.hidden) return;
     document.querySelectorAll("[data-live]").forEach(refresh);
   }
   setInterval(tick, EVERY_MS);
+  document.addEventListener("visibilitychange", tick);
 })();
