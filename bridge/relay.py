@@ -10,9 +10,9 @@ A pass runs every HIVEMIND_RELAY_INTERVAL seconds, and at once when a worker
 stores a task state: Celery's Redis result backend publishes each stored
 state on a channel named after its key, which the relay watches (polling
 alone remains when the backend is not Redis or the watch fails). While the
-watch works, passes that find nothing to send space out, up to
+watch works, passes that find no new output and no result space out, up to
 QUIET_PASSES_APART relay intervals apart: a silent task costs the lender one
-pass per stored usage sample (each wakes a pass), not one a second.
+pass per stored usage sample (each wakes a pass and sends it), not one a second.
 
 State lives in Redis (outbox + output cursors), so a restarted bridge picks
 up where the last one stopped; output may be re-sent from the last cursor and
@@ -71,7 +71,7 @@ class Relay:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._owed = 1  # until the first pass has looked
-        self._moved = 0  # output batches, usage samples and results sent so far
+        self._moved = 0  # output batches and results sent so far (usage comes with a wake anyway)
         self._quiet_wait = parts.settings.relay_interval
         self._thread: threading.Thread | None = None
         # Called when a finished task's room was freed (the heartbeat's wake).
@@ -232,7 +232,6 @@ class Relay:
             return
         self._session.call(self._session.workers.TaskUsage, pb.TaskUsageRequest(task_id=task_id, **sample))
         self._last_usage[task_id] = raw
-        self._moved += 1
 
     # -- result -------------------------------------------------------------
     def _finished(self, task_id: str) -> TaskOutcome | None:

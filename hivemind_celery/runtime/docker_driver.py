@@ -79,9 +79,10 @@ from hivemind_celery.usage import task_cgroup
 log = logging.getLogger(__name__)
 
 # How often a running container's wait loop asks Redis whether to stop or freeze (two
-# round trips each): the step's exit ends the wait at once whatever this is, and a
-# pause still lands within two seconds (the preferences step decides each second).
-POLL_SECONDS = 0.5
+# round trips each): the step's exit ends the wait at once whatever this is. An owner's
+# pause is decided as it is saved (the preferences step watches for saves), so it lands
+# within about a second; a pool's stop too.
+POLL_SECONDS = 1.0
 
 
 def _now() -> datetime:
