@@ -155,7 +155,12 @@ class Settings(BaseSettings):
     result_max_bytes: int = Field(100 * MiB, gt=0, description="Largest workspace copied back as a result.")
 
     # --- measurement, signals and logging ------------------------------------
-    sample_interval: float = Field(2.0, gt=0, description="Seconds between usage samples.")
+    sample_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between live usage samples (events, the console's charts, the pool's TaskUsage); "
+        "the totals the reward uses are read exactly whatever this is.",
+    )
     log_json: bool = Field(False, description="Log one JSON object per line.")
     log_level: str = Field("INFO", description="Log level for the worker, bridge and Node Pool.")
     metrics_port: int = Field(0, ge=0, description="Prometheus port on the worker (0: off).")
