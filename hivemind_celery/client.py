@@ -23,6 +23,7 @@ from hivemind_celery.core import TASK_NAME, Settings, TaskSpec, get_settings
 __all__ = ["QUEUES", "TASK_NAME", "celery_config", "create_client", "send_run_task"]
 
 QUEUES = ("cpu", "gpu")
+BROKER_WAIT_SECONDS = 5
 
 
 def celery_config(settings: Settings) -> dict:
@@ -34,6 +35,10 @@ def celery_config(settings: Settings) -> dict:
         "visibility_timeout": int(settings.visibility_timeout),
         "unacked_restore_interval": restore_every,
         "unacked_restore_throttle": 1,
+        # kombu's Redis transport blocks in BRPOP this long (its brpop_timeout) before it
+        # asks again; a message ends the wait at once. kombu's 1 s made an idle worker's
+        # loop wake every second for nothing (issue 26).
+        "polling_interval": BROKER_WAIT_SECONDS,
     }
     return {
         "broker_url": settings.broker,
