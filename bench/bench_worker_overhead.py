@@ -38,7 +38,7 @@ from hivemind_celery.core.model import (  # noqa: E402
 )
 from hivemind_celery.core.settings import Settings  # noqa: E402
 from hivemind_celery.payloads.store import PayloadStore  # noqa: E402
-from tests.conftest import BUSYBOX_IMAGE, WorkerProcess, make_zip  # noqa: E402
+from tests.services_kit import BUSYBOX_IMAGE, WorkerProcess, make_zip  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "20"))
 COMMAND = ["true"]
