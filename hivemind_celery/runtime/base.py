@@ -47,6 +47,9 @@ class Job:
     pids: int = 256
     labels: dict[str, str] = field(default_factory=dict)
     gpu_devices: tuple[str, ...] = ()  # UUIDs of the GPUs the task holds (task/gpus.py)
+    # No earlier start of this task is recorded (task/attempts.py), so nothing of an
+    # earlier attempt can be left to remove first. False (look) unless the caller knows.
+    first_attempt: bool = False
 
 
 @dataclass

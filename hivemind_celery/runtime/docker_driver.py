@@ -181,9 +181,11 @@ class DockerRuntime:
         # Leftovers of an earlier attempt of this task (its worker died; the caller
         # holds the task's lock, so no live run owns them) would clash with our
         # names and keep using the host: remove them whichever worker made them.
-        orphans = reaper.kill_task_anywhere(self.client, task_id)
-        if orphans:
-            log.warning("removed %d leftover(s) of an earlier attempt", orphans, extra={"task_id": task_id})
+        # A first attempt has none, and is spared the two listings.
+        if not job.first_attempt:
+            orphans = reaper.kill_task_anywhere(self.client, task_id)
+            if orphans:
+                log.warning("removed %d leftover(s) of an earlier attempt", orphans, extra={"task_id": task_id})
         tail = LogTail(self.settings.log_tail_bytes, on_output, task_id)
         stop_check = safe_stop_check(should_stop, task_id)
         started_at = _now()
