@@ -25,8 +25,10 @@ import io
 import logging
 import math
 import tarfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -280,10 +282,17 @@ class DockerRuntime:
         if stop_check():
             end = StepEnd(stopped=True)
             return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail, workspace, measured)
-        main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
-        containers.append(main)
-        if not job.setup_command:
-            self._put(main, WORKSPACE, workspace, job.workspace_tar)
+        if job.setup_command:  # the set-up step's container got the files
+            main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
+            containers.append(main)
+        else:
+            # The files go into the fresh volume's directory while dockerd creates the container.
+            with ThreadPoolExecutor(1, thread_name_prefix=f"workspace-{task_id}") as pool:
+                written = pool.submit(self._write_in_place, workspace, job.workspace_tar, task_id)
+                main = self._create(job, "main", workspace.name, None, False)
+                containers.append(main)
+            if not written.result():
+                main.put_archive(WORKSPACE, job.workspace_tar)
         reader = partial(self._read_checkpoint, main, workspace, task_id)
         end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id, reader)
         measured["main"] = self._measure(job, main, end)
@@ -291,18 +300,21 @@ class DockerRuntime:
 
     def _put(self, container, mount: str, volume, tar: bytes) -> None:  # type: ignore[no-untyped-def]
         """Copy `tar` into the volume mounted at `mount` of a container not yet started."""
+        if not self._write_in_place(volume, tar, container.labels.get(LABEL_TASK, "")):
+            container.put_archive(mount, tar)
+
+    def _write_in_place(self, volume, tar: bytes, task_id: str) -> bool:  # type: ignore[no-untyped-def]
+        """Unpack `tar` into a fresh volume through its host directory; False
+        when the Docker API has to copy it instead (see volume_io)."""
         path = volume_io.host_dir(volume, self.settings, write=True)
-        if path is not None:
-            try:
-                volume_io.unpack(tar, path)
-                return
-            except (OSError, tarfile.TarError) as exc:  # the API overwrites whatever got written
-                log.warning(
-                    "could not write the volume directly, using the Docker API: %s",
-                    exc,
-                    extra={"task_id": container.labels.get(LABEL_TASK)},
-                )
-        container.put_archive(mount, tar)
+        if path is None:
+            return False
+        try:
+            volume_io.unpack(tar, path)
+            return True
+        except (OSError, tarfile.TarError) as exc:  # the API overwrites whatever got written
+            log.warning("could not write the volume directly, using the Docker API: %s", exc, extra={"task_id": task_id})
+            return False
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
         parent = None
@@ -362,8 +374,14 @@ class DockerRuntime:
     ) -> StepEnd:
         began = time.monotonic()
         container.start()
+        announcer = None
         if on_start is not None:
-            _announce(container, on_start, task_id, reader)
+            # Beside following and waiting, not before them: a short task can end
+            # before the inspect for its PID returns, dockerd busy with its exit.
+            announcer = threading.Thread(
+                target=_announce, args=(container, on_start, task_id, reader), name=f"announce-{task_id}", daemon=True
+            )
+            announcer.start()
         follower = Follower(container, tail)
         follower.start()
         waiter = Waiter(container)
@@ -398,6 +416,8 @@ class DockerRuntime:
             self._stop(container)
             waiter.done.wait(self.settings.docker_timeout)
         end.wall_seconds = time.monotonic() - began
+        if announcer is not None:  # on_start has returned before the step's end is told
+            announcer.join()
         follower.finish()
         try:
             container.reload()
