@@ -416,22 +416,10 @@ class DockerRuntime:
             self._stop(container)
             waiter.done.wait(self.settings.docker_timeout)
         end.wall_seconds = time.monotonic() - began
+        follower.finish()
+        _read_exit(container, end)
         if announcer is not None:  # on_start has returned before the step's end is told
             announcer.join()
-        follower.finish()
-        try:
-            container.reload()
-        except NotFound:
-            end.vanished = True
-            return end
-        state = container.attrs.get("State", {})
-        # A forced removal (kill from any process) marks the container
-        # "removing" before it kills it, so this tells a kill from a crash.
-        if state.get("Status") in ("removing", "dead"):
-            end.vanished = True
-            return end
-        end.exit_code = state.get("ExitCode")
-        end.oom_killed = bool(state.get("OOMKilled"))
         return end
 
     def _kill(self, container) -> None:  # type: ignore[no-untyped-def]
@@ -560,6 +548,23 @@ def _gpu_note(job: Job, containers: list) -> str:
         f" (a GPU task: the host's Docker could not give it GPUs {', '.join(job.gpu_devices)}; "
         f"its container was created with DeviceIDs {recorded}; is NVIDIA's container toolkit installed?)"
     )
+
+
+def _read_exit(container, end: StepEnd) -> None:  # type: ignore[no-untyped-def]
+    """The exit code and OOM flag of an ended container into `end`, or that it vanished."""
+    try:
+        container.reload()
+    except NotFound:
+        end.vanished = True
+        return
+    state = container.attrs.get("State", {})
+    # A forced removal (kill from any process) marks the container
+    # "removing" before it kills it, so this tells a kill from a crash.
+    if state.get("Status") in ("removing", "dead"):
+        end.vanished = True
+        return
+    end.exit_code = state.get("ExitCode")
+    end.oom_killed = bool(state.get("OOMKilled"))
 
 
 def _announce(
