@@ -98,7 +98,9 @@ class Runtime(Protocol):
         """Run the job to its end. With defer_cleanup, what the run leaves
         (containers, volumes) stays until `cleanup(task_id)` or the next run.
         While should_freeze() is true the running step is frozen (runtime/freeze.py).
-        A stop gives the task stop_grace() seconds (default HIVEMIND_STOP_GRACE)."""
+        A stop gives the task stop_grace() seconds (default HIVEMIND_STOP_GRACE).
+        on_start may be called from a thread of the runtime's; it has returned
+        before run() does."""
         ...
 
     def cleanup(self, task_id: str) -> None:
