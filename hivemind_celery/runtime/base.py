@@ -47,6 +47,9 @@ class Job:
     pids: int = 256
     labels: dict[str, str] = field(default_factory=dict)
     gpu_devices: tuple[str, ...] = ()  # UUIDs of the GPUs the task holds (task/gpus.py)
+    # No earlier start of this task is recorded (task/attempts.py), so nothing of an
+    # earlier attempt can be left to remove first. False (look) unless the caller knows.
+    first_attempt: bool = False
 
 
 @dataclass
@@ -95,7 +98,9 @@ class Runtime(Protocol):
         """Run the job to its end. With defer_cleanup, what the run leaves
         (containers, volumes) stays until `cleanup(task_id)` or the next run.
         While should_freeze() is true the running step is frozen (runtime/freeze.py).
-        A stop gives the task stop_grace() seconds (default HIVEMIND_STOP_GRACE)."""
+        A stop gives the task stop_grace() seconds (default HIVEMIND_STOP_GRACE).
+        on_start may be called from a thread of the runtime's; it has returned
+        before run() does."""
         ...
 
     def cleanup(self, task_id: str) -> None:

@@ -25,8 +25,10 @@ import io
 import logging
 import math
 import tarfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -182,9 +184,11 @@ class DockerRuntime:
         # Leftovers of an earlier attempt of this task (its worker died; the caller
         # holds the task's lock, so no live run owns them) would clash with our
         # names and keep using the host: remove them whichever worker made them.
-        orphans = reaper.kill_task_anywhere(self.client, task_id)
-        if orphans:
-            log.warning("removed %d leftover(s) of an earlier attempt", orphans, extra={"task_id": task_id})
+        # A first attempt has none, and is spared the two listings.
+        if not job.first_attempt:
+            orphans = reaper.kill_task_anywhere(self.client, task_id)
+            if orphans:
+                log.warning("removed %d leftover(s) of an earlier attempt", orphans, extra={"task_id": task_id})
         tail = LogTail(self.settings.log_tail_bytes, on_output, task_id)
         stop_check = safe_stop_check(should_stop, task_id)
         started_at = _now()
@@ -279,10 +283,17 @@ class DockerRuntime:
         if stop_check():
             end = StepEnd(stopped=True)
             return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail, workspace, measured)
-        main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
-        containers.append(main)
-        if not job.setup_command:
-            self._put(main, WORKSPACE, workspace, job.workspace_tar)
+        if job.setup_command:  # the set-up step's container got the files
+            main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
+            containers.append(main)
+        else:
+            # The files go into the fresh volume's directory while dockerd creates the container.
+            with ThreadPoolExecutor(1, thread_name_prefix=f"workspace-{task_id}") as pool:
+                written = pool.submit(self._write_in_place, workspace, job.workspace_tar, task_id)
+                main = self._create(job, "main", workspace.name, None, False)
+                containers.append(main)
+            if not written.result():
+                main.put_archive(WORKSPACE, job.workspace_tar)
         reader = partial(self._read_checkpoint, main, workspace, task_id)
         end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id, reader)
         measured["main"] = self._measure(job, main, end)
@@ -290,18 +301,21 @@ class DockerRuntime:
 
     def _put(self, container, mount: str, volume, tar: bytes) -> None:  # type: ignore[no-untyped-def]
         """Copy `tar` into the volume mounted at `mount` of a container not yet started."""
+        if not self._write_in_place(volume, tar, container.labels.get(LABEL_TASK, "")):
+            container.put_archive(mount, tar)
+
+    def _write_in_place(self, volume, tar: bytes, task_id: str) -> bool:  # type: ignore[no-untyped-def]
+        """Unpack `tar` into a fresh volume through its host directory; False
+        when the Docker API has to copy it instead (see volume_io)."""
         path = volume_io.host_dir(volume, self.settings, write=True)
-        if path is not None:
-            try:
-                volume_io.unpack(tar, path)
-                return
-            except (OSError, tarfile.TarError) as exc:  # the API overwrites whatever got written
-                log.warning(
-                    "could not write the volume directly, using the Docker API: %s",
-                    exc,
-                    extra={"task_id": container.labels.get(LABEL_TASK)},
-                )
-        container.put_archive(mount, tar)
+        if path is None:
+            return False
+        try:
+            volume_io.unpack(tar, path)
+            return True
+        except (OSError, tarfile.TarError) as exc:  # the API overwrites whatever got written
+            log.warning("could not write the volume directly, using the Docker API: %s", exc, extra={"task_id": task_id})
+            return False
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
         parent = None
@@ -361,8 +375,14 @@ class DockerRuntime:
     ) -> StepEnd:
         began = time.monotonic()
         container.start()
+        announcer = None
         if on_start is not None:
-            _announce(container, on_start, task_id, reader)
+            # Beside following and waiting, not before them: a short task can end
+            # before the inspect for its PID returns, dockerd busy with its exit.
+            announcer = threading.Thread(
+                target=_announce, args=(container, on_start, task_id, reader), name=f"announce-{task_id}", daemon=True
+            )
+            announcer.start()
         follower = Follower(container, tail)
         follower.start()
         waiter = Waiter(container)
@@ -398,19 +418,9 @@ class DockerRuntime:
             waiter.done.wait(self.settings.docker_timeout)
         end.wall_seconds = time.monotonic() - began
         follower.finish()
-        try:
-            container.reload()
-        except NotFound:
-            end.vanished = True
-            return end
-        state = container.attrs.get("State", {})
-        # A forced removal (kill from any process) marks the container
-        # "removing" before it kills it, so this tells a kill from a crash.
-        if state.get("Status") in ("removing", "dead"):
-            end.vanished = True
-            return end
-        end.exit_code = state.get("ExitCode")
-        end.oom_killed = bool(state.get("OOMKilled"))
+        _read_exit(container, end)
+        if announcer is not None:  # on_start has returned before the step's end is told
+            announcer.join()
         return end
 
     def _kill(self, container) -> None:  # type: ignore[no-untyped-def]
@@ -539,6 +549,23 @@ def _gpu_note(job: Job, containers: list) -> str:
         f" (a GPU task: the host's Docker could not give it GPUs {', '.join(job.gpu_devices)}; "
         f"its container was created with DeviceIDs {recorded}; is NVIDIA's container toolkit installed?)"
     )
+
+
+def _read_exit(container, end: StepEnd) -> None:  # type: ignore[no-untyped-def]
+    """The exit code and OOM flag of an ended container into `end`, or that it vanished."""
+    try:
+        container.reload()
+    except NotFound:
+        end.vanished = True
+        return
+    state = container.attrs.get("State", {})
+    # A forced removal (kill from any process) marks the container
+    # "removing" before it kills it, so this tells a kill from a crash.
+    if state.get("Status") in ("removing", "dead"):
+        end.vanished = True
+        return
+    end.exit_code = state.get("ExitCode")
+    end.oom_killed = bool(state.get("OOMKilled"))
 
 
 def _announce(

@@ -4,13 +4,69 @@ a flood, and catching up when dockerd ends a follow early)."""
 
 from __future__ import annotations
 
+import io
 import logging
+import struct
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from docker.errors import create_api_error_from_http_exception
 
 from hivemind_celery.runtime.logtail import LogTail
 
 log = logging.getLogger(__name__)
+
+# The Engine API's framing of a container's output when it has no TTY (the
+# worker never gives one): per frame, the stream (1 byte), 3 zero bytes and
+# the payload's size (big-endian uint32), then the payload.
+_FRAME_HEADER = struct.Struct(">BxxxL")
+
+
+def container_logs(container: Any, follow: bool = False, tail: int | str = "all", since: float | None = None) -> Any:
+    """The container's stdout and stderr as `container.logs` gives them: all
+    of it as bytes, or with `follow` an iterator of chunks until the container
+    ends. Asked of the Engine API directly: the docker SDK inspects the
+    container before every logs call to learn whether it has a TTY, one more
+    round trip to dockerd, mostly on the path that ends a task."""
+    api = container.client.api
+    params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 0, "follow": int(follow), "tail": tail}
+    if since is not None:
+        params["since"] = since
+    url = f"{api.base_url}/v{api.api_version}/containers/{container.id}/logs"
+    # A follow stream is quiet as long as the task prints nothing: no read timeout.
+    response = api.get(url, params=params, stream=follow, timeout=(api.timeout, None) if follow else api.timeout)
+    try:
+        response.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        response.close()
+        raise create_api_error_from_http_exception(exc) from exc
+    if follow:
+        return _streamed_frames(response)
+    return b"".join(_frames(io.BytesIO(response.content)))
+
+
+def _streamed_frames(response: requests.Response) -> Iterator[bytes]:
+    try:
+        yield from _frames(response.raw)
+    finally:
+        response.close()
+
+
+def _frames(raw: Any) -> Iterator[bytes]:
+    while True:
+        header = raw.read(_FRAME_HEADER.size)
+        if len(header) < _FRAME_HEADER.size:
+            return
+        _, size = _FRAME_HEADER.unpack(header)
+        if not size:
+            continue
+        data = raw.read(size)
+        if not data:
+            return
+        yield data
 
 
 class Waiter(threading.Thread):
@@ -53,7 +109,7 @@ class Follower(threading.Thread):
         while not self.cancel.is_set():
             rotated = False
             try:
-                for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True, since=since):
+                for chunk in container_logs(self.container, follow=True, since=since):
                     if self.cancel.is_set():
                         return
                     if chunk.startswith(_ROTATED):
@@ -90,7 +146,7 @@ class Follower(threading.Thread):
     def _add_last_lines(self) -> None:
         self.tail.note("output came faster than it could be read; some was skipped; the last lines follow")
         try:
-            self.tail.add(self.container.logs(stdout=True, stderr=True, tail=LAST_LINES))
+            self.tail.add(container_logs(self.container, tail=LAST_LINES))
         except Exception:  # noqa: BLE001 - the container may be gone already
             log.warning("could not read the last output lines", exc_info=True)
 
@@ -106,10 +162,10 @@ class Follower(threading.Thread):
         when the stream did not end with it, read the log again and forward
         what the stream missed."""
         try:
-            last = self.container.logs(stdout=True, stderr=True, tail=1)
+            last = container_logs(self.container, tail=1)
             if not last or self.recent.endswith(last):
                 return
-            everything = self.container.logs(stdout=True, stderr=True)
+            everything = container_logs(self.container)
         except Exception:  # noqa: BLE001 - the container may be gone already
             return
         # Forward the rest only when the log lines up with what the stream gave;

@@ -59,9 +59,10 @@ class TaskGuard:
         return bool(taken)
 
     def release(self) -> None:
+        # The refresher is told to stop, not waited for (it would have to be
+        # scheduled first, on the path that returns the outcome): a refresh that
+        # runs after the delete finds no lock with our token and does nothing.
         self._stop.set()
-        if self._refresher is not None:
-            self._refresher.join(timeout=5)
         # Delete only our own lock: compare-and-delete in one step.
         self._redis.eval(
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",

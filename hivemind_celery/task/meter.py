@@ -63,6 +63,7 @@ class UsageMeter:
         request = getattr(task, "request", None) if task is not None else None
         self.run = TaskRun(spec, client, settings, task, request, getattr(request, "hostname", None))
         self._sampler: UsageSampler | None = None
+        self._stopped = False  # stop() was called: a late on_start starts nothing
         self._lock = threading.Lock()
 
     # --- during the run ------------------------------------------------------
@@ -75,6 +76,9 @@ class UsageMeter:
         seconds per read), the registry allocation and the first publication
         happen on the sampler's thread.
         """
+        with self._lock:
+            if self._stopped:  # the run already ended (a runtime announcing from its own thread)
+                return
         notify(self.observers, "on_start", self.run, started)
         source = None
         try:
@@ -99,6 +103,8 @@ class UsageMeter:
             open_source=fallback,
         )
         with self._lock:
+            if self._stopped:
+                return
             self._sampler = sampler
         sampler.start()
 
@@ -129,6 +135,7 @@ class UsageMeter:
     def stop(self) -> UsageSummary | None:
         """Stop sampling; the totals, or None if the main step never started."""
         with self._lock:
+            self._stopped = True
             sampler = self._sampler
         return sampler.stop() if sampler is not None else None
 

@@ -167,6 +167,8 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
     output = OutputStream(client, spec.task_id)
     attempts = AttemptLog(client, spec.task_id)
     attempt = attempts.begin(settings.worker_id, restored.pointer)
+    # Every start is recorded before its first container: only a later attempt can find leftovers.
+    job = dataclasses.replace(job, first_attempt=attempt.number == 1)
     say = partial(_say, output)
     if line := resumed_line(restored, attempt.number, settings.worker_id):
         say(line)

@@ -48,6 +48,24 @@ def test_guard_lock_is_exclusive_and_outcome_kept(redis_client):
 
 
 @pytest.mark.redis
+def test_a_released_lock_stays_released_while_its_refresher_winds_down(redis_client):
+    """release() does not wait for the lock's refresher thread: a refresh that
+    lands after the delete finds no lock holding its token and recreates nothing."""
+    import time
+
+    guard = TaskGuard(redis_client, "guard-3", lock_ttl=3)  # refreshed every second
+    assert guard.acquire()
+    time.sleep(1.1)  # the refresher is about its work
+    guard.release()
+    time.sleep(1.2)  # past its next beat, had it not stopped
+    assert redis_client.get("hm:task:guard-3:lock") is None
+    other = TaskGuard(redis_client, "guard-3", lock_ttl=3)
+    assert other.acquire()
+    other.release()
+    assert guard._refresher is not None and not guard._refresher.is_alive()
+
+
+@pytest.mark.redis
 def test_guard_lock_expires_when_holder_dies(redis_client):
     dead = TaskGuard(redis_client, "guard-2", lock_ttl=1)
     assert redis_client.set("hm:task:guard-2:lock", "someone-dead", nx=True, ex=1)

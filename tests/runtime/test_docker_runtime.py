@@ -16,6 +16,7 @@ import threading
 import uuid
 import zipfile
 
+import docker
 import pytest
 
 from hivemind_celery.core.model import TaskOutcome, TaskStatus
@@ -30,6 +31,7 @@ from hivemind_celery.runtime.docker_config import (
     object_name,
 )
 from hivemind_celery.runtime.docker_driver import DockerRuntime
+from hivemind_celery.runtime.follow import container_logs
 from hivemind_celery.runtime.images import ImageNotAllowed, ImageUnavailable
 from tests.runtime.docker_kit import WORKER, leftovers, make_job, settings, tar_files
 from tests.services_kit import BUSYBOX_IMAGE, PYTHON_IMAGE, ROOT
@@ -248,6 +250,34 @@ def test_reap_removes_only_this_workers_leftovers_not_kept(runtime, docker_clien
                 thing.remove(force=True)
             except Exception:  # noqa: BLE001 - already gone is fine here
                 pass
+
+
+@pytest.mark.docker
+def test_logs_are_read_without_an_inspect_per_call() -> None:
+    """The follower reads a container's output from the Engine API itself: the
+    same bytes as the docker SDK's logs, without the SDK's inspect before each
+    call (counted with a requests response hook on the client's session), and a
+    follow stream stays open through a quiet spell longer than the client's
+    timeout, as the SDK's does."""
+    client = docker.from_env(timeout=2)
+    calls: list[str] = []
+    client.api.hooks["response"].append(lambda response, *_, **__: calls.append(response.request.path_url.split("?")[0]))
+    script = "echo out; echo err >&2; sleep 3; echo last"
+    container = client.containers.run(BUSYBOX_IMAGE, ["sh", "-c", script], detach=True, network_mode="none")
+    try:
+        calls.clear()
+        streamed = b"".join(container_logs(container, follow=True))
+        # stdout and stderr reach the log by separate copies: their order may swap
+        assert sorted(streamed.splitlines()) == [b"err", b"last", b"out"] and streamed.endswith(b"last\n")
+        assert container_logs(container) == streamed
+        assert container_logs(container, tail=1) == b"last\n"
+        assert calls and all(path.endswith("/logs") for path in calls), calls
+        assert container.logs() == streamed  # the SDK's own reading agrees
+    finally:
+        container.remove(force=True)
+    with pytest.raises(docker.errors.NotFound):
+        container_logs(container)
+    client.close()
 
 
 @pytest.mark.docker

@@ -21,6 +21,7 @@ from hivemind_celery.runtime.base import Started
 from hivemind_celery.site.registry import Registry
 from hivemind_celery.task.meter import UsageMeter
 from hivemind_celery.task.observers import USAGE_EVENT
+from hivemind_celery.usage.cgroup import CgroupPaths, CgroupReader
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
@@ -191,3 +192,26 @@ def test_container_gone_before_start_is_not_measured(redis_client) -> None:
     assert outcome.usage is not None and outcome.usage.source == "none" and outcome.usage.samples == 0
     assert outcome.reward == 1
     assert redis_client.get(keys.task_usage("gone-1")) is None
+
+
+def test_a_start_announced_after_the_run_ended_starts_nothing(redis_client, tmp_path) -> None:
+    # The Docker runtime announces the start from its own thread, beside following
+    # the container, and joins it before the step ends; should a start still come after
+    # the run stopped its meter (an error path), nothing is sampled or published for a
+    # task that has its outcome. The cgroup is a directory of counter files here: only
+    # that a read would be possible matters.
+    settings = Settings(worker_id="track-worker-4", sample_interval=0.2)
+    spec = TaskSpec(task_id="late-1", payload=PAYLOAD)
+    tracker = UsageMeter(None, spec, redis_client, settings)
+    assert tracker.stop() is None
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "cpu.stat").write_text("usage_usec 1000\nuser_usec 600\nsystem_usec 400\n")
+    (cgroup / "memory.current").write_text("4096\n")
+    (cgroup / "pids.current").write_text("1\n")
+    assert CgroupReader(paths := CgroupPaths(2, cgroup, cgroup, cgroup)).read().cpu_seconds == 0.001
+    tracker.on_start(Started("late-1", "f" * 64, 4242, cgroup=paths))
+    assert tracker.stop() is None
+    time.sleep(0.5)  # past two sample intervals: a sampler would have published by now
+    assert redis_client.get(keys.task_usage("late-1")) is None
+    assert redis_client.zscore(keys.site_running(), "late-1") is None  # nor listed as running

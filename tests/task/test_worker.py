@@ -3,6 +3,7 @@ dockerd, tasks sent the way the bridge sends them."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import time
 import uuid
 import zipfile
 
+import docker
 import pytest
 
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
@@ -267,6 +269,33 @@ def test_leftover_containers_reaped_at_start(start_worker, docker_client, celery
         assert remaining == []
     finally:
         worker.stop()
+
+
+def test_a_later_attempt_removes_an_earlier_attempts_orphan(cpu_worker, celery_app, store, redis_client, docker_client):
+    """A worker that died mid-task (here: one that never was) left the task's
+    container running on this dockerd. Its attempt is on record, so the new
+    attempt looks for leftovers of this task id, whichever worker made them,
+    and removes them before it starts (a first attempt skips that look)."""
+    from hivemind_celery.task.attempts import AttemptLog
+
+    task_id = f"orphan-{uuid.uuid4().hex[:8]}"
+    AttemptLog(redis_client, task_id).begin("dead-worker", None)
+    orphan = docker_client.containers.run(
+        BUSYBOX_IMAGE,
+        ["sleep", "300"],
+        detach=True,
+        network_mode="none",
+        labels={"hivemind.worker": "dead-worker", "hivemind.task_id": task_id, "hivemind.role": "main"},
+    )
+    try:
+        _, result = submit(celery_app, store, {"main.py": "print('again')"}, task_id=task_id)
+        outcome = outcome_of(result)
+        assert outcome.succeeded and "again" in outcome.log_tail
+        assert [a.ended for a in outcome.attempts] == ["lost", "finished"]
+        assert docker_client.containers.list(all=True, filters={"id": orphan.id}) == []
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            orphan.remove(force=True)
 
 
 def test_hivemind_run_cli_prints_outcome_json(cpu_worker, redis_url, tmp_path):
