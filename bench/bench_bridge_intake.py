@@ -40,8 +40,8 @@ from hivemind_celery.payloads.store import PayloadStore  # noqa: E402
 from hivemind_celery.site.registry import Registry, WorkerCapacity  # noqa: E402
 from proto import nodepool_pb2 as pb  # noqa: E402
 from proto import nodepool_pb2_grpc as pb_grpc  # noqa: E402
-from tests.bridge.test_bridge_service import PASSWORD, RecordingPool  # noqa: E402
-from tests.conftest import make_zip  # noqa: E402
+from tests.bridge_kit import PASSWORD, RecordingPool  # noqa: E402
+from tests.services_kit import make_zip  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 WARMUP = 20

@@ -54,7 +54,7 @@ from hivemind_celery.core.settings import Settings  # noqa: E402
 from nodepool import accounts  # noqa: E402
 from nodepool.store import Store  # noqa: E402
 from proto import nodepool_pb2 as pb  # noqa: E402
-from tests.conftest import PYTHON_IMAGE, WorkerProcess, make_zip  # noqa: E402
+from tests.services_kit import PYTHON_IMAGE, WorkerProcess, make_zip  # noqa: E402
 from tests.e2e_kit import OWNER, SITE, Site  # noqa: E402
 from tests.nodepool_kit import PASSWORD, wait_for  # noqa: E402
 
