@@ -54,9 +54,9 @@ from hivemind_celery.core.settings import Settings  # noqa: E402
 from nodepool import accounts  # noqa: E402
 from nodepool.store import Store  # noqa: E402
 from proto import nodepool_pb2 as pb  # noqa: E402
-from tests.services_kit import PYTHON_IMAGE, WorkerProcess, make_zip  # noqa: E402
 from tests.e2e_kit import OWNER, SITE, Site  # noqa: E402
 from tests.nodepool_kit import PASSWORD, wait_for  # noqa: E402
+from tests.services_kit import PYTHON_IMAGE, WorkerProcess, make_zip  # noqa: E402
 
 TASKS = int(os.environ.get("BENCH_TASKS", "50"))
 PARALLEL = int(os.environ.get("BENCH_PARALLEL", "2"))

@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
 from hivemind_celery.celery_app import create_app  # noqa: E402
 from hivemind_celery.core.settings import Settings  # noqa: E402
-from tests.services_kit import PYTHON_IMAGE, WorkerProcess  # noqa: E402
 from tests.pool_sites import SLOTS, OwnPoolSite, PoolSite, StandInSite, sleeper_zip  # noqa: E402
+from tests.services_kit import PYTHON_IMAGE, WorkerProcess  # noqa: E402
 
 TASKS = int(os.environ.get("BENCH_TASKS", "20"))
 TASK_SECONDS = float(os.environ.get("BENCH_TASK_SECONDS", "10"))
