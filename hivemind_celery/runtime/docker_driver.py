@@ -9,7 +9,8 @@ on_start, stream logs, wait with the timeout polling should_stop → on timeout
 or stop: SIGTERM, stop_grace, SIGKILL → inspect (OOMKilled, ExitCode) →
 /workspace copied out, bounded → remove containers and volumes. Files are
 copied through the volumes' host directories when the worker can see them,
-else with put_archive/get_archive (see volume_io).
+else with put_archive/get_archive (docker_files.py, volume_io); how a step's
+container ended and what that means for the outcome is docker_step.py.
 
 `run` raises ImageUnavailable (a RuntimeRefused) when the image cannot be
 used, and lets errors reaching dockerd at all propagate; everything the
@@ -21,18 +22,14 @@ task's time includes installing its requirements.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import tarfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 
 import docker
 import requests
@@ -40,14 +37,9 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.core.settings import Settings
-from hivemind_celery.payloads.checkpoint import CHECKPOINT_DIR
-from hivemind_celery.payloads.workspace import RESERVED_DIR, TASK_GID, TASK_UID
-from hivemind_celery.runtime import reaper, step_usage, volume_io
+from hivemind_celery.runtime import docker_files, docker_step, reaper, step_usage
 from hivemind_celery.runtime.archive import (
-    AccessDenied,
     WorkspaceCopy,
-    bounded_copy,
-    copy_dir,
 )
 from hivemind_celery.runtime.base import (
     Job,
@@ -55,9 +47,7 @@ from hivemind_celery.runtime.base import (
     OnOutput,
     OnStart,
     ShouldStop,
-    Started,
     StopGrace,
-    exit_reason,
     safe_stop_check,
 )
 from hivemind_celery.runtime.disk_watch import DiskWatch, start_watch
@@ -69,13 +59,12 @@ from hivemind_celery.runtime.docker_config import (
     setup_proxied,
     volume_kwargs,
 )
+from hivemind_celery.runtime.docker_step import StepEnd
 from hivemind_celery.runtime.follow import Follower, Waiter
-from hivemind_celery.runtime.freeze import Freezer, frozen_reason
+from hivemind_celery.runtime.freeze import Freezer
 from hivemind_celery.runtime.images import ensure_image, forget_image
-from hivemind_celery.runtime.index_lookup import project_files
 from hivemind_celery.runtime.logtail import LogTail
 from hivemind_celery.runtime.setup_egress import ProxyReport, finish_proxy, start_proxy
-from hivemind_celery.runtime.setup_step import explain_failure
 from hivemind_celery.usage import task_cgroup
 
 log = logging.getLogger(__name__)
@@ -89,39 +78,6 @@ POLL_SECONDS = 1.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class StepEnd:
-    exit_code: int | None = None
-    oom_killed: bool = False
-    timed_out: bool = False
-    frozen_too_long: bool = False  # a pause froze it past HIVEMIND_MAX_FROZEN_SECONDS
-    stopped: bool = False
-    vanished: bool = False  # the container was removed under us
-    over_disk: str = ""  # why the task was killed for its disk use
-    wall_seconds: float = 0.0  # from the start to the container's exit
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not (
-            self.timed_out or self.stopped or self.vanished or self.oom_killed or self.over_disk or self.frozen_too_long
-        )
-
-
-def _deps_tar(ca_bundle: bytes | None) -> bytes:
-    """Directories the set-up step writes (owned by the task user) and the CA bundle."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name in ("deps", "tmp", "home", "proxy"):
-            info = tarfile.TarInfo(name)
-            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, TASK_UID, TASK_GID
-            tar.addfile(info)
-        if ca_bundle is not None:
-            info = tarfile.TarInfo("ca-certificates.crt")
-            info.size, info.mode = len(ca_bundle), 0o644
-            tar.addfile(info, io.BytesIO(ca_bundle))
-    return out.getvalue()
 
 
 class DockerRuntime:
@@ -217,7 +173,7 @@ class DockerRuntime:
                 started_at,
                 _now(),
                 tail.text(),
-                reason=f"docker refused the task: {exc.explanation or exc}" + _gpu_note(job, containers),
+                reason=f"docker refused the task: {exc.explanation or exc}" + docker_step.gpu_note(job, containers),
             )
         except requests.exceptions.ConnectionError as exc:
             # dockerd stopped or restarted under the task (it kills its containers).
@@ -261,11 +217,11 @@ class DockerRuntime:
         settings, task_id = self.settings, job.spec.task_id
         measured: dict[str, UsageSummary | None] = {}
         if deps is not None:
-            ca_bundle = _read_ca(settings.ca_bundle)
+            ca_bundle = docker_files.read_ca(settings.ca_bundle)
             setup = self._create(job, "setup", workspace.name, deps.name, ca_bundle is not None)
             containers.append(setup)
-            self._put(setup, WORKSPACE, workspace, job.workspace_tar)
-            self._put(setup, DEPS_MOUNT, deps, _deps_tar(ca_bundle))
+            docker_files.put(setup, WORKSPACE, workspace, job.workspace_tar, settings)
+            docker_files.put(setup, DEPS_MOUNT, deps, docker_files.deps_tar(ca_bundle), settings)
             proxy = None
             if setup_proxied(job, settings):  # the set-up step's only way out (setup_egress)
                 proxy = start_proxy(self.client, job, settings, deps.name)
@@ -277,7 +233,7 @@ class DockerRuntime:
             if not end.ok:
                 result = self._result(job, "setup", end, setup, started_at, tail, workspace, measured)
                 if end.exit_code and not (end.over_disk or end.timed_out or end.stopped or end.vanished):
-                    result.reason = _setup_reason(result.reason, tail, settings, report)
+                    result.reason = docker_step.setup_reason(result.reason, tail, settings, report)
                 return result
             tail.note("set-up done")
         if stop_check():
@@ -289,33 +245,15 @@ class DockerRuntime:
         else:
             # The files go into the fresh volume's directory while dockerd creates the container.
             with ThreadPoolExecutor(1, thread_name_prefix=f"workspace-{task_id}") as pool:
-                written = pool.submit(self._write_in_place, workspace, job.workspace_tar, task_id)
+                written = pool.submit(docker_files.write_in_place, workspace, job.workspace_tar, self.settings, task_id)
                 main = self._create(job, "main", workspace.name, None, False)
                 containers.append(main)
             if not written.result():
                 main.put_archive(WORKSPACE, job.workspace_tar)
-        reader = partial(self._read_checkpoint, main, workspace, task_id)
+        reader = partial(docker_files.read_checkpoint, main, workspace, task_id, self.settings)
         end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id, reader)
         measured["main"] = self._measure(job, main, end)
         return self._result(job, "main", end, main, started_at, tail, workspace, measured)
-
-    def _put(self, container, mount: str, volume, tar: bytes) -> None:  # type: ignore[no-untyped-def]
-        """Copy `tar` into the volume mounted at `mount` of a container not yet started."""
-        if not self._write_in_place(volume, tar, container.labels.get(LABEL_TASK, "")):
-            container.put_archive(mount, tar)
-
-    def _write_in_place(self, volume, tar: bytes, task_id: str) -> bool:  # type: ignore[no-untyped-def]
-        """Unpack `tar` into a fresh volume through its host directory; False
-        when the Docker API has to copy it instead (see volume_io)."""
-        path = volume_io.host_dir(volume, self.settings, write=True)
-        if path is None:
-            return False
-        try:
-            volume_io.unpack(tar, path)
-            return True
-        except (OSError, tarfile.TarError) as exc:  # the API overwrites whatever got written
-            log.warning("could not write the volume directly, using the Docker API: %s", exc, extra={"task_id": task_id})
-            return False
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
         parent = None
@@ -380,7 +318,7 @@ class DockerRuntime:
             # Beside following and waiting, not before them: a short task can end
             # before the inspect for its PID returns, dockerd busy with its exit.
             announcer = threading.Thread(
-                target=_announce, args=(container, on_start, task_id, reader), name=f"announce-{task_id}", daemon=True
+                target=docker_step.announce, args=(container, on_start, task_id, reader), name=f"announce-{task_id}", daemon=True
             )
             announcer.start()
         follower = Follower(container, tail)
@@ -418,7 +356,7 @@ class DockerRuntime:
             waiter.done.wait(self.settings.docker_timeout)
         end.wall_seconds = time.monotonic() - began
         follower.finish()
-        _read_exit(container, end)
+        docker_step.read_exit(container, end)
         if announcer is not None:  # on_start has returned before the step's end is told
             announcer.join()
         return end
@@ -452,12 +390,12 @@ class DockerRuntime:
         workspace=None,
         measured: dict | None = None,
     ) -> JobResult:
-        status, reason = _status(job, role, end, self.settings)
+        status, reason = docker_step.status(job, role, end, self.settings)
         copy = checkpoint = None
         if container is not None and not end.vanished:
-            copy = self._copy_out(container, workspace, job.spec.task_id)
+            copy = docker_files.copy_out(container, workspace, job.spec.task_id, self.settings)
             if role == "main":
-                checkpoint = self._read_checkpoint(container, workspace, job.spec.task_id)
+                checkpoint = docker_files.read_checkpoint(container, workspace, job.spec.task_id, self.settings)
         return JobResult(
             status=status,
             exit_code=end.exit_code,
@@ -471,136 +409,3 @@ class DockerRuntime:
             step_usage={role: usage for role, usage in (measured or {}).items() if usage is not None},
             checkpoint=checkpoint,
         )
-
-    def _read_checkpoint(self, container, workspace, task_id: str) -> WorkspaceCopy | None:  # type: ignore[no-untyped-def]
-        """The task's checkpoint directory as it stands, running or ended (payloads/checkpoint.py)."""
-        cap = self.settings.checkpoint_max_bytes
-        path = volume_io.host_dir(workspace, self.settings)
-        if path is not None:
-            try:
-                return copy_dir(Path(path) / CHECKPOINT_DIR, cap, denied_is_error=True)
-            except FileNotFoundError:
-                return None  # the task removed it
-            except (OSError, AccessDenied) as exc:
-                log.info(
-                    "checkpoint not readable in place, copying it through the Docker API: %s", exc, extra={"task_id": task_id}
-                )
-        try:
-            chunks, _ = container.get_archive(f"{WORKSPACE}/{CHECKPOINT_DIR}", chunk_size=1024 * 1024)
-            return bounded_copy(chunks, cap, top=Path(CHECKPOINT_DIR).name)
-        except (NotFound, APIError, requests.RequestException) as exc:
-            log.info("could not copy the checkpoint out: %s", exc, extra={"task_id": task_id})
-            return None
-
-    def _copy_out(self, container, workspace, task_id: str) -> WorkspaceCopy | None:  # type: ignore[no-untyped-def]
-        path = volume_io.host_dir(workspace, self.settings) if workspace is not None else None
-        if path is not None:
-            try:
-                return copy_dir(path, self.settings.result_max_bytes, denied_is_error=True, leave_out=RESERVED_DIR)
-            except (OSError, AccessDenied) as exc:  # e.g. a non-root worker and a file of mode 0600
-                log.info(
-                    "workspace not readable in place, copying it through the Docker API: %s", exc, extra={"task_id": task_id}
-                )
-        try:
-            chunks, _ = container.get_archive(WORKSPACE, chunk_size=1024 * 1024)
-            return bounded_copy(chunks, self.settings.result_max_bytes, top=Path(WORKSPACE).name, leave_out=RESERVED_DIR)
-        except (NotFound, APIError) as exc:
-            log.warning("could not copy the workspace out: %s", exc, extra={"task_id": task_id})
-            return None
-
-
-def _status(job: Job, role: str, end: StepEnd, settings: Settings) -> tuple[TaskStatus, str]:
-    step = "set-up step (pip install -r requirements.txt)" if role == "setup" else "task"
-    if end.vanished:
-        return TaskStatus.CANCELLED, "stopped: the task's container was removed while it ran"
-    if end.stopped:
-        return TaskStatus.CANCELLED, "stopped by request"
-    if end.frozen_too_long:
-        return TaskStatus.CANCELLED, frozen_reason(settings.max_frozen_seconds)
-    if end.over_disk:
-        return TaskStatus.FAILED, f"{step} was killed: {end.over_disk}"
-    if end.timed_out:
-        limit = settings.setup_timeout if role == "setup" else job.timeout
-        return TaskStatus.TIMED_OUT, f"{step} timed out after {limit:g} s"
-    if end.oom_killed:
-        return TaskStatus.OOM_KILLED, f"{step} ran out of memory (limit {job.spec.memory_mb} MiB)"
-    if end.exit_code == 0:
-        return TaskStatus.SUCCEEDED, ""
-    if end.exit_code == 137:
-        return TaskStatus.FAILED, f"{step} was killed (SIGKILL, exit code 137)"
-    return TaskStatus.FAILED, exit_reason(step, end.exit_code)
-
-
-def _gpu_note(job: Job, containers: list) -> str:
-    """For a GPU task, the GPUs Docker recorded on its container (read back
-    before removal): a host without NVIDIA's container runtime creates such a
-    container but cannot start it, and the reason should say which GPUs."""
-    if not job.gpu_devices:
-        return ""
-    recorded: list[str] = []
-    for container in containers:
-        try:
-            container.reload()
-        except (NotFound, APIError):
-            continue
-        for request in (container.attrs.get("HostConfig") or {}).get("DeviceRequests") or []:
-            recorded += request.get("DeviceIDs") or []
-    return (
-        f" (a GPU task: the host's Docker could not give it GPUs {', '.join(job.gpu_devices)}; "
-        f"its container was created with DeviceIDs {recorded}; is NVIDIA's container toolkit installed?)"
-    )
-
-
-def _read_exit(container, end: StepEnd) -> None:  # type: ignore[no-untyped-def]
-    """The exit code and OOM flag of an ended container into `end`, or that it vanished."""
-    try:
-        container.reload()
-    except NotFound:
-        end.vanished = True
-        return
-    state = container.attrs.get("State", {})
-    # A forced removal (kill from any process) marks the container
-    # "removing" before it kills it, so this tells a kill from a crash.
-    if state.get("Status") in ("removing", "dead"):
-        end.vanished = True
-        return
-    end.exit_code = state.get("ExitCode")
-    end.oom_killed = bool(state.get("OOMKilled"))
-
-
-def _announce(
-    container,
-    on_start: OnStart,
-    task_id: str,  # type: ignore[no-untyped-def]
-    reader: Callable[[], WorkspaceCopy | None] | None = None,
-) -> None:
-    try:
-        container.reload()
-        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-        parent = (container.attrs.get("HostConfig") or {}).get("CgroupParent")
-        cgroup = task_cgroup.locate(parent) if parent else None
-        on_start(
-            Started(
-                task_id=task_id,
-                container_id=container.id,
-                pid=pid,
-                cgroup=cgroup.paths if cgroup is not None else None,
-                read_checkpoint=reader,
-            )
-        )
-    except Exception:  # a failing sampler must not stop the task
-        log.exception("on_start callback failed", extra={"task_id": task_id})
-
-
-def _setup_reason(reason: str, tail: LogTail, settings: Settings, report: ProxyReport) -> str:
-    """pip's failure in one sentence naming the package or refused host."""
-    explained = explain_failure(tail.text(), settings, report.denied, partial(project_files, settings)) or reason
-    return f"{explained} ({report.problem})" if report.problem else explained
-
-
-def _read_ca(path: str) -> bytes | None:
-    try:
-        return Path(path).read_bytes()
-    except OSError:
-        log.warning("CA bundle %s not readable; the set-up step uses the image's own CAs", path)
-        return None
