@@ -10,7 +10,9 @@ another task fits, and at once (`wake`) after a task was accepted (the
 deployed pool marks a node BUSY after every dispatch until its next Idle
 report) and after a task ended. Node-level usage goes as TaskUsage with
 task_id "0" and the node id in its `token` field, where the deployed pool
-reads it; that call is optional and its failure never fails a beat.
+reads it, when it changed or a registration interval after the last one (an
+idle site's usage does not change: no call each beat); that call is optional
+and its failure never fails a beat.
 While the owner's preferences pause the site (site/prefs.py) the status is
 "Paused: <reason>", never "Idle", and the registration stays as it was.
 """
@@ -52,6 +54,7 @@ class Heartbeat:
         self._advertised: capacity.Advertised | None = None  # what the last registration said
         self.last_status: str | None = None
         self._usage_failure: str | None = None  # the last node-usage failure, logged once
+        self._usage_sent: tuple[capacity.SiteUsage, float] | None = None  # what node usage went last, and when
         self._waiting_logged = False  # said once that registration waits for a live worker
 
     @property
@@ -146,6 +149,11 @@ class Heartbeat:
 
     def _node_usage(self, usage: capacity.SiteUsage) -> None:
         """Optional: a pool that refuses or fails it still got the status."""
+        now = time.monotonic()
+        if self._usage_sent is not None:
+            last, at = self._usage_sent
+            if last == usage and now - at < self._settings.registration_interval:
+                return
         try:
             self._session.call(
                 self._session.workers.TaskUsage,
@@ -172,6 +180,7 @@ class Heartbeat:
         if self._usage_failure is not None:
             log.info("node usage taken again", extra={"node_id": self._config.node_id})
         self._usage_failure = None
+        self._usage_sent = (usage, now)
 
     def beat(self) -> None:
         try:

@@ -7,7 +7,8 @@ Real bridge, real Redis registry and result backend, a recording pool.
   (a worker going), and registers nothing before a worker is live.
 - It reports status right after accepting a task (the deployed pool marks a node
   BUSY after every dispatch) and right after a finished task freed room.
-- A refused node-level usage call never fails the beat; a wake cuts a retry wait.
+- A refused node-level usage call never fails the beat; node usage goes when it
+  changes, not with every beat; a wake cuts a retry wait.
 - A worker storing a task's outcome starts a relay pass at once."""
 
 from __future__ import annotations
@@ -92,6 +93,22 @@ def test_refused_node_usage_never_fails_the_beat(
     assert len(pool.of("RegisterWorkerNode")) == 1  # no beat failed: nothing forced a new registration
     assert "heartbeat failed" not in caplog.text
     assert caplog.text.count("node usage not taken") == 1  # said once, not every beat
+
+
+def test_node_usage_goes_when_it_changes_not_every_beat(
+    start_bridge: Callable[..., Bridge], pool: RecordingPool, db: redis.Redis
+) -> None:
+    add_worker(db, cpus=4, memory_mb=8192)
+    before = len(pool.of("TaskUsage", "0"))
+    beats = len(pool.of("ReportStatus"))
+    bridge = start_bridge(registration_interval=3600.0)
+    wait_for(lambda: len(pool.of("ReportStatus")) >= beats + 10, "ten heartbeats of an idle site")
+    idle = pool.of("TaskUsage", "0")[before:]
+    assert len(idle) == 1, idle  # the same figures: sent once, not with each beat
+    assert execute(bridge, "t-node-usage", cpu_usage=200.0).success  # half the site's CPU reserved
+    changed = wait_for(lambda: pool.of("TaskUsage", "0")[before + 1 :], "node usage after it changed")
+    assert changed[0].cpu_usage == 50.0
+    finish(db, bridge, "t-node-usage")
 
 
 def test_a_wake_cuts_a_retry_wait() -> None:
