@@ -304,7 +304,13 @@ class Settings(BaseSettings):
         "default: the Node Pool host, resolved.",
     )
     bridge_secret: SecretStr | None = Field(None, description="When set, pool calls must carry it as metadata x-hivemind-secret.")
-    heartbeat_interval: float = Field(5.0, gt=0, le=30, description="Seconds between ReportStatus calls.")
+    heartbeat_interval: float = Field(
+        10.0,
+        gt=0,
+        le=30,
+        description="Seconds between ReportStatus calls (the deployed pool wants one every 30 s at most and "
+        "fails a running task whose node is silent for 60 s); a task accepted or ended is reported at once.",
+    )
     registration_interval: float = Field(30.0, gt=0, description="Seconds between RegisterWorkerNode calls.")
     relay_interval: float = Field(1.0, gt=0, description="Seconds between relay passes (output, usage, results).")
     cpu_score_per_core: int = Field(100, gt=0, description="Node Pool cpu_score worth one CPU core.")
