@@ -317,9 +317,10 @@ def report(idle: dict[str, Row], busy: dict[str, Row], visited: tuple[int, int],
         f"- idle site PSS ≤ 150 MiB: {site_pss / MiB:.0f} MiB ({_met(site_pss <= 150 * MiB)})",
         f"- the site's own CPU while a task runs ≤ 1 % of the task's: {ratio:.2f} % ({_met(ratio <= 1.0)})",
     ]
+    shared = "shared with other work" if load >= 0.5 else "otherwise quiet"
     lines += [
         "",
-        f"The machine ({os.cpu_count()} cores) was shared with other work during the run (load average "
+        f"The machine ({os.cpu_count()} cores) was {shared} during the run (load average "
         f"{load:.1f} at the start of the idle window): the ratios are what count, not the absolute %.",
     ]
     body = "\n".join(lines)
