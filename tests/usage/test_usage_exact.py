@@ -8,8 +8,10 @@ with a sample interval far longer than the task so that no sample helps) must
 never be below it, and may exceed it by at most what running an interpreter
 that does nothing costs on the same runtime, measured here in the same test
 (the most of ten such runs, one before each burner run: start-up, exit and,
-in a container, runc and tini). Every burner runs 10 times, each a separate
-run.
+in a container, runc and tini), plus how much those ten differ among
+themselves: on shared cores that cost varies by a few milliseconds from run
+to run, and a burner's start-up varies as much. Every burner runs 10 times,
+each a separate run.
 
 The runtimes are driven directly, not through Celery (the tracker is the one
 `hivemind.run_task` uses, with its real Redis): on 2 shared cores thirty
@@ -41,8 +43,9 @@ def check_exact(runtime, settings: Settings, redis_client, name: str) -> None:  
         empty.append(measured_run(runtime, settings, redis_client, make_job(NOTHING)))
         burns.append(measured_run(runtime, settings, redis_client, make_job(BURNERS[name])))
     assert all(o.usage is not None for o in empty)
-    allowance = max(o.usage.cpu_seconds for o in empty)  # type: ignore[union-attr]
-    assert allowance > 0  # an interpreter's start-up costs something; 0 would mean nothing was measured
+    costs = [o.usage.cpu_seconds for o in empty]  # type: ignore[union-attr]
+    assert min(costs) > 0  # an interpreter's start-up costs something; 0 would mean nothing was measured
+    allowance = max(costs) + (max(costs) - min(costs))
     for outcome in burns:
         burned = reference(outcome)
         usage = outcome.usage
