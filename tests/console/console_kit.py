@@ -66,9 +66,8 @@ class Console:
         return self.log_path.read_text(errors="replace")[-8000:]
 
 
-def start_console(redis_url: str, tmp: Path, *args: str, **env: str) -> Console:
-    """`hivemind console ARGS` answering /login (its first page: with the activator,
-    this starts the console process)."""
+def _launch(redis_url: str, tmp: Path, args: tuple[str, ...], env: dict[str, str]) -> Console:
+    """`hivemind console ARGS` started on a free port, its output in tmp/console.log."""
     port = free_port()
     log_path = tmp / "console.log"
     proc = subprocess.Popen(
@@ -78,7 +77,14 @@ def start_console(redis_url: str, tmp: Path, *args: str, **env: str) -> Console:
         stdout=open(log_path, "wb"),
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    return Console(f"http://127.0.0.1:{port}", proc, log_path)
+
+
+def start_console(redis_url: str, tmp: Path, *args: str, **env: str) -> Console:
+    """`hivemind console ARGS` answering /login (its first page: with the activator,
+    this starts the console process)."""
+    launched = _launch(redis_url, tmp, args, env)
+    url, proc, log_path = launched.url, launched.proc, launched.log_path
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -109,16 +115,8 @@ def wait_for(check: Callable[[], object], what: str, console: Console, timeout: 
 
 def start_held(redis_url: str, tmp: Path, *args: str, **env: str) -> Console:
     """`hivemind console` whose activator holds the port; nothing has connected yet."""
-    port = free_port()
-    log_path = tmp / "console.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hivemind.cli", "console", "--port", str(port), *args],
-        cwd=ROOT,
-        env=console_env(redis_url, tmp / "state", **env),
-        stdout=open(log_path, "wb"),
-        stderr=subprocess.STDOUT,
-    )
-    console = Console(f"http://127.0.0.1:{port}", proc, log_path)
+    console = _launch(redis_url, tmp, args, env)
+    proc = console.proc
     wait_for(lambda: HOLDING in console.log() or proc.poll() is not None, "the activator holding the port", console)
     assert proc.poll() is None, f"exited early:\n{console.log()}"
     return console
