@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 # Counter reads are microseconds on cgroups: read often so that little of a
 # task's CPU time falls after the last read before its cgroup disappears.
 DEFAULT_READ_INTERVAL = 0.25
+# The first sample waits this long (or `interval`, if shorter): a task that ends
+# sooner is told whole by its outcome, and publishing (a dozen Redis writes, a
+# Celery event) beside its end would only delay that outcome.
+FIRST_PUBLISH_AFTER = 1.0
 
 
 class SourceGone(HivemindError):
@@ -240,25 +244,28 @@ class UsageSampler:
         self._open()
         if self._reads == 0:
             self._read()
-        if not self._done.is_set():  # stop() joins us, so nothing is published after it returns
-            self._publish()
-        next_publish = time.monotonic() + self.interval
-        while not self._done.wait(self._read_every()):
+        next_publish = self._started + min(self.interval, FIRST_PUBLISH_AFTER)
+        while True:
+            between = self._reads_between()
+            pause = max(0.0, next_publish - time.monotonic())
+            if self._done.wait(min(pause, self.read_interval) if between else pause):
+                return  # stop() joins us, so nothing is published after it returns
+            publishing = time.monotonic() >= next_publish
+            if not (publishing or between):
+                continue  # woke a little early: nothing is due yet
             if not self._read() or self._emptied():
                 return
-            if time.monotonic() >= next_publish:
-                next_publish += self.interval
+            if publishing:
+                next_publish = max(next_publish + self.interval, time.monotonic())
                 self._publish()
 
-    def _read_every(self) -> float:
+    def _reads_between(self) -> bool:
         """Between publications, reads only bound what is lost when a container's
         cgroup vanishes with its processes; a cgroup that outlives them is read
         exactly at the end (`stop`), so it is read only to publish."""
         with self._lock:
             source = self.source
-        if source is not None and source.name == "cgroup" and not getattr(source, "outlives", False):
-            return self.read_interval
-        return self.interval
+        return source is not None and source.name == "cgroup" and not getattr(source, "outlives", False)
 
     def _read(self) -> bool:
         """One read into the totals; False once the source is gone."""
