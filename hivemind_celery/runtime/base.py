@@ -28,7 +28,7 @@ class Started:
 
     task_id: str
     container_id: str | None  # None for the process runtime
-    pid: int  # host PID of the task's first process; 0 if it already ended
+    pid: int  # host PID of the task's first process; 0 if it already ended, or if `cgroup` is given and will do
     cgroup: CgroupPaths | None = None  # the step's own cgroup, readable after its processes end
     # Copies the task's checkpoint directory as it stands (bounded, no links followed); None if unreadable.
     read_checkpoint: Callable[[], WorkspaceCopy | None] | None = None

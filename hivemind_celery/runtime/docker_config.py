@@ -112,10 +112,16 @@ def container_kwargs(
     `cgroup_parent`: a cgroup of the step's own that keeps its totals after exit."""
     spec = job.spec
     setup = role == "setup"
-    mounts = [Mount(target=WORKSPACE, source=workspace_volume, type="volume")]
+    # dockerd makes a volume the first time a container mounts it, with these labels.
+    mounts = [
+        Mount(
+            target=WORKSPACE, source=workspace_volume, type="volume", labels=labels(settings.worker_id, spec.task_id, "workspace")
+        )
+    ]
     if deps_volume:
         # The main step may read the installed packages but not change them.
-        mounts.append(Mount(target=DEPS_MOUNT, source=deps_volume, type="volume", read_only=not setup))
+        deps_labels = labels(settings.worker_id, spec.task_id, "deps")
+        mounts.append(Mount(target=DEPS_MOUNT, source=deps_volume, type="volume", read_only=not setup, labels=deps_labels))
     # A proxied set-up step has no network of its own: the proxy is its way out.
     if setup:
         network = setup_step.is_pip(job.setup_command) and job.setup_network and not setup_proxied(job, settings)

@@ -1,12 +1,13 @@
 """The Docker runtime: one job, one labelled volume, one hardened container
 per step, all through the docker SDK.
 
-Lifecycle: image check → workspace volume (and a deps volume when there is a
-requirements set-up step) → [set-up container: workspace and CA bundle copied
-in, its proxy container started (setup_egress: its only way out), start,
-stream logs, wait, proxy removed] → main container: (workspace copied in,) start,
-on_start, stream logs, wait with the timeout polling should_stop → on timeout
-or stop: SIGTERM, stop_grace, SIGKILL → inspect (OOMKilled, ExitCode) →
+Lifecycle: image check → [set-up container, which makes the workspace and
+deps volumes as dockerd creates it: workspace and CA bundle copied in, its
+proxy container started (setup_egress: its only way out), start, stream logs,
+wait, proxy removed] → main container (without a set-up step, the workspace
+volume is made and filled beside its create): start, on_start, stream logs,
+wait with the timeout polling should_stop → on timeout or stop: SIGTERM,
+stop_grace, SIGKILL → inspect (OOMKilled, ExitCode; beside the log's catch-up) →
 /workspace copied out, bounded → remove containers and volumes. Files are
 copied through the volumes' host directories when the worker can see them,
 else with put_archive/get_archive (docker_files.py, volume_io); how a step's
@@ -28,8 +29,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 import docker
 import requests
@@ -38,9 +41,6 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.runtime import docker_files, docker_step, reaper, step_usage
-from hivemind_celery.runtime.archive import (
-    WorkspaceCopy,
-)
 from hivemind_celery.runtime.base import (
     Job,
     JobResult,
@@ -56,6 +56,7 @@ from hivemind_celery.runtime.docker_config import (
     LABEL_TASK,
     WORKSPACE,
     container_kwargs,
+    object_name,
     setup_proxied,
     volume_kwargs,
 )
@@ -193,33 +194,56 @@ class DockerRuntime:
 
     # --- steps --------------------------------------------------------------
     def _run_steps(self, job, tail, on_start, stop_check, started_at, containers, volumes) -> JobResult:  # type: ignore[no-untyped-def]
-        settings, task_id = self.settings, job.spec.task_id
-        workspace = self.client.volumes.create(**volume_kwargs(settings, task_id, "workspace"))
+        # The volumes are made by dockerd as it creates the first container that
+        # mounts them (with their labels): one API call fewer than creating them
+        # first. Listed before that create, so cleanup removes whatever it left.
+        task_id = job.spec.task_id
+        workspace = self._volume(task_id, "workspace")
         volumes.append(workspace)
         deps = None
         if job.setup_command:
-            deps = self.client.volumes.create(**volume_kwargs(settings, task_id, "deps"))
+            deps = self._volume(task_id, "deps")
             volumes.append(deps)
+        with ExitStack() as watches:  # the disk watch stops with the run
+            return self._run_in(job, workspace, deps, watches, tail, on_start, stop_check, started_at, containers)
+
+    def _volume(self, task_id: str, role: str):  # type: ignore[no-untyped-def]
+        """A task volume's model, before dockerd has made it (see `_run_steps`)."""
+        return self.client.volumes.prepare_model({"Name": object_name(self.settings.worker_id, task_id, role)})
+
+    def _fill(self, workspace, tar: bytes, task_id: str) -> bool:  # type: ignore[no-untyped-def]
+        """Make the workspace volume and write `tar` into its directory; False when
+        the Docker API has to copy it instead (docker_files.write_in_place)."""
+        made = self.client.volumes.create(**volume_kwargs(self.settings, task_id, "workspace"))
+        workspace.attrs["Mountpoint"] = made.attrs.get("Mountpoint")
+        return docker_files.write_in_place(workspace, tar, self.settings, task_id)
+
+    def _watch(self, container, volumes: list, task_id: str, watches: ExitStack) -> DiskWatch | None:  # type: ignore[no-untyped-def]
+        """Learn the volumes' host directories from the created container; watch them."""
+        sources = {m.get("Name"): m.get("Source") for m in container.attrs.get("Mounts") or []}
+        for volume in volumes:
+            volume.attrs["Mountpoint"] = sources.get(volume.name)
+        settings = self.settings
         watch = start_watch(
-            [v.attrs.get("Mountpoint") for v in volumes],
+            [v.attrs["Mountpoint"] for v in volumes],
             settings.workspace_max_mb,
             settings.workspace_max_files,
             settings.workspace_check_interval,
             task_id,
         )
-        try:
-            return self._run_in(job, workspace, deps, watch, tail, on_start, stop_check, started_at, containers)
-        finally:
-            if watch is not None:
-                watch.stop()
+        if watch is not None:
+            watches.callback(watch.stop)
+        return watch
 
-    def _run_in(self, job, workspace, deps, watch, tail, on_start, stop_check, started_at, containers) -> JobResult:  # type: ignore[no-untyped-def]
+    def _run_in(self, job, workspace, deps, watches, tail, on_start, stop_check, started_at, containers) -> JobResult:  # type: ignore[no-untyped-def]
         settings, task_id = self.settings, job.spec.task_id
+        volumes = [workspace] if deps is None else [workspace, deps]
         measured: dict[str, UsageSummary | None] = {}
         if deps is not None:
             ca_bundle = docker_files.read_ca(settings.ca_bundle)
             setup = self._create(job, "setup", workspace.name, deps.name, ca_bundle is not None)
             containers.append(setup)
+            watch = self._watch(setup, volumes, task_id, watches)
             docker_files.put(setup, WORKSPACE, workspace, job.workspace_tar, settings)
             docker_files.put(setup, DEPS_MOUNT, deps, docker_files.deps_tar(ca_bundle), settings)
             proxy = None
@@ -236,22 +260,29 @@ class DockerRuntime:
                     result.reason = docker_step.setup_reason(result.reason, tail, settings, report)
                 return result
             tail.note("set-up done")
-        if stop_check():
+        if deps is not None and stop_check():  # asked to stop during the set-up step (the caller asked just before it)
             end = StepEnd(stopped=True)
             return self._result(job, "main", end, containers[-1] if containers else None, started_at, tail, workspace, measured)
-        if job.setup_command:  # the set-up step's container got the files
-            main = self._create(job, "main", workspace.name, deps.name if deps else None, False)
+        if deps is not None:  # the set-up step's container got the files
+            main = self._create(job, "main", workspace.name, deps.name, False)
             containers.append(main)
         else:
-            # The files go into the fresh volume's directory while dockerd creates the container.
+            # The workspace volume is made and filled while dockerd creates the container
+            # (which would make it too: whichever comes first, the other finds it).
             with ThreadPoolExecutor(1, thread_name_prefix=f"workspace-{task_id}") as pool:
-                written = pool.submit(docker_files.write_in_place, workspace, job.workspace_tar, self.settings, task_id)
+                written = pool.submit(self._fill, workspace, job.workspace_tar, task_id)
                 main = self._create(job, "main", workspace.name, None, False)
                 containers.append(main)
+            watch = self._watch(main, volumes, task_id, watches)
             if not written.result():
                 main.put_archive(WORKSPACE, job.workspace_tar)
         reader = partial(docker_files.read_checkpoint, main, workspace, task_id, self.settings)
-        end = self._run_step(main, job.timeout, stop_check, tail, watch, on_start, task_id, reader)
+        announce = None
+        if on_start is not None:
+            # A GPU task is measured by its container's own cgroup, found by its PID.
+            needs_pid = job.spec.wants_gpu
+            announce = partial(docker_step.announce, on_start=on_start, task_id=task_id, reader=reader, needs_pid=needs_pid)
+        end = self._run_step(main, job.timeout, stop_check, tail, watch, announce)
         measured["main"] = self._measure(job, main, end)
         return self._result(job, "main", end, main, started_at, tail, workspace, measured)
 
@@ -307,19 +338,15 @@ class DockerRuntime:
         stop_check,
         tail: LogTail,  # type: ignore[no-untyped-def]
         watch: DiskWatch | None,
-        on_start: OnStart | None = None,
-        task_id: str = "",
-        reader: Callable[[], WorkspaceCopy | None] | None = None,
+        announce: Callable[[Any], None] | None = None,
     ) -> StepEnd:
         began = time.monotonic()
         container.start()
         announcer = None
-        if on_start is not None:
+        if announce is not None:
             # Beside following and waiting, not before them: a short task can end
-            # before the inspect for its PID returns, dockerd busy with its exit.
-            announcer = threading.Thread(
-                target=docker_step.announce, args=(container, on_start, task_id, reader), name=f"announce-{task_id}", daemon=True
-            )
+            # before an inspect for its PID returns, dockerd busy with its exit.
+            announcer = threading.Thread(target=announce, args=(container,), name=f"announce-{container.name}", daemon=True)
             announcer.start()
         follower = Follower(container, tail)
         follower.start()
@@ -355,8 +382,8 @@ class DockerRuntime:
             self._stop(container)
             waiter.done.wait(self.settings.docker_timeout)
         end.wall_seconds = time.monotonic() - began
-        follower.finish()
-        docker_step.read_exit(container, end)
+        follower.finish()  # while the waiter reads how the container ended
+        docker_step.read_exit(container, end, waiter.ended_state(self.settings.docker_timeout))
         if announcer is not None:  # on_start has returned before the step's end is told
             announcer.join()
         return end

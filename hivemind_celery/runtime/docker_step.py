@@ -87,14 +87,15 @@ def gpu_note(job: Job, containers: list[Any]) -> str:
     )
 
 
-def read_exit(container: Any, end: StepEnd) -> None:
-    """The exit code and OOM flag of an ended container into `end`, or that it vanished."""
-    try:
-        container.reload()
-    except NotFound:
-        end.vanished = True
-        return
-    state = container.attrs.get("State", {})
+def read_exit(container: Any, end: StepEnd, state: dict | None = None) -> None:
+    """The exit code and OOM flag of an ended container into `end`, or that it
+    vanished; from `state` (its inspect's State, read once it ended) when given."""
+    if state is None:
+        try:
+            state = container.client.api.inspect_container(container.id).get("State") or {}
+        except NotFound:
+            end.vanished = True
+            return
     # A forced removal (kill from any process) marks the container
     # "removing" before it kills it, so this tells a kill from a crash.
     if state.get("Status") in ("removing", "dead"):
@@ -109,13 +110,19 @@ def announce(
     on_start: OnStart,
     task_id: str,
     reader: Callable[[], WorkspaceCopy | None] | None = None,
+    needs_pid: bool = False,
 ) -> None:
-    """Tell `on_start` the running container's PID and cgroup (the sampler starts from it)."""
+    """Tell `on_start` the running step's cgroup of its own, or its container's PID
+    (the sampler starts from it). Asking dockerd for the PID is left out when the
+    step's cgroup will do: just after a start, dockerd can take tens of
+    milliseconds to answer, and a short task would end waiting for it."""
     try:
-        container.reload()
-        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-        parent = (container.attrs.get("HostConfig") or {}).get("CgroupParent")
+        parent = (container.attrs.get("HostConfig") or {}).get("CgroupParent")  # as created
         cgroup = task_cgroup.locate(parent) if parent else None
+        pid = 0
+        if cgroup is None or needs_pid:
+            container.reload()
+            pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         on_start(
             Started(
                 task_id=task_id,

@@ -70,12 +70,15 @@ def _frames(raw: Any) -> Iterator[bytes]:
 
 
 class Waiter(threading.Thread):
-    """container.wait() in a thread, so the caller can poll stop and deadline."""
+    """container.wait() in a thread, so the caller can poll stop and deadline;
+    then the ended container's state, read while the caller reads its last output."""
 
     def __init__(self, container) -> None:  # type: ignore[no-untyped-def]
         super().__init__(daemon=True, name=f"wait-{container.name}")
         self.container = container
         self.done = threading.Event()
+        self.inspected = threading.Event()
+        self.state: dict | None = None  # the State of the container's inspect, once ended
 
     def run(self) -> None:
         try:
@@ -84,6 +87,20 @@ class Waiter(threading.Thread):
             pass
         finally:
             self.done.set()
+        try:
+            # Into a field of our own, not container.attrs, which another thread's
+            # earlier inspect (of the running container) may still overwrite.
+            self.state = self.container.client.api.inspect_container(self.container.id).get("State") or {}
+        except Exception:  # noqa: BLE001 - removed or daemon gone: the caller's own inspect tells which
+            self.state = None
+        finally:
+            self.inspected.set()
+
+    def ended_state(self, timeout: float) -> dict | None:
+        """The state read after the end, or None when the container has not ended."""
+        if self.done.is_set() and self.inspected.wait(timeout):
+            return self.state
+        return None
 
 
 # dockerd ends a follow with this line when the json-file log rotated under
