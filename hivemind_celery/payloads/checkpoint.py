@@ -174,11 +174,12 @@ class CheckpointStore:
             )
         return pointer, data
 
-    def clear(self, task_id: str) -> None:
-        """Forget the task's checkpoint (the task has ended for good)."""
+    def clear(self, task_id: str, *also: str) -> None:
+        """Forget the task's checkpoint (the task has ended for good), and the
+        keys `also` named, in the same round trip."""
         pointer = self.latest(task_id)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(keys.task_checkpoint(task_id))
+        pipe.delete(keys.task_checkpoint(task_id), *also)
         if pointer is not None:
             pipe.delete(keys.task_checkpoint_blob(task_id, pointer.digest))
         pipe.execute()

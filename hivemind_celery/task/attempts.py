@@ -51,6 +51,13 @@ class AttemptLog:
                 log.warning("unreadable attempt record skipped", extra={"task_id": self.task_id})
         return attempts
 
+    def with_earlier(self) -> list[Attempt]:
+        """Every attempt of the task, this run's last; a first attempt has none
+        earlier to read (the task's lock keeps any other run from adding one)."""
+        if self.index == 0 and self.current is not None:
+            return [self.current]
+        return self.all()
+
     def begin(self, worker: str, resumed: CheckpointPointer | None) -> Attempt:
         """Close earlier attempts still marked running (lost with their worker) and add this one."""
         earlier = self.all()
@@ -95,9 +102,6 @@ class AttemptLog:
             cpu_seconds=usage.cpu_seconds if usage else 0.0,
             reward=outcome.reward,
         )
-
-    def clear(self) -> None:
-        self._redis.delete(self.key)
 
 
 def with_attempts(outcome: TaskOutcome, attempts: list[Attempt]) -> TaskOutcome:

@@ -12,13 +12,35 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 import redis
 
 from hivemind_celery.core import keys
 from hivemind_celery.core.model import TaskOutcome
+from hivemind_celery.core.units import as_text
 
 OUTCOME_TTL = 7 * 24 * 3600
+
+# The stored outcome; else the lock and this attempt's number; else "busy". One round trip.
+_CLAIM = """
+local outcome = redis.call('GET', KEYS[1])
+if outcome then return {'done', outcome} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {'busy'} end
+local attempt = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {'ours', attempt}
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `TaskGuard.claim` found: the outcome of a run that ended, or the
+    lock taken with this attempt's number (counted from 1), or neither (another
+    run holds the lock)."""
+
+    outcome: TaskOutcome | None = None
+    attempt: int = 0
 
 
 class TaskGuard:
@@ -38,26 +60,27 @@ class TaskGuard:
     def store_outcome(self, outcome: TaskOutcome) -> None:
         self._redis.set(keys.task_outcome(self.task_id), outcome.model_dump_json(), ex=OUTCOME_TTL)
 
-    # -- attempts --------------------------------------------------------
-    def count_attempt(self) -> int:
-        key = keys.task_attempts(self.task_id)
-        pipe = self._redis.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, OUTCOME_TTL)
-        return int(pipe.execute()[0])
+    # -- claim -----------------------------------------------------------
+    def claim(self) -> Claim:
+        """The stored outcome if the task ran; else take the lock and count this
+        attempt (a lost worker's attempts add up to the task's limit)."""
+        names = (keys.task_outcome(self.task_id), keys.task_lock(self.task_id), keys.task_attempts(self.task_id))
+        reply = self._redis.register_script(_CLAIM)(keys=names, args=[self._token, self.lock_ttl, OUTCOME_TTL])
+        kind = as_text(reply[0])
+        if kind == "done":
+            return Claim(outcome=TaskOutcome.model_validate_json(reply[1]))
+        if kind == "busy":
+            return Claim()
+        self._refresher = threading.Thread(target=self._refresh, name=f"lock-{self.task_id}", daemon=True)
+        self._refresher.start()
+        return Claim(attempt=int(reply[1]))
 
+    # -- attempts --------------------------------------------------------
     def uncount_attempt(self) -> None:
         """Give back an attempt that ended on purpose to resume later (worker stopping)."""
         self._redis.decr(keys.task_attempts(self.task_id))
 
     # -- lock --------------------------------------------------------------
-    def acquire(self) -> bool:
-        taken = self._redis.set(keys.task_lock(self.task_id), self._token, nx=True, ex=self.lock_ttl)
-        if taken:
-            self._refresher = threading.Thread(target=self._refresh, name=f"lock-{self.task_id}", daemon=True)
-            self._refresher.start()
-        return bool(taken)
-
     def release(self) -> None:
         # The refresher is told to stop, not waited for (it would have to be
         # scheduled first, on the path that returns the outcome): a refresh that

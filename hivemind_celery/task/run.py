@@ -74,12 +74,11 @@ def _say(output: OutputStream, line: str) -> None:
 
 def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) -> TaskOutcome:
     guard = TaskGuard(redis_client(), spec.task_id, lock_ttl=max(3, int(settings.task_lock_ttl)))
-    existing = guard.stored_outcome()
-    if existing is not None:
-        log.info("task already ran; returning its outcome", extra={"task_id": spec.task_id})
-        return existing
     deadline = time.monotonic() + settings.hard_time_limit
-    while not guard.acquire():
+    while not (claim := guard.claim()).attempt:
+        if claim.outcome is not None:
+            log.info("task already ran; returning its outcome", extra={"task_id": spec.task_id})
+            return claim.outcome
         log.info("task is running elsewhere; waiting for its outcome", extra={"task_id": spec.task_id})
         outcome = guard.wait_for_outcome(deadline)
         if outcome is not None:
@@ -87,7 +86,7 @@ def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settin
         if time.monotonic() >= deadline:
             return rejected_outcome(spec.task_id, "another run of this task never finished", settings.worker_id)
     try:
-        attempts = guard.count_attempt()
+        attempts = claim.attempt
         if attempts > settings.max_attempts:
             outcome = rejected_outcome(
                 spec.task_id,
@@ -111,8 +110,7 @@ def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settin
 def forget_progress(client: redis.Redis, task_id: str, settings: Settings) -> None:
     """The task has its outcome: its checkpoint and attempt records go (the outcome lists the attempts)."""
     try:
-        CheckpointStore(client, settings).clear(task_id)
-        AttemptLog(client, task_id).clear()
+        CheckpointStore(client, settings).clear(task_id, AttemptLog(client, task_id).key)
     except redis.RedisError:
         log.warning("could not remove the task's checkpoint; it expires", extra={"task_id": task_id})
 
@@ -130,10 +128,14 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
         later = pause.released or draining(client, settings.worker_id)
         return settings.shutdown_grace if later else settings.stop_grace
 
-    if client.exists(keys.task_stop(spec.task_id)):
+    asked = client.pipeline(transaction=False)  # both asked in one round trip
+    asked.exists(keys.task_stop(spec.task_id))
+    asked.exists(keys.worker_draining(settings.worker_id))
+    stop_asked, worker_stopping = asked.execute()
+    if stop_asked:
         outcome = cancelled_outcome(spec.task_id, "stopped before it started", settings.worker_id)
         return store_result(outcome, store, settings, stopped=True)
-    if draining(client, settings.worker_id):
+    if worker_stopping:
         raise TaskRequeued("this worker is stopping; the task goes back to its queue before it started")
     checkpoints = CheckpointStore(client, settings)
     restored = restore(checkpoints, spec.task_id, settings)
@@ -223,7 +225,7 @@ def run_job(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) 
 
     def with_all_attempts(outcome: TaskOutcome) -> TaskOutcome:
         attempts.end("finished", outcome)
-        return with_attempts(outcome, attempts.all())
+        return with_attempts(outcome, attempts.with_earlier())
 
     outcome = meter.complete(outcome_from_result(spec, result, settings.worker_id), policy, with_all_attempts)
     outcome = outcome.model_copy(update={"gpus": gpus.used()})
