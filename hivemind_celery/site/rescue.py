@@ -28,17 +28,24 @@ from hivemind_celery.site.registry import Registry
 
 log = logging.getLogger(__name__)
 
+# Record a delivery only for a live worker (its registry deadline, in the
+# Redis server's clock as the registry keeps it, not yet passed): one round
+# trip, on the path every message takes before it reaches a pool process.
+_RECORD = """
+local clock = redis.call('TIME')
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not deadline or tonumber(deadline) <= tonumber(clock[1]) + tonumber(clock[2]) / 1000000 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+return 1
+"""
+
 
 def record(registry: Registry, worker_id: str, task_id: str, delivery_tag: str) -> bool:
     """Note that `worker_id` runs `task_id` from this delivery; False if the
     worker is not live in the registry (then nothing is recorded)."""
-    if not registry.is_live(worker_id):
-        return False
-    pipe = registry.client.pipeline()
-    pipe.sadd(keys.workers_with_deliveries(), worker_id)
-    pipe.hset(keys.worker_deliveries(worker_id), task_id, delivery_tag)
-    pipe.execute()
-    return True
+    names = [keys.workers_by_deadline(), keys.workers_with_deliveries(), keys.worker_deliveries(worker_id)]
+    return bool(registry.client.register_script(_RECORD)(keys=names, args=[worker_id, task_id, delivery_tag]))
 
 
 def forget(client: redis.Redis, worker_id: str, task_id: str) -> None:
