@@ -159,7 +159,8 @@ class Settings(BaseSettings):
         5.0,
         gt=0,
         description="Seconds between live usage samples (events, the console's charts, the pool's TaskUsage); "
-        "the totals the reward uses are read exactly whatever this is.",
+        "the first comes 1 s after the start (sooner if this is shorter), so a task that ends within it is "
+        "told by its outcome alone; the totals the reward uses are read exactly whatever this is.",
     )
     log_json: bool = Field(False, description="Log one JSON object per line.")
     log_level: str = Field("INFO", description="Log level for the worker, bridge and Node Pool.")
