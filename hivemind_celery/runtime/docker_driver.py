@@ -194,9 +194,10 @@ class DockerRuntime:
 
     # --- steps --------------------------------------------------------------
     def _run_steps(self, job, tail, on_start, stop_check, started_at, containers, volumes) -> JobResult:  # type: ignore[no-untyped-def]
-        # The volumes are made by dockerd as it creates the first container that
-        # mounts them (with their labels): one API call fewer than creating them
-        # first. Listed before that create, so cleanup removes whatever it left.
+        # Nothing is asked of dockerd here: a container's mount makes a volume that
+        # does not exist yet (with its labels), and without a set-up step the
+        # workspace is also made beside the main container's create (`_fill`).
+        # Listed before either, so cleanup removes whatever they left.
         task_id = job.spec.task_id
         workspace = self._volume(task_id, "workspace")
         volumes.append(workspace)
