@@ -7,7 +7,8 @@ proxy container started (setup_egress: its only way out), start, stream logs,
 wait, proxy removed] → main container (without a set-up step, the workspace
 volume is made and filled beside its create): start, on_start, stream logs,
 wait with the timeout polling should_stop → on timeout or stop: SIGTERM,
-stop_grace, SIGKILL → inspect (OOMKilled, ExitCode; beside the log's catch-up) →
+stop_grace, SIGKILL → inspect (OOMKilled, ExitCode; beside the step's totals from its
+cgroup parent and the log's catch-up) →
 /workspace copied out, bounded → remove containers and volumes. Files are
 copied through the volumes' host directories when the worker can see them,
 else with put_archive/get_archive (docker_files.py, volume_io); how a step's
@@ -252,9 +253,9 @@ class DockerRuntime:
                 proxy = start_proxy(self.client, job, settings, deps.name)
                 containers.append(proxy)
             tail.note("set-up: installing requirements.txt")
-            end = self._run_step(setup, settings.setup_timeout, stop_check, tail, watch)
+            end = self._run_step(job, setup, settings.setup_timeout, stop_check, tail, watch)
             report = finish_proxy(proxy, task_id) if proxy is not None else ProxyReport()
-            measured["setup"] = self._measure(job, setup, end)
+            measured["setup"] = end.usage
             if not end.ok:
                 result = self._result(job, "setup", end, setup, started_at, tail, workspace, measured)
                 if end.exit_code and not (end.over_disk or end.timed_out or end.stopped or end.vanished):
@@ -283,8 +284,8 @@ class DockerRuntime:
             # A GPU task is measured by its container's own cgroup, found by its PID.
             needs_pid = job.spec.wants_gpu
             announce = partial(docker_step.announce, on_start=on_start, task_id=task_id, reader=reader, needs_pid=needs_pid)
-        end = self._run_step(main, job.timeout, stop_check, tail, watch, announce)
-        measured["main"] = self._measure(job, main, end)
+        end = self._run_step(job, main, job.timeout, stop_check, tail, watch, announce)
+        measured["main"] = end.usage
         return self._result(job, "main", end, main, started_at, tail, workspace, measured)
 
     def _create(self, job: Job, role: str, workspace: str, deps: str | None, has_ca: bool):  # type: ignore[no-untyped-def]
@@ -334,6 +335,7 @@ class DockerRuntime:
 
     def _run_step(
         self,
+        job: Job,
         container,
         timeout: float,
         stop_check,
@@ -383,7 +385,9 @@ class DockerRuntime:
             self._stop(container)
             waiter.done.wait(self.settings.docker_timeout)
         end.wall_seconds = time.monotonic() - began
-        follower.finish()  # while the waiter reads how the container ended
+        # The totals, then the log's last line, while the waiter reads how the container ended.
+        end.usage = self._measure(job, container, end)
+        follower.finish()
         docker_step.read_exit(container, end, waiter.ended_state(self.settings.docker_timeout))
         if announcer is not None:  # on_start has returned before the step's end is told
             announcer.join()

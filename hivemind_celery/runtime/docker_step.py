@@ -13,7 +13,7 @@ from typing import Any
 
 from docker.errors import APIError, NotFound
 
-from hivemind_celery.core.model import TaskStatus
+from hivemind_celery.core.model import TaskStatus, UsageSummary
 from hivemind_celery.core.settings import Settings
 from hivemind_celery.runtime.archive import WorkspaceCopy
 from hivemind_celery.runtime.base import Job, OnStart, Started, exit_reason
@@ -37,6 +37,7 @@ class StepEnd:
     vanished: bool = False  # the container was removed under us
     over_disk: str = ""  # why the task was killed for its disk use
     wall_seconds: float = 0.0  # from the start to the container's exit
+    usage: UsageSummary | None = None  # its totals from its cgroup parent, when it has one
 
     @property
     def ok(self) -> bool:
