@@ -12,6 +12,8 @@ an answer for every task it handed over. The run itself is run.py.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from celery import Task
@@ -34,11 +36,17 @@ def spec_error(exc: ValidationError) -> str:
     return f"invalid task spec: {field}: {first['msg']}"
 
 
+# What a run left to do once its outcome is delivered (run.run_guarded), by task id.
+_after_result: dict[str, Callable[[], None]] = {}
+
+
 class RunTask(Task):
-    """Removes a run's containers and volumes after its outcome is stored:
-    Celery calls after_return once the result is in the backend, so the
-    submitter has the outcome without waiting for dockerd to remove them. A
-    pool process killed before this leaves them to the worker's reaper."""
+    """Settles a run after its outcome is stored: Celery calls after_return once
+    the result is in the backend, so the submitter has the outcome without
+    waiting for the run's records to be cleared, its history entry, its lock's
+    release, or dockerd removing its containers and volumes. A pool process
+    killed before this leaves the records and the lock to their expiry, the
+    containers to the worker's reaper."""
 
     # An expected end, logged by Celery at INFO without a traceback.
     throws = (TaskUnsuccessful,)
@@ -46,6 +54,12 @@ class RunTask(Task):
     def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
         if not task_id:
             return
+        settle = _after_result.pop(task_id, None)
+        if settle is not None:
+            try:
+                settle()
+            except Exception:  # noqa: BLE001 - Redis gone: the lock and records expire by themselves
+                log.warning("could not settle the task's records; they expire", exc_info=True, extra={"task_id": task_id})
         try:
             runtime().cleanup(task_id)
         except Exception:  # noqa: BLE001 - e.g. dockerd gone: the worker's reaper removes them later
@@ -65,7 +79,7 @@ def run_task(self: Task, spec_json: dict[str, Any]) -> dict[str, Any]:
     if spec.task_id != task_id:
         return _answer(rejected_outcome(spec.task_id, "spec task_id differs from the Celery task id", settings.worker_id))
     try:
-        return _answer(run_guarded(self, spec, store, settings))
+        return _answer(run_guarded(self, spec, store, settings, partial(_after_result.__setitem__, spec.task_id)))
     except TaskRequeued as exc:
         # Celery skips after_return for a rejected message: remove the run's leftovers here.
         self.after_return("REJECTED", None, spec.task_id, (), {}, None)

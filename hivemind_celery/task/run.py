@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any
 
@@ -72,7 +73,17 @@ def _say(output: OutputStream, line: str) -> None:
     output.write(f"[hivemind] {line}\n".encode())
 
 
-def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settings) -> TaskOutcome:
+def run_guarded(
+    task: Any,
+    spec: TaskSpec,
+    store: PayloadStore,
+    settings: Settings,
+    after_result: Callable[[Callable[[], None]], None] | None = None,
+) -> TaskOutcome:
+    """The outcome of the task's one run. Once the outcome is stored, what is
+    left (forget the checkpoint, add the history entry, release the lock) is
+    done at once, or handed to `after_result` to do after the caller has
+    delivered the outcome (celery_task: after Celery stored the result)."""
     guard = TaskGuard(redis_client(), spec.task_id, lock_ttl=max(3, int(settings.task_lock_ttl)))
     deadline = time.monotonic() + settings.hard_time_limit
     while not (claim := guard.claim()).attempt:
@@ -85,6 +96,7 @@ def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settin
             return outcome
         if time.monotonic() >= deadline:
             return rejected_outcome(spec.task_id, "another run of this task never finished", settings.worker_id)
+    handed_over = False  # the lock's release went with the rest of the settling
     try:
         attempts = claim.attempt
         if attempts > settings.max_attempts:
@@ -96,13 +108,29 @@ def run_guarded(task: Any, spec: TaskSpec, store: PayloadStore, settings: Settin
             outcome = store_result(outcome, store, settings)
         else:
             outcome = run_job(task, spec, store, settings)
+        # Stored first: a delivery of the same task from now on gets this outcome,
+        # whether or not the lock is still held.
         guard.store_outcome(outcome)
-        forget_progress(redis_client(), spec.task_id, settings)
-        note_ended(redis_client(), outcome)
+        settle = partial(_settle, guard, outcome, settings)
+        if after_result is None:
+            settle()
+        else:
+            after_result(settle)
+        handed_over = True
         return outcome
     except TaskRequeued:
         guard.uncount_attempt()  # a graceful stop is not a lost worker: it does not use up the attempts
         raise
+    finally:
+        if not handed_over:
+            guard.release()
+
+
+def _settle(guard: TaskGuard, outcome: TaskOutcome, settings: Settings) -> None:
+    """After the outcome: the run's records go, the history gains it, the lock is released."""
+    try:
+        forget_progress(redis_client(), outcome.task_id, settings)
+        note_ended(redis_client(), outcome)
     finally:
         guard.release()
 

@@ -17,8 +17,12 @@ import zipfile
 import docker
 import pytest
 
+from hivemind_celery.core import keys
 from hivemind_celery.core.model import TASK_NAME, TaskOutcome, TaskSpec, TaskStatus
+from hivemind_celery.site.activity import Activity
+from hivemind_celery.task.attempts import AttemptLog
 from hivemind_celery.task.outcomes import celery_outcome
+from tests.fault_kit import wait_until
 from tests.services_kit import BUSYBOX_IMAGE, MISSING_IMAGE, ROOT, make_zip, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
@@ -192,9 +196,19 @@ def test_same_task_id_runs_once(cpu_worker, celery_app, store, redis_client):
     _, second = submit(celery_app, store, files, task_id=task_id)
     one, two = outcome_of(first), outcome_of(second)
     assert one.succeeded and one.log_tail == two.log_tail
-    from hivemind_celery.core import keys
-
     assert int(redis_client.get(keys.task_attempts(task_id))) == 1
+
+
+def test_a_run_is_settled_just_after_its_outcome(cpu_worker, celery_app, store, redis_client):
+    # The lock, the attempts record and the history entry are settled in
+    # RunTask.after_return, once Celery has stored the result: soon after, never lost.
+    spec, result = submit(celery_app, store, {"keep.txt": "x"}, image=BUSYBOX_IMAGE, command=["true"])
+    assert outcome_of(result).succeeded
+    wait_until(lambda: not redis_client.exists(keys.task_lock(spec.task_id)), 10, "the task's lock released")
+    assert spec.task_id in [task for task, _ in Activity(redis_client).history()]
+    assert spec.task_id not in [task for task, _ in Activity(redis_client).running()]
+    assert not redis_client.exists(AttemptLog(redis_client, spec.task_id).key)
+    assert redis_client.get(keys.task_outcome(spec.task_id))  # kept: a later delivery gets it
 
 
 def _containers_of(docker_client, task_id):
