@@ -343,11 +343,14 @@ class UsageSampler:
         self._read()
 
     def stop(self) -> UsageSummary:
-        """Stop sampling and return the totals (safe to call more than once)."""
+        """Stop sampling and return the totals. The first call reads once more;
+        a later one returns the same totals (the measured thing has ended)."""
+        first = not self._done.is_set()
         self._done.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=max(5.0, self.interval * 2))
-        self._read()
+        if first:
+            self._read()
         return self.summary()
 
     def summary(self) -> UsageSummary:

@@ -309,6 +309,8 @@ def test_a_cgroup_of_the_steps_own_is_read_only_to_publish_and_exactly_at_the_en
         container.wait(timeout=30)
         time.sleep(0.5)  # the container's own cgroup is gone by now; the step's is not
         summary = sampler.stop()
+        reads_at_stop = source.reads
+        again = sampler.stop()  # the meter asks twice (its finally, then the outcome's totals)
         after_exit = CgroupReader(cgroup.paths).read().cpu_seconds
     finally:
         container.remove(force=True)
@@ -318,5 +320,6 @@ def test_a_cgroup_of_the_steps_own_is_read_only_to_publish_and_exactly_at_the_en
     # gone, one at stop; a container's own cgroup would have been read every 0.25 s
     # (twice per publication here).
     assert source.reads <= len(samples) + 3, (source.reads, len(samples))
+    assert again == summary and source.reads == reads_at_stop  # a later stop reads nothing more
     assert summary.cpu_seconds == pytest.approx(after_exit, abs=1e-6)  # nothing lost to sampling
     assert summary.cpu_seconds > 0.2
