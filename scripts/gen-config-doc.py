@@ -107,6 +107,11 @@ OTHER_VARIABLES: dict[str, tuple[str, str, str]] = {
         "1: a Docker or Redis test that would skip fails instead (set by `make test` and CI).",
     ),
     "BENCH_ROUNDS": ("(per benchmark)", "bench", "How many rounds a benchmark measures."),
+    "BENCH_API_ROUNDS": (
+        "30",
+        "bench/bench_worker_overhead.py",
+        "Pairs the overhead benchmark times for the worker that copies files through the archive API.",
+    ),
     "BENCH_TUNNEL_ROUNDS": ("2", "bench/bench_tunnel.py", "Rounds of the tunnel benchmark (each path once per round)."),
     "BENCH_TUNNEL_TASKS": ("3", "bench/bench_tunnel.py", "Tasks per path and round of the tunnel benchmark."),
     "BENCH_WINDOW": ("45", "bench/bench_footprint.py", "Seconds each footprint window measures."),
