@@ -112,11 +112,11 @@ def run_guarded(
         # whether or not the lock is still held.
         guard.store_outcome(outcome)
         settle = partial(_settle, guard, outcome, settings)
+        handed_over = True  # _settle releases the lock, whatever else fails
         if after_result is None:
             settle()
         else:
             after_result(settle)
-        handed_over = True
         return outcome
     except TaskRequeued:
         guard.uncount_attempt()  # a graceful stop is not a lost worker: it does not use up the attempts
