@@ -11,7 +11,6 @@ with it; nothing else on the host was touched, so nothing else needs undoing.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import json
 import logging
@@ -19,9 +18,11 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from vpn.config import Network, TunnelConfig, check_vpn_network
 from vpn.errors import TunnelError, TunnelToolMissing
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_.=+-]{1,15}$")
 UAPI_DIR = Path("/var/run/wireguard")
 TUN_DEVICE = "/dev/net/tun"
-_PR_SET_PDEATHSIG = 1
 
 
 def check_interface_name(name: str) -> str:
@@ -41,12 +41,36 @@ def check_interface_name(name: str) -> str:
     return name
 
 
-def _die_with_parent() -> None:
-    # The tunnel is the bridge's: it goes when the bridge's process does, even on SIGKILL.
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+# wireguard-go goes when the process that started it does, even on SIGKILL: this
+# launcher asks the kernel for that (PR_SET_PDEATHSIG), gives up if that process is
+# already gone, then becomes the program. Not preexec_fn: it makes Popen fork() instead
+# of vfork(), gRPC's fork handlers then restart its poller thread in the child, and that
+# thread aborts the child when Popen closes the inherited descriptors before exec
+# (grpc/grpc#43055), so wireguard-go never starts.
+_BOUND_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(0)\n"
+    "try:\n"
+    "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "except OSError as error:\n"
+    "    sys.stderr.write(f'cannot run {sys.argv[2]}: {error.strerror}\\n')\n"
+    "    sys.exit(127)\n"
+)
+
+
+def start_bound(
+    argv: list[str], *, env: dict[str, str] | None = None, stderr: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` so that it gets SIGTERM when this process ends."""
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _BOUND_LAUNCHER, str(os.getpid()), *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
 
 
 class WireGuardLink:
@@ -190,15 +214,12 @@ class WireGuardLink:
         # SIGPIPE when this process is gone.
         errors = tempfile.TemporaryFile()
         try:
-            self._process = subprocess.Popen(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-                start_new_session=self.detach,
-                preexec_fn=None if self.detach else _die_with_parent,
-            )
+            if self.detach:
+                self._process = subprocess.Popen(
+                    argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True
+                )
+            else:
+                self._process = start_bound(argv, env=env, stderr=errors)
         except FileNotFoundError:
             errors.close()
             raise missing_tool(self.tools.wireguard_go) from None
